@@ -1,0 +1,57 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask_smorest import Blueprint
+from sqlalchemy import text
+
+from app.api import services
+
+blp = Blueprint("health", __name__, description="Health checks")
+log = logging.getLogger(__name__)
+
+
+@blp.route("/healthz", methods=["GET"])
+def healthz() -> dict[str, Any]:
+    """The API process is alive."""
+    return {"status": "ok"}
+
+
+@blp.route("/readyz", methods=["GET"])
+@blp.alt_response(503, description="A dependency is down; the body names it.")
+def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Database, Redis and at least one worker are reachable."""
+    svc = services()
+    checks: dict[str, str] = {}
+    try:
+        with svc.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    try:
+        svc.redis.ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"unreachable: {type(exc).__name__}"
+    if checks["redis"] == "ok":
+        try:
+            # limit=1 returns on the first reply instead of waiting out the timeout.
+            replies = svc.celery.control.ping(timeout=1.0, limit=1)
+            checks["worker"] = "ok" if replies else "no worker answered"
+        except Exception as exc:
+            checks["worker"] = f"unreachable: {type(exc).__name__}"
+    else:
+        checks["worker"] = "unknown: broker unreachable"
+    down = [name for name, state in checks.items() if state != "ok"]
+    if down:
+        log.warning("not ready: %s", ", ".join(f"{n} {checks[n]}" for n in down))
+        return (
+            {"status": "unavailable", "checks": checks, "down": down},
+            503,
+            {"Retry-After": "5"},
+        )
+    return {"status": "ok", "checks": checks}, 200, {}

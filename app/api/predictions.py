@@ -1,0 +1,71 @@
+"""POST /v1/models/{name}/predictions and GET /v1/predictions/{id}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+from flask_smorest import Blueprint
+
+from app import jobs
+from app.api import services
+from app.api.schemas import JobSchema, PredictionRequestSchema, WaitQuerySchema
+from app.errors import UnsupportedMediaType
+
+blp = Blueprint(
+    "predictions", __name__, url_prefix="/v1", description="Submit and poll predictions"
+)
+
+
+@blp.before_request
+def _require_json() -> None:
+    # Checked before webargs parses, which would otherwise treat a non-JSON body as empty.
+    if request.method == "POST" and not request.is_json:
+        raise UnsupportedMediaType(
+            f"send the body as application/json, not {request.mimetype or 'no content type'}"
+        )
+
+
+@blp.route("/models/<string:name>/predictions", methods=["POST"])
+@blp.arguments(WaitQuerySchema, location="query", as_kwargs=True)
+@blp.arguments(PredictionRequestSchema)
+@blp.alt_response(
+    202, schema=JobSchema, description="Accepted: the job is stored and queued."
+)
+@blp.alt_response(
+    200, schema=JobSchema, description="Finished at once (every row cached, or ?wait)."
+)
+@blp.alt_response(404, schema="Error", description="Unknown model, version or alias.")
+@blp.alt_response(
+    409, schema="Error", description="Idempotency-Key reused with another body."
+)
+@blp.alt_response(413, schema="Error", description="Too many rows or bytes.")
+@blp.alt_response(415, schema="Error", description="Body is not JSON.")
+@blp.alt_response(
+    422, schema="Error", description="A row does not fit the model's signature."
+)
+def submit_prediction(
+    body: dict[str, Any], name: str, wait: float
+) -> tuple[dict[str, Any], int, dict[str, str]]:
+    svc = services()
+    view = jobs.submit(
+        svc,
+        name,
+        body["inputs"],
+        version=body.get("version"),
+        alias=body.get("alias"),
+        idempotency_key=request.headers.get("Idempotency-Key"),
+    )
+    if wait > 0 and view["status"] not in jobs.FINISHED:
+        view = jobs.get(svc, view["id"], wait=min(wait, svc.settings.max_wait_seconds))
+    location = {"Location": f"/v1/predictions/{view['id']}"}
+    return view, 200 if view["status"] in jobs.FINISHED else 202, location
+
+
+@blp.route("/predictions/<string:job_id>", methods=["GET"])
+@blp.arguments(WaitQuerySchema, location="query", as_kwargs=True)
+@blp.alt_response(200, schema=JobSchema, description="The job, finished or not.")
+@blp.alt_response(404, schema="Error", description="No such job.")
+def get_prediction(job_id: str, wait: float) -> tuple[dict[str, Any], int]:
+    svc = services()
+    return jobs.get(svc, job_id, wait=min(wait, svc.settings.max_wait_seconds)), 200

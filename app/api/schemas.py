@@ -1,0 +1,90 @@
+"""Marshmallow schemas: they validate request envelopes and generate /openapi.json.
+
+Rows themselves are checked against the model's signature in app/signature.py, which
+needs the model; these schemas check only the shape around them.
+"""
+
+from __future__ import annotations
+
+from marshmallow import RAISE, Schema, fields, validate
+
+
+class ErrorDetailSchema(Schema):
+    code = fields.String(required=True, metadata={"example": "invalid_input"})
+    message = fields.String(required=True)
+    details = fields.Dict(required=True)
+
+
+class ErrorSchema(Schema):
+    error = fields.Nested(ErrorDetailSchema, required=True)
+
+
+class PredictionRequestSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    inputs = fields.List(
+        fields.Raw(),
+        required=True,
+        validate=validate.Length(min=1, error="inputs must hold at least one row"),
+        metadata={
+            "description": "Rows: each a list of numbers in feature order, or an object keyed by feature name.",
+            "example": [[5.1, 3.5, 1.4, 0.2]],
+        },
+    )
+    version = fields.Integer(strict=True, validate=validate.Range(min=1))
+    alias = fields.String(validate=validate.Length(min=1, max=100))
+    routing_key = fields.String(validate=validate.Length(max=200))
+
+
+class WaitQuerySchema(Schema):
+    wait = fields.Float(
+        load_default=0.0,
+        validate=validate.Range(min=0, max=30),
+        metadata={
+            "description": "Hold the request up to this many seconds for the result."
+        },
+    )
+
+
+class ModelRefSchema(Schema):
+    name = fields.String()
+    version = fields.Integer()
+
+
+class OutputSchema(Schema):
+    prediction = fields.Raw(metadata={"description": "Class label or number."})
+    probabilities = fields.Dict(keys=fields.String(), values=fields.Float())
+
+
+class JobSchema(Schema):
+    id = fields.String()
+    status = fields.String(
+        metadata={"enum": ["queued", "running", "succeeded", "failed"]}
+    )
+    model = fields.Nested(ModelRefSchema)
+    outputs = fields.List(fields.Nested(OutputSchema), allow_none=True)
+    error = fields.Nested(ErrorDetailSchema, allow_none=True)
+    created_at = fields.String(metadata={"format": "date-time"})
+    completed_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+
+
+class VersionSchema(Schema):
+    version = fields.Integer()
+    sha256 = fields.String()
+    signature = fields.Dict()
+    metrics = fields.Dict()
+    aliases = fields.List(fields.String())
+    created_at = fields.DateTime()
+
+
+class ModelSchema(Schema):
+    name = fields.String()
+    created_at = fields.DateTime()
+    aliases = fields.Dict(keys=fields.String(), values=fields.Integer())
+    traffic_policy = fields.Dict()
+    versions = fields.List(fields.Nested(VersionSchema))
+
+
+class ModelListSchema(Schema):
+    models = fields.List(fields.Nested(ModelSchema))

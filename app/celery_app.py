@@ -1,0 +1,51 @@
+"""The Celery app, built from the same Settings as the Flask app.
+
+The API only *sends* tasks (by name); the worker entry point (``workers``) registers them.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from app.config import VAR_DIR, Settings
+
+RUN_BATCH = "predq.run_batch"
+SWEEP = "predq.sweep"
+INFERENCE_QUEUE = "inference"
+MAINTENANCE_QUEUE = "maintenance"
+
+
+def make_celery(settings: Settings) -> Celery:
+    celery = Celery("predq", broker=settings.celery_broker_url, set_as_current=False)
+    celery.conf.update(
+        # A batch task is acknowledged only once its results are written; a worker that
+        # dies mid-batch gets its message redelivered (and the sweeper re-queues its rows).
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # Longer than any batch, so Redis does not redeliver a task that is still running.
+        broker_transport_options={"visibility_timeout": 3600},
+        broker_connection_retry_on_startup=True,
+        # Results go to the jobs table, not to a Celery result backend.
+        task_ignore_result=True,
+        # Flower needs task events to show what each batch did.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        # Without -Q a worker consumes every queue listed here.
+        task_queues=[Queue(INFERENCE_QUEUE), Queue(MAINTENANCE_QUEUE)],
+        task_default_queue=INFERENCE_QUEUE,
+        task_routes={
+            RUN_BATCH: {"queue": INFERENCE_QUEUE},
+            SWEEP: {"queue": MAINTENANCE_QUEUE},
+        },
+        beat_schedule={
+            "sweep-stuck-jobs": {
+                "task": SWEEP,
+                "schedule": settings.sweep_interval_seconds,
+            },
+        },
+        beat_schedule_filename=str(VAR_DIR / "celerybeat-schedule"),
+        worker_hijack_root_logger=False,
+    )
+    return celery

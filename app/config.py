@@ -1,0 +1,100 @@
+"""Configuration, read from the environment in one place.
+
+Every tunable lives on :class:`Settings` with a one-line docstring. Nothing reads the
+environment at import time: ``Settings.from_env()`` is called by the app factory (or a
+test builds ``Settings(...)`` itself).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Where the embedded default keeps its SQLite database and model artifacts.
+VAR_DIR = Path(__file__).resolve().parent.parent / "var"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = f"sqlite:///{VAR_DIR / 'predq.sqlite3'}"
+    """SQLAlchemy URL of the job and registry database (PostgreSQL in production)."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis for the row queues, the output cache and the result hand-off."""
+
+    broker_url: str | None = None
+    """Celery broker; defaults to ``redis_url``."""
+
+    artifact_root: str = str(VAR_DIR / "artifacts")
+    """Directory where registered model artifacts are stored."""
+
+    max_batch_rows: int = 1024
+    """Most rows a worker feeds to one model call."""
+
+    max_batch_delay: float = 0.005
+    """Seconds a worker waits for more rows when its first pop was not a full batch."""
+
+    max_rows_per_request: int = 1000
+    """Rows one prediction request may carry (more gets 413)."""
+
+    max_body_bytes: int = 8 * 1024 * 1024
+    """Largest request body accepted (more gets 413)."""
+
+    max_wait_seconds: float = 30.0
+    """Upper bound for ``?wait=S`` long-polls."""
+
+    cache_ttl_seconds: int = 24 * 3600
+    """How long a cached row output lives in Redis; 0 turns the cache off."""
+
+    result_ttl_seconds: int = 3600
+    """How long a finished job's JSON stays in Redis for fast polling."""
+
+    registry_cache_seconds: float = 2.0
+    """How long an API process trusts its copy of a model's alias/version lookup."""
+
+    stuck_job_seconds: float = 120.0
+    """A job queued or running longer than this is put back on its queue by the sweeper."""
+
+    sweep_interval_seconds: float = 30.0
+    """How often beat runs the sweeper."""
+
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Anything else handed to Flask's config (tests use it for TESTING)."""
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """Build settings from ``PREDQ``-style environment variables (see README)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "extra":
+                continue
+            raw = env.get(f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _coerce(f.type, raw, f.name)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(type_name: Any, raw: str, name: str) -> Any:
+    kind = str(type_name)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError as exc:
+        raise ValueError(
+            f"environment variable {name.upper()}={raw!r} is not a {kind}"
+        ) from exc
+    return raw

@@ -1,0 +1,166 @@
+"""Every error predq reports to a client, and the one handler that renders them.
+
+    PredqError                       500 internal_error
+    ├── MalformedJSON                400 malformed_json
+    ├── NotFound                     404
+    │   ├── ModelNotFound                model_not_found
+    │   ├── VersionNotFound              version_not_found
+    │   ├── AliasNotFound                alias_not_found
+    │   └── JobNotFound                  job_not_found
+    ├── IdempotencyConflict          409 idempotency_conflict
+    ├── PayloadTooLarge              413 too_many_rows
+    ├── UnsupportedMediaType         415 unsupported_media_type
+    ├── InvalidInput                 422 invalid_input (row and field in details)
+    ├── ServiceUnavailable           503 service_unavailable (with Retry-After)
+    └── RegistryError                    raised by the registry CLI and workers
+        └── ArtifactIntegrityError       artifact_integrity_error (sha256 mismatch)
+
+The body is always ``{"error": {"code", "message", "details"}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class PredqError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def to_body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "details": self.details,
+            }
+        }
+
+
+class MalformedJSON(PredqError):
+    status, code = 400, "malformed_json"
+
+
+class NotFound(PredqError):
+    status, code = 404, "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class VersionNotFound(NotFound):
+    code = "version_not_found"
+
+
+class AliasNotFound(NotFound):
+    code = "alias_not_found"
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
+class IdempotencyConflict(PredqError):
+    status, code = 409, "idempotency_conflict"
+
+
+class PayloadTooLarge(PredqError):
+    status, code = 413, "too_many_rows"
+
+
+class UnsupportedMediaType(PredqError):
+    status, code = 415, "unsupported_media_type"
+
+
+class InvalidInput(PredqError):
+    status, code = 422, "invalid_input"
+
+
+class ServiceUnavailable(PredqError):
+    status, code = 503, "service_unavailable"
+
+    def __init__(self, message: str, retry_after: int = 5, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class RegistryError(PredqError):
+    code = "registry_error"
+
+
+class ArtifactIntegrityError(RegistryError):
+    code = "artifact_integrity_error"
+
+
+# Werkzeug's own errors (routing, body size, method) keep their status but get our shape.
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+}
+
+
+def http_exception_body(error: HTTPException) -> tuple[dict[str, Any], int]:
+    status = error.code or 500
+    details: dict[str, Any] = {}
+    # webargs (under flask-smorest) attaches field messages to the exception it aborts with.
+    messages = (
+        getattr(error, "data", {}).get("messages") if hasattr(error, "data") else None
+    )
+    if messages:
+        details["fields"] = messages.get("json", messages)
+    if (
+        status == 400
+        and messages
+        and "json" in messages
+        and messages["json"] == ["Invalid JSON body."]
+    ):
+        body = MalformedJSON("request body is not valid JSON").to_body()
+        return body, 400
+    code = _HTTP_CODES.get(status, "http_error" if status < 500 else "internal_error")
+    message = error.description or error.name
+    if status == 422:
+        message = "request body does not match the schema"
+    return {"error": {"code": code, "message": message, "details": details}}, status
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(PredqError)
+    def _predq_error(error: PredqError):  # type: ignore[no-untyped-def]
+        if error.status >= 500:
+            log.error("request failed: %s", error.message)
+        return error.to_body(), error.status, error.headers()
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception):  # type: ignore[no-untyped-def]
+        if isinstance(error, HTTPException):
+            return http_exception_body(error)
+        log.exception("unhandled error")
+        return {
+            "error": {
+                "code": "internal_error",
+                "message": "internal error",
+                "details": {},
+            }
+        }, 500

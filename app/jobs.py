@@ -1,0 +1,232 @@
+"""Submitting prediction jobs and reading them back: the API's side of the work.
+
+A submit validates the rows, answers cached rows from Redis, commits the job row to the
+database (the source of truth: a 202 means it is stored), then pushes the remaining rows
+onto the model version's Redis list and wakes a worker only if that list was empty.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from datetime import datetime
+from typing import Any
+
+import orjson
+from redis.exceptions import RedisError
+from sqlalchemy import insert, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from app.celery_app import RUN_BATCH
+from app.db import Job, utcnow
+from app.errors import IdempotencyConflict, JobNotFound, ServiceUnavailable
+from app.rqueue import RowQueue, cache_keys, done_key, encode_item, result_key
+from app.services import Services
+from app.signature import rows_to_matrix
+
+log = logging.getLogger(__name__)
+
+FINISHED = ("succeeded", "failed")
+
+
+def submit(
+    svc: Services,
+    name: str,
+    inputs: list[Any],
+    version: int | None = None,
+    alias: str | None = None,
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    """Store a job for ``inputs`` and queue it; returns the job's public view."""
+    served = svc.registry.resolve(name, version=version, alias=alias)
+    matrix = rows_to_matrix(
+        inputs,
+        served.signature["n_features"],
+        served.feature_index,
+        svc.settings.max_rows_per_request,
+    )
+    request_hash = _request_hash(name, version, alias, inputs)
+    if idempotency_key is not None:
+        existing = _find_by_key(svc, idempotency_key)
+        if existing is not None:
+            return _replay(existing, request_hash, idempotency_key)
+
+    keys = cache_keys(name, served.version, matrix)
+    cached = _cached_outputs(svc, keys)
+    rows = matrix.tolist()
+    job_id = uuid.uuid4()
+    now = utcnow()
+    all_cached = all(c is not None for c in cached)
+    record = {
+        "id": job_id,
+        "model_name": name,
+        "model_version": served.version,
+        "status": "succeeded" if all_cached else "queued",
+        "n_rows": len(rows),
+        "inputs": rows,
+        "outputs": cached if all_cached else None,
+        "idempotency_key": idempotency_key,
+        "request_hash": request_hash,
+        "cached_rows": sum(c is not None for c in cached),
+        "created_at": now,
+        "completed_at": now if all_cached else None,
+    }
+    try:
+        with svc.engine.begin() as conn:
+            conn.execute(insert(Job), record)
+    except IntegrityError:
+        # Another request with the same Idempotency-Key won the race.
+        existing = _find_by_key(svc, idempotency_key) if idempotency_key else None
+        if existing is None:
+            raise
+        return _replay(existing, request_hash, idempotency_key or "")
+    except DBAPIError as exc:
+        log.error("database unavailable on submit: %s", exc.__class__.__name__)
+        raise ServiceUnavailable(
+            "the job database is unavailable; try again shortly"
+        ) from exc
+
+    view = job_view(record)
+    if all_cached:
+        _publish_result(svc, view)
+        return view
+    pending = [i for i, c in enumerate(cached) if c is None]
+    if len(pending) == len(rows):
+        item = encode_item(str(job_id), rows, len(rows), view["created_at"])
+    else:
+        item = encode_item(
+            str(job_id),
+            [rows[i] for i in pending],
+            len(rows),
+            view["created_at"],
+            slots=pending,
+            pre={str(i): c for i, c in enumerate(cached) if c is not None},
+        )
+    enqueue(svc, name, served.version, item)
+    return view
+
+
+def enqueue(svc: Services, name: str, version: int, item: bytes) -> None:
+    """Push rows and wake a worker when the list was empty (no Celery message per request)."""
+    try:
+        if RowQueue(svc.redis, name, version).push(item) == 1:
+            svc.celery.send_task(RUN_BATCH, args=[name, version])
+    except RedisError as exc:
+        # The job is committed; the sweeper re-queues it from the database.
+        log.warning("could not queue job rows for %s v%s: %s", name, version, exc)
+
+
+def get(svc: Services, job_id: str, wait: float = 0.0) -> dict[str, Any]:
+    """A job's public view; with ``wait`` > 0, hold until it finishes or ``wait`` passes."""
+    try:
+        parsed = uuid.UUID(job_id)
+    except ValueError:
+        raise JobNotFound(f"no job with id {job_id!r}", id=job_id) from None
+    view = _read(svc, parsed)
+    if wait > 0 and view["status"] not in FINISHED:
+        wait_for(svc, view["id"], wait)
+        view = _read(svc, parsed)
+    return view
+
+
+def wait_for(svc: Services, job_id: str, seconds: float) -> None:
+    """Block until the worker signals ``job_id`` finished, or ``seconds`` pass."""
+    key = done_key(job_id)
+    try:
+        if svc.redis.blpop([key], timeout=seconds) is not None:
+            # Put the token back so any other client waiting on this job wakes too.
+            with svc.redis.pipeline(transaction=False) as pipe:
+                pipe.rpush(key, 1).expire(key, 60).execute()
+    except RedisError as exc:
+        log.warning("long-poll for %s fell back to one read: %s", job_id, exc)
+
+
+def _read(svc: Services, job_id: uuid.UUID) -> dict[str, Any]:
+    try:
+        raw = svc.redis.get(result_key(str(job_id)))
+        if raw is not None:
+            return orjson.loads(raw)
+    except RedisError:
+        pass
+    try:
+        with svc.engine.connect() as conn:
+            row = (
+                conn.execute(select(Job.__table__).where(Job.id == job_id))
+                .mappings()
+                .first()
+            )
+    except DBAPIError as exc:
+        raise ServiceUnavailable(
+            "the job database is unavailable; try again shortly"
+        ) from exc
+    if row is None:
+        raise JobNotFound(f"no job with id {str(job_id)!r}", id=str(job_id))
+    return job_view(row)
+
+
+def job_view(row: Any) -> dict[str, Any]:
+    """The public JSON of a job (DESIGN.md §3), from a jobs row or its dict."""
+    finished = row["status"] in FINISHED
+    return {
+        "id": str(row["id"]),
+        "status": row["status"],
+        "model": {"name": row["model_name"], "version": row["model_version"]},
+        "outputs": row["outputs"] if finished else None,
+        "error": row.get("error"),
+        "created_at": _iso(row["created_at"]),
+        "completed_at": _iso(row.get("completed_at")),
+    }
+
+
+def _iso(value: datetime | str | None) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _cached_outputs(svc: Services, keys: list[str]) -> list[Any]:
+    if svc.settings.cache_ttl_seconds <= 0:
+        return [None] * len(keys)
+    try:
+        values = svc.redis.mget(keys)
+    except RedisError as exc:
+        log.warning("cache unavailable, computing every row: %s", exc)
+        return [None] * len(keys)
+    return [orjson.loads(v) if v is not None else None for v in values]
+
+
+def _publish_result(svc: Services, view: dict[str, Any]) -> None:
+    try:
+        svc.redis.set(
+            result_key(view["id"]),
+            orjson.dumps(view),
+            ex=svc.settings.result_ttl_seconds,
+        )
+    except RedisError:
+        pass
+
+
+def _request_hash(
+    name: str, version: int | None, alias: str | None, inputs: list[Any]
+) -> str:
+    body = {"model": name, "version": version, "alias": alias, "inputs": inputs}
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _find_by_key(svc: Services, key: str) -> dict[str, Any] | None:
+    with svc.engine.connect() as conn:
+        row = (
+            conn.execute(select(Job.__table__).where(Job.idempotency_key == key))
+            .mappings()
+            .first()
+        )
+    return dict(row) if row is not None else None
+
+
+def _replay(existing: dict[str, Any], request_hash: str, key: str) -> dict[str, Any]:
+    if existing["request_hash"] != request_hash:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was already used with a different request body",
+            idempotency_key=key,
+            job_id=str(existing["id"]),
+        )
+    return job_view(existing)

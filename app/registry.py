@@ -1,0 +1,265 @@
+"""The model registry: stored artifacts, their versions, aliases and signatures.
+
+Artifacts live under ``artifact_root/<name>/<version>/model.joblib``; the database holds
+their sha256. Loading always goes through :meth:`Registry.load`, which refuses a file whose
+bytes no longer match the recorded digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+from cachetools import TTLCache
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, selectinload
+
+from app.db import Model, ModelAlias, ModelVersion, utcnow
+from app.errors import (
+    AliasNotFound,
+    ArtifactIntegrityError,
+    ModelNotFound,
+    RegistryError,
+    VersionNotFound,
+)
+from app.signature import feature_index, signature_of
+
+DEFAULT_ALIAS = "champion"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """What the API and workers need to know about one version to serve it."""
+
+    name: str
+    version: int
+    sha256: str
+    artifact_path: str
+    signature: dict[str, Any]
+    feature_index: dict[str, int] | None
+
+
+class Registry:
+    def __init__(
+        self, engine: Engine, artifact_root: str | Path, cache_seconds: float = 2.0
+    ) -> None:
+        self.engine = engine
+        self.artifact_root = Path(artifact_root)
+        # Alias lookups are read on every request; a short TTL keeps them off the database
+        # while a promotion still takes effect within seconds.
+        self._resolved: TTLCache[tuple[str, int | None, str | None], ServedVersion] = (
+            TTLCache(maxsize=1024, ttl=cache_seconds)
+        )
+        self._resolved_lock = threading.Lock()
+        self._loaded: dict[tuple[str, int], tuple[str, Any]] = {}
+
+    # -- writing -----------------------------------------------------------------------
+
+    def register(
+        self,
+        name: str,
+        source: str | Path,
+        alias: str | None = None,
+        metrics: dict[str, Any] | None = None,
+    ) -> ServedVersion:
+        """Store ``source`` as the next version of ``name``; the first version becomes champion."""
+        if not _NAME.match(name):
+            raise RegistryError(f"model name {name!r} must match {_NAME.pattern}")
+        data = Path(source).read_bytes()
+        estimator = joblib.load(io.BytesIO(data))
+        if not hasattr(estimator, "predict"):
+            raise RegistryError(
+                f"{source} holds a {type(estimator).__name__}, which has no predict()"
+            )
+        try:
+            signature = signature_of(estimator)
+        except ValueError as exc:
+            raise RegistryError(str(exc)) from exc
+        digest = hashlib.sha256(data).hexdigest()
+
+        with Session(self.engine) as session, session.begin():
+            model = session.scalar(select(Model).where(Model.name == name))
+            if model is None:
+                model = Model(name=name)
+                session.add(model)
+                session.flush()
+            latest = session.scalar(
+                select(func.max(ModelVersion.version)).where(
+                    ModelVersion.model_id == model.id
+                )
+            )
+            version = (latest or 0) + 1
+            relative = Path(name) / str(version) / "model.joblib"
+            target = self.artifact_root / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            session.add(
+                ModelVersion(
+                    model_id=model.id,
+                    version=version,
+                    artifact_path=str(relative),
+                    sha256=digest,
+                    signature=signature,
+                    metrics=metrics or {},
+                )
+            )
+            aliases = [alias] if alias else []
+            if latest is None and DEFAULT_ALIAS not in aliases:
+                aliases.append(DEFAULT_ALIAS)
+            for each in aliases:
+                self._point_alias(session, model.id, each, version)
+        return ServedVersion(
+            name, version, digest, str(relative), signature, feature_index(signature)
+        )
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        with Session(self.engine) as session, session.begin():
+            model = session.scalar(select(Model).where(Model.name == name))
+            if model is None:
+                raise ModelNotFound(f"no model named {name!r}", model=name)
+            exists = session.scalar(
+                select(ModelVersion.id).where(
+                    ModelVersion.model_id == model.id, ModelVersion.version == version
+                )
+            )
+            if exists is None:
+                raise VersionNotFound(
+                    f"model {name!r} has no version {version}",
+                    model=name,
+                    version=version,
+                )
+            self._point_alias(session, model.id, alias, version)
+        with self._resolved_lock:
+            self._resolved.clear()
+
+    @staticmethod
+    def _point_alias(session: Session, model_id: int, alias: str, version: int) -> None:
+        row = session.get(ModelAlias, (model_id, alias))
+        if row is None:
+            session.add(ModelAlias(model_id=model_id, alias=alias, version=version))
+        else:
+            row.version, row.updated_at = version, utcnow()
+
+    # -- reading -----------------------------------------------------------------------
+
+    def resolve(
+        self, name: str, version: int | None = None, alias: str | None = None
+    ) -> ServedVersion:
+        """The version a request for ``name`` should be served by (champion by default)."""
+        key = (name, version, alias)
+        with self._resolved_lock:
+            hit = self._resolved.get(key)
+        if hit is not None:
+            return hit
+        served = self._resolve_uncached(name, version, alias)
+        with self._resolved_lock:
+            self._resolved[key] = served
+        return served
+
+    def _resolve_uncached(
+        self, name: str, version: int | None, alias: str | None
+    ) -> ServedVersion:
+        with Session(self.engine) as session:
+            model = session.scalar(select(Model).where(Model.name == name))
+            if model is None:
+                raise ModelNotFound(f"no model named {name!r}", model=name)
+            if version is None:
+                wanted = alias or DEFAULT_ALIAS
+                pointer = session.get(ModelAlias, (model.id, wanted))
+                if pointer is None:
+                    raise AliasNotFound(
+                        f"model {name!r} has no alias {wanted!r}",
+                        model=name,
+                        alias=wanted,
+                    )
+                version = pointer.version
+            row = session.scalar(
+                select(ModelVersion).where(
+                    ModelVersion.model_id == model.id, ModelVersion.version == version
+                )
+            )
+            if row is None:
+                raise VersionNotFound(
+                    f"model {name!r} has no version {version}",
+                    model=name,
+                    version=version,
+                )
+            return ServedVersion(
+                name,
+                row.version,
+                row.sha256,
+                row.artifact_path,
+                row.signature,
+                feature_index(row.signature),
+            )
+
+    def load(self, name: str, version: int) -> tuple[Any, ServedVersion]:
+        """The estimator for ``name``/``version``, loaded once per process after a sha256 check."""
+        served = self.resolve(name, version=version)
+        cached = self._loaded.get((name, version))
+        if cached is not None and cached[0] == served.sha256:
+            return cached[1], served
+        data = (self.artifact_root / served.artifact_path).read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != served.sha256:
+            raise ArtifactIntegrityError(
+                f"artifact of {name} v{version} has sha256 {digest[:12]}…, registry says "
+                f"{served.sha256[:12]}…; refusing to load it",
+                model=name,
+                version=version,
+            )
+        # Unpickle the very bytes that were hashed, so the file cannot change in between.
+        estimator = joblib.load(io.BytesIO(data))
+        self._loaded[(name, version)] = (digest, estimator)
+        return estimator, served
+
+    def list_models(self) -> list[dict[str, Any]]:
+        with Session(self.engine) as session:
+            models = session.scalars(
+                select(Model)
+                .options(selectinload(Model.versions), selectinload(Model.aliases))
+                .order_by(Model.name)
+            ).all()
+            return [_describe(m) for m in models]
+
+    def describe(self, name: str) -> dict[str, Any]:
+        with Session(self.engine) as session:
+            model = session.scalar(
+                select(Model)
+                .where(Model.name == name)
+                .options(selectinload(Model.versions), selectinload(Model.aliases))
+            )
+            if model is None:
+                raise ModelNotFound(f"no model named {name!r}", model=name)
+            return _describe(model)
+
+
+def _describe(model: Model) -> dict[str, Any]:
+    aliases = {a.alias: a.version for a in model.aliases}
+    return {
+        "name": model.name,
+        "created_at": model.created_at,
+        "aliases": aliases,
+        # Until traffic policies exist every request without version/alias goes to champion.
+        "traffic_policy": {"default": {"alias": DEFAULT_ALIAS, "weight": 100}},
+        "versions": [
+            {
+                "version": v.version,
+                "sha256": v.sha256,
+                "signature": v.signature,
+                "metrics": v.metrics,
+                "aliases": sorted(a for a, ver in aliases.items() if ver == v.version),
+                "created_at": v.created_at,
+            }
+            for v in model.versions
+        ],
+    }

@@ -1,0 +1,128 @@
+"""Redis keys and the per-version row queue shared by the API (push) and workers (pop).
+
+A queue item is one job's rows that still need the model, encoded as
+``"<row count>|<json>"`` so the pop script can count rows without decoding JSON::
+
+    {"id": job id, "rows": [[float, ...], ...], "slots": [index in job, ...] | null,
+     "pre": {"index": output} | null, "n": rows in job, "c": job created_at (ISO 8601),
+     "t": enqueue unix time}
+
+``slots``/``pre`` are set only when part of the job was answered from the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from redis import Redis
+
+PREFIX = "predq"
+
+
+def queue_key(name: str, version: int) -> str:
+    return f"{PREFIX}:queue:{name}:{version}"
+
+
+def result_key(job_id: str) -> str:
+    return f"{PREFIX}:result:{job_id}"
+
+
+def done_key(job_id: str) -> str:
+    return f"{PREFIX}:done:{job_id}"
+
+
+def cache_keys(name: str, version: int, matrix: np.ndarray) -> list[str]:
+    """One cache key per row; the version is in the key, so a new version never reads old outputs."""
+    return [
+        f"{PREFIX}:cache:{name}:{version}:{hashlib.blake2b(row.tobytes(), digest_size=16).hexdigest()}"
+        for row in matrix
+    ]
+
+
+# Pops whole items from the head of the list until adding the next one would pass
+# max_rows (always at least one), atomically, so concurrent workers never split a job.
+_POP_BATCH = """
+local out, total = {}, 0
+local max_rows = tonumber(ARGV[1])
+while true do
+  local item = redis.call('LINDEX', KEYS[1], 0)
+  if not item then break end
+  local n = tonumber(string.match(item, '^(%d+)|'))
+  if total > 0 and total + n > max_rows then break end
+  redis.call('LPOP', KEYS[1])
+  out[#out + 1] = item
+  total = total + n
+  if total >= max_rows then break end
+end
+return out
+"""
+
+
+@dataclass
+class QueuedRows:
+    job_id: str
+    rows: list[list[float]]
+    slots: list[int] | None
+    pre: dict[str, Any] | None
+    n_rows: int
+    created_at: str
+    enqueued_at: float
+
+
+def encode_item(
+    job_id: str,
+    rows: list[list[float]],
+    n_rows: int,
+    created_at: str,
+    slots: list[int] | None = None,
+    pre: dict[str, Any] | None = None,
+) -> bytes:
+    body = orjson.dumps(
+        {
+            "id": job_id,
+            "rows": rows,
+            "slots": slots,
+            "pre": pre,
+            "n": n_rows,
+            "c": created_at,
+            "t": time.time(),
+        }
+    )
+    return str(len(rows)).encode() + b"|" + body
+
+
+def decode_item(raw: bytes) -> QueuedRows:
+    body = orjson.loads(raw[raw.index(b"|") + 1 :])
+    return QueuedRows(
+        body["id"],
+        body["rows"],
+        body["slots"],
+        body["pre"],
+        body["n"],
+        body["c"],
+        body["t"],
+    )
+
+
+class RowQueue:
+    """The Redis list of pending rows for one model version."""
+
+    def __init__(self, redis: Redis, name: str, version: int) -> None:
+        self.redis = redis
+        self.key = queue_key(name, version)
+        self._pop = redis.register_script(_POP_BATCH)
+
+    def push(self, item: bytes) -> int:
+        """Append an item; returns the list length after the push (1 means it was empty)."""
+        return int(self.redis.rpush(self.key, item))
+
+    def pop_batch(self, max_rows: int) -> list[QueuedRows]:
+        return [decode_item(raw) for raw in self._pop(keys=[self.key], args=[max_rows])]
+
+    def __len__(self) -> int:
+        return int(self.redis.llen(self.key))

@@ -1,0 +1,120 @@
+"""What a model accepts, and turning request rows into the matrix it is fed.
+
+A signature is plain JSON stored with each model version::
+
+    {"n_features": 4, "feature_names": ["a", ...] or null, "dtypes": ["float64", ...],
+     "task": "classification" | "regression", "classes": [...] or null,
+     "has_proba": true, "estimator": "RandomForestClassifier"}
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from sklearn.base import is_classifier
+
+from app.errors import InvalidInput, PayloadTooLarge
+
+
+def signature_of(estimator: Any) -> dict[str, Any]:
+    """Describe a fitted estimator's inputs and outputs (raises ValueError if unfitted)."""
+    n_features = getattr(estimator, "n_features_in_", None)
+    if n_features is None:
+        raise ValueError("the estimator is not fitted (it has no n_features_in_)")
+    names = getattr(estimator, "feature_names_in_", None)
+    classifier = is_classifier(estimator)
+    classes = getattr(estimator, "classes_", None) if classifier else None
+    return {
+        "n_features": int(n_features),
+        "feature_names": [str(n) for n in names] if names is not None else None,
+        "dtypes": ["float64"] * int(n_features),
+        "task": "classification" if classifier else "regression",
+        "classes": np.asarray(classes).tolist() if classes is not None else None,
+        "has_proba": classifier and hasattr(estimator, "predict_proba"),
+        "estimator": type(estimator).__name__,
+    }
+
+
+def feature_index(signature: dict[str, Any]) -> dict[str, int] | None:
+    """Feature name -> column, or None when the model was fitted without names."""
+    names = signature["feature_names"]
+    return {name: j for j, name in enumerate(names)} if names is not None else None
+
+
+def rows_to_matrix(
+    rows: list[Any], n_features: int, names: dict[str, int] | None, max_rows: int
+) -> np.ndarray:
+    """Validate request rows and stack them as float64, in the model's feature order.
+
+    A row is a list of numbers in feature order or an object keyed by feature name
+    (``names`` maps each name to its column). Raises 413 for too many rows and 422
+    naming the first bad row and field.
+    """
+    if len(rows) > max_rows:
+        raise PayloadTooLarge(
+            f"{len(rows)} rows sent; at most {max_rows} per request",
+            rows=len(rows),
+            limit=max_rows,
+        )
+    n = n_features
+    ordered = list(names) if names is not None else None
+    matrix = np.empty((len(rows), n), dtype=np.float64)
+    for i, row in enumerate(rows):
+        if isinstance(row, list):
+            if len(row) != n:
+                raise InvalidInput(
+                    f"row {i} has {len(row)} values; the model takes {n} features",
+                    row=i,
+                    expected=n,
+                    got=len(row),
+                )
+            for j, value in enumerate(row):
+                matrix[i, j] = _number(value, i, ordered[j] if ordered else j)
+        elif isinstance(row, dict):
+            if names is None:
+                raise InvalidInput(
+                    f"row {i} is an object, but the model has no feature names; send a list",
+                    row=i,
+                )
+            missing = [name for name in names if name not in row]
+            unknown = [key for key in row if key not in names]
+            if missing or unknown:
+                parts = []
+                if missing:
+                    parts.append(f"missing {', '.join(missing[:5])}")
+                if unknown:
+                    parts.append(f"unknown {', '.join(map(str, unknown[:5]))}")
+                raise InvalidInput(
+                    f"row {i} does not match the feature names: {'; '.join(parts)}",
+                    row=i,
+                    missing=missing,
+                    unknown=unknown,
+                )
+            for name, j in names.items():
+                matrix[i, j] = _number(row[name], i, name)
+        else:
+            raise InvalidInput(
+                f"row {i} must be a list of numbers or an object keyed by feature name",
+                row=i,
+            )
+    return matrix
+
+
+def _number(value: Any, row: int, field: int | str) -> float:
+    # bool is an int subclass in Python; a JSON true is not a feature value.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInput(
+            f"row {row}, field {field!r}: expected a number, got {type(value).__name__}",
+            row=row,
+            field=field,
+        )
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidInput(
+            f"row {row}, field {field!r}: NaN and infinity are not accepted",
+            row=row,
+            field=field,
+        )
+    return number

@@ -1,0 +1,247 @@
+"""One batch: pop waiting rows of one model version, one model call, write every result.
+
+This is the whole hot path of a worker. ``run_batch`` takes explicit services so tests
+can call it directly; the Celery task in ``workers.tasks`` is a thin wrapper.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from sqlalchemy import bindparam, insert, update
+
+from app.celery_app import RUN_BATCH
+from app.db import Batch, Job, utcnow
+from app.errors import PredqError
+from app.inference import predict_outputs
+from app.jobs import job_view
+from app.rqueue import QueuedRows, RowQueue, cache_keys, done_key, result_key
+from app.services import Services
+
+log = logging.getLogger(__name__)
+
+# How often a worker looks for more rows while it waits out max_batch_delay.
+_POLL_SECONDS = 0.001
+
+
+@dataclass
+class BatchReport:
+    """What one batch did; returned by the task, so Flower shows it."""
+
+    model: str
+    version: int
+    batch_id: str | None
+    rows: int
+    jobs: int
+    status: str
+    inference_seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def run_batch(svc: Services, name: str, version: int, worker: str = "") -> BatchReport:
+    queue = RowQueue(svc.redis, name, version)
+    items = collect(queue, svc.settings.max_batch_rows, svc.settings.max_batch_delay)
+    if not items:
+        return BatchReport(name, version, None, 0, 0, "empty", 0.0)
+    if len(queue) > 0:
+        # More is waiting: let another worker process start on it while this one predicts.
+        svc.celery.send_task(RUN_BATCH, args=[name, version])
+
+    batch_id = uuid.uuid4()
+    started_at = utcnow()
+    claimed = claim(svc, [item.job_id for item in items], batch_id, started_at)
+    items = [item for item in items if item.job_id in claimed]
+    if not items:
+        return BatchReport(name, version, str(batch_id), 0, 0, "duplicate", 0.0)
+
+    rows = [row for item in items for row in item.rows]
+    inference_seconds = 0.0
+    try:
+        estimator, served = svc.registry.load(name, version)
+        tick = time.perf_counter()
+        outputs = predict_outputs(
+            estimator, served.signature, np.asarray(rows, dtype=np.float64)
+        )
+        inference_seconds = time.perf_counter() - tick
+        error = None
+    except PredqError as exc:
+        outputs, error = (
+            None,
+            {"code": exc.code, "message": exc.message, "details": exc.details},
+        )
+    except Exception as exc:  # a model may raise anything; the jobs must still finish
+        log.exception(
+            "model %s v%s failed on a batch of %d rows", name, version, len(rows)
+        )
+        outputs = None
+        error = {
+            "code": "prediction_failed",
+            "message": f"{type(exc).__name__}: {exc}",
+            "details": {},
+        }
+
+    status = "succeeded" if error is None else "failed"
+    results = _job_results(items, outputs, error)
+    completed_at = utcnow()
+    with svc.engine.begin() as conn:
+        conn.execute(
+            insert(Batch),
+            {
+                "id": batch_id,
+                "model_name": name,
+                "model_version": version,
+                "n_rows": len(rows),
+                "n_jobs": len(items),
+                "worker": worker,
+                "status": status,
+                "inference_seconds": inference_seconds,
+                "started_at": started_at,
+                "completed_at": completed_at,
+            },
+        )
+        # Idempotent: a job that already succeeded (say, re-queued by the sweeper and
+        # answered by another worker) keeps its first answer.
+        conn.execute(
+            update(Job)
+            .where(Job.id == bindparam("job_id"), Job.status != "succeeded")
+            .values(
+                status=bindparam("new_status"),
+                outputs=bindparam("new_outputs"),
+                error=bindparam("new_error"),
+                batch_id=batch_id,
+                completed_at=completed_at,
+            ),
+            [
+                {
+                    "job_id": uuid.UUID(r["id"]),
+                    "new_status": r["status"],
+                    "new_outputs": r["outputs"],
+                    "new_error": r["error"],
+                }
+                for r in results
+            ],
+        )
+    publish(svc, name, version, items, rows, outputs, results, completed_at)
+    log.info(
+        "batch %s: %s v%s, %d rows from %d jobs, %.1f ms",
+        batch_id,
+        name,
+        version,
+        len(rows),
+        len(items),
+        inference_seconds * 1000,
+    )
+    return BatchReport(
+        name, version, str(batch_id), len(rows), len(items), status, inference_seconds
+    )
+
+
+def collect(queue: RowQueue, max_rows: int, max_delay: float) -> list[QueuedRows]:
+    """Pop up to ``max_rows`` rows, waiting at most ``max_delay`` for a batch to fill."""
+    items = queue.pop_batch(max_rows)
+    if not items:
+        return items
+    count = sum(len(item.rows) for item in items)
+    deadline = time.monotonic() + max_delay
+    while count < max_rows and time.monotonic() < deadline:
+        time.sleep(_POLL_SECONDS)
+        more = queue.pop_batch(max_rows - count)
+        items.extend(more)
+        count += sum(len(item.rows) for item in more)
+    return items
+
+
+def claim(
+    svc: Services, job_ids: list[str], batch_id: uuid.UUID, started_at: Any
+) -> set[str]:
+    """Mark the jobs running under this batch; returns those not already succeeded."""
+    with svc.engine.begin() as conn:
+        claimed = conn.execute(
+            update(Job)
+            .where(
+                Job.id.in_([uuid.UUID(j) for j in job_ids]), Job.status != "succeeded"
+            )
+            .values(status="running", started_at=started_at)
+            .returning(Job.id)
+        ).scalars()
+        return {str(j) for j in claimed}
+
+
+def _job_results(
+    items: list[QueuedRows], outputs: list[Any] | None, error: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    results, offset = [], 0
+    for item in items:
+        if outputs is None:
+            results.append(
+                {"id": item.job_id, "status": "failed", "outputs": None, "error": error}
+            )
+            continue
+        mine = outputs[offset : offset + len(item.rows)]
+        offset += len(item.rows)
+        if item.slots is None:
+            job_outputs = mine
+        else:
+            # Part of this job was answered from the cache at submit time.
+            job_outputs = [None] * item.n_rows
+            for slot, output in (item.pre or {}).items():
+                job_outputs[int(slot)] = output
+            for slot, output in zip(item.slots, mine):
+                job_outputs[slot] = output
+        results.append(
+            {
+                "id": item.job_id,
+                "status": "succeeded",
+                "outputs": job_outputs,
+                "error": None,
+            }
+        )
+    return results
+
+
+def publish(
+    svc: Services,
+    name: str,
+    version: int,
+    items: list[QueuedRows],
+    rows: list[list[float]],
+    outputs: list[Any] | None,
+    results: list[dict[str, Any]],
+    completed_at: Any,
+) -> None:
+    """Cache row outputs, hand finished jobs to pollers, and wake long-polls, in one round trip."""
+    settings = svc.settings
+    with svc.redis.pipeline(transaction=False) as pipe:
+        if outputs is not None and settings.cache_ttl_seconds > 0:
+            keys = cache_keys(name, version, np.asarray(rows, dtype=np.float64))
+            for key, output in zip(keys, outputs):
+                pipe.set(key, orjson.dumps(output), ex=settings.cache_ttl_seconds)
+        for item, result in zip(items, results):
+            view = job_view(
+                {
+                    "id": result["id"],
+                    "status": result["status"],
+                    "model_name": name,
+                    "model_version": version,
+                    "outputs": result["outputs"],
+                    "error": result["error"],
+                    "created_at": item.created_at,
+                    "completed_at": completed_at,
+                }
+            )
+            pipe.set(
+                result_key(item.job_id),
+                orjson.dumps(view),
+                ex=settings.result_ttl_seconds,
+            )
+            pipe.rpush(done_key(item.job_id), 1)
+            pipe.expire(done_key(item.job_id), 60)
+        pipe.execute()
