@@ -31,7 +31,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_api(app)
     register_cli(app)
     if not app.debug and not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return app

@@ -42,15 +42,11 @@ def db_upgrade(revision: str) -> None:
     default=None,
     help='JSON object of evaluation metrics, e.g. {"accuracy": 0.93}.',
 )
-def models_register(
-    name: str, path: str, alias: str | None, metrics: str | None
-) -> None:
+def models_register(name: str, path: str, alias: str | None, metrics: str | None) -> None:
     """Store a joblib artifact as the next version of NAME."""
     registry = current_app.extensions["predq"].registry
     try:
-        served = registry.register(
-            name, path, alias=alias, metrics=json.loads(metrics) if metrics else None
-        )
+        served = registry.register(name, path, alias=alias, metrics=json.loads(metrics) if metrics else None)
     except PredqError as exc:
         raise click.ClickException(exc.message) from exc
     sig = served.signature

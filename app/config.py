@@ -94,7 +94,5 @@ def _coerce(type_name: Any, raw: str, name: str) -> Any:
         if kind == "float":
             return float(raw)
     except ValueError as exc:
-        raise ValueError(
-            f"environment variable {name.upper()}={raw!r} is not a {kind}"
-        ) from exc
+        raise ValueError(f"environment variable {name.upper()}={raw!r} is not a {kind}") from exc
     return raw

@@ -7,7 +7,7 @@ classes describe it for queries and for ``alembic revision --autogenerate``.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -27,7 +27,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
@@ -102,13 +102,9 @@ class Job(Base):
     inputs: Mapped[list[Any]] = mapped_column(JSON)
     outputs: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    idempotency_key: Mapped[str | None] = mapped_column(
-        String(200), unique=True, nullable=True
-    )
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    batch_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("batches.id"), nullable=True, index=True
-    )
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id"), nullable=True, index=True)
     cached_rows: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)

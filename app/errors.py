@@ -125,17 +125,10 @@ def http_exception_body(error: HTTPException) -> tuple[dict[str, Any], int]:
     status = error.code or 500
     details: dict[str, Any] = {}
     # webargs (under flask-smorest) attaches field messages to the exception it aborts with.
-    messages = (
-        getattr(error, "data", {}).get("messages") if hasattr(error, "data") else None
-    )
+    messages = getattr(error, "data", {}).get("messages") if hasattr(error, "data") else None
     if messages:
         details["fields"] = messages.get("json", messages)
-    if (
-        status == 400
-        and messages
-        and "json" in messages
-        and messages["json"] == ["Invalid JSON body."]
-    ):
+    if status == 400 and messages and "json" in messages and messages["json"] == ["Invalid JSON body."]:
         body = MalformedJSON("request body is not valid JSON").to_body()
         return body, 400
     code = _HTTP_CODES.get(status, "http_error" if status < 500 else "internal_error")

@@ -8,9 +8,7 @@ from typing import Any
 import numpy as np
 
 
-def predict_outputs(
-    estimator: Any, signature: dict[str, Any], matrix: np.ndarray
-) -> list[dict[str, Any]]:
+def predict_outputs(estimator: Any, signature: dict[str, Any], matrix: np.ndarray) -> list[dict[str, Any]]:
     """One output per row: prediction, plus class probabilities for a probabilistic classifier.
 
     ``prediction`` always comes from ``estimator.predict`` so it equals what the model gives
@@ -26,6 +24,6 @@ def predict_outputs(
         probabilities = np.asarray(estimator.predict_proba(matrix)).tolist()
     classes = [str(c) for c in signature["classes"]]
     return [
-        {"prediction": p, "probabilities": dict(zip(classes, probs))}
-        for p, probs in zip(predictions, probabilities)
+        {"prediction": p, "probabilities": dict(zip(classes, probs, strict=True))}
+        for p, probs in zip(predictions, probabilities, strict=True)
     ]

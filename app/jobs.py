@@ -83,9 +83,7 @@ def submit(
         return _replay(existing, request_hash, idempotency_key or "")
     except DBAPIError as exc:
         log.error("database unavailable on submit: %s", exc.__class__.__name__)
-        raise ServiceUnavailable(
-            "the job database is unavailable; try again shortly"
-        ) from exc
+        raise ServiceUnavailable("the job database is unavailable; try again shortly") from exc
 
     view = job_view(record)
     if all_cached:
@@ -151,15 +149,9 @@ def _read(svc: Services, job_id: uuid.UUID) -> dict[str, Any]:
         pass
     try:
         with svc.engine.connect() as conn:
-            row = (
-                conn.execute(select(Job.__table__).where(Job.id == job_id))
-                .mappings()
-                .first()
-            )
+            row = conn.execute(select(Job.__table__).where(Job.id == job_id)).mappings().first()
     except DBAPIError as exc:
-        raise ServiceUnavailable(
-            "the job database is unavailable; try again shortly"
-        ) from exc
+        raise ServiceUnavailable("the job database is unavailable; try again shortly") from exc
     if row is None:
         raise JobNotFound(f"no job with id {str(job_id)!r}", id=str(job_id))
     return job_view(row)
@@ -205,20 +197,14 @@ def _publish_result(svc: Services, view: dict[str, Any]) -> None:
         pass
 
 
-def _request_hash(
-    name: str, version: int | None, alias: str | None, inputs: list[Any]
-) -> str:
+def _request_hash(name: str, version: int | None, alias: str | None, inputs: list[Any]) -> str:
     body = {"model": name, "version": version, "alias": alias, "inputs": inputs}
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def _find_by_key(svc: Services, key: str) -> dict[str, Any] | None:
     with svc.engine.connect() as conn:
-        row = (
-            conn.execute(select(Job.__table__).where(Job.idempotency_key == key))
-            .mappings()
-            .first()
-        )
+        row = conn.execute(select(Job.__table__).where(Job.idempotency_key == key)).mappings().first()
     return dict(row) if row is not None else None
 
 

@@ -49,15 +49,13 @@ class ServedVersion:
 
 
 class Registry:
-    def __init__(
-        self, engine: Engine, artifact_root: str | Path, cache_seconds: float = 2.0
-    ) -> None:
+    def __init__(self, engine: Engine, artifact_root: str | Path, cache_seconds: float = 2.0) -> None:
         self.engine = engine
         self.artifact_root = Path(artifact_root)
         # Alias lookups are read on every request; a short TTL keeps them off the database
         # while a promotion still takes effect within seconds.
-        self._resolved: TTLCache[tuple[str, int | None, str | None], ServedVersion] = (
-            TTLCache(maxsize=1024, ttl=cache_seconds)
+        self._resolved: TTLCache[tuple[str, int | None, str | None], ServedVersion] = TTLCache(
+            maxsize=1024, ttl=cache_seconds
         )
         self._resolved_lock = threading.Lock()
         self._loaded: dict[tuple[str, int], tuple[str, Any]] = {}
@@ -77,9 +75,7 @@ class Registry:
         data = Path(source).read_bytes()
         estimator = joblib.load(io.BytesIO(data))
         if not hasattr(estimator, "predict"):
-            raise RegistryError(
-                f"{source} holds a {type(estimator).__name__}, which has no predict()"
-            )
+            raise RegistryError(f"{source} holds a {type(estimator).__name__}, which has no predict()")
         try:
             signature = signature_of(estimator)
         except ValueError as exc:
@@ -93,9 +89,7 @@ class Registry:
                 session.add(model)
                 session.flush()
             latest = session.scalar(
-                select(func.max(ModelVersion.version)).where(
-                    ModelVersion.model_id == model.id
-                )
+                select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)
             )
             version = (latest or 0) + 1
             relative = Path(name) / str(version) / "model.joblib"
@@ -117,9 +111,7 @@ class Registry:
                 aliases.append(DEFAULT_ALIAS)
             for each in aliases:
                 self._point_alias(session, model.id, each, version)
-        return ServedVersion(
-            name, version, digest, str(relative), signature, feature_index(signature)
-        )
+        return ServedVersion(name, version, digest, str(relative), signature, feature_index(signature))
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
         with Session(self.engine) as session, session.begin():
@@ -151,9 +143,7 @@ class Registry:
 
     # -- reading -----------------------------------------------------------------------
 
-    def resolve(
-        self, name: str, version: int | None = None, alias: str | None = None
-    ) -> ServedVersion:
+    def resolve(self, name: str, version: int | None = None, alias: str | None = None) -> ServedVersion:
         """The version a request for ``name`` should be served by (champion by default)."""
         key = (name, version, alias)
         with self._resolved_lock:
@@ -165,9 +155,7 @@ class Registry:
             self._resolved[key] = served
         return served
 
-    def _resolve_uncached(
-        self, name: str, version: int | None, alias: str | None
-    ) -> ServedVersion:
+    def _resolve_uncached(self, name: str, version: int | None, alias: str | None) -> ServedVersion:
         with Session(self.engine) as session:
             model = session.scalar(select(Model).where(Model.name == name))
             if model is None:
@@ -183,9 +171,7 @@ class Registry:
                     )
                 version = pointer.version
             row = session.scalar(
-                select(ModelVersion).where(
-                    ModelVersion.model_id == model.id, ModelVersion.version == version
-                )
+                select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.version == version)
             )
             if row is None:
                 raise VersionNotFound(

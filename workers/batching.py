@@ -67,9 +67,7 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
     try:
         estimator, served = svc.registry.load(name, version)
         tick = time.perf_counter()
-        outputs = predict_outputs(
-            estimator, served.signature, np.asarray(rows, dtype=np.float64)
-        )
+        outputs = predict_outputs(estimator, served.signature, np.asarray(rows, dtype=np.float64))
         inference_seconds = time.perf_counter() - tick
         error = None
     except PredqError as exc:
@@ -78,9 +76,7 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
             {"code": exc.code, "message": exc.message, "details": exc.details},
         )
     except Exception as exc:  # a model may raise anything; the jobs must still finish
-        log.exception(
-            "model %s v%s failed on a batch of %d rows", name, version, len(rows)
-        )
+        log.exception("model %s v%s failed on a batch of %d rows", name, version, len(rows))
         outputs = None
         error = {
             "code": "prediction_failed",
@@ -139,9 +135,7 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
         len(items),
         inference_seconds * 1000,
     )
-    return BatchReport(
-        name, version, str(batch_id), len(rows), len(items), status, inference_seconds
-    )
+    return BatchReport(name, version, str(batch_id), len(rows), len(items), status, inference_seconds)
 
 
 def collect(queue: RowQueue, max_rows: int, max_delay: float) -> list[QueuedRows]:
@@ -159,16 +153,12 @@ def collect(queue: RowQueue, max_rows: int, max_delay: float) -> list[QueuedRows
     return items
 
 
-def claim(
-    svc: Services, job_ids: list[str], batch_id: uuid.UUID, started_at: Any
-) -> set[str]:
+def claim(svc: Services, job_ids: list[str], batch_id: uuid.UUID, started_at: Any) -> set[str]:
     """Mark the jobs running under this batch; returns those not already succeeded."""
     with svc.engine.begin() as conn:
         claimed = conn.execute(
             update(Job)
-            .where(
-                Job.id.in_([uuid.UUID(j) for j in job_ids]), Job.status != "succeeded"
-            )
+            .where(Job.id.in_([uuid.UUID(j) for j in job_ids]), Job.status != "succeeded")
             .values(status="running", started_at=started_at)
             .returning(Job.id)
         ).scalars()
@@ -181,9 +171,7 @@ def _job_results(
     results, offset = [], 0
     for item in items:
         if outputs is None:
-            results.append(
-                {"id": item.job_id, "status": "failed", "outputs": None, "error": error}
-            )
+            results.append({"id": item.job_id, "status": "failed", "outputs": None, "error": error})
             continue
         mine = outputs[offset : offset + len(item.rows)]
         offset += len(item.rows)
@@ -194,7 +182,7 @@ def _job_results(
             job_outputs = [None] * item.n_rows
             for slot, output in (item.pre or {}).items():
                 job_outputs[int(slot)] = output
-            for slot, output in zip(item.slots, mine):
+            for slot, output in zip(item.slots, mine, strict=True):
                 job_outputs[slot] = output
         results.append(
             {
@@ -222,9 +210,9 @@ def publish(
     with svc.redis.pipeline(transaction=False) as pipe:
         if outputs is not None and settings.cache_ttl_seconds > 0:
             keys = cache_keys(name, version, np.asarray(rows, dtype=np.float64))
-            for key, output in zip(keys, outputs):
+            for key, output in zip(keys, outputs, strict=True):
                 pipe.set(key, orjson.dumps(output), ex=settings.cache_ttl_seconds)
-        for item, result in zip(items, results):
+        for item, result in zip(items, results, strict=True):
             view = job_view(
                 {
                     "id": result["id"],

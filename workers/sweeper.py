@@ -43,9 +43,7 @@ def requeue_stuck_jobs(svc: Services, limit: int = 1000) -> int:
             .limit(limit)
         ).all()
     for job in stuck:
-        item = encode_item(
-            str(job.id), job.inputs, job.n_rows, job.created_at.isoformat()
-        )
+        item = encode_item(str(job.id), job.inputs, job.n_rows, job.created_at.isoformat())
         enqueue(svc, job.model_name, job.model_version, item)
     if stuck:
         log.warning("sweeper re-queued %d stuck jobs", len(stuck))

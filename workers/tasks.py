@@ -20,9 +20,7 @@ def services() -> Services:
 @shared_task(name=RUN_BATCH, bind=True)
 def run_batch(self: Task, model: str, version: int) -> dict[str, Any]:
     """One batch of queued rows for one model version (Flower shows the returned summary)."""
-    return batching.run_batch(
-        services(), model, version, worker=self.request.hostname or ""
-    ).as_dict()
+    return batching.run_batch(services(), model, version, worker=self.request.hostname or "").as_dict()
 
 
 @shared_task(name=SWEEP, bind=True)

@@ -12,9 +12,7 @@ from app.api import services
 from app.api.schemas import JobSchema, PredictionRequestSchema, WaitQuerySchema
 from app.errors import UnsupportedMediaType
 
-blp = Blueprint(
-    "predictions", __name__, url_prefix="/v1", description="Submit and poll predictions"
-)
+blp = Blueprint("predictions", __name__, url_prefix="/v1", description="Submit and poll predictions")
 
 
 @blp.before_request
@@ -29,21 +27,13 @@ def _require_json() -> None:
 @blp.route("/models/<string:name>/predictions", methods=["POST"])
 @blp.arguments(WaitQuerySchema, location="query", as_kwargs=True)
 @blp.arguments(PredictionRequestSchema)
-@blp.alt_response(
-    202, schema=JobSchema, description="Accepted: the job is stored and queued."
-)
-@blp.alt_response(
-    200, schema=JobSchema, description="Finished at once (every row cached, or ?wait)."
-)
+@blp.alt_response(202, schema=JobSchema, description="Accepted: the job is stored and queued.")
+@blp.alt_response(200, schema=JobSchema, description="Finished at once (every row cached, or ?wait).")
 @blp.alt_response(404, schema="Error", description="Unknown model, version or alias.")
-@blp.alt_response(
-    409, schema="Error", description="Idempotency-Key reused with another body."
-)
+@blp.alt_response(409, schema="Error", description="Idempotency-Key reused with another body.")
 @blp.alt_response(413, schema="Error", description="Too many rows or bytes.")
 @blp.alt_response(415, schema="Error", description="Body is not JSON.")
-@blp.alt_response(
-    422, schema="Error", description="A row does not fit the model's signature."
-)
+@blp.alt_response(422, schema="Error", description="A row does not fit the model's signature.")
 def submit_prediction(
     body: dict[str, Any], name: str, wait: float
 ) -> tuple[dict[str, Any], int, dict[str, str]]:

@@ -28,7 +28,7 @@ class PredictionRequestSchema(Schema):
         required=True,
         validate=validate.Length(min=1, error="inputs must hold at least one row"),
         metadata={
-            "description": "Rows: each a list of numbers in feature order, or an object keyed by feature name.",
+            "description": "Rows: lists of numbers in feature order, or objects keyed by feature name.",
             "example": [[5.1, 3.5, 1.4, 0.2]],
         },
     )
@@ -41,9 +41,7 @@ class WaitQuerySchema(Schema):
     wait = fields.Float(
         load_default=0.0,
         validate=validate.Range(min=0, max=30),
-        metadata={
-            "description": "Hold the request up to this many seconds for the result."
-        },
+        metadata={"description": "Hold the request up to this many seconds for the result."},
     )
 
 
@@ -59,9 +57,7 @@ class OutputSchema(Schema):
 
 class JobSchema(Schema):
     id = fields.String()
-    status = fields.String(
-        metadata={"enum": ["queued", "running", "succeeded", "failed"]}
-    )
+    status = fields.String(metadata={"enum": ["queued", "running", "succeeded", "failed"]})
     model = fields.Nested(ModelRefSchema)
     outputs = fields.List(fields.Nested(OutputSchema), allow_none=True)
     error = fields.Nested(ErrorDetailSchema, allow_none=True)

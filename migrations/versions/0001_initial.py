@@ -10,7 +10,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -34,9 +33,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_batches")),
     )
     with op.batch_alter_table("batches", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_batches_model_name"), ["model_name"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_batches_model_name"), ["model_name"], unique=False)
 
     op.create_table(
         "models",
@@ -63,22 +60,14 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["batch_id"], ["batches.id"], name=op.f("fk_jobs_batch_id_batches")
-        ),
+        sa.ForeignKeyConstraint(["batch_id"], ["batches.id"], name=op.f("fk_jobs_batch_id_batches")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
         sa.UniqueConstraint("idempotency_key", name=op.f("uq_jobs_idempotency_key")),
     )
     with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_jobs_batch_id"), ["batch_id"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_jobs_created_at"), ["created_at"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_jobs_model_name"), ["model_name"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_jobs_batch_id"), ["batch_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_jobs_created_at"), ["created_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_jobs_model_name"), ["model_name"], unique=False)
         batch_op.create_index(batch_op.f("ix_jobs_status"), ["status"], unique=False)
 
     op.create_table(
@@ -87,9 +76,7 @@ def upgrade() -> None:
         sa.Column("alias", sa.String(length=100), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["model_id"], ["models.id"], name=op.f("fk_model_aliases_model_id_models")
-        ),
+        sa.ForeignKeyConstraint(["model_id"], ["models.id"], name=op.f("fk_model_aliases_model_id_models")),
         sa.PrimaryKeyConstraint("model_id", "alias", name=op.f("pk_model_aliases")),
     )
     op.create_table(
@@ -102,13 +89,9 @@ def upgrade() -> None:
         sa.Column("signature", sa.JSON(), nullable=False),
         sa.Column("metrics", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["model_id"], ["models.id"], name=op.f("fk_model_versions_model_id_models")
-        ),
+        sa.ForeignKeyConstraint(["model_id"], ["models.id"], name=op.f("fk_model_versions_model_id_models")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_model_versions")),
-        sa.UniqueConstraint(
-            "model_id", "version", name=op.f("uq_model_versions_model_id")
-        ),
+        sa.UniqueConstraint("model_id", "version", name=op.f("uq_model_versions_model_id")),
     )
     # ### end Alembic commands ###
 

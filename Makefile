@@ -1,0 +1,32 @@
+# predq — the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test lint venv clean
+
+venv: $(VENV)/.installed
+
+# Re-installs only when requirements.txt changes.
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+## Run the whole service in the foreground (embedded SQLite + Redis unless DATABASE_URL/REDIS_URL are set).
+run: venv
+	$(BIN)/python -m scripts.run
+
+## Run the tests against real PostgreSQL, Redis and a Celery worker (starting them if needed).
+test: venv
+	bash scripts/ensure-services.sh
+	$(BIN)/ruff check .
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

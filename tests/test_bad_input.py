@@ -1,0 +1,291 @@
+"""Every kind of bad request gets its JSON error and status, and writes nothing anywhere."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.conftest import count_jobs, predq_keys
+
+GOOD_ROW = [5.1, 3.5, 1.4, 0.2]
+IRIS = "/v1/models/iris/predictions"
+
+
+def body(payload: Any) -> dict[str, Any]:
+    return {"data": json.dumps(payload), "content_type": "application/json"}
+
+
+CASES = [
+    # id, method, url, request kwargs, status, error code, details that must be present
+    (
+        "malformed json",
+        "post",
+        IRIS,
+        {"data": '{"inputs": [[1,', "content_type": "application/json"},
+        400,
+        "malformed_json",
+        {},
+    ),
+    (
+        "not json",
+        "post",
+        IRIS,
+        {"data": "inputs=1", "content_type": "application/x-www-form-urlencoded"},
+        415,
+        "unsupported_media_type",
+        {},
+    ),
+    (
+        "no content type",
+        "post",
+        IRIS,
+        {"data": json.dumps({"inputs": [GOOD_ROW]})},
+        415,
+        "unsupported_media_type",
+        {},
+    ),
+    (
+        "inputs missing",
+        "post",
+        IRIS,
+        body({}),
+        422,
+        "invalid_input",
+        {"fields": {"inputs": ["Missing data for required field."]}},
+    ),
+    ("inputs empty", "post", IRIS, body({"inputs": []}), 422, "invalid_input", {}),
+    ("inputs not a list", "post", IRIS, body({"inputs": {"a": 1}}), 422, "invalid_input", {}),
+    ("body not an object", "post", IRIS, body([GOOD_ROW]), 422, "invalid_input", {}),
+    (
+        "too few features",
+        "post",
+        IRIS,
+        body({"inputs": [GOOD_ROW, [1.0, 2.0]]}),
+        422,
+        "invalid_input",
+        {"row": 1, "expected": 4, "got": 2},
+    ),
+    (
+        "too many features",
+        "post",
+        IRIS,
+        body({"inputs": [GOOD_ROW + [9.0]]}),
+        422,
+        "invalid_input",
+        {"row": 0, "expected": 4},
+    ),
+    (
+        "unknown feature name",
+        "post",
+        IRIS,
+        body(
+            {
+                "inputs": [
+                    {
+                        "sepal length (cm)": 1,
+                        "sepal width (cm)": 1,
+                        "petal length (cm)": 1,
+                        "petal width (cm)": 1,
+                        "colour": 2,
+                    }
+                ]
+            }
+        ),
+        422,
+        "invalid_input",
+        {"row": 0, "unknown": ["colour"]},
+    ),
+    (
+        "missing feature name",
+        "post",
+        IRIS,
+        body({"inputs": [GOOD_ROW, {"sepal length (cm)": 1, "sepal width (cm)": 1, "petal length (cm)": 1}]}),
+        422,
+        "invalid_input",
+        {"row": 1, "missing": ["petal width (cm)"]},
+    ),
+    (
+        "string value",
+        "post",
+        IRIS,
+        body({"inputs": [[5.1, "3.5", 1.4, 0.2]]}),
+        422,
+        "invalid_input",
+        {"row": 0, "field": "sepal width (cm)"},
+    ),
+    (
+        "boolean value",
+        "post",
+        IRIS,
+        body({"inputs": [GOOD_ROW, [True, 3.5, 1.4, 0.2]]}),
+        422,
+        "invalid_input",
+        {"row": 1, "field": "sepal length (cm)"},
+    ),
+    (
+        "null value",
+        "post",
+        IRIS,
+        body({"inputs": [[5.1, 3.5, None, 0.2]]}),
+        422,
+        "invalid_input",
+        {"row": 0, "field": "petal length (cm)"},
+    ),
+    (
+        "NaN",
+        "post",
+        IRIS,
+        {"data": '{"inputs": [[5.1, NaN, 1.4, 0.2]]}', "content_type": "application/json"},
+        422,
+        "invalid_input",
+        {"row": 0, "field": "sepal width (cm)"},
+    ),
+    (
+        "infinity",
+        "post",
+        IRIS,
+        {"data": '{"inputs": [[5.1, 3.5, Infinity, 0.2]]}', "content_type": "application/json"},
+        422,
+        "invalid_input",
+        {"row": 0, "field": "petal length (cm)"},
+    ),
+    (
+        "overflowing number",
+        "post",
+        IRIS,
+        {"data": '{"inputs": [[5.1, 3.5, 1.4, 1e999]]}', "content_type": "application/json"},
+        422,
+        "invalid_input",
+        {"row": 0, "field": "petal width (cm)"},
+    ),
+    ("row is a number", "post", IRIS, body({"inputs": [GOOD_ROW, 7]}), 422, "invalid_input", {"row": 1}),
+    (
+        "object row, model without names",
+        "post",
+        "/v1/models/plain/predictions",
+        body({"inputs": [{"a": 1, "b": 2, "c": 3}]}),
+        422,
+        "invalid_input",
+        {"row": 0},
+    ),
+    (
+        "version not an integer",
+        "post",
+        IRIS,
+        body({"inputs": [GOOD_ROW], "version": "1"}),
+        422,
+        "invalid_input",
+        {},
+    ),
+    (
+        "unknown top-level field",
+        "post",
+        IRIS,
+        body({"inputs": [GOOD_ROW], "model": "x"}),
+        422,
+        "invalid_input",
+        {},
+    ),
+    ("wait too long", "post", IRIS + "?wait=31", body({"inputs": [GOOD_ROW]}), 422, "invalid_input", {}),
+    (
+        "too many rows",
+        "post",
+        IRIS,
+        body({"inputs": [GOOD_ROW] * 501}),
+        413,
+        "too_many_rows",
+        {"rows": 501, "limit": 500},
+    ),
+    (
+        "body too large",
+        "post",
+        IRIS,
+        body({"inputs": [GOOD_ROW], "pad": "x" * (9 * 1024 * 1024)}),
+        413,
+        "payload_too_large",
+        {},
+    ),
+    (
+        "unknown model",
+        "post",
+        "/v1/models/nope/predictions",
+        body({"inputs": [GOOD_ROW]}),
+        404,
+        "model_not_found",
+        {"model": "nope"},
+    ),
+    (
+        "unknown version",
+        "post",
+        IRIS,
+        body({"inputs": [GOOD_ROW], "version": 99}),
+        404,
+        "version_not_found",
+        {"version": 99},
+    ),
+    (
+        "unknown alias",
+        "post",
+        IRIS,
+        body({"inputs": [GOOD_ROW], "alias": "staging"}),
+        404,
+        "alias_not_found",
+        {"alias": "staging"},
+    ),
+    ("unknown job id", "get", f"/v1/predictions/{uuid.uuid4()}", {}, 404, "job_not_found", {}),
+    ("malformed job id", "get", "/v1/predictions/not-a-uuid", {}, 404, "job_not_found", {}),
+    ("unknown model info", "get", "/v1/models/nope", {}, 404, "model_not_found", {}),
+    ("unknown route", "get", "/v1/nothing-here", {}, 404, "not_found", {}),
+    ("wrong method", "delete", IRIS, {}, 405, "method_not_allowed", {}),
+]
+
+
+@pytest.mark.parametrize(
+    "method,url,kwargs,status,code,details", [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_bad_request_gets_json_error_and_writes_nothing(
+    client, svc, registered, method, url, kwargs, status, code, details
+):
+    jobs_before, keys_before = count_jobs(svc), predq_keys(svc)
+
+    response = getattr(client, method)(url, **kwargs)
+
+    assert response.status_code == status, response.get_data(as_text=True)[:500]
+    assert response.is_json
+    error = response.json["error"]
+    assert error["code"] == code
+    assert isinstance(error["message"], str) and error["message"]
+    for key, value in details.items():
+        assert error["details"][key] == value
+    assert count_jobs(svc) == jobs_before, "a bad request stored a job"
+    assert predq_keys(svc) == keys_before, "a bad request touched Redis"
+
+
+def test_idempotency_key_returns_the_same_job(client, svc, registered):
+    headers = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
+    payload = {"inputs": [[4.9, 3.1, 1.5, 0.11]]}
+
+    first = client.post(IRIS, json=payload, headers=headers)
+    jobs_after_first = count_jobs(svc)
+    again = client.post(IRIS, json=payload, headers=headers)
+
+    assert first.status_code in (200, 202)
+    assert again.json["id"] == first.json["id"]
+    assert count_jobs(svc) == jobs_after_first
+
+
+def test_idempotency_key_with_another_body_conflicts_and_writes_nothing(client, svc, registered):
+    headers = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
+    first = client.post(IRIS, json={"inputs": [[4.8, 3.1, 1.5, 0.12]]}, headers=headers)
+    jobs_before, keys_before = count_jobs(svc), predq_keys(svc)
+
+    conflict = client.post(IRIS, json={"inputs": [[9.9, 3.1, 1.5, 0.12]]}, headers=headers)
+
+    assert conflict.status_code == 409
+    assert conflict.json["error"]["code"] == "idempotency_conflict"
+    assert conflict.json["error"]["details"]["job_id"] == first.json["id"]
+    assert count_jobs(svc) == jobs_before
+    assert predq_keys(svc) == keys_before

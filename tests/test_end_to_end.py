@@ -1,0 +1,173 @@
+"""Submit and poll through the API with a real worker; outputs must equal in-process calls."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import func, insert, select
+
+from app.db import Batch, Job, utcnow
+from tests.conftest import stored_estimator
+from workers.sweeper import requeue_stuck_jobs
+
+IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [6.3, 2.5, 4.9, 1.5]]
+DIABETES_ROWS = np.random.default_rng(1).normal(0, 0.05, size=(4, 10)).round(6).tolist()
+
+
+def expected_outputs(estimator: Any, rows: list[list[float]]) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=getattr(estimator, "feature_names_in_", None))
+    predictions = estimator.predict(frame).tolist()
+    if not hasattr(estimator, "predict_proba"):
+        return [{"prediction": p} for p in predictions]
+    probabilities = estimator.predict_proba(frame).tolist()
+    classes = [str(c) for c in estimator.classes_]
+    return [
+        {"prediction": p, "probabilities": dict(zip(classes, ps, strict=True))}
+        for p, ps in zip(predictions, probabilities, strict=True)
+    ]
+
+
+def as_objects(estimator: Any, rows: list[list[float]]) -> list[dict[str, float]]:
+    return [dict(zip(estimator.feature_names_in_, row, strict=True)) for row in rows]
+
+
+@pytest.mark.parametrize("model,rows", [("iris", IRIS_ROWS), ("diabetes", DIABETES_ROWS)])
+@pytest.mark.parametrize("row_format", ["lists", "objects"])
+def test_outputs_equal_in_process_predictions(client, svc, registered, worker, model, rows, row_format):
+    estimator = stored_estimator(svc, model)
+    # Shift rows per format so neither run is answered from the other's cache.
+    rows = [[v + (0.001 if row_format == "objects" else 0.0) for v in row] for row in rows]
+    payload = rows if row_format == "lists" else as_objects(estimator, rows)
+
+    response = client.post(f"/v1/models/{model}/predictions?wait=20", json={"inputs": payload})
+
+    assert response.status_code == 200, response.json
+    job = response.json
+    assert job["status"] == "succeeded"
+    assert job["model"] == {"name": model, "version": 1}
+    assert job["outputs"] == expected_outputs(estimator, rows)
+    assert response.headers["Location"] == f"/v1/predictions/{job['id']}"
+
+
+def test_submit_then_poll(client, svc, registered, worker):
+    rows = [[4.4, 2.9, 1.4, 0.21]]
+    submitted = client.post("/v1/models/iris/predictions", json={"inputs": rows})
+
+    assert submitted.status_code == 202
+    assert submitted.json["status"] == "queued"
+    assert set(submitted.json) == {"id", "status", "model", "outputs", "error", "created_at", "completed_at"}
+    polled = client.get(f"{submitted.headers['Location']}?wait=20")
+    assert polled.status_code == 200
+    assert polled.json["status"] == "succeeded"
+    assert polled.json["outputs"] == expected_outputs(stored_estimator(svc, "iris"), rows)
+    # The stored record holds inputs, outputs, the version served and timings.
+    with svc.engine.connect() as conn:
+        row = conn.execute(select(Job).where(Job.id == _uuid(submitted.json["id"]))).one()
+    assert row.inputs == rows and row.outputs == polled.json["outputs"]
+    assert row.model_version == 1 and row.batch_id is not None
+    assert row.created_at <= row.started_at <= row.completed_at
+
+
+def test_repeated_rows_are_answered_from_cache_without_a_worker(client, svc, registered, worker):
+    rows = [[5.0, 3.3, 1.41, 0.2], [6.1, 2.8, 4.71, 1.2]]
+    first = client.post("/v1/models/iris/predictions?wait=20", json={"inputs": rows})
+    assert first.status_code == 200
+    batches_before = _count(svc, Batch)
+
+    again = client.post("/v1/models/iris/predictions", json={"inputs": rows})
+
+    assert again.status_code == 200, "all rows cached: answered at once"
+    assert again.json["status"] == "succeeded"
+    assert again.json["outputs"] == first.json["outputs"]
+    assert again.json["id"] != first.json["id"]
+    assert _count(svc, Batch) == batches_before
+    assert client.get(f"/v1/predictions/{again.json['id']}").json["outputs"] == first.json["outputs"]
+
+
+def test_partly_cached_request_computes_only_the_new_rows(client, svc, registered, worker):
+    cached_row, new_row = [5.2, 3.4, 1.42, 0.2], [6.9, 3.1, 5.41, 2.1]
+    client.post("/v1/models/iris/predictions?wait=20", json={"inputs": [cached_row]})
+
+    response = client.post("/v1/models/iris/predictions?wait=20", json={"inputs": [new_row, cached_row]})
+
+    assert response.status_code == 200
+    assert response.json["outputs"] == expected_outputs(stored_estimator(svc, "iris"), [new_row, cached_row])
+    with svc.engine.connect() as conn:
+        job = conn.execute(select(Job).where(Job.id == _uuid(response.json["id"]))).one()
+        batch = conn.execute(select(Batch).where(Batch.id == job.batch_id)).one()
+    assert job.cached_rows == 1
+    assert batch.n_rows == 1, "the cached row did not reach the worker"
+
+
+def test_a_job_lost_from_redis_is_recovered_by_the_sweeper(client, svc, registered, worker):
+    """A job committed to the database but missing from Redis (say Redis restarted)."""
+    import uuid
+
+    job_id, rows = uuid.uuid4(), [[5.5, 2.4, 3.81, 1.1]]
+    old = utcnow() - timedelta(seconds=svc.settings.stuck_job_seconds + 5)
+    with svc.engine.begin() as conn:
+        conn.execute(
+            insert(Job),
+            {
+                "id": job_id,
+                "model_name": "iris",
+                "model_version": 1,
+                "status": "queued",
+                "n_rows": 1,
+                "inputs": rows,
+                "cached_rows": 0,
+                "created_at": old,
+            },
+        )
+
+    assert requeue_stuck_jobs(svc) >= 1
+    done = client.get(f"/v1/predictions/{job_id}?wait=20").json
+
+    assert done["status"] == "succeeded"
+    assert done["outputs"] == expected_outputs(stored_estimator(svc, "iris"), rows)
+
+
+def test_a_tampered_artifact_is_refused_by_the_worker(client, svc, artifacts, worker):
+    served = svc.registry.register("tampered", artifacts["iris"])
+    path = Path(svc.settings.artifact_root) / served.artifact_path
+    path.write_bytes(path.read_bytes() + b"\0")
+
+    response = client.post("/v1/models/tampered/predictions?wait=20", json={"inputs": [IRIS_ROWS[0]]})
+
+    assert response.json["status"] == "failed"
+    assert response.json["error"]["code"] == "artifact_integrity_error"
+    assert response.json["outputs"] is None
+
+
+def test_version_and_alias_select_what_serves(client, svc, artifacts, worker):
+    svc.registry.register("versioned", artifacts["iris"])
+    svc.registry.register("versioned", artifacts["iris"], alias="challenger")
+    row = [[5.0, 3.0, 1.6, 0.21]]
+
+    default = client.post("/v1/models/versioned/predictions?wait=20", json={"inputs": row}).json
+    pinned = client.post("/v1/models/versioned/predictions?wait=20", json={"inputs": row, "version": 2}).json
+    aliased = client.post(
+        "/v1/models/versioned/predictions?wait=20", json={"inputs": row, "alias": "challenger"}
+    ).json
+
+    assert default["model"]["version"] == 1, "champion is the first version"
+    assert pinned["model"]["version"] == 2
+    assert aliased["model"]["version"] == 2
+    assert default["status"] == pinned["status"] == aliased["status"] == "succeeded"
+
+
+def _count(svc, table) -> int:
+    with svc.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def _uuid(text: str):
+    import uuid
+
+    return uuid.UUID(text)

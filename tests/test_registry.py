@@ -1,0 +1,100 @@
+"""The registry CLI: versions, sha256, signatures, champion alias, refusals."""
+
+from __future__ import annotations
+
+import hashlib
+
+import joblib
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+
+from app.errors import ArtifactIntegrityError
+
+
+def test_register_and_list_through_the_cli(app, svc, artifacts):
+    runner = app.test_cli_runner()
+
+    first = runner.invoke(
+        args=["models", "register", "--name", "cli-model", "--file", str(artifacts["iris"])]
+    )
+    second = runner.invoke(
+        args=[
+            "models",
+            "register",
+            "--name",
+            "cli-model",
+            "--file",
+            str(artifacts["iris"]),
+            "--alias",
+            "challenger",
+        ]
+    )
+    listing = runner.invoke(args=["models", "list"])
+
+    assert first.exit_code == 0, first.output
+    assert "cli-model v1" in first.output and "cli-model v2" in second.output
+    described = svc.registry.describe("cli-model")
+    assert described["aliases"] == {"champion": 1, "challenger": 2}
+    v1 = described["versions"][0]
+    assert v1["sha256"] == hashlib.sha256(artifacts["iris"].read_bytes()).hexdigest()
+    assert v1["signature"]["n_features"] == 4
+    assert v1["signature"]["feature_names"] == [
+        "sepal length (cm)",
+        "sepal width (cm)",
+        "petal length (cm)",
+        "petal width (cm)",
+    ]
+    assert v1["signature"]["task"] == "classification"
+    assert v1["signature"]["classes"] == [0, 1, 2]
+    assert v1["created_at"] is not None
+    assert "cli-model" in listing.output and "champion" in listing.output and "challenger" in listing.output
+
+
+def test_regressor_signature(svc, registered):
+    signature = svc.registry.describe("diabetes")["versions"][0]["signature"]
+    assert signature["task"] == "regression"
+    assert signature["classes"] is None and signature["has_proba"] is False
+    assert signature["n_features"] == 10
+    assert svc.registry.describe("plain")["versions"][0]["signature"]["feature_names"] is None
+
+
+def test_unfitted_estimator_is_refused(app, tmp_path):
+    path = tmp_path / "unfitted.joblib"
+    joblib.dump(RandomForestClassifier(), path)
+
+    result = app.test_cli_runner().invoke(
+        args=["models", "register", "--name", "unfitted", "--file", str(path)]
+    )
+
+    assert result.exit_code != 0
+    assert "not fitted" in result.output
+
+
+def test_not_a_model_is_refused(app, tmp_path):
+    path = tmp_path / "dict.joblib"
+    joblib.dump({"weights": [1, 2]}, path)
+    result = app.test_cli_runner().invoke(
+        args=["models", "register", "--name", "notamodel", "--file", str(path)]
+    )
+    assert result.exit_code != 0
+    assert "no predict()" in result.output
+
+
+def test_load_refuses_a_changed_artifact(svc, artifacts):
+    served = svc.registry.register("integrity", artifacts["diabetes"])
+    assert svc.registry.load("integrity", served.version)[0] is not None
+    svc.registry._loaded.clear()  # a fresh process would read the file again
+    (svc.registry.artifact_root / served.artifact_path).write_bytes(artifacts["iris"].read_bytes())
+
+    with pytest.raises(ArtifactIntegrityError):
+        svc.registry.load("integrity", served.version)
+
+
+def test_models_endpoints(client, registered):
+    listing = client.get("/v1/models").json["models"]
+    assert {"iris", "diabetes", "plain"} <= {m["name"] for m in listing}
+    iris = client.get("/v1/models/iris").json
+    assert iris["aliases"]["champion"] == 1
+    assert iris["versions"][0]["signature"]["task"] == "classification"
+    assert len(iris["versions"][0]["sha256"]) == 64
+    assert iris["traffic_policy"]

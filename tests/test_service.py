@@ -1,0 +1,60 @@
+"""Health, readiness, OpenAPI and migrations."""
+
+from __future__ import annotations
+
+from sqlalchemy import create_engine, inspect
+
+from app import create_app
+from app.migrate import upgrade
+from tests.conftest import free_port
+
+
+def test_healthz(client):
+    assert client.get("/healthz").json == {"status": "ok"}
+
+
+def test_readyz_with_everything_up(client, worker):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json["checks"] == {"database": "ok", "redis": "ok", "worker": "ok"}
+
+
+def test_readyz_names_what_is_down(settings):
+    broken = create_app(settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+
+    response = broken.test_client().get("/readyz")
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert response.json["checks"]["database"] == "ok"
+    assert response.json["down"] == ["redis", "worker"]
+
+
+def test_openapi_document_comes_from_the_schemas(client):
+    spec = client.get("/openapi.json").json
+    assert spec["openapi"].startswith("3.")
+    post = spec["paths"]["/v1/models/{name}/predictions"]["post"]
+    request_schema = post["requestBody"]["content"]["application/json"]["schema"]
+    assert request_schema["$ref"].endswith("/PredictionRequest")
+    assert spec["components"]["schemas"]["PredictionRequest"]["required"] == ["inputs"]
+    assert {"200", "202", "404", "409", "413", "415", "422"} <= set(post["responses"])
+    assert "/v1/predictions/{job_id}" in spec["paths"]
+    assert "/readyz" in spec["paths"]
+
+
+def test_docs_page(client):
+    response = client.get("/docs")
+    assert response.status_code == 200
+    assert "swagger" in response.get_data(as_text=True).lower()
+
+
+def test_migrations_build_the_schema_on_sqlite(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+    upgrade(url)
+    tables = set(inspect(create_engine(url)).get_table_names())
+    assert {"models", "model_versions", "model_aliases", "jobs", "batches", "alembic_version"} <= tables
+
+
+def test_migrations_built_the_postgres_schema(database_url):
+    tables = set(inspect(create_engine(database_url)).get_table_names())
+    assert {"models", "model_versions", "model_aliases", "jobs", "batches", "alembic_version"} <= tables
