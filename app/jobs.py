@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -110,7 +111,7 @@ def enqueue(svc: Services, name: str, version: int, item: bytes) -> None:
     try:
         if RowQueue(svc.redis, name, version).push(item) == 1:
             svc.celery.send_task(RUN_BATCH, args=[name, version])
-    except RedisError as exc:
+    except (RedisError, BrokerError) as exc:
         # The job is committed; the sweeper re-queues it from the database.
         log.warning("could not queue job rows for %s v%s: %s", name, version, exc)
 

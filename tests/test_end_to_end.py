@@ -171,3 +171,20 @@ def _uuid(text: str):
     import uuid
 
     return uuid.UUID(text)
+
+
+def test_a_job_is_accepted_and_stored_while_redis_is_unreachable(settings, artifacts):
+    """Redis is the fast path: with it down, a submit still stores the job and says 202."""
+    from app import create_app
+    from tests.conftest import free_port
+
+    app = create_app(settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    svc = app.extensions["predq"]
+    svc.registry.register("redis-down", artifacts["iris"])
+
+    response = app.test_client().post("/v1/models/redis-down/predictions", json={"inputs": [IRIS_ROWS[0]]})
+
+    assert response.status_code == 202, response.json
+    with svc.engine.connect() as conn:
+        stored = conn.execute(select(Job.status).where(Job.id == _uuid(response.json["id"]))).scalar_one()
+    assert stored == "queued", "the sweeper will queue it once Redis is back"
