@@ -1,11 +1,13 @@
 """gunicorn settings, read by `gunicorn 'app:create_app()'` from the working directory.
 
+BIND is the listen address (compose sets 0.0.0.0:8000).
+
 Threads, not just processes: a `?wait=S` long-poll holds a thread while it waits.
 """
 
 import os
 
-bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+bind = os.environ.get("BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "32"))

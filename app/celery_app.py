@@ -5,10 +5,12 @@ The API only *sends* tasks (by name); the worker entry point (``workers``) regis
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from celery import Celery
 from kombu import Queue
 
-from app.config import VAR_DIR, Settings
+from app.config import Settings
 
 RUN_BATCH = "predq.run_batch"
 SWEEP = "predq.sweep"
@@ -45,7 +47,7 @@ def make_celery(settings: Settings) -> Celery:
                 "schedule": settings.sweep_interval_seconds,
             },
         },
-        beat_schedule_filename=str(VAR_DIR / "celerybeat-schedule"),
+        beat_schedule_filename=str(Path(settings.var_dir) / "celerybeat-schedule"),
         worker_hijack_root_logger=False,
     )
     return celery

@@ -56,6 +56,19 @@ def models_register(name: str, path: str, alias: str | None, metrics: str | None
     )
 
 
+@models_cli.command("promote")
+@click.argument("name")
+@click.argument("version", type=int)
+@click.option("--alias", default="champion", show_default=True, help="The alias to point at VERSION.")
+def models_promote(name: str, version: int, alias: str) -> None:
+    """Point ALIAS of NAME at VERSION (API processes pick it up within REGISTRY_CACHE_SECONDS)."""
+    try:
+        current_app.extensions["predq"].registry.set_alias(name, alias, version)
+    except PredqError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"{name}: {alias} -> v{version}")
+
+
 @models_cli.command("list")
 def models_list() -> None:
     """Show every model, its versions and aliases."""

@@ -13,14 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: Where the embedded default keeps its SQLite database and model artifacts.
-VAR_DIR = Path(__file__).resolve().parent.parent / "var"
+#: Where local state lives unless VAR_DIR says otherwise.
+DEFAULT_VAR_DIR = Path(__file__).resolve().parent.parent / "var"
 
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = f"sqlite:///{VAR_DIR / 'predq.sqlite3'}"
-    """SQLAlchemy URL of the job and registry database (PostgreSQL in production)."""
+    var_dir: str = str(DEFAULT_VAR_DIR)
+    """Local state: the embedded SQLite database, artifacts, beat's schedule file."""
+
+    database_url: str = ""
+    """SQLAlchemy URL of the job and registry database; empty means SQLite in var_dir."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     """Redis for the row queues, the output cache and the result hand-off."""
@@ -28,8 +31,8 @@ class Settings:
     broker_url: str | None = None
     """Celery broker; defaults to ``redis_url``."""
 
-    artifact_root: str = str(VAR_DIR / "artifacts")
-    """Directory where registered model artifacts are stored."""
+    artifact_root: str = ""
+    """Directory where registered model artifacts are stored; empty means var_dir/artifacts."""
 
     max_batch_rows: int = 1024
     """Most rows a worker feeds to one model call."""
@@ -63,6 +66,14 @@ class Settings:
 
     extra: dict[str, Any] = field(default_factory=dict)
     """Anything else handed to Flask's config (tests use it for TESTING)."""
+
+    def __post_init__(self) -> None:
+        # Frozen dataclass: fill the defaults that depend on var_dir once, here.
+        var = Path(self.var_dir)
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{var / 'predq.sqlite3'}")
+        if not self.artifact_root:
+            object.__setattr__(self, "artifact_root", str(var / "artifacts"))
 
     @property
     def celery_broker_url(self) -> str:

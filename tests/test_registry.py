@@ -98,3 +98,17 @@ def test_models_endpoints(client, registered):
     assert iris["versions"][0]["signature"]["task"] == "classification"
     assert len(iris["versions"][0]["sha256"]) == 64
     assert iris["traffic_policy"]
+
+
+def test_promote_moves_an_alias_and_requests_follow(app, svc, artifacts, client):
+    svc.registry.register("promoted", artifacts["diabetes"])
+    svc.registry.register("promoted", artifacts["diabetes"])
+    runner = app.test_cli_runner()
+
+    result = runner.invoke(args=["models", "promote", "promoted", "2"])
+    missing = runner.invoke(args=["models", "promote", "promoted", "7"])
+
+    assert result.exit_code == 0, result.output
+    assert svc.registry.describe("promoted")["aliases"]["champion"] == 2
+    assert svc.registry.resolve("promoted").version == 2
+    assert missing.exit_code != 0 and "no version 7" in missing.output

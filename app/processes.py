@@ -1,0 +1,16 @@
+"""The commands that run predq's processes, used by both `make run` and docker-compose.
+
+Where each listens and where it keeps state come from the environment (BIND,
+FLOWER_ADDRESS/FLOWER_PORT, VAR_DIR), not from flags, so the commands stay identical
+everywhere; tests/test_deployment.py checks the compose file against this list.
+"""
+
+from __future__ import annotations
+
+PROCESSES: dict[str, list[str]] = {
+    "migrate": ["flask", "--app", "app", "db", "upgrade"],
+    "api": ["gunicorn", "app:create_app()"],
+    "worker": ["celery", "-A", "workers", "worker", "--loglevel=INFO"],
+    "beat": ["celery", "-A", "workers", "beat", "--loglevel=INFO"],
+    "flower": ["celery", "-A", "workers", "flower"],
+}

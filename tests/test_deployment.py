@@ -1,0 +1,188 @@
+"""`make run` from nothing, the compose file, and Flower."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import uuid
+
+import httpx
+import psutil
+import pytest
+import yaml
+
+from app.processes import PROCESSES
+from tests.conftest import ROOT, _bin, free_port, settings_env
+
+# -- docker-compose.yml -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    """The compose file as docker-compose resolves it (anchors, defaults), else as YAML."""
+    if shutil.which("docker-compose"):
+        resolved = subprocess.run(
+            ["docker-compose", "-f", "docker-compose.yml", "config"],
+            cwd=ROOT, capture_output=True, text=True, env={**os.environ, "POSTGRES_PASSWORD": "pw"},
+        )  # fmt: skip
+        assert resolved.returncode == 0, resolved.stderr
+        return yaml.safe_load(resolved.stdout)
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_file_validates():
+    if not shutil.which("docker-compose"):
+        pytest.skip("docker-compose (Debian's package) is not installed; make test installs it")
+    result = subprocess.run(["docker-compose", "-f", "docker-compose.yml", "config", "-q"], cwd=ROOT,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_services_run_the_same_commands_as_make_run(compose):
+    services = compose["services"]
+    assert set(services) == {"postgres", "redis", "migrate", "api", "worker", "beat", "flower"}
+    for name, argv in PROCESSES.items():
+        assert services[name]["command"] == argv, name
+
+
+def test_compose_production_settings(compose):
+    services = compose["services"]
+    redis_command = " ".join(services["redis"]["command"])
+    assert "--appendonly yes" in redis_command and "--maxmemory-policy noeviction" in redis_command
+    assert any("/var/lib/postgresql/data" in str(v) for v in services["postgres"]["volumes"])
+    for name in ("postgres", "redis", "api", "worker"):
+        assert services[name]["healthcheck"]["test"], name
+    for name in ("api", "worker", "beat", "flower"):
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert services[name]["environment"]["DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert services["beat"]["deploy"]["replicas"] == 1
+    assert "FLOWER_BASIC_AUTH" in services["flower"]["environment"]
+    assert "ports" not in services["worker"], "workers must scale with --scale worker=N"
+
+
+# -- make run -----------------------------------------------------------------------------
+
+
+def test_make_run_starts_everything_embedded_and_stops_cleanly(tmp_path):
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "BROKER_URL", "ARTIFACT_ROOT"}
+    }
+    api_port, flower_port = free_port(), free_port()
+    env.update(VAR_DIR=str(tmp_path / "var"), API_PORT=str(api_port), FLOWER_PORT=str(flower_port))
+    proc = subprocess.Popen(
+        ["make", "run"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        base = f"http://127.0.0.1:{api_port}"
+        _wait_ready(base, proc, output)
+        text = "".join(output)
+
+        redis_port = int(re.search(r"embedded Redis on 127\.0\.0\.1:(\d+)", text).group(1))
+        assert redis_port != 6379
+        assert (tmp_path / "var" / "predq.sqlite3").exists()
+        procfile = (tmp_path / "var" / "Procfile.run").read_text()
+        for name in ("api", "worker", "beat", "flower"):
+            assert shlex.join(PROCESSES[name][1:]) in procfile, name
+
+        example = next(
+            line.strip() for line in text.splitlines() if line.strip().startswith("curl -s -X POST")
+        )
+        answer = json.loads(
+            subprocess.run(["bash", "-c", example], capture_output=True, text=True, check=True).stdout
+        )
+        assert answer["status"] == "succeeded"
+        assert answer["model"]["name"] == "demo"
+        assert answer["outputs"][0]["prediction"] == 0  # iris row 0 is a setosa
+
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 5
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(c) for c in children):
+        time.sleep(0.5)
+    survivors = [f"{c.pid} {c.name()}" for c in children if _alive(c)]
+    assert survivors == [], survivors
+
+
+def _wait_ready(base: str, proc: subprocess.Popen, output: list[str]) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError("make run exited:\n" + "".join(output))
+        try:
+            if httpx.get(f"{base}/readyz", timeout=3).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise AssertionError("never ready:\n" + "".join(output[-80:]))
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+# -- Flower -------------------------------------------------------------------------------
+
+
+def test_flower_lists_batch_tasks_behind_basic_auth(settings, client, artifacts, worker):
+    port = free_port()
+    env = settings_env(settings) | {"FLOWER_BASIC_AUTH": "ops:s3cret", "FLOWER_PORT": str(port),
+                                    "FLOWER_ADDRESS": "127.0.0.1"}  # fmt: skip
+    flower = subprocess.Popen([_bin("celery"), *PROCESSES["flower"][1:]], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(f"{base}/healthcheck", flower)
+        model = f"flower-{uuid.uuid4().hex[:6]}"
+        client.application.extensions["predq"].registry.register(model, artifacts["iris"])
+        done = client.post(
+            f"/v1/models/{model}/predictions?wait=20", json={"inputs": [[5.0, 3.0, 1.0, 0.1]] * 3}
+        )
+        assert done.json["status"] == "succeeded"
+
+        assert httpx.get(f"{base}/api/tasks").status_code == 401
+        batch = None
+        deadline = time.monotonic() + 30
+        while batch is None and time.monotonic() < deadline:
+            tasks = httpx.get(f"{base}/api/tasks", params={"taskname": "predq.run_batch"},
+                              auth=("ops", "s3cret")).json()  # fmt: skip
+            batch = next((t for t in tasks.values() if model in t["args"] and t["state"] == "SUCCESS"), None)
+            time.sleep(0.5)
+        assert batch is not None, "Flower never showed the batch task"
+        assert f"'{model}', 1" in batch["args"]
+        assert "'rows': 3" in batch["result"] and "'jobs': 1" in batch["result"]
+    finally:
+        os.killpg(flower.pid, signal.SIGTERM)
+        flower.wait(timeout=20)
+
+
+def _wait_http(url: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{url}: process exited")
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} never answered")
