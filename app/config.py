@@ -25,6 +25,9 @@ class Settings:
     database_url: str = ""
     """SQLAlchemy URL of the job and registry database; empty means SQLite in var_dir."""
 
+    db_pool_size: int = 32
+    """Database connections each process keeps open (match the API's threads per process)."""
+
     redis_url: str = "redis://127.0.0.1:6379/0"
     """Redis for the row queues, the output cache and the result hand-off."""
 

@@ -128,8 +128,13 @@ class Batch(Base):
     completed_at: Mapped[datetime] = mapped_column()
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL and a busy timeout so API and workers share it."""
+def make_engine(url: str, pool_size: int = 32) -> Engine:
+    """An engine for ``url``; SQLite gets WAL and a busy timeout so API and workers share it.
+
+    PostgreSQL: no pre-ping (it costs a round trip per checkout; a dead connection raises
+    once, the pool is invalidated, and the request answers 503), and a pool as large as
+    the threads that use it, so connections are reused instead of reopened.
+    """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
 
@@ -141,4 +146,4 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size // 4, pool_recycle=1800)

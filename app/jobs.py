@@ -74,7 +74,8 @@ def submit(
         "completed_at": now if all_cached else None,
     }
     try:
-        with svc.engine.begin() as conn:
+        # One statement, autocommitted: one round trip instead of BEGIN/INSERT/COMMIT.
+        with svc.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(insert(Job), record)
     except IntegrityError:
         # Another request with the same Idempotency-Key won the race.
@@ -124,21 +125,23 @@ def get(svc: Services, job_id: str, wait: float = 0.0) -> dict[str, Any]:
         raise JobNotFound(f"no job with id {job_id!r}", id=job_id) from None
     view = _read(svc, parsed)
     if wait > 0 and view["status"] not in FINISHED:
-        wait_for(svc, view["id"], wait)
-        view = _read(svc, parsed)
+        view = wait_for(svc, view["id"], wait) or _read(svc, parsed)
     return view
 
 
-def wait_for(svc: Services, job_id: str, seconds: float) -> None:
-    """Block until the worker signals ``job_id`` finished, or ``seconds`` pass."""
+def wait_for(svc: Services, job_id: str, seconds: float) -> dict[str, Any] | None:
+    """The finished job's view once a worker hands it over, or None after ``seconds``.
+
+    The worker pushes the view onto a short-lived list; BLMOVE from that list to itself
+    returns it and leaves it there, so every client waiting on the job gets it.
+    """
     key = done_key(job_id)
     try:
-        if svc.redis.blpop([key], timeout=seconds) is not None:
-            # Put the token back so any other client waiting on this job wakes too.
-            with svc.redis.pipeline(transaction=False) as pipe:
-                pipe.rpush(key, 1).expire(key, 60).execute()
+        raw = svc.redis.blmove(key, key, seconds, "LEFT", "RIGHT")
     except RedisError as exc:
         log.warning("long-poll for %s fell back to one read: %s", job_id, exc)
+        return None
+    return orjson.loads(raw) if raw is not None else None
 
 
 def _read(svc: Services, job_id: uuid.UUID) -> dict[str, Any]:

@@ -23,7 +23,7 @@ class Services:
 
 
 def build_services(settings: Settings, celery: Celery) -> Services:
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, settings.db_pool_size)
     # No socket timeout: long-polls block in BLPOP for up to max_wait_seconds.
     redis = Redis.from_url(settings.redis_url, health_check_interval=30)
     registry = Registry(engine, settings.artifact_root, settings.registry_cache_seconds)

@@ -188,3 +188,34 @@ def test_a_job_is_accepted_and_stored_while_redis_is_unreachable(settings, artif
     with svc.engine.connect() as conn:
         stored = conn.execute(select(Job.status).where(Job.id == _uuid(response.json["id"]))).scalar_one()
     assert stored == "queued", "the sweeper will queue it once Redis is back"
+
+
+def test_two_clients_waiting_on_one_job_both_get_it(client, svc, registered, worker, app):
+    from concurrent.futures import ThreadPoolExecutor
+
+    submitted = client.post("/v1/models/iris/predictions", json={"inputs": [[4.6, 3.2, 1.43, 0.2]]}).json
+
+    def wait() -> dict:
+        return app.test_client().get(f"/v1/predictions/{submitted['id']}?wait=20").json
+
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda _: wait(), range(2))
+
+    assert first["status"] == second["status"] == "succeeded"
+    assert first["outputs"] == second["outputs"]
+
+
+def test_forest_prediction_shortcut_equals_predict():
+    """For forests predq takes the label from predict_proba's argmax; it must equal predict()."""
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+
+    from app.inference import predict_outputs
+    from app.signature import signature_of
+
+    X, y = make_classification(n_samples=600, n_features=8, n_classes=3, n_informative=5, random_state=3)
+    labels = np.array(["ant", "bee", "cat"])[y]
+    for model in (RandomForestClassifier(30, random_state=0), ExtraTreesClassifier(30, random_state=0)):
+        model.fit(X[:400], labels[:400])
+        outputs = predict_outputs(model, signature_of(model), X[400:])
+        assert [o["prediction"] for o in outputs] == model.predict(X[400:]).tolist()

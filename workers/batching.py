@@ -225,11 +225,9 @@ def publish(
                     "completed_at": completed_at,
                 }
             )
-            pipe.set(
-                result_key(item.job_id),
-                orjson.dumps(view),
-                ex=settings.result_ttl_seconds,
-            )
-            pipe.rpush(done_key(item.job_id), 1)
+            encoded = orjson.dumps(view)
+            pipe.set(result_key(item.job_id), encoded, ex=settings.result_ttl_seconds)
+            # Long-polls BLMOVE this list onto itself, so each waiter gets the view.
+            pipe.rpush(done_key(item.job_id), encoded)
             pipe.expire(done_key(item.job_id), 60)
         pipe.execute()

@@ -47,7 +47,8 @@ def submit_prediction(
         idempotency_key=request.headers.get("Idempotency-Key"),
     )
     if wait > 0 and view["status"] not in jobs.FINISHED:
-        view = jobs.get(svc, view["id"], wait=min(wait, svc.settings.max_wait_seconds))
+        # Just stored, so nothing to read first: wait for the worker's hand-off.
+        view = jobs.wait_for(svc, view["id"], min(wait, svc.settings.max_wait_seconds)) or view
     location = {"Location": f"/v1/predictions/{view['id']}"}
     return view, 200 if view["status"] in jobs.FINISHED else 202, location
 
