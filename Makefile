@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint venv clean
+.PHONY: run test bench lint venv clean
 
 venv: $(VENV)/.installed
 
@@ -23,6 +23,15 @@ test: venv
 	bash scripts/ensure-services.sh
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## Benchmark predq against the tutorial design and the bare-Flask ceiling (~6 minutes).
+bench: venv $(VENV)/.bench-installed
+	bash scripts/ensure-services.sh
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+$(VENV)/.bench-installed: bench/requirements.txt
+	$(BIN)/pip install --quiet -r bench/requirements.txt
+	touch $@
 
 lint: venv
 	$(BIN)/ruff check .

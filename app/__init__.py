@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+import orjson
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 from app.config import Settings
+
+
+class OrjsonProvider(DefaultJSONProvider):
+    """Flask's JSON, through orjson for responses (every poll returns a job's outputs)."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        try:
+            return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:
+            return super().dumps(obj, **kwargs)  # types orjson does not know (Decimal, ...)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -19,6 +32,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     settings = settings or Settings.from_env()
     app = Flask(__name__)
+    app.json = OrjsonProvider(app)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         PREDQ_SETTINGS=settings,

@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     JSON,
     DateTime,
@@ -128,6 +129,10 @@ class Batch(Base):
     completed_at: Mapped[datetime] = mapped_column()
 
 
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 def make_engine(url: str, pool_size: int = 32) -> Engine:
     """An engine for ``url``; SQLite gets WAL and a busy timeout so API and workers share it.
 
@@ -136,7 +141,7 @@ def make_engine(url: str, pool_size: int = 32) -> Engine:
     the threads that use it, so connections are reused instead of reopened.
     """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30}, json_serializer=_json_dumps)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -146,4 +151,11 @@ def make_engine(url: str, pool_size: int = 32) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size // 4, pool_recycle=1800)
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size // 4,
+        pool_recycle=1800,
+        # Job inputs and outputs are JSON columns written on every request and batch.
+        json_serializer=_json_dumps,
+    )
