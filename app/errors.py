@@ -24,6 +24,7 @@ import logging
 from typing import Any
 
 from flask import Flask
+from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,14 @@ def register_error_handlers(app: Flask) -> None:
         if error.status >= 500:
             log.error("request failed: %s", error.message)
         return error.to_body(), error.status, error.headers()
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    def _database_down(error: Exception):  # type: ignore[no-untyped-def]
+        # The database could not be reached: say so, never a 500 and never a 202.
+        log.error("database unavailable: %s", type(error).__name__)
+        unavailable = ServiceUnavailable("the database is unavailable; try again shortly")
+        return unavailable.to_body(), unavailable.status, unavailable.headers()
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):  # type: ignore[no-untyped-def]

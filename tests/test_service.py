@@ -58,3 +58,17 @@ def test_migrations_build_the_schema_on_sqlite(tmp_path):
 def test_migrations_built_the_postgres_schema(database_url):
     tables = set(inspect(create_engine(database_url)).get_table_names())
     assert {"models", "model_versions", "model_aliases", "jobs", "batches", "alembic_version"} <= tables
+
+
+def test_database_down_gives_503_with_retry_after_and_queues_nothing(settings, svc):
+    down = create_app(settings.replace(database_url=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x"))
+    keys_before = set(svc.redis.scan_iter(match="predq:*"))
+
+    submit = down.test_client().post("/v1/models/iris/predictions", json={"inputs": [[1.0, 2.0, 3.0, 4.0]]})
+    poll = down.test_client().get("/v1/predictions/00000000-0000-0000-0000-000000000000")
+
+    for response in (submit, poll):
+        assert response.status_code == 503
+        assert response.headers["Retry-After"]
+        assert response.json["error"]["code"] == "service_unavailable"
+    assert set(svc.redis.scan_iter(match="predq:*")) == keys_before
