@@ -139,7 +139,7 @@ def wait_for(svc: Services, job_id: str, seconds: float) -> dict[str, Any] | Non
     """
     key = done_key(job_id)
     try:
-        raw = svc.redis.blmove(key, key, seconds, "LEFT", "RIGHT")
+        raw = svc.redis_wait.blmove(key, key, seconds, "LEFT", "RIGHT")
     except RedisError as exc:
         log.warning("long-poll for %s fell back to one read: %s", job_id, exc)
         return None

@@ -18,13 +18,18 @@ class Services:
     settings: Settings
     engine: Engine
     redis: Redis
+    redis_wait: Redis
     registry: Registry
     celery: Celery
 
 
 def build_services(settings: Settings, celery: Celery) -> Services:
     engine = make_engine(settings.database_url, settings.db_pool_size)
-    # No socket timeout: long-polls block in BLPOP for up to max_wait_seconds.
+    # redis-py's default socket timeout (5 s) suits every command but the long-poll,
+    # which blocks up to max_wait_seconds: that one gets a client of its own.
     redis = Redis.from_url(settings.redis_url, health_check_interval=30)
+    redis_wait = Redis.from_url(
+        settings.redis_url, health_check_interval=30, socket_timeout=settings.max_wait_seconds + 5
+    )
     registry = Registry(engine, settings.artifact_root, settings.registry_cache_seconds)
-    return Services(settings, engine, redis, registry, celery)
+    return Services(settings, engine, redis, redis_wait, registry, celery)

@@ -219,3 +219,24 @@ def test_forest_prediction_shortcut_equals_predict():
         model.fit(X[:400], labels[:400])
         outputs = predict_outputs(model, signature_of(model), X[400:])
         assert [o["prediction"] for o in outputs] == model.predict(X[400:]).tolist()
+
+
+def test_a_long_poll_waits_its_full_time_for_a_job_still_queued(client, svc, registered):
+    """Longer than redis-py's default 5 s socket timeout, which once cut long-polls short."""
+    import time
+    import uuid
+
+    job_id = uuid.uuid4()
+    with svc.engine.begin() as conn:
+        conn.execute(
+            insert(Job),
+            {"id": job_id, "model_name": "iris", "model_version": 1, "status": "queued", "n_rows": 1,
+             "inputs": [IRIS_ROWS[0]], "cached_rows": 0, "created_at": utcnow()},
+        )  # fmt: skip
+
+    tick = time.monotonic()
+    response = client.get(f"/v1/predictions/{job_id}?wait=6.5")
+
+    assert response.status_code == 200
+    assert response.json["status"] == "queued"
+    assert time.monotonic() - tick >= 6.4
