@@ -28,6 +28,16 @@ def queue_key(name: str, version: int) -> str:
     return f"{PREFIX}:queue:{name}:{version}"
 
 
+def queued_versions(redis: Redis) -> list[tuple[str, int]]:
+    """(model, version) of every row queue that holds items."""
+    found = []
+    for key in redis.scan_iter(match=f"{PREFIX}:queue:*", count=1000):
+        _, _, name, version = key.decode().rsplit(":", 3)
+        if redis.llen(key):
+            found.append((name, int(version)))
+    return found
+
+
 def result_key(job_id: str) -> str:
     return f"{PREFIX}:result:{job_id}"
 

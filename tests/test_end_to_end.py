@@ -240,3 +240,29 @@ def test_a_long_poll_waits_its_full_time_for_a_job_still_queued(client, svc, reg
     assert response.status_code == 200
     assert response.json["status"] == "queued"
     assert time.monotonic() - tick >= 6.4
+
+
+def test_a_queue_whose_wakeup_was_lost_is_drained_by_the_sweep(client, svc, registered, worker):
+    """Rows sit in a non-empty queue with no task sent (the message was lost): later
+    pushes send none either, until the sweeper wakes a worker."""
+    import uuid
+
+    from app.rqueue import RowQueue, encode_item
+    from workers.sweeper import wake_workers
+
+    job_id = uuid.uuid4()
+    with svc.engine.begin() as conn:
+        conn.execute(
+            insert(Job),
+            {"id": job_id, "model_name": "diabetes", "model_version": 1, "status": "queued", "n_rows": 1,
+             "inputs": [[0.01] * 10], "cached_rows": 0, "created_at": utcnow()},
+        )  # fmt: skip
+    RowQueue(svc.redis, "diabetes", 1).push(encode_item(str(job_id), [[0.01] * 10], 1, utcnow().isoformat()))
+
+    stalled = client.get(f"/v1/predictions/{job_id}?wait=1").json
+    assert stalled["status"] == "queued", "no task was sent, so no worker looked"
+    assert wake_workers(svc) >= 1
+    done = client.get(f"/v1/predictions/{job_id}?wait=20").json
+
+    assert done["status"] == "succeeded"
+    assert done["outputs"] == expected_outputs(stored_estimator(svc, "diabetes"), [[0.01] * 10])

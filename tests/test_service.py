@@ -61,7 +61,9 @@ def test_migrations_built_the_postgres_schema(database_url):
 
 
 def test_database_down_gives_503_with_retry_after_and_queues_nothing(settings, svc):
-    down = create_app(settings.replace(database_url=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x"))
+    down = create_app(
+        settings.replace(database_url=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x")
+    )
     keys_before = set(svc.redis.scan_iter(match="predq:*"))
 
     submit = down.test_client().post("/v1/models/iris/predictions", json={"inputs": [[1.0, 2.0, 3.0, 4.0]]})

@@ -6,7 +6,9 @@ The Celery app is the one ``create_app()`` builds from the environment, as in Fl
 
 from __future__ import annotations
 
-from celery.signals import worker_process_init
+import logging
+
+from celery.signals import worker_process_init, worker_ready
 
 from app import create_app
 
@@ -20,3 +22,13 @@ from workers import tasks  # noqa: E402,F401  (registers the tasks on `celery`)
 def _fresh_connections(**_: object) -> None:
     # Each forked pool process opens its own database connections.
     flask_app.extensions["predq"].engine.dispose(close=False)
+
+
+@worker_ready.connect
+def _drain_leftovers(**_: object) -> None:
+    # Rows queued while no worker ran (or whose task message was lost) start now, not
+    # at the next sweep.
+    try:
+        tasks.sweeper.wake_workers(flask_app.extensions["predq"])
+    except Exception:
+        logging.getLogger(__name__).exception("could not wake workers for queued rows")

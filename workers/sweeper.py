@@ -12,12 +12,26 @@ from datetime import timedelta
 
 from sqlalchemy import or_, select
 
+from app.celery_app import RUN_BATCH
 from app.db import Job, utcnow
 from app.jobs import enqueue
-from app.rqueue import encode_item
+from app.rqueue import encode_item, queued_versions
 from app.services import Services
 
 log = logging.getLogger(__name__)
+
+
+def wake_workers(svc: Services) -> int:
+    """Send a batch task for every non-empty row queue; returns how many were sent.
+
+    The API sends one only when its push finds the queue empty. If that task message was
+    lost (broker restart, a worker killed at the wrong moment), later pushes find the
+    queue non-empty and send none, so without this the queue would never drain.
+    """
+    versions = queued_versions(svc.redis)
+    for name, version in versions:
+        svc.celery.send_task(RUN_BATCH, args=[name, version])
+    return len(versions)
 
 
 def requeue_stuck_jobs(svc: Services, limit: int = 1000) -> int:

@@ -23,7 +23,8 @@ def run_batch(self: Task, model: str, version: int) -> dict[str, Any]:
     return batching.run_batch(services(), model, version, worker=self.request.hostname or "").as_dict()
 
 
-@shared_task(name=SWEEP, bind=True)
-def sweep(self: Task) -> int:
-    """Re-queue jobs stuck in queued/running; returns how many."""
-    return sweeper.requeue_stuck_jobs(services())
+@shared_task(name=SWEEP)
+def sweep() -> dict[str, int]:
+    """Re-queue jobs stuck in queued/running and wake workers for every non-empty queue."""
+    svc = services()
+    return {"requeued": sweeper.requeue_stuck_jobs(svc), "woken": sweeper.wake_workers(svc)}
