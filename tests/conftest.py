@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -97,43 +98,47 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
+@contextmanager
+def subprocess_in_group(argv: list[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
+    """Run ``argv`` in its own process group, logging to ``log_path``; stop the group after."""
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            yield proc
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
 @pytest.fixture(scope="session")
 def worker(settings: Settings, app: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A real Celery worker (prefork, 2 processes) in a subprocess; yields its log path."""
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen(
-        [
-            _bin("celery"),
-            "-A",
-            "workers",
-            "worker",
-            "-c",
-            "2",
-            "-l",
-            "info",
-            "-n",
-            f"test-{uuid.uuid4().hex[:6]}@%h",
-        ],
-        cwd=ROOT,
-        env=settings_env(settings),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    celery = app.extensions["celery"]
-    deadline = time.monotonic() + 60
-    while not celery.control.ping(timeout=0.5, limit=1):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"worker did not start:\n{log_path.read_text()}")
-    yield log_path
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    log.close()
+    argv = [
+        _bin("celery"),
+        "-A",
+        "workers",
+        "worker",
+        "-c",
+        "2",
+        "-l",
+        "info",
+        "-n",
+        f"test-{uuid.uuid4().hex[:6]}@%h",
+    ]
+    with subprocess_in_group(argv, settings_env(settings), log_path) as proc:
+        celery = app.extensions["celery"]
+        deadline = time.monotonic() + 60
+        while not celery.control.ping(timeout=0.5, limit=1):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start:\n{log_path.read_text()}")
+        yield log_path
 
 
 def free_port() -> int:
@@ -147,39 +152,18 @@ def api_server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     """The API under gunicorn, as in production; yields its base URL."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("api") / "gunicorn.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen(
-        [
-            _bin("gunicorn"),
-            "app:create_app()",
-            "-b",
-            f"127.0.0.1:{port}",
-            "-k",
-            "gthread",
-            "-w",
-            "2",
-            "--threads",
-            "64",
-        ],
-        cwd=ROOT,
-        env=settings_env(settings),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn did not start:\n{log_path.read_text()}") from None
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=20)
-    log.close()
+    argv = [_bin("gunicorn"), "app:create_app()", "-b", f"127.0.0.1:{port}", "-w", "2", "--threads", "64"]
+    with subprocess_in_group(argv, settings_env(settings), log_path) as proc:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"gunicorn did not start:\n{log_path.read_text()}") from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
 
 
 # -- models -----------------------------------------------------------------------------

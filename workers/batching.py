@@ -57,7 +57,7 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
 
     batch_id = uuid.uuid4()
     started_at = utcnow()
-    claimed = claim(svc, [item.job_id for item in items], batch_id, started_at)
+    claimed = claim(svc, [item.job_id for item in items], started_at)
     items = [item for item in items if item.job_id in claimed]
     if not items:
         return BatchReport(name, version, str(batch_id), 0, 0, "duplicate", 0.0)
@@ -70,11 +70,9 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
         outputs = predict_outputs(estimator, served.signature, np.asarray(rows, dtype=np.float64))
         inference_seconds = time.perf_counter() - tick
         error = None
-    except PredqError as exc:
-        outputs, error = (
-            None,
-            {"code": exc.code, "message": exc.message, "details": exc.details},
-        )
+    except PredqError as exc:  # e.g. the artifact failed its sha256 check
+        outputs = None
+        error = {"code": exc.code, "message": exc.message, "details": exc.details}
     except Exception as exc:  # a model may raise anything; the jobs must still finish
         log.exception("model %s v%s failed on a batch of %d rows", name, version, len(rows))
         outputs = None
@@ -153,8 +151,8 @@ def collect(queue: RowQueue, max_rows: int, max_delay: float) -> list[QueuedRows
     return items
 
 
-def claim(svc: Services, job_ids: list[str], batch_id: uuid.UUID, started_at: Any) -> set[str]:
-    """Mark the jobs running under this batch; returns those not already succeeded."""
+def claim(svc: Services, job_ids: list[str], started_at: Any) -> set[str]:
+    """Mark the jobs running; returns those not already succeeded (only those are computed)."""
     with svc.engine.begin() as conn:
         claimed = conn.execute(
             update(Job)
