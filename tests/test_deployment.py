@@ -154,20 +154,21 @@ def test_flower_lists_batch_tasks_behind_basic_auth(settings, client, artifacts,
         _wait_http(f"{base}/healthcheck", flower)
         model = f"flower-{uuid.uuid4().hex[:6]}"
         client.application.extensions["predq"].registry.register(model, artifacts["iris"])
-        done = client.post(
-            f"/v1/models/{model}/predictions?wait=20", json={"inputs": [[5.0, 3.0, 1.0, 0.1]] * 3}
-        )
-        assert done.json["status"] == "succeeded"
-
         assert httpx.get(f"{base}/api/tasks").status_code == 401
+
+        # Flower's HTTP server can answer before its event receiver is subscribed, so keep
+        # sending fresh traffic until a batch shows up rather than counting on the first.
         batch = None
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while batch is None and time.monotonic() < deadline:
+            rows = [[5.0, 3.0, 1.0, round(time.monotonic() % 1, 6)]] * 3
+            done = client.post(f"/v1/models/{model}/predictions?wait=20", json={"inputs": rows})
+            assert done.json["status"] == "succeeded"
+            time.sleep(0.5)
             tasks = httpx.get(f"{base}/api/tasks", params={"taskname": "predq.run_batch"},
                               auth=("ops", "s3cret")).json()  # fmt: skip
             batch = next((t for t in tasks.values() if model in t["args"] and t["state"] == "SUCCESS"), None)
-            time.sleep(0.5)
-        assert batch is not None, "Flower never showed the batch task"
+        assert batch is not None, "Flower never showed a batch task"
         assert f"'{model}', 1" in batch["args"]
         assert "'rows': 3" in batch["result"] and "'jobs': 1" in batch["result"]
     finally:
