@@ -126,12 +126,11 @@ def http_exception_body(error: HTTPException) -> tuple[dict[str, Any], int]:
     status = error.code or 500
     details: dict[str, Any] = {}
     # webargs (under flask-smorest) attaches field messages to the exception it aborts with.
-    messages = getattr(error, "data", {}).get("messages") if hasattr(error, "data") else None
+    messages = getattr(error, "data", {}).get("messages")
     if messages:
         details["fields"] = messages.get("json", messages)
-    if status == 400 and messages and "json" in messages and messages["json"] == ["Invalid JSON body."]:
-        body = MalformedJSON("request body is not valid JSON").to_body()
-        return body, 400
+    if status == 400 and messages and messages.get("json") == ["Invalid JSON body."]:
+        return MalformedJSON("request body is not valid JSON").to_body(), 400
     code = _HTTP_CODES.get(status, "http_error" if status < 500 else "internal_error")
     message = error.description or error.name
     if status == 422:
@@ -149,10 +148,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)
     def _database_down(error: Exception):  # type: ignore[no-untyped-def]
-        # The database could not be reached: say so, never a 500 and never a 202.
-        log.error("database unavailable: %s", type(error).__name__)
-        unavailable = ServiceUnavailable("the database is unavailable; try again shortly")
-        return unavailable.to_body(), unavailable.status, unavailable.headers()
+        # Wherever the database could not be reached: 503, never a 500 and never a 202.
+        return _predq_error(
+            ServiceUnavailable("the database is unavailable; try again shortly", cause=type(error).__name__)
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):  # type: ignore[no-untyped-def]

@@ -17,11 +17,11 @@ import orjson
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 from sqlalchemy import insert, select
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 
 from app.celery_app import RUN_BATCH
 from app.db import Job, utcnow
-from app.errors import IdempotencyConflict, JobNotFound, ServiceUnavailable
+from app.errors import IdempotencyConflict, JobNotFound
 from app.rqueue import RowQueue, cache_keys, done_key, encode_item, result_key
 from app.services import Services
 from app.signature import rows_to_matrix
@@ -49,7 +49,8 @@ def submit(
         served.feature_index,
         svc.settings.max_rows_per_request,
     )
-    request_hash = _request_hash(name, version, alias, inputs)
+    # Only an Idempotency-Key needs the body's hash; skip the extra serialization otherwise.
+    request_hash = _request_hash(name, version, alias, inputs) if idempotency_key is not None else None
     if idempotency_key is not None:
         existing = _find_by_key(svc, idempotency_key)
         if existing is not None:
@@ -75,6 +76,8 @@ def submit(
         "created_at": now,
         "completed_at": now if all_cached else None,
     }
+    # A database that cannot be reached raises here, before anything is queued; the
+    # error handler in app/errors.py answers 503 for it.
     try:
         # One statement, autocommitted: one round trip instead of BEGIN/INSERT/COMMIT.
         with svc.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -82,12 +85,9 @@ def submit(
     except IntegrityError:
         # Another request with the same Idempotency-Key won the race.
         existing = _find_by_key(svc, idempotency_key) if idempotency_key else None
-        if existing is None:
+        if existing is None or request_hash is None:
             raise
         return _replay(existing, request_hash, idempotency_key or "")
-    except DBAPIError as exc:
-        log.error("database unavailable on submit: %s", exc.__class__.__name__)
-        raise ServiceUnavailable("the job database is unavailable; try again shortly") from exc
 
     view = job_view(record)
     if all_cached:
@@ -153,11 +153,8 @@ def _read(svc: Services, job_id: uuid.UUID) -> dict[str, Any]:
             return orjson.loads(raw)
     except RedisError:
         pass
-    try:
-        with svc.engine.connect() as conn:
-            row = conn.execute(select(Job.__table__).where(Job.id == job_id)).mappings().first()
-    except DBAPIError as exc:
-        raise ServiceUnavailable("the job database is unavailable; try again shortly") from exc
+    with svc.engine.connect() as conn:
+        row = conn.execute(select(Job.__table__).where(Job.id == job_id)).mappings().first()
     if row is None:
         raise JobNotFound(f"no job with id {str(job_id)!r}", id=str(job_id))
     return job_view(row)

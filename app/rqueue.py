@@ -125,14 +125,15 @@ class RowQueue:
     def __init__(self, redis: Redis, name: str, version: int) -> None:
         self.redis = redis
         self.key = queue_key(name, version)
-        self._pop = redis.register_script(_POP_BATCH)
 
     def push(self, item: bytes) -> int:
         """Append an item; returns the list length after the push (1 means it was empty)."""
         return int(self.redis.rpush(self.key, item))
 
     def pop_batch(self, max_rows: int) -> list[QueuedRows]:
-        return [decode_item(raw) for raw in self._pop(keys=[self.key], args=[max_rows])]
+        # Registered here, not in __init__: the API only pushes, on every request.
+        pop = self.redis.register_script(_POP_BATCH)
+        return [decode_item(raw) for raw in pop(keys=[self.key], args=[max_rows])]
 
     def __len__(self) -> int:
         return int(self.redis.llen(self.key))

@@ -16,15 +16,13 @@ import json
 import os
 import platform
 import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,12 +34,11 @@ import numpy as np
 import psutil
 import uvloop
 from redis import Redis
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 from bench import loadgen
+from scripts.local import ROOT, process_group, scratch_database
 
-ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 RESULTS = ROOT / "bench" / "results"
 ADMIN_URL = os.environ.get(
@@ -77,13 +74,12 @@ class Point:
 def running(
     commands: dict[str, list[str]], env: dict[str, str], ready_url: str, logs: Path
 ) -> Iterator[None]:
-    """Start each command in its own process group; stop them all on exit."""
-    procs = []
-    for name, argv in commands.items():
-        log = (logs / f"{name}.log").open("w")
-        procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True))  # fmt: skip
-    try:
+    """Start each command in its own process group, wait until ``ready_url`` answers; stop them all after."""
+    with ExitStack() as stack:
+        procs = {
+            name: stack.enter_context(process_group(argv, env, logs / f"{name}.log"))
+            for name, argv in commands.items()
+        }
         deadline = time.monotonic() + 90
         while True:
             try:
@@ -91,29 +87,14 @@ def running(
                     break
             except httpx.HTTPError:
                 pass
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs.values()):
                 raise RuntimeError(f"{list(commands)} did not become ready; see {logs}")
             time.sleep(0.5)
         time.sleep(1)
-        dead = [name for name, p in zip(commands, procs, strict=True) if p.poll() is not None]
+        dead = [name for name, p in procs.items() if p.poll() is not None]
         if dead:
             raise RuntimeError(f"{dead} exited at start; see {logs}")
         yield
-    finally:
-        for proc in procs:
-            _signal_group(proc, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-
-
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def gunicorn(app: str) -> list[str]:
@@ -214,15 +195,24 @@ def main() -> int:
     parser.add_argument("--no-assert", action="store_true", help="exit 0 even when a target is missed")
     parser.add_argument("--no-readme", action="store_true", help="do not update README.md")
     args = parser.parse_args()
-    levels = [int(c) for c in args.concurrency.split(",")]
-    levels_100 = [int(c) for c in args.concurrency_100.split(",")]
 
     work = Path(tempfile.mkdtemp(prefix="predq-bench-"))
-    db_name = f"predq_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{db_name}"'))
-    database_url = make_url(ADMIN_URL).set(database=db_name).render_as_string(hide_password=False)
+    started = time.monotonic()
+    with scratch_database(ADMIN_URL, "predq_bench") as database_url:
+        points, limits = measure_all(args, database_url, work)
+
+    report = build_report(points, limits, time.monotonic() - started)
+    write_report(report, update_readme=not args.no_readme)
+    failed = [t for t in report["targets"] if not t["met"]]
+    return 1 if failed and not args.no_assert else 0
+
+
+def measure_all(
+    args: argparse.Namespace, database_url: str, work: Path
+) -> tuple[list[Point], dict[int, float]]:
+    """Every system, one at a time, against ``database_url``; returns the points and in-process limits."""
+    levels = [int(c) for c in args.concurrency.split(",")]
+    levels_100 = [int(c) for c in args.concurrency_100.split(",")]
     Redis.from_url(REDIS_URL).flushdb()
     Redis.from_url(TUTORIAL_BROKER_URL).flushdb()
     env = dict(os.environ) | {
@@ -235,84 +225,73 @@ def main() -> int:
         "PYTHONPATH": str(ROOT),
     }
     base = f"http://127.0.0.1:{PORT}"
-    started = time.monotonic()
-    try:
-        print("training RandomForest(100 trees) on make_classification(20000, 20) ...", flush=True)
-        from sklearn.datasets import make_classification
-        from sklearn.ensemble import RandomForestClassifier
+    print("training RandomForest(100 trees) on make_classification(20000, 20) ...", flush=True)
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import RandomForestClassifier
 
-        X, y = make_classification(n_samples=20000, n_features=20, random_state=0)
-        model = RandomForestClassifier(n_estimators=100, random_state=0).fit(X, y)
-        artifact = work / "rf.joblib"
-        joblib.dump(model, artifact)
+    X, y = make_classification(n_samples=20000, n_features=20, random_state=0)
+    model = RandomForestClassifier(n_estimators=100, random_state=0).fit(X, y)
+    artifact = work / "rf.joblib"
+    joblib.dump(model, artifact)
 
-        from app.config import Settings
-        from app.db import make_engine
-        from app.migrate import upgrade
-        from app.registry import Registry
+    from app.config import Settings
+    from app.db import make_engine
+    from app.migrate import upgrade
+    from app.registry import Registry
 
-        upgrade(database_url)
-        settings = Settings.from_env(env)
-        engine = make_engine(database_url, 2)
-        Registry(engine, settings.artifact_root).register(MODEL, artifact)
+    upgrade(database_url)
+    settings = Settings.from_env(env)
+    engine = make_engine(database_url, 2)
+    Registry(engine, settings.artifact_root).register(MODEL, artifact)
 
-        print("the model's limit (in process):", flush=True)
-        limits = in_process_limit(model, [1, 100, 256, 1024, 4096])
+    print("the model's limit (in process):", flush=True)
+    limits = in_process_limit(model, [1, 100, 256, 1024, 4096])
 
-        points: list[Point] = []
-        print("bare Flask (the ceiling):", flush=True)
-        with running({"api": gunicorn("bench.baseline.hello:app")}, env, f"{base}/hello", work):
-            for c in levels:
-                points.append(
-                    measure("flask", base, loadgen.hello_scenario(), c, 1, args.seconds, args.warmup)
-                )
+    points: list[Point] = []
+    print("bare Flask (the ceiling):", flush=True)
+    with running({"api": gunicorn("bench.baseline.hello:app")}, env, f"{base}/hello", work):
+        for c in levels:
+            points.append(measure("flask", base, loadgen.hello_scenario(), c, 1, args.seconds, args.warmup))
 
-        print("one Celery task per request (the tutorial design):", flush=True)
-        tutorial_env = env | {"BROKER_URL": TUTORIAL_BROKER_URL, "MODEL_PATH": str(artifact)}
-        with engine.begin() as db:
-            db.execute(text((ROOT / "bench" / "baseline" / "tutorial_schema.sql").read_text()))
-        commands = {
-            "api": gunicorn("bench.baseline.tutorial:app"),
-            "worker": celery("bench.baseline.tutorial:celery", 2),
-        }
-        with running(commands, tutorial_env, f"{base}/result/{uuid.uuid4()}", work):
-            for c in levels:
-                points.append(
-                    measure("tutorial", base, loadgen.tutorial_scenario(), c, 1, args.seconds, args.warmup)
-                )
+    print("one Celery task per request (the tutorial design):", flush=True)
+    tutorial_env = env | {"BROKER_URL": TUTORIAL_BROKER_URL, "MODEL_PATH": str(artifact)}
+    with engine.begin() as db:
+        db.execute(text((ROOT / "bench" / "baseline" / "tutorial_schema.sql").read_text()))
+    commands = {
+        "api": gunicorn("bench.baseline.tutorial:app"),
+        "worker": celery("bench.baseline.tutorial:celery", 2),
+    }
+    with running(commands, tutorial_env, f"{base}/result/{uuid.uuid4()}", work):
+        for c in levels:
+            points.append(
+                measure("tutorial", base, loadgen.tutorial_scenario(), c, 1, args.seconds, args.warmup)
+            )
 
-        def batch_stats(t0: datetime, t1: datetime) -> float | None:
-            with engine.connect() as conn:
-                n, rows = conn.execute(
-                    text(
-                        "SELECT count(*), coalesce(sum(n_rows), 0) FROM batches WHERE started_at >= :a AND started_at < :b"
-                    ),
-                    {"a": t0, "b": t1},
-                ).one()
-            return rows / n if n else None
+    def batch_stats(t0: datetime, t1: datetime) -> float | None:
+        with engine.connect() as conn:
+            n, rows = conn.execute(
+                text(
+                    "SELECT count(*), coalesce(sum(n_rows), 0) FROM batches WHERE started_at >= :a AND started_at < :b"
+                ),
+                {"a": t0, "b": t1},
+            ).one()
+        return rows / n if n else None
 
-        print("predq:", flush=True)
-        commands = {"api": gunicorn("app:create_app()"), "worker": celery("workers", 2)}
-        with running(commands, env, f"{base}/readyz", work):
-            for c in levels:
-                points.append(measure("predq", base, loadgen.predq_scenario(MODEL, 1), c, 1,
-                                      args.seconds, args.warmup, batch_stats=batch_stats))  # fmt: skip
-            peak = max(p.predictions_per_s for p in points if p.system == "predq")
-            half = measure("predq", base, loadgen.predq_scenario(MODEL, 1), 64, 1, args.seconds, args.warmup,
-                           rate=peak / 2, batch_stats=batch_stats)  # fmt: skip
-            half.system = "predq-half-peak"
-            points.append(half)
-            for c in levels_100:
-                points.append(measure("predq-100rows", base, loadgen.predq_scenario(MODEL, 100), c, 100,
-                                      args.seconds, args.warmup, batch_stats=batch_stats))  # fmt: skip
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
-
-    report = build_report(points, limits, time.monotonic() - started)
-    write_report(report, points, update_readme=not args.no_readme)
-    failed = [t for t in report["targets"] if not t["met"]]
-    return 1 if failed and not args.no_assert else 0
+    print("predq:", flush=True)
+    commands = {"api": gunicorn("app:create_app()"), "worker": celery("workers", 2)}
+    with running(commands, env, f"{base}/readyz", work):
+        for c in levels:
+            points.append(measure("predq", base, loadgen.predq_scenario(MODEL, 1), c, 1,
+                                  args.seconds, args.warmup, batch_stats=batch_stats))  # fmt: skip
+        peak = max(p.predictions_per_s for p in points if p.system == "predq")
+        half = measure("predq", base, loadgen.predq_scenario(MODEL, 1), 64, 1, args.seconds, args.warmup,
+                       rate=peak / 2, batch_stats=batch_stats)  # fmt: skip
+        half.system = "predq-half-peak"
+        points.append(half)
+        for c in levels_100:
+            points.append(measure("predq-100rows", base, loadgen.predq_scenario(MODEL, 100), c, 100,
+                                  args.seconds, args.warmup, batch_stats=batch_stats))  # fmt: skip
+    return points, limits
 
 
 def build_report(points: list[Point], limits: dict[int, float], elapsed: float) -> dict[str, Any]:
@@ -403,7 +382,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def write_report(report: dict[str, Any], points: list[Point], update_readme: bool) -> None:
+def write_report(report: dict[str, Any], update_readme: bool) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)

@@ -12,22 +12,16 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from app.config import Settings
 from app.processes import PROCESSES
+from scripts.local import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def redis_server_binary() -> str:
@@ -77,8 +71,8 @@ def main() -> None:
     if not env.get("REDIS_URL"):
         port = free_port()
         env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-        (var_dir / "redis").mkdir(exist_ok=True)
         redis_dir = var_dir / "redis"
+        redis_dir.mkdir(exist_ok=True)
         procs["redis"] = shlex.join(
             [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(redis_dir),
              "--appendonly", "yes", "--save", "", "--maxmemory-policy", "noeviction"]

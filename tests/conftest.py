@@ -7,29 +7,25 @@ dropped) by this run, and the Redis DB number is flushed at the start.
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import joblib
 import pytest
 from redis import Redis
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, insert, select
 
 from app import create_app
 from app.config import Settings
-from app.db import Job
+from app.db import Job, utcnow
 from app.migrate import upgrade
+from scripts.local import ROOT, free_port, process_group, scratch_database
 
-ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = os.environ.get(
     "TEST_DATABASE_ADMIN_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"
 )
@@ -38,16 +34,9 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    name = f"predq_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_database(ADMIN_URL, "predq_test") as url:
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -98,24 +87,6 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-@contextmanager
-def subprocess_in_group(argv: list[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
-    """Run ``argv`` in its own process group, logging to ``log_path``; stop the group after."""
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            yield proc
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-
 @pytest.fixture(scope="session")
 def worker(settings: Settings, app: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A real Celery worker (prefork, 2 processes) in a subprocess; yields its log path."""
@@ -132,7 +103,7 @@ def worker(settings: Settings, app: Any, tmp_path_factory: pytest.TempPathFactor
         "-n",
         f"test-{uuid.uuid4().hex[:6]}@%h",
     ]
-    with subprocess_in_group(argv, settings_env(settings), log_path) as proc:
+    with process_group(argv, settings_env(settings), log_path) as proc:
         celery = app.extensions["celery"]
         deadline = time.monotonic() + 60
         while not celery.control.ping(timeout=0.5, limit=1):
@@ -141,19 +112,13 @@ def worker(settings: Settings, app: Any, tmp_path_factory: pytest.TempPathFactor
         yield log_path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def api_server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The API under gunicorn, as in production; yields its base URL."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("api") / "gunicorn.log"
     argv = [_bin("gunicorn"), "app:create_app()", "-b", f"127.0.0.1:{port}", "-w", "2", "--threads", "64"]
-    with subprocess_in_group(argv, settings_env(settings), log_path) as proc:
+    with process_group(argv, settings_env(settings), log_path) as proc:
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -205,6 +170,18 @@ def stored_estimator(svc: Any, name: str, version: int = 1) -> Any:
     """The artifact as stored by the registry, loaded in this process for comparison."""
     served = svc.registry.resolve(name, version=version)
     return joblib.load(Path(svc.settings.artifact_root) / served.artifact_path)
+
+
+def insert_queued_job(svc: Any, model: str, inputs: list[list[float]], created_at: Any = None) -> uuid.UUID:
+    """A job row as the API would store it, but never pushed to Redis (as if Redis lost it)."""
+    job_id = uuid.uuid4()
+    with svc.engine.begin() as conn:
+        conn.execute(
+            insert(Job),
+            {"id": job_id, "model_name": model, "model_version": 1, "status": "queued", "n_rows": len(inputs),
+             "inputs": inputs, "cached_rows": 0, "created_at": created_at or utcnow()},
+        )  # fmt: skip
+    return job_id
 
 
 def count_jobs(svc: Any) -> int:

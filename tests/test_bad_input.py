@@ -15,73 +15,27 @@ IRIS = "/v1/models/iris/predictions"
 
 
 def body(payload: Any) -> dict[str, Any]:
-    return {"data": json.dumps(payload), "content_type": "application/json"}
+    return raw(json.dumps(payload))
 
 
+def raw(text: str) -> dict[str, Any]:
+    """A JSON-typed body sent as is (for what json.dumps would not write: NaN, broken JSON)."""
+    return {"data": text, "content_type": "application/json"}
+
+
+# fmt: off
 CASES = [
     # id, method, url, request kwargs, status, error code, details that must be present
-    (
-        "malformed json",
-        "post",
-        IRIS,
-        {"data": '{"inputs": [[1,', "content_type": "application/json"},
-        400,
-        "malformed_json",
-        {},
-    ),
-    (
-        "not json",
-        "post",
-        IRIS,
-        {"data": "inputs=1", "content_type": "application/x-www-form-urlencoded"},
-        415,
-        "unsupported_media_type",
-        {},
-    ),
-    (
-        "no content type",
-        "post",
-        IRIS,
-        {"data": json.dumps({"inputs": [GOOD_ROW]})},
-        415,
-        "unsupported_media_type",
-        {},
-    ),
-    (
-        "inputs missing",
-        "post",
-        IRIS,
-        body({}),
-        422,
-        "invalid_input",
-        {"fields": {"inputs": ["Missing data for required field."]}},
-    ),
+    ("malformed json", "post", IRIS, raw('{"inputs": [[1,'), 400, "malformed_json", {}),
+    ("not json", "post", IRIS, {"data": "inputs=1", "content_type": "application/x-www-form-urlencoded"}, 415, "unsupported_media_type", {}),
+    ("no content type", "post", IRIS, {"data": json.dumps({"inputs": [GOOD_ROW]})}, 415, "unsupported_media_type", {}),
+    ("inputs missing", "post", IRIS, body({}), 422, "invalid_input", {"fields": {"inputs": ["Missing data for required field."]}}),
     ("inputs empty", "post", IRIS, body({"inputs": []}), 422, "invalid_input", {}),
     ("inputs not a list", "post", IRIS, body({"inputs": {"a": 1}}), 422, "invalid_input", {}),
     ("body not an object", "post", IRIS, body([GOOD_ROW]), 422, "invalid_input", {}),
-    (
-        "too few features",
-        "post",
-        IRIS,
-        body({"inputs": [GOOD_ROW, [1.0, 2.0]]}),
-        422,
-        "invalid_input",
-        {"row": 1, "expected": 4, "got": 2},
-    ),
-    (
-        "too many features",
-        "post",
-        IRIS,
-        body({"inputs": [GOOD_ROW + [9.0]]}),
-        422,
-        "invalid_input",
-        {"row": 0, "expected": 4},
-    ),
-    (
-        "unknown feature name",
-        "post",
-        IRIS,
-        body(
+    ("too few features", "post", IRIS, body({"inputs": [GOOD_ROW, [1.0, 2.0]]}), 422, "invalid_input", {"row": 1, "expected": 4, "got": 2}),
+    ("too many features", "post", IRIS, body({"inputs": [GOOD_ROW + [9.0]]}), 422, "invalid_input", {"row": 0, "expected": 4}),
+    ("unknown feature name", "post", IRIS, body(
             {
                 "inputs": [
                     {
@@ -93,154 +47,31 @@ CASES = [
                     }
                 ]
             }
-        ),
-        422,
-        "invalid_input",
-        {"row": 0, "unknown": ["colour"]},
-    ),
-    (
-        "missing feature name",
-        "post",
-        IRIS,
-        body({"inputs": [GOOD_ROW, {"sepal length (cm)": 1, "sepal width (cm)": 1, "petal length (cm)": 1}]}),
-        422,
-        "invalid_input",
-        {"row": 1, "missing": ["petal width (cm)"]},
-    ),
-    (
-        "string value",
-        "post",
-        IRIS,
-        body({"inputs": [[5.1, "3.5", 1.4, 0.2]]}),
-        422,
-        "invalid_input",
-        {"row": 0, "field": "sepal width (cm)"},
-    ),
-    (
-        "boolean value",
-        "post",
-        IRIS,
-        body({"inputs": [GOOD_ROW, [True, 3.5, 1.4, 0.2]]}),
-        422,
-        "invalid_input",
-        {"row": 1, "field": "sepal length (cm)"},
-    ),
-    (
-        "null value",
-        "post",
-        IRIS,
-        body({"inputs": [[5.1, 3.5, None, 0.2]]}),
-        422,
-        "invalid_input",
-        {"row": 0, "field": "petal length (cm)"},
-    ),
-    (
-        "NaN",
-        "post",
-        IRIS,
-        {"data": '{"inputs": [[5.1, NaN, 1.4, 0.2]]}', "content_type": "application/json"},
-        422,
-        "invalid_input",
-        {"row": 0, "field": "sepal width (cm)"},
-    ),
-    (
-        "infinity",
-        "post",
-        IRIS,
-        {"data": '{"inputs": [[5.1, 3.5, Infinity, 0.2]]}', "content_type": "application/json"},
-        422,
-        "invalid_input",
-        {"row": 0, "field": "petal length (cm)"},
-    ),
-    (
-        "overflowing number",
-        "post",
-        IRIS,
-        {"data": '{"inputs": [[5.1, 3.5, 1.4, 1e999]]}', "content_type": "application/json"},
-        422,
-        "invalid_input",
-        {"row": 0, "field": "petal width (cm)"},
-    ),
+        ), 422, "invalid_input", {"row": 0, "unknown": ["colour"]}),
+    ("missing feature name", "post", IRIS, body({"inputs": [GOOD_ROW, {"sepal length (cm)": 1, "sepal width (cm)": 1, "petal length (cm)": 1}]}), 422, "invalid_input", {"row": 1, "missing": ["petal width (cm)"]}),
+    ("string value", "post", IRIS, body({"inputs": [[5.1, "3.5", 1.4, 0.2]]}), 422, "invalid_input", {"row": 0, "field": "sepal width (cm)"}),
+    ("boolean value", "post", IRIS, body({"inputs": [GOOD_ROW, [True, 3.5, 1.4, 0.2]]}), 422, "invalid_input", {"row": 1, "field": "sepal length (cm)"}),
+    ("null value", "post", IRIS, body({"inputs": [[5.1, 3.5, None, 0.2]]}), 422, "invalid_input", {"row": 0, "field": "petal length (cm)"}),
+    ("NaN", "post", IRIS, raw('{"inputs": [[5.1, NaN, 1.4, 0.2]]}'), 422, "invalid_input", {"row": 0, "field": "sepal width (cm)"}),
+    ("infinity", "post", IRIS, raw('{"inputs": [[5.1, 3.5, Infinity, 0.2]]}'), 422, "invalid_input", {"row": 0, "field": "petal length (cm)"}),
+    ("overflowing number", "post", IRIS, raw('{"inputs": [[5.1, 3.5, 1.4, 1e999]]}'), 422, "invalid_input", {"row": 0, "field": "petal width (cm)"}),
     ("row is a number", "post", IRIS, body({"inputs": [GOOD_ROW, 7]}), 422, "invalid_input", {"row": 1}),
-    (
-        "object row, model without names",
-        "post",
-        "/v1/models/plain/predictions",
-        body({"inputs": [{"a": 1, "b": 2, "c": 3}]}),
-        422,
-        "invalid_input",
-        {"row": 0},
-    ),
-    (
-        "version not an integer",
-        "post",
-        IRIS,
-        body({"inputs": [GOOD_ROW], "version": "1"}),
-        422,
-        "invalid_input",
-        {},
-    ),
-    (
-        "unknown top-level field",
-        "post",
-        IRIS,
-        body({"inputs": [GOOD_ROW], "model": "x"}),
-        422,
-        "invalid_input",
-        {},
-    ),
+    ("object row, model without names", "post", "/v1/models/plain/predictions", body({"inputs": [{"a": 1, "b": 2, "c": 3}]}), 422, "invalid_input", {"row": 0}),
+    ("version not an integer", "post", IRIS, body({"inputs": [GOOD_ROW], "version": "1"}), 422, "invalid_input", {}),
+    ("unknown top-level field", "post", IRIS, body({"inputs": [GOOD_ROW], "model": "x"}), 422, "invalid_input", {}),
     ("wait too long", "post", IRIS + "?wait=31", body({"inputs": [GOOD_ROW]}), 422, "invalid_input", {}),
-    (
-        "too many rows",
-        "post",
-        IRIS,
-        body({"inputs": [GOOD_ROW] * 501}),
-        413,
-        "too_many_rows",
-        {"rows": 501, "limit": 500},
-    ),
-    (
-        "body too large",
-        "post",
-        IRIS,
-        body({"inputs": [GOOD_ROW], "pad": "x" * (9 * 1024 * 1024)}),
-        413,
-        "payload_too_large",
-        {},
-    ),
-    (
-        "unknown model",
-        "post",
-        "/v1/models/nope/predictions",
-        body({"inputs": [GOOD_ROW]}),
-        404,
-        "model_not_found",
-        {"model": "nope"},
-    ),
-    (
-        "unknown version",
-        "post",
-        IRIS,
-        body({"inputs": [GOOD_ROW], "version": 99}),
-        404,
-        "version_not_found",
-        {"version": 99},
-    ),
-    (
-        "unknown alias",
-        "post",
-        IRIS,
-        body({"inputs": [GOOD_ROW], "alias": "staging"}),
-        404,
-        "alias_not_found",
-        {"alias": "staging"},
-    ),
+    ("too many rows", "post", IRIS, body({"inputs": [GOOD_ROW] * 501}), 413, "too_many_rows", {"rows": 501, "limit": 500}),
+    ("body too large", "post", IRIS, body({"inputs": [GOOD_ROW], "pad": "x" * (9 * 1024 * 1024)}), 413, "payload_too_large", {}),
+    ("unknown model", "post", "/v1/models/nope/predictions", body({"inputs": [GOOD_ROW]}), 404, "model_not_found", {"model": "nope"}),
+    ("unknown version", "post", IRIS, body({"inputs": [GOOD_ROW], "version": 99}), 404, "version_not_found", {"version": 99}),
+    ("unknown alias", "post", IRIS, body({"inputs": [GOOD_ROW], "alias": "staging"}), 404, "alias_not_found", {"alias": "staging"}),
     ("unknown job id", "get", f"/v1/predictions/{uuid.uuid4()}", {}, 404, "job_not_found", {}),
     ("malformed job id", "get", "/v1/predictions/not-a-uuid", {}, 404, "job_not_found", {}),
     ("unknown model info", "get", "/v1/models/nope", {}, 404, "model_not_found", {}),
     ("unknown route", "get", "/v1/nothing-here", {}, 404, "not_found", {}),
     ("wrong method", "delete", IRIS, {}, 405, "method_not_allowed", {}),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize(

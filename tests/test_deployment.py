@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from app.processes import PROCESSES
-from tests.conftest import ROOT, _bin, free_port, settings_env
+from scripts.local import ROOT, free_port, process_group
+from tests.conftest import _bin, settings_env
 
 # -- docker-compose.yml -------------------------------------------------------------------
 
@@ -70,7 +71,8 @@ def test_compose_production_settings(compose):
 # -- make run -----------------------------------------------------------------------------
 
 
-def test_make_run_starts_everything_embedded_and_stops_cleanly(tmp_path):
+@pytest.mark.parametrize("stop", ["sigterm-to-make", "ctrl-c"])
+def test_make_run_starts_everything_embedded_and_stops_cleanly(tmp_path, stop):
     env = {
         k: v
         for k, v in os.environ.items()
@@ -110,7 +112,11 @@ def test_make_run_starts_everything_embedded_and_stops_cleanly(tmp_path):
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 5
     finally:
-        proc.send_signal(signal.SIGTERM)
+        if stop == "ctrl-c":
+            # A terminal's Ctrl-C sends SIGINT to the whole foreground group.
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and any(_alive(c) for c in children):
@@ -143,14 +149,12 @@ def _alive(process: psutil.Process) -> bool:
 # -- Flower -------------------------------------------------------------------------------
 
 
-def test_flower_lists_batch_tasks_behind_basic_auth(settings, client, artifacts, worker):
+def test_flower_lists_batch_tasks_behind_basic_auth(settings, client, artifacts, worker, tmp_path):
     port = free_port()
     env = settings_env(settings) | {"FLOWER_BASIC_AUTH": "ops:s3cret", "FLOWER_PORT": str(port),
                                     "FLOWER_ADDRESS": "127.0.0.1"}  # fmt: skip
-    flower = subprocess.Popen([_bin("celery"), *PROCESSES["flower"][1:]], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    try:
+    with process_group([_bin("celery"), *PROCESSES["flower"][1:]], env, tmp_path / "flower.log") as flower:
         _wait_http(f"{base}/healthcheck", flower)
         model = f"flower-{uuid.uuid4().hex[:6]}"
         client.application.extensions["predq"].registry.register(model, artifacts["iris"])
@@ -171,9 +175,6 @@ def test_flower_lists_batch_tasks_behind_basic_auth(settings, client, artifacts,
         assert batch is not None, "Flower never showed a batch task"
         assert f"'{model}', 1" in batch["args"]
         assert "'rows': 3" in batch["result"] and "'jobs': 1" in batch["result"]
-    finally:
-        os.killpg(flower.pid, signal.SIGTERM)
-        flower.wait(timeout=20)
 
 
 def _wait_http(url: str, proc: subprocess.Popen) -> None:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 from app.db import Batch, Job, utcnow
-from tests.conftest import stored_estimator
+from tests.conftest import insert_queued_job, stored_estimator
 from workers.sweeper import requeue_stuck_jobs
 
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [6.3, 2.5, 4.9, 1.5]]
@@ -107,24 +110,9 @@ def test_partly_cached_request_computes_only_the_new_rows(client, svc, registere
 
 def test_a_job_lost_from_redis_is_recovered_by_the_sweeper(client, svc, registered, worker):
     """A job committed to the database but missing from Redis (say Redis restarted)."""
-    import uuid
-
-    job_id, rows = uuid.uuid4(), [[5.5, 2.4, 3.81, 1.1]]
+    rows = [[5.5, 2.4, 3.81, 1.1]]
     old = utcnow() - timedelta(seconds=svc.settings.stuck_job_seconds + 5)
-    with svc.engine.begin() as conn:
-        conn.execute(
-            insert(Job),
-            {
-                "id": job_id,
-                "model_name": "iris",
-                "model_version": 1,
-                "status": "queued",
-                "n_rows": 1,
-                "inputs": rows,
-                "cached_rows": 0,
-                "created_at": old,
-            },
-        )
+    job_id = insert_queued_job(svc, "iris", rows, created_at=old)
 
     assert requeue_stuck_jobs(svc) >= 1
     done = client.get(f"/v1/predictions/{job_id}?wait=20").json
@@ -167,9 +155,7 @@ def _count(svc, table) -> int:
         return conn.execute(select(func.count()).select_from(table)).scalar_one()
 
 
-def _uuid(text: str):
-    import uuid
-
+def _uuid(text: str) -> uuid.UUID:
     return uuid.UUID(text)
 
 
@@ -191,18 +177,19 @@ def test_a_job_is_accepted_and_stored_while_redis_is_unreachable(settings, artif
 
 
 def test_two_clients_waiting_on_one_job_both_get_it(client, svc, registered, worker, app):
-    from concurrent.futures import ThreadPoolExecutor
-
     submitted = client.post("/v1/models/iris/predictions", json={"inputs": [[4.6, 3.2, 1.43, 0.2]]}).json
 
     def wait() -> dict:
         return app.test_client().get(f"/v1/predictions/{submitted['id']}?wait=20").json
 
+    tick = time.monotonic()
     with ThreadPoolExecutor(2) as pool:
         first, second = pool.map(lambda _: wait(), range(2))
 
     assert first["status"] == second["status"] == "succeeded"
     assert first["outputs"] == second["outputs"]
+    # Both woke on the hand-off: a waiter left to time out would take the full 20 s.
+    assert time.monotonic() - tick < 10
 
 
 def test_forest_prediction_shortcut_equals_predict():
@@ -223,16 +210,7 @@ def test_forest_prediction_shortcut_equals_predict():
 
 def test_a_long_poll_waits_its_full_time_for_a_job_still_queued(client, svc, registered):
     """Longer than redis-py's default 5 s socket timeout, which once cut long-polls short."""
-    import time
-    import uuid
-
-    job_id = uuid.uuid4()
-    with svc.engine.begin() as conn:
-        conn.execute(
-            insert(Job),
-            {"id": job_id, "model_name": "iris", "model_version": 1, "status": "queued", "n_rows": 1,
-             "inputs": [IRIS_ROWS[0]], "cached_rows": 0, "created_at": utcnow()},
-        )  # fmt: skip
+    job_id = insert_queued_job(svc, "iris", [IRIS_ROWS[0]])
 
     tick = time.monotonic()
     response = client.get(f"/v1/predictions/{job_id}?wait=6.5")
@@ -245,18 +223,10 @@ def test_a_long_poll_waits_its_full_time_for_a_job_still_queued(client, svc, reg
 def test_a_queue_whose_wakeup_was_lost_is_drained_by_the_sweep(client, svc, registered, worker):
     """Rows sit in a non-empty queue with no task sent (the message was lost): later
     pushes send none either, until the sweeper wakes a worker."""
-    import uuid
-
     from app.rqueue import RowQueue, encode_item
     from workers.sweeper import wake_workers
 
-    job_id = uuid.uuid4()
-    with svc.engine.begin() as conn:
-        conn.execute(
-            insert(Job),
-            {"id": job_id, "model_name": "diabetes", "model_version": 1, "status": "queued", "n_rows": 1,
-             "inputs": [[0.01] * 10], "cached_rows": 0, "created_at": utcnow()},
-        )  # fmt: skip
+    job_id = insert_queued_job(svc, "diabetes", [[0.01] * 10])
     RowQueue(svc.redis, "diabetes", 1).push(encode_item(str(job_id), [[0.01] * 10], 1, utcnow().isoformat()))
 
     stalled = client.get(f"/v1/predictions/{job_id}?wait=1").json
@@ -266,3 +236,41 @@ def test_a_queue_whose_wakeup_was_lost_is_drained_by_the_sweep(client, svc, regi
 
     assert done["status"] == "succeeded"
     assert done["outputs"] == expected_outputs(stored_estimator(svc, "diabetes"), [[0.01] * 10])
+
+
+def test_a_job_queued_twice_keeps_its_first_answer(client, svc, artifacts, worker):
+    """The sweeper may re-queue a job a worker already answered: the second batch skips it."""
+    from app.rqueue import RowQueue, encode_item
+    from workers.batching import run_batch
+
+    svc.registry.register("requeued", artifacts["iris"])
+    rows = [[5.3, 3.7, 1.5, 0.2]]
+    first = client.post("/v1/models/requeued/predictions?wait=20", json={"inputs": rows}).json
+    assert first["status"] == "succeeded"
+    batches_before = _count(svc, Batch)
+
+    # The same job again, as the sweeper would queue it; run that batch here, in-process.
+    RowQueue(svc.redis, "requeued", 1).push(encode_item(first["id"], rows, 1, first["created_at"]))
+    report = run_batch(svc, "requeued", 1)
+
+    assert report.status == "duplicate" and report.rows == 0
+    assert _count(svc, Batch) == batches_before, "no model call for a job already answered"
+    again = client.get(f"/v1/predictions/{first['id']}").json
+    assert again["outputs"] == first["outputs"] and again["completed_at"] == first["completed_at"]
+
+
+def test_cache_ttl_zero_turns_the_cache_off(settings, worker):
+    from app import create_app
+
+    uncached = create_app(settings.replace(cache_ttl_seconds=0))
+    rows = [[5.8, 2.7, 4.1, 1.01]]
+    first = uncached.test_client().post("/v1/models/iris/predictions?wait=20", json={"inputs": rows}).json
+    second = uncached.test_client().post("/v1/models/iris/predictions", json={"inputs": rows})
+
+    assert first["status"] == "succeeded"
+    assert second.status_code == 202, "the worker cached the row, but this API must not read it"
+    svc = uncached.extensions["predq"]
+    with svc.engine.connect() as conn:
+        assert (
+            conn.execute(select(Job.cached_rows).where(Job.id == _uuid(second.json["id"]))).scalar_one() == 0
+        )

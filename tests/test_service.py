@@ -74,3 +74,23 @@ def test_database_down_gives_503_with_retry_after_and_queues_nothing(settings, s
         assert response.headers["Retry-After"]
         assert response.json["error"]["code"] == "service_unavailable"
     assert set(svc.redis.scan_iter(match="predq:*")) == keys_before
+
+
+def test_alembic_upgrade_head_builds_the_schema(tmp_path):
+    """README: `alembic upgrade head` is the other way to create the schema."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    url = f"sqlite:///{tmp_path / 'alembic.sqlite3'}"
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "alembic"), "upgrade", "head"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "jobs" in inspect(create_engine(url)).get_table_names()
