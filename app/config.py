@@ -97,6 +97,12 @@ class Settings:
         return cls(**values)
 
     def replace(self, **changes: Any) -> Settings:
+        if "var_dir" in changes:
+            # Paths derived from the old var_dir follow the new one, unless given too.
+            old = Settings(var_dir=self.var_dir)
+            for derived in ("database_url", "artifact_root"):
+                if derived not in changes and getattr(self, derived) == getattr(old, derived):
+                    changes[derived] = ""
         return dataclasses.replace(self, **changes)
 
 

@@ -29,12 +29,14 @@ def queue_key(name: str, version: int) -> str:
 
 
 def queued_versions(redis: Redis) -> list[tuple[str, int]]:
-    """(model, version) of every row queue that holds items."""
+    """(model, version) of every row queue that holds items.
+
+    Redis deletes a list when its last item is popped, so every key found is non-empty.
+    """
     found = []
     for key in redis.scan_iter(match=f"{PREFIX}:queue:*", count=1000):
         _, _, name, version = key.decode().rsplit(":", 3)
-        if redis.llen(key):
-            found.append((name, int(version)))
+        found.append((name, int(version)))
     return found
 
 

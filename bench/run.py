@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import joblib
 import numpy as np
 import psutil
@@ -37,7 +36,7 @@ from redis import Redis
 from sqlalchemy import text
 
 from bench import loadgen
-from scripts.local import ROOT, process_group, scratch_database
+from scripts.local import ROOT, process_group, scratch_database, wait_for_http
 
 BIN = Path(sys.executable).parent
 RESULTS = ROOT / "bench" / "results"
@@ -80,16 +79,7 @@ def running(
             name: stack.enter_context(process_group(argv, env, logs / f"{name}.log"))
             for name, argv in commands.items()
         }
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(ready_url, timeout=2).status_code < 500:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs.values()):
-                raise RuntimeError(f"{list(commands)} did not become ready; see {logs}")
-            time.sleep(0.5)
+        wait_for_http(ready_url, procs.values())
         time.sleep(1)
         dead = [name for name, p in procs.items() if p.poll() is not None]
         if dead:

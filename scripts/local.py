@@ -6,11 +6,13 @@ import os
 import signal
 import socket
 import subprocess
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -49,6 +51,28 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         os.killpg(proc.pid, sig)
     except ProcessLookupError:
         pass
+
+
+def wait_for_http(
+    url: str,
+    procs: Iterable[subprocess.Popen],
+    timeout: float = 90.0,
+    ready: Callable[[int], bool] = lambda status: status < 500,
+) -> None:
+    """Return once ``url`` answers with a status ``ready`` accepts; fail early if a process dies."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if ready(httpx.get(url, timeout=2).status_code):
+                return
+        except httpx.HTTPError:
+            pass
+        dead = [p.args for p in procs if p.poll() is not None]
+        if dead:
+            raise RuntimeError(f"{dead} exited before {url} was ready")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} was not ready after {timeout:.0f} s")
+        time.sleep(0.3)
 
 
 @contextmanager

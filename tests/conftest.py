@@ -7,7 +7,6 @@ dropped) by this run, and the Redis DB number is flushed at the start.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 import uuid
@@ -24,7 +23,7 @@ from app import create_app
 from app.config import Settings
 from app.db import Job, utcnow
 from app.migrate import upgrade
-from scripts.local import ROOT, free_port, process_group, scratch_database
+from scripts.local import ROOT, free_port, process_group, scratch_database, wait_for_http
 
 ADMIN_URL = os.environ.get(
     "TEST_DATABASE_ADMIN_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"
@@ -119,15 +118,7 @@ def api_server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     log_path = tmp_path_factory.mktemp("api") / "gunicorn.log"
     argv = [_bin("gunicorn"), "app:create_app()", "-b", f"127.0.0.1:{port}", "-w", "2", "--threads", "64"]
     with process_group(argv, settings_env(settings), log_path) as proc:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"gunicorn did not start:\n{log_path.read_text()}") from None
-                time.sleep(0.1)
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", [proc], timeout=30)
         yield f"http://127.0.0.1:{port}"
 
 

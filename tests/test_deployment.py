@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from app.processes import PROCESSES
-from scripts.local import ROOT, free_port, process_group
+from scripts.local import ROOT, free_port, process_group, wait_for_http
 from tests.conftest import _bin, settings_env
 
 # -- docker-compose.yml -------------------------------------------------------------------
@@ -89,7 +89,10 @@ def test_make_run_starts_everything_embedded_and_stops_cleanly(tmp_path, stop):
     reader.start()
     try:
         base = f"http://127.0.0.1:{api_port}"
-        _wait_ready(base, proc, output)
+        try:
+            wait_for_http(f"{base}/readyz", [proc], timeout=180, ready=lambda status: status == 200)
+        except RuntimeError as exc:
+            raise AssertionError(f"{exc}:\n" + "".join(output[-80:])) from None
         text = "".join(output)
 
         redis_port = int(re.search(r"embedded Redis on 127\.0\.0\.1:(\d+)", text).group(1))
@@ -125,20 +128,6 @@ def test_make_run_starts_everything_embedded_and_stops_cleanly(tmp_path, stop):
     assert survivors == [], survivors
 
 
-def _wait_ready(base: str, proc: subprocess.Popen, output: list[str]) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError("make run exited:\n" + "".join(output))
-        try:
-            if httpx.get(f"{base}/readyz", timeout=3).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise AssertionError("never ready:\n" + "".join(output[-80:]))
-
-
 def _alive(process: psutil.Process) -> bool:
     try:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
@@ -155,7 +144,7 @@ def test_flower_lists_batch_tasks_behind_basic_auth(settings, client, artifacts,
                                     "FLOWER_ADDRESS": "127.0.0.1"}  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     with process_group([_bin("celery"), *PROCESSES["flower"][1:]], env, tmp_path / "flower.log") as flower:
-        _wait_http(f"{base}/healthcheck", flower)
+        wait_for_http(f"{base}/healthcheck", [flower], timeout=60)
         model = f"flower-{uuid.uuid4().hex[:6]}"
         client.application.extensions["predq"].registry.register(model, artifacts["iris"])
         assert httpx.get(f"{base}/api/tasks").status_code == 401
@@ -175,16 +164,3 @@ def test_flower_lists_batch_tasks_behind_basic_auth(settings, client, artifacts,
         assert batch is not None, "Flower never showed a batch task"
         assert f"'{model}', 1" in batch["args"]
         assert "'rows': 3" in batch["result"] and "'jobs': 1" in batch["result"]
-
-
-def _wait_http(url: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"{url}: process exited")
-        try:
-            httpx.get(url, timeout=2)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    raise AssertionError(f"{url} never answered")
