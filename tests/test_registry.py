@@ -112,3 +112,28 @@ def test_promote_moves_an_alias_and_requests_follow(app, svc, artifacts, client)
     assert svc.registry.describe("promoted")["aliases"]["champion"] == 2
     assert svc.registry.resolve("promoted").version == 2
     assert missing.exit_code != 0 and "no version 7" in missing.output
+
+
+def test_a_model_is_loaded_once_per_process(svc, artifacts):
+    served = svc.registry.register("loaded-once", artifacts["iris"])
+    first, _ = svc.registry.load("loaded-once", served.version)
+    second, _ = svc.registry.load("loaded-once", served.version)
+    assert first is second
+
+
+def test_another_process_sees_a_promotion_within_its_cache_ttl(svc, artifacts):
+    """Each API process caches alias lookups for REGISTRY_CACHE_SECONDS; then it re-reads."""
+    import time
+
+    from app.registry import Registry
+
+    svc.registry.register("ttl", artifacts["iris"])
+    svc.registry.register("ttl", artifacts["iris"])
+    other_process = Registry(svc.engine, svc.settings.artifact_root, cache_seconds=1.0)
+    assert other_process.resolve("ttl").version == 1
+
+    svc.registry.set_alias("ttl", "champion", 2)
+
+    assert other_process.resolve("ttl").version == 1, "still its cached answer"
+    time.sleep(1.1)
+    assert other_process.resolve("ttl").version == 2
