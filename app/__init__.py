@@ -25,9 +25,11 @@ class OrjsonProvider(DefaultJSONProvider):
 def create_app(settings: Settings | None = None) -> Flask:
     """The Flask app; ``settings`` default to the environment (see app/config.py)."""
     from app.api import register_api
+    from app.auth import init_auth
     from app.celery_app import make_celery
     from app.cli import register_cli
     from app.errors import register_error_handlers
+    from app.ratelimit import init_rate_limits
     from app.services import build_services
 
     settings = settings or Settings.from_env()
@@ -40,8 +42,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     celery = make_celery(settings)
     app.extensions["celery"] = celery
-    app.extensions["predq"] = build_services(settings, celery)
+    svc = app.extensions["predq"] = build_services(settings, celery)
     register_error_handlers(app)
+    # Auth first: the rate limiter counts per key, so it needs to know the caller.
+    init_auth(app, svc.keys, settings.auth_enabled)
+    init_rate_limits(app, settings)
     register_api(app)
     register_cli(app)
     if not app.debug and not logging.getLogger().handlers:

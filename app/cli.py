@@ -1,4 +1,4 @@
-"""``flask --app app db upgrade`` and ``flask --app app models register|list``."""
+"""``flask --app app db upgrade``, ``... models register|list|promote``, ``... keys create|list|revoke``."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from app.auth import SCOPES
 from app.errors import PredqError
 from app.migrate import upgrade
 
 db_cli = AppGroup("db", help="Database schema (Alembic migrations).")
 models_cli = AppGroup("models", help="The model registry.")
+keys_cli = AppGroup("keys", help="API keys (shown once at creation, stored hashed).")
 
 
 @db_cli.command("upgrade")
@@ -89,6 +91,60 @@ def models_list() -> None:
             )
 
 
+@keys_cli.command("create")
+@click.argument("name")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    default=["predict"],
+    show_default=True,
+    type=click.Choice(SCOPES),
+    help="Repeat for several; admin allows everything.",
+)
+@click.option(
+    "--rate-limit", default=None, help="This key's own limit, e.g. '500/second' (default RATE_LIMIT)."
+)
+def keys_create(name: str, scopes: tuple[str, ...], rate_limit: str | None) -> None:
+    """Create an API key called NAME and print its token (the only time it is shown)."""
+    try:
+        principal, token = current_app.extensions["predq"].keys.create(name, list(scopes), rate_limit)
+    except PredqError as exc:
+        raise click.ClickException(exc.message) from exc
+    scopes_shown = ", ".join(sorted(principal.scopes))
+    click.echo(f"created API key {principal.name!r} with scopes {scopes_shown}", err=True)
+    click.echo("store this token now; it cannot be shown again:", err=True)
+    click.echo(token)
+
+
+@keys_cli.command("revoke")
+@click.argument("name")
+def keys_revoke(name: str) -> None:
+    """Revoke the API key called NAME (API processes stop accepting it within AUTH_CACHE_SECONDS)."""
+    try:
+        current_app.extensions["predq"].keys.revoke(name)
+    except PredqError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"revoked API key {name!r}")
+
+
+@keys_cli.command("list")
+def keys_list() -> None:
+    """Show every API key (never the token)."""
+    keys = current_app.extensions["predq"].keys.list()
+    if not keys:
+        click.echo("no API keys")
+        return
+    click.echo(f"{'NAME':<24} {'PREFIX':<12} {'SCOPES':<16} {'RATE LIMIT':<16} {'CREATED':<19}  REVOKED")
+    for key in keys:
+        revoked = f"{key.revoked_at:%Y-%m-%d %H:%M:%S}" if key.revoked_at else "-"
+        click.echo(
+            f"{key.name:<24} {key.prefix + '…':<12} {','.join(key.scopes):<16} "
+            f"{key.rate_limit or 'default':<16} {key.created_at:%Y-%m-%d %H:%M:%S}  {revoked}"
+        )
+
+
 def register_cli(app: Flask) -> None:
     app.cli.add_command(db_cli)
     app.cli.add_command(models_cli)
+    app.cli.add_command(keys_cli)

@@ -67,6 +67,21 @@ class Settings:
     sweep_interval_seconds: float = 30.0
     """How often beat runs the sweeper."""
 
+    job_retention_seconds: int = 7 * 24 * 3600
+    """The sweeper deletes finished jobs (and their batches) older than this; 0 keeps them forever."""
+
+    auth_enabled: bool = True
+    """Require an API key (``Authorization: Bearer``) on every /v1 endpoint."""
+
+    auth_cache_seconds: float = 5.0
+    """How long an API process trusts a key lookup; a revoked key stops working within this."""
+
+    rate_limit: str = "100/second"
+    """Requests per API key (per client address when auth is off), unless the key sets its own."""
+
+    max_queued_jobs: int = 10000
+    """Jobs waiting on one model version's queue beyond which a submit gets 503 (backpressure)."""
+
     extra: dict[str, Any] = field(default_factory=dict)
     """Anything else handed to Flask's config (tests use it for TESTING)."""
 
@@ -106,8 +121,17 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
 def _coerce(type_name: Any, raw: str, name: str) -> Any:
     kind = str(type_name)
+    if kind == "bool":
+        lowered = raw.strip().lower()
+        if lowered in _TRUE or lowered in _FALSE:
+            return lowered in _TRUE
+        raise ValueError(f"environment variable {name.upper()}={raw!r} is not a boolean (true/false)")
     try:
         if kind == "int":
             return int(raw)

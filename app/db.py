@@ -129,6 +129,21 @@ class Batch(Base):
     completed_at: Mapped[datetime] = mapped_column()
 
 
+class ApiKey(Base):
+    """A client's API key. Only its sha256 is stored; the token is shown once, at creation."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    rate_limit: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
 def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 

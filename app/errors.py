@@ -2,6 +2,8 @@
 
     PredqError                       500 internal_error
     ├── MalformedJSON                400 malformed_json
+    ├── Unauthorized                 401 unauthorized (with WWW-Authenticate: Bearer)
+    ├── Forbidden                    403 forbidden (the scope needed in details)
     ├── NotFound                     404
     │   ├── ModelNotFound                model_not_found
     │   ├── VersionNotFound              version_not_found
@@ -11,9 +13,12 @@
     ├── PayloadTooLarge              413 too_many_rows
     ├── UnsupportedMediaType         415 unsupported_media_type
     ├── InvalidInput                 422 invalid_input (row and field in details)
+    ├── RateLimited                  429 rate_limited (with Retry-After)
     ├── ServiceUnavailable           503 service_unavailable (with Retry-After)
-    └── RegistryError                    raised by the registry CLI and workers
-        └── ArtifactIntegrityError       artifact_integrity_error (sha256 mismatch)
+    │   └── Overloaded                   overloaded (a model's queue is too deep)
+    ├── RegistryError                    raised by the registry CLI and workers
+    │   └── ArtifactIntegrityError       artifact_integrity_error (sha256 mismatch)
+    └── ApiKeyError                      raised by the API key CLI
 
 The body is always ``{"error": {"code", "message", "details"}}``.
 """
@@ -56,6 +61,17 @@ class MalformedJSON(PredqError):
     status, code = 400, "malformed_json"
 
 
+class Unauthorized(PredqError):
+    status, code = 401, "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="predq"'}
+
+
+class Forbidden(PredqError):
+    status, code = 403, "forbidden"
+
+
 class NotFound(PredqError):
     status, code = 404, "not_found"
 
@@ -92,8 +108,8 @@ class InvalidInput(PredqError):
     status, code = 422, "invalid_input"
 
 
-class ServiceUnavailable(PredqError):
-    status, code = 503, "service_unavailable"
+class _RetryLater(PredqError):
+    """An error the client should retry after ``retry_after`` seconds (sent as Retry-After)."""
 
     def __init__(self, message: str, retry_after: int = 5, **details: Any) -> None:
         super().__init__(message, **details)
@@ -103,12 +119,28 @@ class ServiceUnavailable(PredqError):
         return {"Retry-After": str(self.retry_after)}
 
 
+class RateLimited(_RetryLater):
+    status, code = 429, "rate_limited"
+
+
+class ServiceUnavailable(_RetryLater):
+    status, code = 503, "service_unavailable"
+
+
+class Overloaded(ServiceUnavailable):
+    code = "overloaded"
+
+
 class RegistryError(PredqError):
     code = "registry_error"
 
 
 class ArtifactIntegrityError(RegistryError):
     code = "artifact_integrity_error"
+
+
+class ApiKeyError(PredqError):
+    code = "api_key_error"
 
 
 # Werkzeug's own errors (routing, body size, method) keep their status but get our shape.
@@ -122,7 +154,10 @@ _HTTP_CODES = {
 }
 
 
-def http_exception_body(error: HTTPException) -> tuple[dict[str, Any], int]:
+def http_exception_body(error: HTTPException) -> Any:
+    if error.response is not None:
+        # The exception carries its finished response (Flask-Limiter's 429 does).
+        return error.response
     status = error.code or 500
     details: dict[str, Any] = {}
     # webargs (under flask-smorest) attaches field messages to the exception it aborts with.

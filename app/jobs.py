@@ -1,8 +1,9 @@
 """Submitting prediction jobs and reading them back: the API's side of the work.
 
-A submit validates the rows, answers cached rows from Redis, commits the job row to the
-database (the source of truth: a 202 means it is stored), then pushes the remaining rows
-onto the model version's Redis list and wakes a worker only if that list was empty.
+A submit validates the rows, answers cached rows from Redis, refuses work when the model's
+queue is too deep (backpressure), commits the job row to the database (the source of
+truth: a 202 means it is stored), then pushes the remaining rows onto the model version's
+Redis list and wakes a worker only if that list was empty.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from sqlalchemy.exc import IntegrityError
 
 from app.celery_app import RUN_BATCH
 from app.db import Job, utcnow
-from app.errors import IdempotencyConflict, JobNotFound
-from app.rqueue import RowQueue, cache_keys, done_key, encode_item, result_key
+from app.errors import IdempotencyConflict, JobNotFound, Overloaded
+from app.rqueue import RowQueue, cache_keys, done_key, encode_item, queue_key, result_key
 from app.services import Services
 from app.signature import rows_to_matrix
 
@@ -57,11 +58,20 @@ def submit(
             return _replay(existing, request_hash, idempotency_key)
 
     keys = cache_keys(name, served.version, matrix)
-    cached = _cached_outputs(svc, keys)
+    cached, queued_jobs = _peek(svc, name, served.version, keys)
+    all_cached = all(c is not None for c in cached)
+    if not all_cached and queued_jobs >= svc.settings.max_queued_jobs:
+        # Backpressure: refuse before storing anything, so the client can retry elsewhere or later.
+        raise Overloaded(
+            f"model {name!r} v{served.version} has {queued_jobs} jobs waiting; retry shortly",
+            retry_after=2,
+            model=name,
+            version=served.version,
+            queued_jobs=queued_jobs,
+        )
     rows = matrix.tolist()
     job_id = uuid.uuid4()
     now = utcnow()
-    all_cached = all(c is not None for c in cached)
     record = {
         "id": job_id,
         "model_name": name,
@@ -178,15 +188,22 @@ def _iso(value: datetime | str | None) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def _cached_outputs(svc: Services, keys: list[str]) -> list[Any]:
-    if svc.settings.cache_ttl_seconds <= 0:
-        return [None] * len(keys)
+def _peek(svc: Services, name: str, version: int, keys: list[str]) -> tuple[list[Any], int]:
+    """Cached outputs for ``keys`` (None where missing) and the queue's depth, in one round trip."""
+    use_cache = svc.settings.cache_ttl_seconds > 0
     try:
-        values = svc.redis.mget(keys)
+        with svc.redis.pipeline(transaction=False) as pipe:
+            if use_cache:
+                pipe.mget(keys)
+            pipe.llen(queue_key(name, version))
+            replies = pipe.execute()
     except RedisError as exc:
+        # Redis is the fast path only: compute every row, and queue depth is unknown.
         log.warning("cache unavailable, computing every row: %s", exc)
-        return [None] * len(keys)
-    return [orjson.loads(v) if v is not None else None for v in values]
+        return [None] * len(keys), 0
+    if not use_cache:
+        return [None] * len(keys), int(replies[-1])
+    return [orjson.loads(v) if v is not None else None for v in replies[0]], int(replies[-1])
 
 
 def _publish_result(svc: Services, view: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ from app.db import Model, ModelAlias, ModelVersion, utcnow
 from app.errors import (
     AliasNotFound,
     ArtifactIntegrityError,
+    InvalidInput,
     ModelNotFound,
     RegistryError,
     VersionNotFound,
@@ -72,6 +73,8 @@ class Registry:
         """Store ``source`` as the next version of ``name``; the first version becomes champion."""
         if not _NAME.match(name):
             raise RegistryError(f"model name {name!r} must match {_NAME.pattern}")
+        if alias is not None and not _NAME.match(alias):
+            raise RegistryError(f"alias {alias!r} must match {_NAME.pattern}")
         data = Path(source).read_bytes()
         estimator = joblib.load(io.BytesIO(data))
         if not hasattr(estimator, "predict"):
@@ -114,6 +117,8 @@ class Registry:
         return ServedVersion(name, version, digest, str(relative), signature, feature_index(signature))
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
+        if not _NAME.match(alias):
+            raise InvalidInput(f"alias {alias!r} must match {_NAME.pattern}", alias=alias)
         with Session(self.engine) as session, session.begin():
             model = session.scalar(select(Model).where(Model.name == name))
             if model is None:

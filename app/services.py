@@ -8,6 +8,7 @@ from celery import Celery
 from redis import Redis
 from sqlalchemy.engine import Engine
 
+from app.auth import ApiKeys
 from app.config import Settings
 from app.db import make_engine
 from app.registry import Registry
@@ -20,6 +21,7 @@ class Services:
     redis: Redis
     redis_wait: Redis
     registry: Registry
+    keys: ApiKeys
     celery: Celery
 
 
@@ -32,4 +34,5 @@ def build_services(settings: Settings, celery: Celery) -> Services:
         settings.redis_url, health_check_interval=30, socket_timeout=settings.max_wait_seconds + 5
     )
     registry = Registry(engine, settings.artifact_root, settings.registry_cache_seconds)
-    return Services(settings, engine, redis, redis_wait, registry, celery)
+    keys = ApiKeys(engine, settings.auth_cache_seconds)
+    return Services(settings, engine, redis, redis_wait, registry, keys, celery)

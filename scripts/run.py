@@ -81,6 +81,8 @@ def main() -> None:
     if not env.get("DATABASE_URL"):
         sqlite_path = settings.database_url.removeprefix("sqlite:///")
         print(f"embedded SQLite at {sqlite_path} (set DATABASE_URL to use PostgreSQL)")
+    # Local and single-user by default: no API keys unless asked for (said loudly below).
+    env.setdefault("AUTH_ENABLED", "false")
     settings = Settings.from_env(env)
 
     subprocess.run(shlex.split(command("migrate")), cwd=ROOT, env=env, check=True)
@@ -106,6 +108,16 @@ def main() -> None:
         f"curl -s -X POST '{base}/v1/models/demo/predictions?wait=5' "
         """-H 'Content-Type: application/json' -d '{"inputs": [[5.1, 3.5, 1.4, 0.2]]}'"""
     )
+    if settings.auth_enabled:
+        example += ' -H "Authorization: Bearer $PREDQ_API_KEY"'
+    else:
+        print(
+            """
+  !! API KEYS ARE OFF (AUTH_ENABLED=false): anyone who can reach the API can
+  !! predict and change aliases. Fine on 127.0.0.1; anywhere else, run with
+  !! AUTH_ENABLED=true and create a key: flask --app app keys create NAME --scope admin""",
+            flush=True,
+        )
     print(
         f"""
 predq is starting (Ctrl-C stops everything):

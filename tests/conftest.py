@@ -48,6 +48,9 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         max_batch_rows=256,
         max_batch_delay=0.01,
         max_rows_per_request=500,
+        # Auth stays on, as in production; limits high enough for the load tests (the
+        # rate-limit tests use keys with limits of their own).
+        rate_limit="100000/second",
         extra={"TESTING": True},
     )
 
@@ -62,6 +65,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         MAX_BATCH_ROWS=str(settings.max_batch_rows),
         MAX_BATCH_DELAY=str(settings.max_batch_delay),
         MAX_ROWS_PER_REQUEST=str(settings.max_rows_per_request),
+        RATE_LIMIT=settings.rate_limit,
         PYTHONPATH=str(ROOT),
     )
     return env
@@ -72,8 +76,33 @@ def app(settings: Settings) -> Any:
     return create_app(settings)
 
 
+@pytest.fixture(scope="session")
+def tokens(app: Any) -> dict[str, str]:
+    """Bearer tokens: ``predict`` (submit and poll) and ``admin`` (everything)."""
+    keys = app.extensions["predq"].keys
+    return {scope: keys.create(f"test-{scope}", [scope])[1] for scope in ("predict", "admin")}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def client_for(app: Any, token: str) -> Any:
+    """A test client of ``app`` that sends ``token`` on every request."""
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return client
+
+
 @pytest.fixture
-def client(app: Any) -> Any:
+def client(app: Any, tokens: dict[str, str]) -> Any:
+    """A test client that sends the predict key on every request."""
+    return client_for(app, tokens["predict"])
+
+
+@pytest.fixture
+def anonymous(app: Any) -> Any:
+    """A test client that sends no API key."""
     return app.test_client()
 
 

@@ -11,21 +11,21 @@ import numpy as np
 from sqlalchemy import func, select
 
 from app.db import Batch, Job
-from tests.conftest import stored_estimator
+from tests.conftest import bearer, stored_estimator
 from tests.test_end_to_end import expected_outputs
 
 REQUESTS = 1000
 CLIENTS = 100
 
 
-def test_1000_concurrent_single_row_requests_share_model_calls(svc, registered, worker, api_server):
+def test_1000_concurrent_single_row_requests_share_model_calls(svc, registered, worker, api_server, tokens):
     # Distinct rows, so no request is answered from the cache.
     rows = np.random.default_rng(7).uniform([4, 2, 1, 0.1], [8, 4.5, 7, 2.5], size=(REQUESTS, 4)).tolist()
     local = threading.local()
 
     def submit(row: list[float]) -> dict:
         if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=api_server, timeout=60)
+            local.client = httpx.Client(base_url=api_server, timeout=60, headers=bearer(tokens["predict"]))
         response = local.client.post("/v1/models/iris/predictions?wait=30", json={"inputs": [row]})
         assert response.status_code == 200, response.text
         return response.json()

@@ -24,3 +24,11 @@ def test_paths_follow_var_dir_unless_given():
 def test_a_malformed_number_names_the_variable():
     with pytest.raises(ValueError, match="MAX_BATCH_DELAY"):
         Settings.from_env({"MAX_BATCH_DELAY": "soon"})
+
+
+def test_booleans_accept_the_usual_spellings_and_reject_others():
+    assert Settings.from_env({"AUTH_ENABLED": "false"}).auth_enabled is False
+    assert Settings.from_env({"AUTH_ENABLED": "On"}).auth_enabled is True
+    assert Settings.from_env({}).auth_enabled is True
+    with pytest.raises(ValueError, match="AUTH_ENABLED"):
+        Settings.from_env({"AUTH_ENABLED": "maybe"})

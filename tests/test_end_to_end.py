@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.db import Batch, Job, utcnow
-from tests.conftest import insert_queued_job, stored_estimator
+from tests.conftest import client_for, insert_queued_job, stored_estimator
 from workers.sweeper import requeue_stuck_jobs
 
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [6.3, 2.5, 4.9, 1.5]]
@@ -159,7 +159,7 @@ def _uuid(text: str) -> uuid.UUID:
     return uuid.UUID(text)
 
 
-def test_a_job_is_accepted_and_stored_while_redis_is_unreachable(settings, artifacts):
+def test_a_job_is_accepted_and_stored_while_redis_is_unreachable(settings, artifacts, tokens):
     """Redis is the fast path: with it down, a submit still stores the job and says 202."""
     from app import create_app
     from tests.conftest import free_port
@@ -168,7 +168,7 @@ def test_a_job_is_accepted_and_stored_while_redis_is_unreachable(settings, artif
     svc = app.extensions["predq"]
     svc.registry.register("redis-down", artifacts["iris"])
 
-    response = app.test_client().post("/v1/models/redis-down/predictions", json={"inputs": [IRIS_ROWS[0]]})
+    response = client_for(app, tokens["predict"]).post("/v1/models/redis-down/predictions", json={"inputs": [IRIS_ROWS[0]]})
 
     assert response.status_code == 202, response.json
     with svc.engine.connect() as conn:
@@ -176,11 +176,11 @@ def test_a_job_is_accepted_and_stored_while_redis_is_unreachable(settings, artif
     assert stored == "queued", "the sweeper will queue it once Redis is back"
 
 
-def test_two_clients_waiting_on_one_job_both_get_it(client, svc, registered, worker, app):
+def test_two_clients_waiting_on_one_job_both_get_it(client, svc, registered, worker, app, tokens):
     submitted = client.post("/v1/models/iris/predictions", json={"inputs": [[4.6, 3.2, 1.43, 0.2]]}).json
 
     def wait() -> dict:
-        return app.test_client().get(f"/v1/predictions/{submitted['id']}?wait=20").json
+        return client_for(app, tokens["predict"]).get(f"/v1/predictions/{submitted['id']}?wait=20").json
 
     tick = time.monotonic()
     with ThreadPoolExecutor(2) as pool:
@@ -259,13 +259,14 @@ def test_a_job_queued_twice_keeps_its_first_answer(client, svc, artifacts, worke
     assert again["outputs"] == first["outputs"] and again["completed_at"] == first["completed_at"]
 
 
-def test_cache_ttl_zero_turns_the_cache_off(settings, worker):
+def test_cache_ttl_zero_turns_the_cache_off(settings, worker, tokens):
     from app import create_app
 
     uncached = create_app(settings.replace(cache_ttl_seconds=0))
     rows = [[5.8, 2.7, 4.1, 1.01]]
-    first = uncached.test_client().post("/v1/models/iris/predictions?wait=20", json={"inputs": rows}).json
-    second = uncached.test_client().post("/v1/models/iris/predictions", json={"inputs": rows})
+    http = client_for(uncached, tokens["predict"])
+    first = http.post("/v1/models/iris/predictions?wait=20", json={"inputs": rows}).json
+    second = http.post("/v1/models/iris/predictions", json={"inputs": rows})
 
     assert first["status"] == "succeeded"
     assert second.status_code == 202, "the worker cached the row, but this API must not read it"

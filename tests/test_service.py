@@ -6,7 +6,7 @@ from sqlalchemy import create_engine, inspect
 
 from app import create_app
 from app.migrate import upgrade
-from tests.conftest import free_port
+from tests.conftest import client_for, free_port
 
 
 def test_healthz(client):
@@ -60,14 +60,15 @@ def test_migrations_built_the_postgres_schema(database_url):
     assert {"models", "model_versions", "model_aliases", "jobs", "batches", "alembic_version"} <= tables
 
 
-def test_database_down_gives_503_with_retry_after_and_queues_nothing(settings, svc):
+def test_database_down_gives_503_with_retry_after_and_queues_nothing(settings, svc, tokens):
     down = create_app(
         settings.replace(database_url=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x")
     )
     keys_before = set(svc.redis.scan_iter(match="predq:*"))
 
-    submit = down.test_client().post("/v1/models/iris/predictions", json={"inputs": [[1.0, 2.0, 3.0, 4.0]]})
-    poll = down.test_client().get("/v1/predictions/00000000-0000-0000-0000-000000000000")
+    http = client_for(down, tokens["predict"])
+    submit = http.post("/v1/models/iris/predictions", json={"inputs": [[1.0, 2.0, 3.0, 4.0]]})
+    poll = http.get("/v1/predictions/00000000-0000-0000-0000-000000000000")
 
     for response in (submit, poll):
         assert response.status_code == 503

@@ -1,4 +1,4 @@
-"""GET /v1/models and GET /v1/models/{name}."""
+"""GET /v1/models, GET /v1/models/{name}, and PUT /v1/models/{name}/aliases/{alias} (admin)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 from flask_smorest import Blueprint
 
 from app.api import services
-from app.api.schemas import ModelListSchema, ModelSchema
+from app.api.schemas import AliasUpdateSchema, ModelListSchema, ModelSchema
+from app.auth import requires_scope
 
 blp = Blueprint("models", __name__, url_prefix="/v1", description="The model registry")
 
@@ -23,3 +24,16 @@ def list_models() -> dict[str, Any]:
 @blp.alt_response(404, schema="Error", description="Unknown model.")
 def get_model(name: str) -> dict[str, Any]:
     return services().registry.describe(name)
+
+
+@blp.route("/models/<string:name>/aliases/<string:alias>", methods=["PUT"])
+@requires_scope("admin")
+@blp.arguments(AliasUpdateSchema)
+@blp.response(200, ModelSchema)
+@blp.alt_response(403, schema="Error", description="The API key lacks the admin scope.")
+@blp.alt_response(404, schema="Error", description="Unknown model or version.")
+def set_alias(body: dict[str, Any], name: str, alias: str) -> dict[str, Any]:
+    """Point ALIAS at a version (promotion); serving follows within REGISTRY_CACHE_SECONDS."""
+    registry = services().registry
+    registry.set_alias(name, alias, body["version"])
+    return registry.describe(name)

@@ -82,5 +82,12 @@ class ModelSchema(Schema):
     versions = fields.List(fields.Nested(VersionSchema))
 
 
+class AliasUpdateSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    version = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+
+
 class ModelListSchema(Schema):
     models = fields.List(fields.Nested(ModelSchema))

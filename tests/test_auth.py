@@ -1,0 +1,120 @@
+"""API keys: required on /v1, stored hashed, scoped, revocable, managed by the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import pytest
+from sqlalchemy import select
+
+from app import create_app
+from app.db import ApiKey
+from tests.conftest import bearer, client_for, count_jobs, predq_keys
+
+ROW = {"inputs": [[5.1, 3.5, 1.4, 0.2]]}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer "},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": "Bearer pq_not-a-key-anyone-was-given"},
+    ],
+    ids=["no header", "empty bearer", "basic scheme", "unknown key"],
+)
+def test_a_request_without_a_valid_key_gets_401_and_writes_nothing(anonymous, svc, registered, headers):
+    jobs_before, keys_before = count_jobs(svc), predq_keys(svc)
+
+    response = anonymous.post("/v1/models/iris/predictions", json=ROW, headers=headers)
+
+    assert response.status_code == 401
+    assert response.json["error"]["code"] == "unauthorized"
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert count_jobs(svc) == jobs_before and predq_keys(svc) == keys_before
+
+
+def test_every_v1_endpoint_needs_a_key_but_health_and_docs_do_not(anonymous):
+    for path in ("/v1/models", "/v1/models/iris", "/v1/predictions/00000000-0000-0000-0000-000000000000"):
+        assert anonymous.get(path).status_code == 401, path
+    for path in ("/healthz", "/openapi.json"):
+        assert anonymous.get(path).status_code == 200, path
+
+
+def test_a_predict_key_may_predict_but_not_change_aliases(client, registered, worker):
+    assert client.post("/v1/models/iris/predictions?wait=20", json=ROW).status_code == 200
+
+    response = client.put("/v1/models/iris/aliases/champion", json={"version": 1})
+
+    assert response.status_code == 403
+    assert response.json["error"]["code"] == "forbidden"
+    assert response.json["error"]["details"]["required_scope"] == "admin"
+
+
+def test_an_admin_key_moves_an_alias_and_serving_follows(app, svc, tokens, artifacts, worker):
+    admin = client_for(app, tokens["admin"])
+    svc.registry.register("promoted", artifacts["iris"])
+    svc.registry.register("promoted", artifacts["iris"])
+
+    response = admin.put("/v1/models/promoted/aliases/champion", json={"version": 2})
+
+    assert response.status_code == 200, response.json
+    assert response.json["aliases"]["champion"] == 2
+    served = admin.post("/v1/models/promoted/predictions?wait=20", json=ROW).json
+    assert served["model"]["version"] == 2, "this process cleared its cache on the change"
+    assert admin.put("/v1/models/promoted/aliases/champion", json={"version": 9}).status_code == 404
+    assert admin.put("/v1/models/promoted/aliases/" + "x" * 101, json={"version": 1}).status_code == 422
+
+
+def test_only_the_tokens_hash_is_stored(svc):
+    principal, token = svc.keys.create("hashed-check", ["predict"])
+
+    with svc.engine.connect() as conn:
+        row = conn.execute(select(ApiKey.__table__).where(ApiKey.id == principal.key_id)).mappings().one()
+
+    assert row["key_hash"] == hashlib.sha256(token.encode()).hexdigest()
+    assert token not in {str(v) for v in row.values()}
+    assert token.startswith(row["prefix"]) and len(row["prefix"]) < len(token) // 3
+
+
+def test_a_revoked_key_stops_working_within_the_cache_time(settings, svc, registered):
+    app = create_app(settings.replace(auth_cache_seconds=0.2))
+    _, token = svc.keys.create("soon-revoked", ["predict"])
+    http = client_for(app, token)
+    assert http.get("/v1/models/iris").status_code == 200
+
+    svc.keys.revoke("soon-revoked")
+    time.sleep(0.3)
+
+    response = http.get("/v1/models/iris")
+    assert response.status_code == 401
+    assert "revoked" in response.json["error"]["message"]
+
+
+def test_the_cli_creates_lists_and_revokes_keys(app):
+    runner = app.test_cli_runner()
+
+    created = runner.invoke(args=["keys", "create", "from-cli", "--scope", "predict", "--scope", "admin"])
+    assert created.exit_code == 0, created.output
+    token = created.stdout.strip().splitlines()[-1]
+    assert client_for(app, token).put("/v1/models/nope/aliases/champion", json={"version": 1}).status_code == 404
+
+    listed = runner.invoke(args=["keys", "list"])
+    assert "from-cli" in listed.output and "admin,predict" in listed.output
+    assert token not in listed.output
+
+    assert runner.invoke(args=["keys", "create", "from-cli"]).exit_code != 0, "names are unique"
+    assert runner.invoke(args=["keys", "create", "bad", "--scope", "root"]).exit_code != 0
+    assert runner.invoke(args=["keys", "create", "bad", "--rate-limit", "lots"]).exit_code != 0
+
+    assert runner.invoke(args=["keys", "revoke", "from-cli"]).exit_code == 0
+    assert runner.invoke(args=["keys", "revoke", "never-made"]).exit_code != 0
+
+
+def test_auth_off_lets_anonymous_requests_through(settings, registered):
+    open_app = create_app(settings.replace(auth_enabled=False))
+
+    assert open_app.test_client().get("/v1/models/iris", headers=bearer("ignored")).status_code == 200
+    assert open_app.test_client().get("/v1/models/iris").status_code == 200

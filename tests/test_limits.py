@@ -1,0 +1,67 @@
+"""Rate limits per key (429) and backpressure per model queue (503), both with Retry-After."""
+
+from __future__ import annotations
+
+import uuid
+
+from app import create_app
+from app.rqueue import RowQueue, encode_item, queue_key
+from tests.conftest import client_for, count_jobs
+
+ROW = {"inputs": [[6.1, 2.8, 4.7, 1.2]]}
+
+
+def test_a_key_over_its_own_limit_gets_429_and_other_keys_do_not(app, svc, registered):
+    _, limited = svc.keys.create("limited", ["predict"], rate_limit="3/minute")
+    _, other = svc.keys.create("unlimited-neighbour", ["predict"])
+    http = client_for(app, limited)
+
+    statuses = [http.get("/v1/models/iris").status_code for _ in range(3)]
+    refused = http.get("/v1/models/iris")
+
+    assert statuses == [200, 200, 200]
+    assert refused.status_code == 429
+    assert refused.json["error"]["code"] == "rate_limited"
+    assert refused.json["error"]["details"]["limit"] == "3 per 1 minute"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 61, "until the window ends (whole seconds, rounded up)"
+    assert client_for(app, other).get("/v1/models/iris").status_code == 200
+
+
+def test_a_key_without_its_own_limit_gets_the_default(settings, svc, registered):
+    strict = create_app(settings.replace(rate_limit="2/minute"))
+    _, token = svc.keys.create("default-limited", ["predict"])
+    http = client_for(strict, token)
+
+    statuses = [http.post("/v1/models/iris/predictions", json=ROW).status_code for _ in range(3)]
+
+    assert set(statuses[:2]) <= {200, 202}, "200 when a cached row answers at once"
+    assert statuses[2] == 429
+
+
+def test_health_checks_are_never_rate_limited(settings):
+    strict = create_app(settings.replace(rate_limit="1/minute"))
+    assert [strict.test_client().get("/healthz").status_code for _ in range(3)] == [200, 200, 200]
+
+
+def test_a_deep_queue_gets_503_with_retry_after_and_stores_nothing(settings, svc, artifacts, tokens):
+    served = svc.registry.register("backlogged", artifacts["iris"])
+    queue = RowQueue(svc.redis, "backlogged", served.version)
+    # Items pushed without a task message: no worker drains them during the test.
+    for _ in range(3):
+        queue.push(encode_item(str(uuid.uuid4()), [[1.0, 2.0, 3.0, 4.0]], 1, "2026-01-01T00:00:00+00:00"))
+    try:
+        full = client_for(create_app(settings.replace(max_queued_jobs=3)), tokens["predict"])
+        jobs_before = count_jobs(svc)
+
+        refused = full.post("/v1/models/backlogged/predictions", json=ROW)
+
+        assert refused.status_code == 503
+        assert refused.json["error"]["code"] == "overloaded"
+        assert refused.json["error"]["details"]["queued_jobs"] == 3
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert count_jobs(svc) == jobs_before and len(queue) == 3
+
+        roomier = client_for(create_app(settings.replace(max_queued_jobs=4)), tokens["predict"])
+        assert roomier.post("/v1/models/backlogged/predictions", json=ROW).status_code == 202
+    finally:
+        svc.redis.delete(queue_key("backlogged", served.version))
