@@ -99,7 +99,9 @@ def test_the_cli_creates_lists_and_revokes_keys(app):
     created = runner.invoke(args=["keys", "create", "from-cli", "--scope", "predict", "--scope", "admin"])
     assert created.exit_code == 0, created.output
     token = created.stdout.strip().splitlines()[-1]
-    assert client_for(app, token).put("/v1/models/nope/aliases/champion", json={"version": 1}).status_code == 404
+    assert (
+        client_for(app, token).put("/v1/models/nope/aliases/champion", json={"version": 1}).status_code == 404
+    )
 
     listed = runner.invoke(args=["keys", "list"])
     assert "from-cli" in listed.output and "admin,predict" in listed.output

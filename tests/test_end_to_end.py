@@ -168,7 +168,9 @@ def test_a_job_is_accepted_and_stored_while_redis_is_unreachable(settings, artif
     svc = app.extensions["predq"]
     svc.registry.register("redis-down", artifacts["iris"])
 
-    response = client_for(app, tokens["predict"]).post("/v1/models/redis-down/predictions", json={"inputs": [IRIS_ROWS[0]]})
+    response = client_for(app, tokens["predict"]).post(
+        "/v1/models/redis-down/predictions", json={"inputs": [IRIS_ROWS[0]]}
+    )
 
     assert response.status_code == 202, response.json
     with svc.engine.connect() as conn:
