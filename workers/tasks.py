@@ -25,6 +25,10 @@ def run_batch(self: Task, model: str, version: int) -> dict[str, Any]:
 
 @shared_task(name=SWEEP)
 def sweep() -> dict[str, int]:
-    """Re-queue jobs stuck in queued/running and wake workers for every non-empty queue."""
+    """Re-queue stuck jobs, wake workers for non-empty queues, delete jobs past retention."""
     svc = services()
-    return {"requeued": sweeper.requeue_stuck_jobs(svc), "woken": sweeper.wake_workers(svc)}
+    return {
+        "requeued": sweeper.requeue_stuck_jobs(svc),
+        "woken": sweeper.wake_workers(svc),
+        "expired": sweeper.expire_old_jobs(svc),
+    }
