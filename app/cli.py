@@ -32,7 +32,7 @@ def db_upgrade(revision: str) -> None:
     "path",
     required=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="A joblib artifact.",
+    help="A .skops file, or a joblib/pickle file (anything else).",
 )
 @click.option(
     "--alias",
@@ -44,16 +44,25 @@ def db_upgrade(revision: str) -> None:
     default=None,
     help='JSON object of evaluation metrics, e.g. {"accuracy": 0.93}.',
 )
-def models_register(name: str, path: str, alias: str | None, metrics: str | None) -> None:
-    """Store a joblib artifact as the next version of NAME."""
+@click.option(
+    "--trust",
+    multiple=True,
+    help="A type a .skops file may hold beyond the trusted defaults (repeat; inspect it first).",
+)
+def models_register(
+    name: str, path: str, alias: str | None, metrics: str | None, trust: tuple[str, ...]
+) -> None:
+    """Store an artifact (.skops, or joblib/pickle: it runs code on load) as the next version of NAME."""
     registry = current_app.extensions["predq"].registry
     try:
-        served = registry.register(name, path, alias=alias, metrics=json.loads(metrics) if metrics else None)
+        served = registry.register(
+            name, path, alias=alias, metrics=json.loads(metrics) if metrics else None, trust=list(trust)
+        )
     except PredqError as exc:
         raise click.ClickException(exc.message) from exc
     sig = served.signature
     click.echo(
-        f"registered {served.name} v{served.version} sha256={served.sha256} "
+        f"registered {served.name} v{served.version} ({served.format}) sha256={served.sha256} "
         f"({sig['estimator']}, {sig['task']}, {sig['n_features']} features)"
     )
 

@@ -70,6 +70,14 @@ class Settings:
     job_retention_seconds: int = 7 * 24 * 3600
     """The sweeper deletes finished jobs (and their batches) older than this; 0 keeps them forever."""
 
+    allow_pickle: bool = True
+    """Register and load joblib (pickle) artifacts; false allows only skops artifacts."""
+
+    # scikit-learn's own tree structure, rebuilt from plain arrays; skops lists it as
+    # untrusted, which would refuse every forest and tree model by default.
+    skops_trusted_types: str = "sklearn.tree._tree.Tree"
+    """Comma-separated types every skops artifact may hold beyond skops' defaults."""
+
     auth_enabled: bool = True
     """Require an API key (``Authorization: Bearer``) on every /v1 endpoint."""
 

@@ -70,6 +70,10 @@ class ModelVersion(Base):
     version: Mapped[int] = mapped_column(Integer)
     artifact_path: Mapped[str] = mapped_column(String(1000))
     sha256: Mapped[str] = mapped_column(String(64))
+    format: Mapped[str] = mapped_column(String(16), default="joblib", server_default="joblib")
+    """``joblib`` (pickle: runs any code it holds) or ``skops`` (restores only trusted types)."""
+    trusted_types: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    """For skops: the types beyond skops' defaults approved at registration; loading allows only these."""
     signature: Mapped[dict[str, Any]] = mapped_column(JSON)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,8 +1,14 @@
 """The model registry: stored artifacts, their versions, aliases and signatures.
 
-Artifacts live under ``artifact_root/<name>/<version>/model.joblib``; the database holds
-their sha256. Loading always goes through :meth:`Registry.load`, which refuses a file whose
-bytes no longer match the recorded digest.
+Artifacts live under ``artifact_root/<name>/<version>/model.<joblib|skops>``; the database
+holds their sha256. Loading always goes through :meth:`Registry.load`, which refuses a file
+whose bytes no longer match the recorded digest.
+
+Two formats. joblib is pickle: loading one runs whatever code it holds, so only register
+artifacts you would run as code (``ALLOW_PICKLE=false`` refuses them altogether). skops
+restores only types it trusts: registration lists the types a file needs beyond skops'
+defaults and refuses it unless each is trusted (``SKOPS_TRUSTED_TYPES`` or ``--trust``);
+loading then allows exactly the types approved at registration.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+import skops.io
 from cachetools import TTLCache
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
@@ -47,12 +54,26 @@ class ServedVersion:
     artifact_path: str
     signature: dict[str, Any]
     feature_index: dict[str, int] | None
+    format: str = "joblib"
+    trusted_types: tuple[str, ...] = ()
+
+
+FORMATS = {".skops": "skops"}  # by file suffix; anything else is joblib
 
 
 class Registry:
-    def __init__(self, engine: Engine, artifact_root: str | Path, cache_seconds: float = 2.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        artifact_root: str | Path,
+        cache_seconds: float = 2.0,
+        allow_pickle: bool = True,
+        skops_trusted_types: list[str] | None = None,
+    ) -> None:
         self.engine = engine
         self.artifact_root = Path(artifact_root)
+        self.allow_pickle = allow_pickle
+        self.skops_trusted_types = set(skops_trusted_types or [])
         # Alias lookups are read on every request; a short TTL keeps them off the database
         # while a promotion still takes effect within seconds.
         self._resolved: TTLCache[tuple[str, int | None, str | None], ServedVersion] = TTLCache(
@@ -69,14 +90,20 @@ class Registry:
         source: str | Path,
         alias: str | None = None,
         metrics: dict[str, Any] | None = None,
+        trust: list[str] | None = None,
     ) -> ServedVersion:
-        """Store ``source`` as the next version of ``name``; the first version becomes champion."""
+        """Store ``source`` as the next version of ``name``; the first version becomes champion.
+
+        ``trust``: types a skops file may hold beyond skops' defaults and SKOPS_TRUSTED_TYPES.
+        """
         if not _NAME.match(name):
             raise RegistryError(f"model name {name!r} must match {_NAME.pattern}")
         if alias is not None and not _NAME.match(alias):
             raise RegistryError(f"alias {alias!r} must match {_NAME.pattern}")
         data = Path(source).read_bytes()
-        estimator = joblib.load(io.BytesIO(data))
+        fmt = FORMATS.get(Path(source).suffix.lower(), "joblib")
+        trusted = self._approve_skops_types(data, trust or []) if fmt == "skops" else []
+        estimator = self._deserialize(fmt, data, trusted, what=str(source))
         if not hasattr(estimator, "predict"):
             raise RegistryError(f"{source} holds a {type(estimator).__name__}, which has no predict()")
         try:
@@ -95,7 +122,7 @@ class Registry:
                 select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)
             )
             version = (latest or 0) + 1
-            relative = Path(name) / str(version) / "model.joblib"
+            relative = Path(name) / str(version) / f"model.{fmt}"
             target = self.artifact_root / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
@@ -105,6 +132,8 @@ class Registry:
                     version=version,
                     artifact_path=str(relative),
                     sha256=digest,
+                    format=fmt,
+                    trusted_types=trusted,
                     signature=signature,
                     metrics=metrics or {},
                 )
@@ -114,7 +143,35 @@ class Registry:
                 aliases.append(DEFAULT_ALIAS)
             for each in aliases:
                 self._point_alias(session, model.id, each, version)
-        return ServedVersion(name, version, digest, str(relative), signature, feature_index(signature))
+        return ServedVersion(
+            name, version, digest, str(relative), signature, feature_index(signature), fmt, tuple(trusted)
+        )
+
+    def _approve_skops_types(self, data: bytes, trust: list[str]) -> list[str]:
+        """The non-default types this skops file needs, if every one is trusted; else refuse it."""
+        try:
+            needed = skops.io.get_untrusted_types(data=data)
+        except Exception as exc:
+            raise RegistryError(f"not a readable skops file: {type(exc).__name__}: {exc}") from exc
+        refused = sorted(set(needed) - self.skops_trusted_types - set(trust))
+        if refused:
+            raise RegistryError(
+                "this skops file holds types that are not trusted: "
+                f"{', '.join(refused)}. Inspect them, then register with --trust for each "
+                "(or add them to SKOPS_TRUSTED_TYPES)",
+                untrusted_types=refused,
+            )
+        return sorted(needed)
+
+    def _deserialize(self, fmt: str, data: bytes, trusted: list[str] | tuple[str, ...], what: str) -> Any:
+        if fmt == "skops":
+            # Only the types approved at registration; anything else raises instead of loading.
+            return skops.io.loads(data, trusted=list(trusted))
+        if not self.allow_pickle:
+            raise RegistryError(
+                f"{what} is a joblib (pickle) artifact and ALLOW_PICKLE is false; register a .skops file"
+            )
+        return joblib.load(io.BytesIO(data))
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
         if not _NAME.match(alias):
@@ -191,6 +248,8 @@ class Registry:
                 row.artifact_path,
                 row.signature,
                 feature_index(row.signature),
+                row.format,
+                tuple(row.trusted_types or ()),
             )
 
     def load(self, name: str, version: int) -> tuple[Any, ServedVersion]:
@@ -208,8 +267,8 @@ class Registry:
                 model=name,
                 version=version,
             )
-        # Unpickle the very bytes that were hashed, so the file cannot change in between.
-        estimator = joblib.load(io.BytesIO(data))
+        # Deserialize the very bytes that were hashed, so the file cannot change in between.
+        estimator = self._deserialize(served.format, data, served.trusted_types, what=f"{name} v{version}")
         self._loaded[(name, version)] = (digest, estimator)
         return estimator, served
 
@@ -246,6 +305,7 @@ def _describe(model: Model) -> dict[str, Any]:
             {
                 "version": v.version,
                 "sha256": v.sha256,
+                "format": v.format,
                 "signature": v.signature,
                 "metrics": v.metrics,
                 "aliases": sorted(a for a, ver in aliases.items() if ver == v.version),

@@ -33,6 +33,12 @@ def build_services(settings: Settings, celery: Celery) -> Services:
     redis_wait = Redis.from_url(
         settings.redis_url, health_check_interval=30, socket_timeout=settings.max_wait_seconds + 5
     )
-    registry = Registry(engine, settings.artifact_root, settings.registry_cache_seconds)
+    registry = Registry(
+        engine,
+        settings.artifact_root,
+        settings.registry_cache_seconds,
+        allow_pickle=settings.allow_pickle,
+        skops_trusted_types=[t.strip() for t in settings.skops_trusted_types.split(",") if t.strip()],
+    )
     keys = ApiKeys(engine, settings.auth_cache_seconds)
     return Services(settings, engine, redis, redis_wait, registry, keys, celery)

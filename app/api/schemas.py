@@ -68,6 +68,7 @@ class JobSchema(Schema):
 class VersionSchema(Schema):
     version = fields.Integer()
     sha256 = fields.String()
+    format = fields.String(metadata={"enum": ["joblib", "skops"]})
     signature = fields.Dict()
     metrics = fields.Dict()
     aliases = fields.List(fields.String())
