@@ -53,7 +53,9 @@ def test_jobs_past_retention_are_deleted_and_the_rest_kept(settings, svc, regist
     assert client.get(f"/v1/predictions/{expired}").status_code == 404
     # The stuck job must not linger for the sweeper tests that follow.
     with svc.engine.begin() as conn:
-        conn.execute(update(Job).where(Job.id == never_finished).values(status="failed", completed_at=utcnow()))
+        conn.execute(
+            update(Job).where(Job.id == never_finished).values(status="failed", completed_at=utcnow())
+        )
 
 
 def test_retention_zero_keeps_everything(settings, svc):
