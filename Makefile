@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test bench lint venv clean
+.PHONY: run test faults bench lint venv clean
 
 venv: $(VENV)/.installed
 
@@ -23,6 +23,11 @@ test: venv
 	bash scripts/ensure-services.sh
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## Only the fault tests (worker SIGKILL, Redis and PostgreSQL restarts, broker down); prints a report.
+faults: venv
+	bash scripts/ensure-services.sh
+	$(BIN)/pytest -m faults $(PYTEST_ARGS)
 
 ## Benchmark predq against the tutorial design and the bare-Flask ceiling (~6 minutes).
 bench: venv $(VENV)/.bench-installed

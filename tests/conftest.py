@@ -6,6 +6,7 @@ dropped) by this run, and the Redis DB number is flushed at the start.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -207,6 +208,27 @@ def insert_queued_job(svc: Any, model: str, inputs: list[list[float]], created_a
 def count_jobs(svc: Any) -> int:
     with svc.engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(Job)).scalar_one()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fault report: a row per fault, printed and written to var/fault-report.json."""
+    from tests.fault_stack import REPORT
+
+    if not REPORT:
+        return
+    columns = ["submitted", "accepted", "succeeded", "lost", "answered_twice_differently", "wrong_output",
+               "refused_503"]  # fmt: skip
+    terminalreporter.section("fault report")
+    terminalreporter.write_line(
+        f"{'fault':<48} " + " ".join(f"{c:>10.10}" for c in columns) + "  other answers"
+    )
+    for row in REPORT:
+        cells = " ".join(f"{getattr(row, c):>10}" for c in columns)
+        terminalreporter.write_line(f"{row.fault:<48} {cells}  {row.other_answers or '-'}")
+    out = ROOT / "var" / "fault-report.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps([row.as_dict() for row in REPORT], indent=2))
+    terminalreporter.write_line(f"written to {out.relative_to(ROOT)}")
 
 
 def predq_keys(svc: Any) -> set[bytes]:

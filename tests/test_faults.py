@@ -1,0 +1,200 @@
+"""Faults with real processes: no job that got a 202 is lost or answered twice differently.
+
+Each test runs a stack of its own (tests/fault_stack.py), breaks one thing while clients
+submit, repairs it, then polls every accepted job. `make faults` runs only these; the
+report (a row per fault) is printed at the end and written to var/fault-report.json.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import joblib
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+from sqlalchemy import func, select
+
+from app import create_app
+from app.config import Settings
+from app.db import Job
+from app.migrate import upgrade
+from scripts.local import scratch_database
+from tests.conftest import ADMIN_URL
+from tests.fault_stack import FaultOutcome, LocalPostgres, LocalRedis, Stack, Traffic, postgres_bin
+from tests.slow_model import slow_identity
+from tests.test_end_to_end import expected_outputs
+
+pytestmark = pytest.mark.faults
+
+MODEL = "slow"
+
+
+@pytest.fixture(scope="module")
+def slow_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    """An iris forest behind a step that sleeps, so every batch takes ~0.4 s: time to strike."""
+    x, y = load_iris(return_X_y=True)
+    model = make_pipeline(
+        FunctionTransformer(slow_identity), RandomForestClassifier(n_estimators=20, random_state=0)
+    )
+    model.fit(x, y)
+    path = tmp_path_factory.mktemp("slow") / "slow.joblib"
+    joblib.dump(model, path)
+    return model, path
+
+
+def prepare(database_url: str, redis_url: str, directory: Path, artifact: Path) -> tuple[dict[str, str], str]:
+    """Schema, the slow model and an API key in a fresh database; returns the stack's env and the key."""
+    upgrade(database_url)
+    settings = Settings(database_url=database_url, redis_url=redis_url, var_dir=str(directory))
+    app = create_app(settings)
+    svc = app.extensions["predq"]
+    svc.registry.register(MODEL, artifact)
+    _, token = svc.keys.create("fault-client", ["predict"])
+    svc.engine.dispose()
+    env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "ARTIFACT_ROOT": settings.artifact_root,
+           "RATE_LIMIT": "100000/second", "MAX_BATCH_DELAY": "0.01"}  # fmt: skip
+    return env, token
+
+
+def expected_for(model: Any) -> Callable[[list[list[float]]], list[Any]]:
+    return lambda rows: expected_outputs(model, rows)
+
+
+def assert_kept_every_promise(outcome: FaultOutcome, stack: Stack) -> None:
+    assert outcome.accepted > 0
+    assert outcome.lost == 0, f"{outcome}\n{stack.logs()}"
+    assert outcome.answered_twice_differently == 0, outcome
+    assert outcome.wrong_output == 0, outcome
+    assert outcome.other_answers == {}, f"never a 500, never an answer without Retry-After: {outcome}"
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[LocalRedis]:
+    server = LocalRedis(tmp_path)
+    yield server
+    server.kill()
+
+
+def wait_until_a_batch_is_running(database_url: str, timeout: float = 30.0) -> None:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(database_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                running = conn.execute(
+                    select(func.count()).select_from(Job).where(Job.status == "running")
+                ).scalar_one()
+            if running:
+                return
+            time.sleep(0.05)
+        raise AssertionError("no batch started running")
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("whole", [False, True], ids=["pool process", "whole worker"])
+def test_worker_killed_mid_batch(whole: bool, slow_model, redis_server, tmp_path):
+    model, artifact = slow_model
+    redis_server.start()
+    with scratch_database(ADMIN_URL, "predq_fault") as database_url:
+        env, token = prepare(database_url, redis_server.url, tmp_path, artifact)
+        stack = Stack(tmp_path, env)
+        outcome = FaultOutcome(f"worker SIGKILL mid-batch ({'whole worker' if whole else 'pool process'})")
+        traffic = Traffic(stack.base, token, MODEL, outcome)
+        try:
+            stack.start()
+            traffic.start()
+            wait_until_a_batch_is_running(database_url)
+            stack.kill_worker(whole)
+            if whole:
+                time.sleep(1)
+                stack.start_worker()
+            time.sleep(3)
+            traffic.stop()
+            traffic.settle(expected_for(model))
+            assert_kept_every_promise(outcome, stack)
+        finally:
+            traffic.stop()
+            stack.stop()
+
+
+def test_redis_restarted_with_its_data_gone(slow_model, redis_server, tmp_path):
+    model, artifact = slow_model
+    redis_server.start()
+    with scratch_database(ADMIN_URL, "predq_fault") as database_url:
+        env, token = prepare(database_url, redis_server.url, tmp_path, artifact)
+        stack = Stack(tmp_path, env)
+        outcome = FaultOutcome("Redis restarted, data gone")
+        traffic = Traffic(stack.base, token, MODEL, outcome)
+        try:
+            stack.start()
+            traffic.start()
+            time.sleep(2)
+            redis_server.kill()  # queues, cache, results and Celery's messages all go
+            time.sleep(1.5)
+            redis_server.start()
+            time.sleep(3)
+            traffic.stop()
+            traffic.settle(expected_for(model))
+            assert_kept_every_promise(outcome, stack)
+        finally:
+            traffic.stop()
+            stack.stop()
+
+
+@pytest.mark.skipif(postgres_bin() is None, reason="needs PostgreSQL's initdb and pg_ctl")
+def test_postgres_stopped_and_started(slow_model, redis_server, tmp_path):
+    model, artifact = slow_model
+    redis_server.start()
+    postgres = LocalPostgres(postgres_bin())
+    postgres.init()
+    postgres.start()
+    env, token = prepare(postgres.url, redis_server.url, tmp_path, artifact)
+    stack = Stack(tmp_path, env)
+    outcome = FaultOutcome("PostgreSQL stopped and started")
+    traffic = Traffic(stack.base, token, MODEL, outcome)
+    try:
+        stack.start()
+        traffic.start()
+        time.sleep(2)
+        postgres.stop()
+        time.sleep(3)
+        postgres.start()
+        time.sleep(3)
+        traffic.stop()
+        traffic.settle(expected_for(model))
+        assert outcome.refused_503 > 0, "some requests arrived while the database was down"
+        assert_kept_every_promise(outcome, stack)
+    finally:
+        traffic.stop()
+        stack.stop()
+        postgres.remove()
+
+
+def test_broker_unreachable_when_the_worker_starts(slow_model, redis_server, tmp_path):
+    model, artifact = slow_model
+    with scratch_database(ADMIN_URL, "predq_fault") as database_url:
+        env, token = prepare(database_url, redis_server.url, tmp_path, artifact)
+        stack = Stack(tmp_path, env)
+        outcome = FaultOutcome("broker unreachable at worker start")
+        traffic = Traffic(stack.base, token, MODEL, outcome)
+        try:
+            stack.start()  # worker and beat start with Redis (their broker) down
+            traffic.start()
+            time.sleep(3)
+            redis_server.start()
+            time.sleep(3)
+            traffic.stop()
+            traffic.settle(expected_for(model))
+            assert_kept_every_promise(outcome, stack)
+        finally:
+            traffic.stop()
+            stack.stop()
