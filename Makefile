@@ -22,6 +22,7 @@ run: venv
 test: venv
 	bash scripts/ensure-services.sh
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## Only the fault tests (worker SIGKILL, Redis and PostgreSQL restarts, broker down); prints a report.

@@ -108,9 +108,10 @@ def test_idempotency_key_returns_the_same_job(client, svc, registered):
     assert count_jobs(svc) == jobs_after_first
 
 
-def test_idempotency_key_with_another_body_conflicts_and_writes_nothing(client, svc, registered):
+def test_idempotency_key_with_another_body_conflicts_and_writes_nothing(client, svc, registered, worker):
     headers = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
-    first = client.post(IRIS, json={"inputs": [[4.8, 3.1, 1.5, 0.12]]}, headers=headers)
+    # Finished before the snapshot, so its result keys are not mistaken for the conflict's.
+    first = client.post(IRIS + "?wait=20", json={"inputs": [[4.8, 3.1, 1.5, 0.12]]}, headers=headers)
     jobs_before, keys_before = count_jobs(svc), predq_keys(svc)
 
     conflict = client.post(IRIS, json={"inputs": [[9.9, 3.1, 1.5, 0.12]]}, headers=headers)
