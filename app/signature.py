@@ -110,7 +110,14 @@ def _number(value: Any, row: int, field: int | str) -> float:
             row=row,
             field=field,
         )
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # a JSON integer with hundreds of digits
+        raise InvalidInput(
+            f"row {row}, field {field!r}: number out of range for a float64",
+            row=row,
+            field=field,
+        ) from None
     if not math.isfinite(number):
         raise InvalidInput(
             f"row {row}, field {field!r}: NaN and infinity are not accepted",

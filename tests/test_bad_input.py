@@ -55,6 +55,7 @@ CASES = [
     ("NaN", "post", IRIS, raw('{"inputs": [[5.1, NaN, 1.4, 0.2]]}'), 422, "invalid_input", {"row": 0, "field": "sepal width (cm)"}),
     ("infinity", "post", IRIS, raw('{"inputs": [[5.1, 3.5, Infinity, 0.2]]}'), 422, "invalid_input", {"row": 0, "field": "petal length (cm)"}),
     ("overflowing number", "post", IRIS, raw('{"inputs": [[5.1, 3.5, 1.4, 1e999]]}'), 422, "invalid_input", {"row": 0, "field": "petal width (cm)"}),
+    ("integer too large for a float", "post", IRIS, raw('{"inputs": [[5.1, 3.5, 1.4, 1' + "0" * 400 + ']]}'), 422, "invalid_input", {"row": 0, "field": "petal width (cm)"}),
     ("row is a number", "post", IRIS, body({"inputs": [GOOD_ROW, 7]}), 422, "invalid_input", {"row": 1}),
     ("object row, model without names", "post", "/v1/models/plain/predictions", body({"inputs": [{"a": 1, "b": 2, "c": 3}]}), 422, "invalid_input", {"row": 0}),
     ("version not an integer", "post", IRIS, body({"inputs": [GOOD_ROW], "version": "1"}), 422, "invalid_input", {}),
