@@ -176,6 +176,7 @@ class Registry:
     def set_alias(self, name: str, alias: str, version: int) -> None:
         if not _NAME.match(alias):
             raise InvalidInput(f"alias {alias!r} must match {_NAME.pattern}", alias=alias)
+        _existing_name(name)
         with Session(self.engine) as session, session.begin():
             model = session.scalar(select(Model).where(Model.name == name))
             if model is None:
@@ -218,6 +219,9 @@ class Registry:
         return served
 
     def _resolve_uncached(self, name: str, version: int | None, alias: str | None) -> ServedVersion:
+        _existing_name(name)
+        if alias is not None and not _NAME.match(alias):
+            raise AliasNotFound(f"model {name!r} has no alias {alias!r}", model=name, alias=alias)
         with Session(self.engine) as session:
             model = session.scalar(select(Model).where(Model.name == name))
             if model is None:
@@ -282,6 +286,7 @@ class Registry:
             return [_describe(m) for m in models]
 
     def describe(self, name: str) -> dict[str, Any]:
+        _existing_name(name)
         with Session(self.engine) as session:
             model = session.scalar(
                 select(Model)
@@ -291,6 +296,12 @@ class Registry:
             if model is None:
                 raise ModelNotFound(f"no model named {name!r}", model=name)
             return _describe(model)
+
+
+def _existing_name(name: str) -> None:
+    """Refuse, before any query, a name no registered model can have (say, one holding NUL)."""
+    if not _NAME.match(name):
+        raise ModelNotFound(f"no model named {name!r}", model=name)
 
 
 def _describe(model: Model) -> dict[str, Any]:

@@ -211,6 +211,24 @@ def count_jobs(svc: Any) -> int:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    _fuzz_summary(terminalreporter)
+    _fault_summary(terminalreporter)
+
+
+def _fuzz_summary(terminalreporter: Any) -> None:
+    """How many schemathesis cases ran per operation, and the statuses they got."""
+    from tests.test_fuzz_api import CASES, STATUSES
+
+    if not CASES:
+        return
+    terminalreporter.section("schemathesis")
+    for operation, count in sorted(CASES.items()):
+        terminalreporter.write_line(f"{count:>6}  {operation}")
+    statuses = ", ".join(f"{status}: {n}" for status, n in sorted(STATUSES.items()))
+    terminalreporter.write_line(f"{sum(CASES.values()):>6}  cases in all; statuses {statuses}")
+
+
+def _fault_summary(terminalreporter: Any) -> None:
     """The fault report: a row per fault, printed and written to var/fault-report.json."""
     from tests.fault_stack import REPORT
 

@@ -9,7 +9,7 @@ from flask_smorest import Blueprint
 
 from app import jobs
 from app.api import services
-from app.api.schemas import JobSchema, PredictionRequestSchema, WaitQuerySchema
+from app.api.schemas import JobSchema, PredictionRequestSchema, SubmitHeadersSchema, WaitQuerySchema
 from app.errors import UnsupportedMediaType
 
 blp = Blueprint("predictions", __name__, url_prefix="/v1", description="Submit and poll predictions")
@@ -26,6 +26,7 @@ def _require_json() -> None:
 
 @blp.route("/models/<string:name>/predictions", methods=["POST"])
 @blp.arguments(WaitQuerySchema, location="query", as_kwargs=True)
+@blp.arguments(SubmitHeadersSchema, location="headers", as_kwargs=True)
 @blp.arguments(PredictionRequestSchema)
 @blp.alt_response(202, schema=JobSchema, description="Accepted: the job is stored and queued.")
 @blp.alt_response(200, schema=JobSchema, description="Finished at once (every row cached, or ?wait).")
@@ -35,7 +36,7 @@ def _require_json() -> None:
 @blp.alt_response(415, schema="Error", description="Body is not JSON.")
 @blp.alt_response(422, schema="Error", description="A row does not fit the model's signature.")
 def submit_prediction(
-    body: dict[str, Any], name: str, wait: float
+    body: dict[str, Any], name: str, wait: float, idempotency_key: str | None
 ) -> tuple[dict[str, Any], int, dict[str, str]]:
     svc = services()
     view = jobs.submit(
@@ -44,7 +45,7 @@ def submit_prediction(
         body["inputs"],
         version=body.get("version"),
         alias=body.get("alias"),
-        idempotency_key=request.headers.get("Idempotency-Key"),
+        idempotency_key=idempotency_key,
     )
     if wait > 0 and view["status"] not in jobs.FINISHED:
         # Just stored, so nothing to read first: wait for the worker's hand-off.

@@ -6,7 +6,10 @@ needs the model; these schemas check only the shape around them.
 
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, fields, validate
+from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
+
+#: Versions are stored as 32-bit integers.
+VERSION_RANGE = validate.Range(min=1, max=2**31 - 1)
 
 
 class ErrorDetailSchema(Schema):
@@ -32,9 +35,21 @@ class PredictionRequestSchema(Schema):
             "example": [[5.1, 3.5, 1.4, 0.2]],
         },
     )
-    version = fields.Integer(strict=True, validate=validate.Range(min=1))
+    version = fields.Integer(strict=True, validate=VERSION_RANGE)
     alias = fields.String(validate=validate.Length(min=1, max=100))
     routing_key = fields.String(validate=validate.Length(max=200))
+
+
+class SubmitHeadersSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE  # every other header
+
+    idempotency_key = fields.String(
+        data_key="Idempotency-Key",
+        load_default=None,
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "The same key and body give the same job; another body gets 409."},
+    )
 
 
 class WaitQuerySchema(Schema):
@@ -87,7 +102,7 @@ class AliasUpdateSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    version = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    version = fields.Integer(required=True, strict=True, validate=VERSION_RANGE)
 
 
 class ModelListSchema(Schema):
