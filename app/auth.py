@@ -68,6 +68,8 @@ class ApiKeys:
 
     def create(self, name: str, scopes: list[str], rate_limit: str | None = None) -> tuple[Principal, str]:
         """A new key; returns it with its token, which is not stored and cannot be shown again."""
+        if not name or len(name) > 100 or not name.isprintable():
+            raise ApiKeyError(f"a key name must be 1 to 100 printable characters, not {name!r}")
         unknown = sorted(set(scopes) - set(SCOPES))
         if unknown or not scopes:
             raise ApiKeyError(f"scopes must be among {', '.join(SCOPES)}; got {', '.join(scopes) or 'none'}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +124,8 @@ class Registry:
             relative = Path(name) / str(version) / f"model.{fmt}"
             target = self.artifact_root / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
+            # The bytes that were hashed and checked, not the file again (it may have changed).
+            target.write_bytes(data)
             session.add(
                 ModelVersion(
                     model_id=model.id,

@@ -34,19 +34,21 @@ def random_rows(rng: random.Random, n: int) -> list[list[float]]:
     return [[round(rng.gauss(0, 1.5), 6) for _ in range(N_FEATURES)] for _ in range(n)]
 
 
-def predq_scenario(model: str, rows_per_request: int) -> Scenario:
+def predq_scenario(model: str, rows_per_request: int, token: str) -> Scenario:
     """POST ?wait=30 (one round trip when the queue is fast), then GET ?wait until done."""
+    auth = {"Authorization": f"Bearer {token}"}
+    post_headers = auth | {"Content-Type": "application/json"}
 
     async def round_trip(session: aiohttp.ClientSession, rng: random.Random) -> int:
         body = orjson.dumps({"inputs": random_rows(rng, rows_per_request)})
         async with session.post(
-            f"/v1/models/{model}/predictions?wait=30", data=body, headers={"Content-Type": "application/json"}
+            f"/v1/models/{model}/predictions?wait=30", data=body, headers=post_headers
         ) as response:
             job = orjson.loads(await response.read())
             if response.status not in (200, 202):
                 return 0
         while job["status"] not in ("succeeded", "failed"):
-            async with session.get(f"/v1/predictions/{job['id']}?wait=30") as response:
+            async with session.get(f"/v1/predictions/{job['id']}?wait=30", headers=auth) as response:
                 job = orjson.loads(await response.read())
         return len(job["outputs"]) if job["status"] == "succeeded" else 0
 

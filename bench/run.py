@@ -224,6 +224,7 @@ def measure_all(
     artifact = work / "rf.joblib"
     joblib.dump(model, artifact)
 
+    from app.auth import ApiKeys
     from app.config import Settings
     from app.db import make_engine
     from app.migrate import upgrade
@@ -233,6 +234,10 @@ def measure_all(
     settings = Settings.from_env(env)
     engine = make_engine(database_url, 2)
     Registry(engine, settings.artifact_root).register(MODEL, artifact)
+    # Auth and rate limiting stay on, as in production; the limit is set out of the way.
+    _, token = ApiKeys(engine).create(
+        f"bench-{uuid.uuid4().hex[:6]}", ["predict"], rate_limit="1000000/second"
+    )
 
     print("the model's limit (in process):", flush=True)
     limits = in_process_limit(model, [1, 100, 256, 1024, 4096])
@@ -271,15 +276,15 @@ def measure_all(
     commands = {"api": gunicorn("app:create_app()"), "worker": celery("workers", 2)}
     with running(commands, env, f"{base}/readyz", work):
         for c in levels:
-            points.append(measure("predq", base, loadgen.predq_scenario(MODEL, 1), c, 1,
+            points.append(measure("predq", base, loadgen.predq_scenario(MODEL, 1, token), c, 1,
                                   args.seconds, args.warmup, batch_stats=batch_stats))  # fmt: skip
         peak = max(p.predictions_per_s for p in points if p.system == "predq")
-        half = measure("predq", base, loadgen.predq_scenario(MODEL, 1), 64, 1, args.seconds, args.warmup,
+        half = measure("predq", base, loadgen.predq_scenario(MODEL, 1, token), 64, 1, args.seconds, args.warmup,
                        rate=peak / 2, batch_stats=batch_stats)  # fmt: skip
         half.system = "predq-half-peak"
         points.append(half)
         for c in levels_100:
-            points.append(measure("predq-100rows", base, loadgen.predq_scenario(MODEL, 100), c, 100,
+            points.append(measure("predq-100rows", base, loadgen.predq_scenario(MODEL, 100, token), c, 100,
                                   args.seconds, args.warmup, batch_stats=batch_stats))  # fmt: skip
     return points, limits
 

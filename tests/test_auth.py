@@ -110,6 +110,8 @@ def test_the_cli_creates_lists_and_revokes_keys(app):
     assert runner.invoke(args=["keys", "create", "from-cli"]).exit_code != 0, "names are unique"
     assert runner.invoke(args=["keys", "create", "bad", "--scope", "root"]).exit_code != 0
     assert runner.invoke(args=["keys", "create", "bad", "--rate-limit", "lots"]).exit_code != 0
+    too_long = runner.invoke(args=["keys", "create", "x" * 101])
+    assert too_long.exit_code != 0 and "1 to 100 printable characters" in too_long.output
 
     assert runner.invoke(args=["keys", "revoke", "from-cli"]).exit_code == 0
     assert runner.invoke(args=["keys", "revoke", "never-made"]).exit_code != 0
