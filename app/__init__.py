@@ -24,7 +24,7 @@ class OrjsonProvider(DefaultJSONProvider):
 
 def create_app(settings: Settings | None = None) -> Flask:
     """The Flask app; ``settings`` default to the environment (see app/config.py)."""
-    from app.api import register_api
+    from app.api import observe_requests, register_api
     from app.auth import init_auth
     from app.celery_app import make_celery
     from app.cli import register_cli
@@ -44,7 +44,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["celery"] = celery
     svc = app.extensions["predq"] = build_services(settings, celery)
     register_error_handlers(app)
-    # Auth first: the rate limiter counts per key, so it needs to know the caller.
+    observe_requests(app)  # first, so refused requests are timed too
+    # Auth next: the rate limiter counts per key, so it needs to know the caller.
     init_auth(app, svc.keys, settings.auth_enabled)
     init_rate_limits(app, settings)
     register_api(app)

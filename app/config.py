@@ -78,6 +78,9 @@ class Settings:
     skops_trusted_types: str = "sklearn.tree._tree.Tree"
     """Comma-separated types every skops artifact may hold beyond skops' defaults."""
 
+    worker_metrics_bind: str = "127.0.0.1:9540"
+    """Where a Celery worker serves its Prometheus metrics (host:port); empty turns it off."""
+
     auth_enabled: bool = True
     """Require an API key (``Authorization: Bearer``) on every /v1 endpoint."""
 

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from app.celery_app import RUN_BATCH
 from app.db import Job, utcnow
 from app.errors import IdempotencyConflict, JobNotFound, Overloaded
+from app.metrics import CACHE_HITS, CACHE_MISSES, JOBS
 from app.rqueue import RowQueue, cache_keys, done_key, encode_item, queue_key, result_key
 from app.services import Services
 from app.signature import rows_to_matrix
@@ -100,7 +101,11 @@ def submit(
         return _replay(existing, request_hash, idempotency_key or "")
 
     view = job_view(record)
+    hits = record["cached_rows"]
+    CACHE_HITS.labels(name).inc(hits)
+    CACHE_MISSES.labels(name).inc(len(rows) - hits)
     if all_cached:
+        JOBS.labels(name, str(served.version), "succeeded").inc()
         _publish_result(svc, view)
         return view
     pending = [i for i, c in enumerate(cached) if c is None]

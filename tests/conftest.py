@@ -56,9 +56,20 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
     )
 
 
+def subprocess_environ() -> dict[str, str]:
+    """This environment, less what importing ``workers`` here set for this process alone.
+
+    Each server picks its own metrics directory; inherited, the API and the worker would
+    share this process's and count each other's samples.
+    """
+    env = dict(os.environ)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return env
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a subprocess (worker, gunicorn) use ``settings``."""
-    env = dict(os.environ)
+    env = subprocess_environ()
     env.update(
         DATABASE_URL=settings.database_url,
         REDIS_URL=settings.redis_url,
@@ -117,7 +128,15 @@ def _bin(name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def worker(settings: Settings, app: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def worker_metrics_url() -> str:
+    """Where the test worker serves its Prometheus metrics."""
+    return f"http://127.0.0.1:{free_port()}/metrics"
+
+
+@pytest.fixture(scope="session")
+def worker(
+    settings: Settings, app: Any, worker_metrics_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
     """A real Celery worker (prefork, 2 processes) in a subprocess; yields its log path."""
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     argv = [
@@ -132,7 +151,8 @@ def worker(settings: Settings, app: Any, tmp_path_factory: pytest.TempPathFactor
         "-n",
         f"test-{uuid.uuid4().hex[:6]}@%h",
     ]
-    with process_group(argv, settings_env(settings), log_path) as proc:
+    env = settings_env(settings) | {"WORKER_METRICS_BIND": worker_metrics_url.split("/")[2]}
+    with process_group(argv, env, log_path) as proc:
         celery = app.extensions["celery"]
         deadline = time.monotonic() + 60
         while not celery.control.ping(timeout=0.5, limit=1):

@@ -32,6 +32,7 @@ from redis import Redis
 
 from app.processes import PROCESSES
 from scripts.local import ROOT, free_port, process_group, wait_for_http
+from tests.conftest import subprocess_environ
 
 #: Every fault test adds its row here; conftest prints them and writes var/fault-report.json.
 REPORT: list[FaultOutcome] = []
@@ -151,7 +152,7 @@ class Stack:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = (
-            dict(os.environ)
+            subprocess_environ()
             | env
             | {
                 "BIND": f"127.0.0.1:{self.port}",

@@ -76,7 +76,7 @@ def test_make_run_starts_everything_embedded_and_stops_cleanly(tmp_path, stop):
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"DATABASE_URL", "REDIS_URL", "BROKER_URL", "ARTIFACT_ROOT"}
+        if k not in {"DATABASE_URL", "REDIS_URL", "BROKER_URL", "ARTIFACT_ROOT", "PROMETHEUS_MULTIPROC_DIR"}
     }
     api_port, flower_port = free_port(), free_port()
     env.update(VAR_DIR=str(tmp_path / "var"), API_PORT=str(api_port), FLOWER_PORT=str(flower_port))

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import logging
 
-from celery.signals import worker_process_init, worker_ready
+from app.multiproc import use_multiprocess_metrics
 
-from app import create_app
+# Before prometheus_client is imported: the pool's processes share this directory.
+use_multiprocess_metrics("celery")
+
+from celery.signals import worker_process_init, worker_ready  # noqa: E402
+
+from app import create_app  # noqa: E402
 
 flask_app = create_app()
 celery = flask_app.extensions["celery"]
@@ -22,6 +27,25 @@ from workers import tasks  # noqa: E402,F401  (registers the tasks on `celery`)
 def _fresh_connections(**_: object) -> None:
     # Each forked pool process opens its own database connections.
     flask_app.extensions["predq"].engine.dispose(close=False)
+
+
+@worker_ready.connect
+def _serve_metrics(**_: object) -> None:
+    # In the main process: it sums what the pool processes wrote (multiprocess mode).
+    bind = flask_app.extensions["predq"].settings.worker_metrics_bind
+    if not bind:
+        return
+    from prometheus_client import start_http_server
+
+    from app.metrics import process_registry
+
+    host, _, port = bind.rpartition(":")
+    try:
+        start_http_server(int(port), addr=host or "0.0.0.0", registry=process_registry())
+    except OSError as exc:  # say, a second worker on this host: run without an exporter
+        logging.getLogger(__name__).warning("worker metrics not served on %s: %s", bind, exc)
+    else:
+        logging.getLogger(__name__).info("worker metrics on http://%s/metrics", bind)
 
 
 @worker_ready.connect

@@ -10,6 +10,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from app.db import Batch, Job, utcnow
 from app.errors import PredqError
 from app.inference import predict_outputs
 from app.jobs import job_view
+from app.metrics import BATCH_ROWS, INFERENCE, JOB_DURATION, JOBS, QUEUE_WAIT
 from app.rqueue import QueuedRows, RowQueue, cache_keys, done_key, result_key
 from app.services import Services
 
@@ -124,6 +126,7 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
             ],
         )
     publish(svc, name, version, items, rows, outputs, results, completed_at)
+    observe(name, version, items, len(rows), inference_seconds, status, started_at, completed_at)
     log.info(
         "batch %s: %s v%s, %d rows from %d jobs, %.1f ms",
         batch_id,
@@ -134,6 +137,27 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
         inference_seconds * 1000,
     )
     return BatchReport(name, version, str(batch_id), len(rows), len(items), status, inference_seconds)
+
+
+def observe(
+    name: str,
+    version: int,
+    items: list[QueuedRows],
+    n_rows: int,
+    inference_seconds: float,
+    status: str,
+    started_at: datetime,
+    completed_at: datetime,
+) -> None:
+    """Record the batch in Prometheus: its size and model time, each job's wait and total time."""
+    BATCH_ROWS.labels(name).observe(n_rows)
+    INFERENCE.labels(name).observe(inference_seconds)
+    JOBS.labels(name, str(version), status).inc(len(items))
+    started = started_at.timestamp()
+    for item in items:
+        QUEUE_WAIT.labels(name).observe(max(0.0, started - item.enqueued_at))
+        created = datetime.fromisoformat(item.created_at)
+        JOB_DURATION.labels(name).observe(max(0.0, (completed_at - created).total_seconds()))
 
 
 def collect(queue: RowQueue, max_rows: int, max_delay: float) -> list[QueuedRows]:

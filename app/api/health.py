@@ -9,6 +9,7 @@ from flask_smorest import Blueprint
 from sqlalchemy import text
 
 from app.api import services
+from app.metrics import exposition
 
 blp = Blueprint("health", __name__, description="Health checks")
 log = logging.getLogger(__name__)
@@ -18,6 +19,14 @@ log = logging.getLogger(__name__)
 def healthz() -> dict[str, Any]:
     """The API process is alive."""
     return {"status": "ok"}
+
+
+@blp.route("/metrics", methods=["GET"])
+@blp.doc(responses={"200": {"description": "Prometheus text format."}})
+def metrics() -> tuple[bytes, int, dict[str, str]]:
+    """Prometheus metrics of the API processes, plus queue depth and the oldest queued job."""
+    body, headers = exposition(services())
+    return body, 200, headers
 
 
 @blp.route("/readyz", methods=["GET"])

@@ -1,0 +1,148 @@
+"""Prometheus metrics: what the API and the workers count, and the /metrics exposition.
+
+Counters and histograms are recorded where things happen (API requests, submits, batches)
+and summed across processes by the client library's multiprocess mode (app/multiproc.py).
+State that lives elsewhere is read at scrape time by :class:`LiveState`: queue depth from
+Redis, the oldest queued job from the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from sqlalchemy import func, select
+
+from app.db import Job, utcnow
+from app.rqueue import queue_key, queued_versions
+
+if TYPE_CHECKING:
+    from app.services import Services
+
+log = logging.getLogger(__name__)
+
+_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+HTTP_REQUESTS = Counter(
+    "predq_http_requests_total",
+    "HTTP requests answered, by route, method and status.",
+    ["route", "method", "status"],
+)
+HTTP_DURATION = Histogram(
+    "predq_http_request_duration_seconds",
+    "Time to answer an HTTP request.",
+    ["route", "method"],
+    buckets=_SECONDS,
+)
+JOBS = Counter(
+    "predq_jobs_total", "Jobs finished, by model, version and final status.", ["model", "version", "status"]
+)
+CACHE_HITS = Counter("predq_cache_hits_total", "Rows answered from the output cache at submit.", ["model"])
+CACHE_MISSES = Counter("predq_cache_misses_total", "Rows that had to go to a worker.", ["model"])
+BATCH_ROWS = Histogram(
+    "predq_batch_size_rows",
+    "Rows fed to one model call.",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
+)
+INFERENCE = Histogram(
+    "predq_inference_duration_seconds", "Time of one model call.", ["model"], buckets=_SECONDS
+)
+QUEUE_WAIT = Histogram(
+    "predq_queue_wait_seconds",
+    "From a job's rows entering the queue to its batch starting.",
+    ["model"],
+    buckets=_SECONDS,
+)
+JOB_DURATION = Histogram(
+    "predq_job_duration_seconds",
+    "End to end: from the job being stored to its result being written.",
+    ["model"],
+    buckets=_SECONDS,
+)
+TRAINING_RUNS = Counter(
+    "predq_training_runs_total", "Retraining runs, by model and outcome.", ["model", "outcome"]
+)
+
+
+class LiveState:
+    """Gauges read at scrape time: queue depth (Redis) and the oldest queued job (database)."""
+
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "predq_queue_depth_jobs",
+            "Jobs waiting on a model version's Redis queue.",
+            labels=["model", "version"],
+        )
+        try:
+            versions = queued_versions(self.svc.redis)
+            with self.svc.redis.pipeline(transaction=False) as pipe:
+                for name, version in versions:
+                    pipe.llen(queue_key(name, version))
+                lengths = pipe.execute()
+            for (name, version), length in zip(versions, lengths, strict=True):
+                depth.add_metric([name, str(version)], length)
+        except Exception as exc:  # a scrape must still answer when Redis is down
+            log.warning("queue depth unavailable: %s", exc)
+        yield depth
+
+        oldest = GaugeMetricFamily(
+            "predq_oldest_queued_job_age_seconds",
+            "Age of the oldest job still queued, per model version (from the database, so it "
+            "counts jobs Redis lost too).",
+            labels=["model", "version"],
+        )
+        try:
+            with self.svc.engine.connect() as conn:
+                rows = conn.execute(
+                    select(Job.model_name, Job.model_version, func.min(Job.created_at))
+                    .where(Job.status == "queued")
+                    .group_by(Job.model_name, Job.model_version)
+                ).all()
+            now = utcnow()
+            for name, version, created in rows:
+                if created.tzinfo is None:  # SQLite returns naive UTC datetimes
+                    created = created.replace(tzinfo=now.tzinfo)
+                oldest.add_metric([name, str(version)], max(0.0, (now - created).total_seconds()))
+        except Exception as exc:
+            log.warning("oldest queued job unavailable: %s", exc)
+        yield oldest
+
+
+class _ThisProcess:
+    """The default registry's metrics, when there is no multiprocess directory (tests, the CLI)."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from REGISTRY.collect()
+
+
+def process_registry() -> CollectorRegistry:
+    """Every process's counters and histograms: summed from the multiprocess directory if there is one."""
+    registry = CollectorRegistry(auto_describe=False)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry.register(_ThisProcess())
+    return registry
+
+
+def exposition(svc: Services) -> tuple[bytes, dict[str, str]]:
+    """The /metrics body and headers: the API processes' metrics plus the live gauges."""
+    registry = process_registry()
+    registry.register(LiveState(svc))
+    return generate_latest(registry), {"Content-Type": CONTENT_TYPE_LATEST}
