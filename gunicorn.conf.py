@@ -19,7 +19,27 @@ threads = int(os.environ.get("GUNICORN_THREADS", "32"))
 # Longer than the longest long-poll (30 s) so gunicorn never kills a waiting request.
 timeout = 60
 graceful_timeout = 10
-accesslog = "-" if os.environ.get("ACCESS_LOG", "1") == "1" else None
+# predq logs one JSON line per request itself (with request and job ids); gunicorn's
+# access log would repeat it in another format, so it is off unless ACCESS_LOG=1.
+accesslog = "-" if os.environ.get("ACCESS_LOG", "0") == "1" else None
+_log_format = os.environ.get("LOG_FORMAT", "json")
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "line": {"()": "app.logs.JsonLineFormatter"}
+        if _log_format == "json"
+        else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    },
+    "handlers": {
+        "stdout": {"class": "logging.StreamHandler", "formatter": "line", "stream": "ext://sys.stdout"}
+    },
+    "root": {"handlers": ["stdout"], "level": os.environ.get("LOG_LEVEL", "INFO").upper()},
+    "loggers": {
+        "gunicorn.error": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+        "gunicorn.access": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+    },
+}
 
 
 def child_exit(server, worker):  # noqa: ANN001, ANN201  (gunicorn's hook signature)

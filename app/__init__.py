@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.celery_app import make_celery
     from app.cli import register_cli
     from app.errors import register_error_handlers
+    from app.logs import configure_logging
     from app.ratelimit import init_rate_limits
     from app.services import build_services
 
@@ -44,12 +45,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["celery"] = celery
     svc = app.extensions["predq"] = build_services(settings, celery)
     register_error_handlers(app)
-    observe_requests(app)  # first, so refused requests are timed too
+    observe_requests(app, settings.log_requests)  # first, so refused requests are timed too
     # Auth next: the rate limiter counts per key, so it needs to know the caller.
     init_auth(app, svc.keys, settings.auth_enabled)
     init_rate_limits(app, settings)
     register_api(app)
     register_cli(app)
-    if not app.debug and not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not logging.getLogger().handlers:  # gunicorn and Celery configure it before this
+        configure_logging(settings.log_level, settings.log_format)
     return app

@@ -78,6 +78,15 @@ class Settings:
     skops_trusted_types: str = "sklearn.tree._tree.Tree"
     """Comma-separated types every skops artifact may hold beyond skops' defaults."""
 
+    log_format: str = "json"
+    """``json`` (one object per line, for machines) or ``text`` (for people)."""
+
+    log_level: str = "INFO"
+    """Least severe level logged."""
+
+    log_requests: bool = True
+    """Log one line per API request (method, path, status, time, request and job ids)."""
+
     worker_metrics_bind: str = "127.0.0.1:9540"
     """Where a Celery worker serves its Prometheus metrics (host:port); empty turns it off."""
 

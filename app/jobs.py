@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
+from app import logs
 from app.celery_app import RUN_BATCH
 from app.db import Job, utcnow
 from app.errors import IdempotencyConflict, JobNotFound, Overloaded
@@ -42,8 +43,12 @@ def submit(
     version: int | None = None,
     alias: str | None = None,
     idempotency_key: str | None = None,
+    request_id: str | None = None,
 ) -> dict[str, Any]:
-    """Store a job for ``inputs`` and queue it; returns the job's public view."""
+    """Store a job for ``inputs`` and queue it; returns the job's public view.
+
+    ``request_id`` travels with the queued rows, so the worker's log line names it too.
+    """
     served = svc.registry.resolve(name, version=version, alias=alias)
     matrix = rows_to_matrix(
         inputs,
@@ -101,6 +106,7 @@ def submit(
         return _replay(existing, request_hash, idempotency_key or "")
 
     view = job_view(record)
+    logs.bind(job_id=view["id"], model=name, version=served.version)
     hits = record["cached_rows"]
     CACHE_HITS.labels(name).inc(hits)
     CACHE_MISSES.labels(name).inc(len(rows) - hits)
@@ -110,7 +116,7 @@ def submit(
         return view
     pending = [i for i, c in enumerate(cached) if c is None]
     if len(pending) == len(rows):
-        item = encode_item(str(job_id), rows, len(rows), view["created_at"])
+        item = encode_item(str(job_id), rows, len(rows), view["created_at"], request_id=request_id)
     else:
         item = encode_item(
             str(job_id),
@@ -119,6 +125,7 @@ def submit(
             view["created_at"],
             slots=pending,
             pre={str(i): c for i, c in enumerate(cached) if c is not None},
+            request_id=request_id,
         )
     enqueue(svc, name, served.version, item)
     return view
@@ -140,6 +147,7 @@ def get(svc: Services, job_id: str, wait: float = 0.0) -> dict[str, Any]:
         parsed = uuid.UUID(job_id)
     except ValueError:
         raise JobNotFound(f"no job with id {job_id!r}", id=job_id) from None
+    logs.bind(job_id=str(parsed))
     view = _read(svc, parsed)
     if wait > 0 and view["status"] not in FINISHED:
         view = wait_for(svc, view["id"], wait) or _read(svc, parsed)

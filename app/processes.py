@@ -10,7 +10,7 @@ from __future__ import annotations
 PROCESSES: dict[str, list[str]] = {
     "migrate": ["flask", "--app", "app", "db", "upgrade"],
     "api": ["gunicorn", "app:create_app()"],
-    "worker": ["celery", "-A", "workers", "worker", "--loglevel=INFO"],
-    "beat": ["celery", "-A", "workers", "beat", "--loglevel=INFO"],
+    "worker": ["celery", "-A", "workers", "--quiet", "worker", "--loglevel=INFO"],
+    "beat": ["celery", "-A", "workers", "--quiet", "beat", "--loglevel=INFO"],
     "flower": ["celery", "-A", "workers", "flower"],
 }

@@ -5,7 +5,7 @@ A queue item is one job's rows that still need the model, encoded as
 
     {"id": job id, "rows": [[float, ...], ...], "slots": [index in job, ...] | null,
      "pre": {"index": output} | null, "n": rows in job, "c": job created_at (ISO 8601),
-     "t": enqueue unix time}
+     "t": enqueue unix time, "r": the submitting request's id (for logs) | null}
 
 ``slots``/``pre`` are set only when part of the job was answered from the cache.
 """
@@ -84,6 +84,7 @@ class QueuedRows:
     n_rows: int
     created_at: str
     enqueued_at: float
+    request_id: str | None = None
 
 
 def encode_item(
@@ -93,6 +94,7 @@ def encode_item(
     created_at: str,
     slots: list[int] | None = None,
     pre: dict[str, Any] | None = None,
+    request_id: str | None = None,
 ) -> bytes:
     body = orjson.dumps(
         {
@@ -103,6 +105,7 @@ def encode_item(
             "n": n_rows,
             "c": created_at,
             "t": time.time(),
+            "r": request_id,
         }
     )
     return str(len(rows)).encode() + b"|" + body
@@ -118,6 +121,7 @@ def decode_item(raw: bytes) -> QueuedRows:
         body["n"],
         body["c"],
         body["t"],
+        body.get("r"),
     )
 
 

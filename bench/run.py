@@ -211,7 +211,9 @@ def measure_all(
         "VAR_DIR": str(work),
         "ARTIFACT_ROOT": str(work / "artifacts"),
         "BIND": f"127.0.0.1:{PORT}",
+        # No per-request log lines in the measurement (gunicorn's or predq's), as before.
         "ACCESS_LOG": "0",
+        "LOG_REQUESTS": "0",
         "PYTHONPATH": str(ROOT),
     }
     base = f"http://127.0.0.1:{PORT}"

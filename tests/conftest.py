@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 import uuid
@@ -24,6 +25,7 @@ from app import create_app
 from app.config import Settings
 from app.db import Job, utcnow
 from app.migrate import upgrade
+from app.processes import PROCESSES
 from scripts.local import ROOT, free_port, process_group, scratch_database, wait_for_http
 
 ADMIN_URL = os.environ.get(
@@ -134,22 +136,29 @@ def worker_metrics_url() -> str:
 
 
 @pytest.fixture(scope="session")
+def worker_name() -> str:
+    """The test worker's node name, as `celery inspect` addresses it."""
+    return f"test-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
+
+
+@pytest.fixture(scope="session")
 def worker(
-    settings: Settings, app: Any, worker_metrics_url: str, tmp_path_factory: pytest.TempPathFactory
+    settings: Settings,
+    app: Any,
+    worker_name: str,
+    worker_metrics_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Path]:
     """A real Celery worker (prefork, 2 processes) in a subprocess; yields its log path."""
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    # The production command (app/processes.py), with 2 processes and a name of its own.
     argv = [
-        _bin("celery"),
-        "-A",
-        "workers",
-        "worker",
+        _bin(PROCESSES["worker"][0]),
+        *PROCESSES["worker"][1:],
         "-c",
         "2",
-        "-l",
-        "info",
         "-n",
-        f"test-{uuid.uuid4().hex[:6]}@%h",
+        worker_name,
     ]
     env = settings_env(settings) | {"WORKER_METRICS_BIND": worker_metrics_url.split("/")[2]}
     with process_group(argv, env, log_path) as proc:
@@ -161,11 +170,16 @@ def worker(
         yield log_path
 
 
+def api_log_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the api_server fixture's gunicorn writes its output."""
+    return tmp_path_factory.getbasetemp() / "api-gunicorn.log"
+
+
 @pytest.fixture(scope="session")
 def api_server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The API under gunicorn, as in production; yields its base URL."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("api") / "gunicorn.log"
+    log_path = api_log_path(tmp_path_factory)
     argv = [_bin("gunicorn"), "app:create_app()", "-b", f"127.0.0.1:{port}", "-w", "2", "--threads", "64"]
     with process_group(argv, settings_env(settings), log_path) as proc:
         wait_for_http(f"http://127.0.0.1:{port}/healthz", [proc], timeout=30)

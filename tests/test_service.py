@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from sqlalchemy import create_engine, inspect
 
 from app import create_app
 from app.migrate import upgrade
-from tests.conftest import client_for, free_port
+from tests.conftest import client_for, free_port, settings_env
 
 
 def test_healthz(client):
@@ -79,11 +84,6 @@ def test_database_down_gives_503_with_retry_after_and_queues_nothing(settings, s
 
 def test_alembic_upgrade_head_builds_the_schema(tmp_path):
     """README: `alembic upgrade head` is the other way to create the schema."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     url = f"sqlite:///{tmp_path / 'alembic.sqlite3'}"
     result = subprocess.run(
         [str(Path(sys.executable).parent / "alembic"), "upgrade", "head"],
@@ -95,3 +95,16 @@ def test_alembic_upgrade_head_builds_the_schema(tmp_path):
 
     assert result.returncode == 0, result.stderr
     assert "jobs" in inspect(create_engine(url)).get_table_names()
+
+
+def test_the_worker_liveness_command_answers_for_a_live_worker_only(settings, worker, worker_name):
+    """The liveness check compose runs in each worker container (docker-compose.yml)."""
+    ping = [str(Path(sys.executable).parent / "celery"), "-A", "workers", "inspect", "ping", "--timeout", "5"]
+
+    alive = subprocess.run([*ping, "--destination", worker_name], env=settings_env(settings),
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    absent = subprocess.run([*ping, "--destination", "nobody@nowhere"], env=settings_env(settings),
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    assert alive.returncode == 0 and "pong" in alive.stdout, alive.stdout + alive.stderr
+    assert absent.returncode != 0

@@ -13,7 +13,7 @@ from app.multiproc import use_multiprocess_metrics
 # Before prometheus_client is imported: the pool's processes share this directory.
 use_multiprocess_metrics("celery")
 
-from celery.signals import worker_process_init, worker_ready  # noqa: E402
+from celery.signals import setup_logging, worker_process_init, worker_ready  # noqa: E402
 
 from app import create_app  # noqa: E402
 
@@ -21,6 +21,15 @@ flask_app = create_app()
 celery = flask_app.extensions["celery"]
 
 from workers import tasks  # noqa: E402,F401  (registers the tasks on `celery`)
+
+
+@setup_logging.connect
+def _json_logs(**_: object) -> None:
+    # Connected, so Celery leaves logging to us: the same JSON lines as the API.
+    from app.logs import configure_logging
+
+    settings = flask_app.extensions["predq"].settings
+    configure_logging(settings.log_level, settings.log_format)
 
 
 @worker_process_init.connect

@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 from sqlalchemy import bindparam, insert, update
 
+from app import logs
 from app.celery_app import RUN_BATCH
 from app.db import Batch, Job, utcnow
 from app.errors import PredqError
@@ -49,6 +50,7 @@ class BatchReport:
 
 
 def run_batch(svc: Services, name: str, version: int, worker: str = "") -> BatchReport:
+    logs.reset(model=name, version=version)  # a pool process runs one task after another
     queue = RowQueue(svc.redis, name, version)
     items = collect(queue, svc.settings.max_batch_rows, svc.settings.max_batch_delay)
     if not items:
@@ -58,6 +60,7 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
         svc.celery.send_task(RUN_BATCH, args=[name, version])
 
     batch_id = uuid.uuid4()
+    logs.bind(batch_id=str(batch_id))
     started_at = utcnow()
     claimed = claim(svc, [item.job_id for item in items], started_at)
     items = [item for item in items if item.job_id in claimed]
@@ -135,6 +138,14 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
         len(rows),
         len(items),
         inference_seconds * 1000,
+        # The ids that let one job be followed from the API's log lines to this one.
+        extra={
+            "job_ids": [item.job_id for item in items],
+            "request_ids": sorted({item.request_id for item in items if item.request_id}),
+            "rows": len(rows),
+            "status": status,
+            "inference_ms": round(inference_seconds * 1000, 3),
+        },
     )
     return BatchReport(name, version, str(batch_id), len(rows), len(items), status, inference_seconds)
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
+from app import logs
 from app.api.schemas import ErrorSchema
 from app.errors import http_exception_body
 from app.metrics import HTTP_DURATION, HTTP_REQUESTS
@@ -24,24 +27,44 @@ class PredqApi(Api):
         return http_exception_body(error)
 
 
+log = logging.getLogger("predq.requests")
+
+
 def services() -> Services:
     return current_app.extensions["predq"]
 
 
-def observe_requests(app: Flask) -> None:
-    """Count every answered request by route template (not path: ids would explode the labels)."""
+def observe_requests(app: Flask, log_requests: bool = True) -> None:
+    """Give each request an id, count it by route template (ids in paths would explode the
+    labels), and log one line for it carrying the job it concerned."""
 
     @app.before_request
-    def _start_clock() -> None:
+    def _start() -> None:
         g.request_started = time.perf_counter()
+        given = request.headers.get("X-Request-ID", "")
+        # A caller's id is kept (to follow its own traces) when it is short and printable.
+        g.request_id = given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
+        logs.reset(request_id=g.request_id)
 
     @app.after_request
-    def _count(response: Response) -> Response:
+    def _finish(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         HTTP_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
-        started = g.get("request_started")
-        if started is not None:
-            HTTP_DURATION.labels(route, request.method).observe(time.perf_counter() - started)
+        seconds = time.perf_counter() - g.get("request_started", time.perf_counter())
+        HTTP_DURATION.labels(route, request.method).observe(seconds)
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        if log_requests:
+            log.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                response.status_code,
+                extra={
+                    "status": response.status_code,
+                    "route": route,
+                    "duration_ms": round(seconds * 1000, 3),
+                },
+            )
         return response
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request
+from flask import g, request
 from flask_smorest import Blueprint
 
 from app import jobs
@@ -46,6 +46,7 @@ def submit_prediction(
         version=body.get("version"),
         alias=body.get("alias"),
         idempotency_key=idempotency_key,
+        request_id=g.get("request_id"),
     )
     if wait > 0 and view["status"] not in jobs.FINISHED:
         # Just stored, so nothing to read first: wait for the worker's hand-off.
