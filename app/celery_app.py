@@ -14,6 +14,7 @@ from app.config import Settings
 
 RUN_BATCH = "predq.run_batch"
 SWEEP = "predq.sweep"
+CHECK_DRIFT = "predq.check_drift"
 INFERENCE_QUEUE = "inference"
 MAINTENANCE_QUEUE = "maintenance"
 
@@ -40,11 +41,16 @@ def make_celery(settings: Settings) -> Celery:
         task_routes={
             RUN_BATCH: {"queue": INFERENCE_QUEUE},
             SWEEP: {"queue": MAINTENANCE_QUEUE},
+            CHECK_DRIFT: {"queue": MAINTENANCE_QUEUE},
         },
         beat_schedule={
             "sweep-stuck-jobs": {
                 "task": SWEEP,
                 "schedule": settings.sweep_interval_seconds,
+            },
+            "check-drift": {
+                "task": CHECK_DRIFT,
+                "schedule": settings.drift_interval_seconds,
             },
         },
         beat_schedule_filename=str(Path(settings.var_dir) / "celerybeat-schedule"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 from flask import Flask, current_app
@@ -49,14 +50,30 @@ def db_upgrade(revision: str) -> None:
     multiple=True,
     help="A type a .skops file may hold beyond the trusted defaults (repeat; inspect it first).",
 )
+@click.option(
+    "--reference",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Training inputs (.csv or .parquet) to sample as the baseline for drift checks.",
+)
 def models_register(
-    name: str, path: str, alias: str | None, metrics: str | None, trust: tuple[str, ...]
+    name: str,
+    path: str,
+    alias: str | None,
+    metrics: str | None,
+    trust: tuple[str, ...],
+    reference: str | None,
 ) -> None:
     """Store an artifact (.skops, or joblib/pickle: it runs code on load) as the next version of NAME."""
     registry = current_app.extensions["predq"].registry
     try:
         served = registry.register(
-            name, path, alias=alias, metrics=json.loads(metrics) if metrics else None, trust=list(trust)
+            name,
+            path,
+            alias=alias,
+            metrics=json.loads(metrics) if metrics else None,
+            trust=list(trust),
+            reference=_read_table(reference) if reference else None,
         )
     except PredqError as exc:
         raise click.ClickException(exc.message) from exc
@@ -65,6 +82,12 @@ def models_register(
         f"registered {served.name} v{served.version} ({served.format}) sha256={served.sha256} "
         f"({sig['estimator']}, {sig['task']}, {sig['n_features']} features)"
     )
+
+
+def _read_table(path: str) -> Any:
+    import pandas as pd
+
+    return pd.read_parquet(path) if path.endswith(".parquet") else pd.read_csv(path)
 
 
 @models_cli.command("promote")

@@ -90,6 +90,30 @@ class Settings:
     worker_metrics_bind: str = "127.0.0.1:9540"
     """Where a Celery worker serves its Prometheus metrics (host:port); empty turns it off."""
 
+    drift_interval_seconds: float = 3600.0
+    """How often beat checks every model for data drift."""
+
+    drift_window_seconds: float = 24 * 3600.0
+    """Drift checks compare inputs of jobs stored within this many seconds."""
+
+    drift_window_rows: int = 5000
+    """At most this many of the newest rows make the window."""
+
+    drift_min_rows: int = 200
+    """Fewer rows in the window than this: the report says insufficient_data."""
+
+    drift_reference_rows: int = 2000
+    """Rows of training data kept per version as the drift baseline."""
+
+    drift_p_value: float = 0.05
+    """A feature drifts when its two-sample KS test gives p below this ..."""
+
+    drift_psi: float = 0.2
+    """... or its population stability index is above this."""
+
+    drift_share: float = 0.5
+    """The window drifts when at least this share of the features drift."""
+
     auth_enabled: bool = True
     """Require an API key (``Authorization: Bearer``) on every /v1 endpoint."""
 

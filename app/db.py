@@ -72,6 +72,8 @@ class ModelVersion(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     format: Mapped[str] = mapped_column(String(16), default="joblib", server_default="joblib")
     """``joblib`` (pickle: runs any code it holds) or ``skops`` (restores only trusted types)."""
+    reference: Mapped[list[list[float]] | None] = mapped_column(JSON, nullable=True, deferred=True)
+    """A sample of the training inputs, the baseline for drift checks (deferred: it is large)."""
     trusted_types: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     """For skops: the types beyond skops' defaults approved at registration; loading allows only these."""
     signature: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -131,6 +133,24 @@ class Batch(Base):
     inference_seconds: Mapped[float] = mapped_column(Float)
     started_at: Mapped[datetime] = mapped_column()
     completed_at: Mapped[datetime] = mapped_column()
+
+
+class DriftReport(Base):
+    """One drift check of a model version: recent inputs against its reference sample."""
+
+    __tablename__ = "drift_reports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(100), index=True)
+    model_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status: Mapped[str] = mapped_column(String(32))
+    """ok, drift, insufficient_data or no_reference."""
+    drifted: Mapped[bool] = mapped_column(default=False)
+    drifted_share: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reference_rows: Mapped[int] = mapped_column(Integer)
+    window_rows: Mapped[int] = mapped_column(Integer)
+    features: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
 
 
 class ApiKey(Base):

@@ -25,7 +25,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import func, select
 
-from app.db import Job, utcnow
+from app.db import DriftReport, Job, utcnow
 from app.rqueue import queue_key, queued_versions
 
 if TYPE_CHECKING:
@@ -122,6 +122,48 @@ class LiveState:
         except Exception as exc:
             log.warning("oldest queued job unavailable: %s", exc)
         yield oldest
+        yield from self._drift()
+
+    def _drift(self) -> Iterator[Metric]:
+        """The newest drift report of each model (stored by the beat task; read here, so any API
+        process exports it)."""
+        detected = GaugeMetricFamily(
+            "predq_drift_detected",
+            "1 when the newest drift check found the window drifted.",
+            labels=["model", "version"],
+        )
+        share = GaugeMetricFamily(
+            "predq_drift_share",
+            "Share of features that drifted in the newest check.",
+            labels=["model", "version"],
+        )
+        psi = GaugeMetricFamily(
+            "predq_drift_psi",
+            "Population stability index per feature.",
+            labels=["model", "version", "feature"],
+        )
+        pvalue = GaugeMetricFamily(
+            "predq_drift_ks_pvalue",
+            "Two-sample KS p-value per feature.",
+            labels=["model", "version", "feature"],
+        )
+        try:
+            newest = select(func.max(DriftReport.id)).group_by(DriftReport.model_name).scalar_subquery()
+            with self.svc.engine.connect() as conn:
+                table = DriftReport.__table__
+                reports = conn.execute(select(table).where(table.c.id.in_(newest))).mappings().all()
+        except Exception as exc:
+            log.warning("drift reports unavailable: %s", exc)
+            reports = []
+        for report in reports:
+            labels = [report["model_name"], str(report["model_version"])]
+            detected.add_metric(labels, 1.0 if report["drifted"] else 0.0)
+            if report["drifted_share"] is not None:
+                share.add_metric(labels, report["drifted_share"])
+            for feature in report["features"]:
+                psi.add_metric([*labels, feature["feature"]], feature["psi"])
+                pvalue.add_metric([*labels, feature["feature"]], feature["ks_pvalue"])
+        yield from (detected, share, psi, pvalue)
 
 
 class _ThisProcess:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+import numpy as np
 import skops.io
 from cachetools import TTLCache
 from sqlalchemy import func, select
@@ -68,11 +69,13 @@ class Registry:
         cache_seconds: float = 2.0,
         allow_pickle: bool = True,
         skops_trusted_types: list[str] | None = None,
+        reference_rows: int = 2000,
     ) -> None:
         self.engine = engine
         self.artifact_root = Path(artifact_root)
         self.allow_pickle = allow_pickle
         self.skops_trusted_types = set(skops_trusted_types or [])
+        self.reference_rows = reference_rows
         # Alias lookups are read on every request; a short TTL keeps them off the database
         # while a promotion still takes effect within seconds.
         self._resolved: TTLCache[tuple[str, int | None, str | None], ServedVersion] = TTLCache(
@@ -90,10 +93,13 @@ class Registry:
         alias: str | None = None,
         metrics: dict[str, Any] | None = None,
         trust: list[str] | None = None,
+        reference: Any = None,
     ) -> ServedVersion:
         """Store ``source`` as the next version of ``name``; the first version becomes champion.
 
         ``trust``: types a skops file may hold beyond skops' defaults and SKOPS_TRUSTED_TYPES.
+        ``reference``: training inputs (array or DataFrame); a sample of up to
+        ``reference_rows`` rows is kept as the baseline for drift checks.
         """
         if not _NAME.match(name):
             raise RegistryError(f"model name {name!r} must match {_NAME.pattern}")
@@ -109,6 +115,7 @@ class Registry:
             signature = signature_of(estimator)
         except ValueError as exc:
             raise RegistryError(str(exc)) from exc
+        sample = self._reference_sample(reference, signature) if reference is not None else None
         digest = hashlib.sha256(data).hexdigest()
 
         with Session(self.engine) as session, session.begin():
@@ -134,6 +141,7 @@ class Registry:
                     sha256=digest,
                     format=fmt,
                     trusted_types=trusted,
+                    reference=sample,
                     signature=signature,
                     metrics=metrics or {},
                 )
@@ -146,6 +154,36 @@ class Registry:
         return ServedVersion(
             name, version, digest, str(relative), signature, feature_index(signature), fmt, tuple(trusted)
         )
+
+    def _reference_sample(self, data: Any, signature: dict[str, Any]) -> list[list[float]]:
+        """Up to ``reference_rows`` rows of ``data`` in the model's feature order (a seeded sample)."""
+        names = signature["feature_names"]
+        if hasattr(data, "columns") and names is not None:
+            missing = [n for n in names if n not in data.columns]
+            if missing:
+                raise RegistryError(
+                    f"the reference data lacks the model's features: {', '.join(missing[:5])}"
+                )
+            data = data[names]
+        matrix = np.asarray(data, dtype=np.float64)
+        if matrix.ndim != 2 or matrix.shape[1] != signature["n_features"]:
+            raise RegistryError(
+                f"the reference data has shape {matrix.shape}; "
+                f"the model takes {signature['n_features']} features"
+            )
+        if len(matrix) > self.reference_rows:
+            matrix = matrix[np.random.default_rng(0).choice(len(matrix), self.reference_rows, replace=False)]
+        return matrix.tolist()
+
+    def reference(self, name: str, version: int) -> np.ndarray | None:
+        """The version's reference sample for drift checks, or None when it has none."""
+        with Session(self.engine) as session:
+            rows = session.scalar(
+                select(ModelVersion.reference)
+                .join(Model, Model.id == ModelVersion.model_id)
+                .where(Model.name == name, ModelVersion.version == version)
+            )
+        return np.asarray(rows, dtype=np.float64) if rows else None
 
     def _approve_skops_types(self, data: bytes, trust: list[str]) -> list[str]:
         """The non-default types this skops file needs, if every one is trusted; else refuse it."""

@@ -39,6 +39,7 @@ def build_services(settings: Settings, celery: Celery) -> Services:
         settings.registry_cache_seconds,
         allow_pickle=settings.allow_pickle,
         skops_trusted_types=[t.strip() for t in settings.skops_trusted_types.split(",") if t.strip()],
+        reference_rows=settings.drift_reference_rows,
     )
     keys = ApiKeys(engine, settings.auth_cache_seconds)
     return Services(settings, engine, redis, redis_wait, registry, keys, celery)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Task, shared_task
 
-from app.celery_app import RUN_BATCH, SWEEP
+from app import drift
+from app.celery_app import CHECK_DRIFT, RUN_BATCH, SWEEP
 from app.services import Services
 from workers import batching, sweeper
 
@@ -32,3 +34,17 @@ def sweep() -> dict[str, int]:
         "woken": sweeper.wake_workers(svc),
         "expired": sweeper.expire_old_jobs(svc),
     }
+
+
+@shared_task(name=CHECK_DRIFT)
+def check_drift() -> dict[str, str]:
+    """A drift report for every model's champion; returns each model's status."""
+    svc = services()
+    statuses = {}
+    for model in svc.registry.list_models():
+        try:
+            statuses[model["name"]] = drift.check_model(svc, model["name"])["status"]
+        except Exception:  # one model's failure must not stop the others' checks
+            logging.getLogger(__name__).exception("drift check of %s failed", model["name"])
+            statuses[model["name"]] = "error"
+    return statuses

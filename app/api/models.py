@@ -1,4 +1,4 @@
-"""GET /v1/models, GET /v1/models/{name}, and PUT /v1/models/{name}/aliases/{alias} (admin)."""
+"""The registry over REST: models, their drift reports, and moving aliases (admin)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,15 @@ from typing import Any
 
 from flask_smorest import Blueprint
 
+from app import drift
 from app.api import services
-from app.api.schemas import AliasUpdateSchema, ModelListSchema, ModelSchema
+from app.api.schemas import (
+    AliasUpdateSchema,
+    DriftListSchema,
+    DriftQuerySchema,
+    ModelListSchema,
+    ModelSchema,
+)
 from app.auth import requires_scope
 
 blp = Blueprint("models", __name__, url_prefix="/v1", description="The model registry")
@@ -24,6 +31,15 @@ def list_models() -> dict[str, Any]:
 @blp.alt_response(404, schema="Error", description="Unknown model.")
 def get_model(name: str) -> dict[str, Any]:
     return services().registry.describe(name)
+
+
+@blp.route("/models/<string:name>/drift", methods=["GET"])
+@blp.arguments(DriftQuerySchema, location="query", as_kwargs=True)
+@blp.response(200, DriftListSchema)
+@blp.alt_response(404, schema="Error", description="Unknown model.")
+def get_drift(name: str, limit: int) -> dict[str, Any]:
+    """The newest drift reports (beat runs a check every DRIFT_INTERVAL_SECONDS)."""
+    return {"model": name, "reports": drift.latest_reports(services(), name, limit)}
 
 
 @blp.route("/models/<string:name>/aliases/<string:alias>", methods=["PUT"])

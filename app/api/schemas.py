@@ -105,5 +105,34 @@ class AliasUpdateSchema(Schema):
     version = fields.Integer(required=True, strict=True, validate=VERSION_RANGE)
 
 
+class DriftFeatureSchema(Schema):
+    feature = fields.String()
+    ks_statistic = fields.Float()
+    ks_pvalue = fields.Float()
+    psi = fields.Float()
+    drifted = fields.Boolean()
+
+
+class DriftReportSchema(Schema):
+    id = fields.Integer()
+    model_version = fields.Integer()
+    created_at = fields.DateTime()
+    status = fields.String(metadata={"enum": ["ok", "drift", "insufficient_data", "no_reference"]})
+    drifted = fields.Boolean()
+    drifted_share = fields.Float(allow_none=True)
+    reference_rows = fields.Integer()
+    window_rows = fields.Integer()
+    features = fields.List(fields.Nested(DriftFeatureSchema))
+
+
+class DriftListSchema(Schema):
+    model = fields.String()
+    reports = fields.List(fields.Nested(DriftReportSchema), metadata={"description": "Newest first."})
+
+
+class DriftQuerySchema(Schema):
+    limit = fields.Integer(load_default=10, validate=validate.Range(min=1, max=100))
+
+
 class ModelListSchema(Schema):
     models = fields.List(fields.Nested(ModelSchema))
