@@ -25,6 +25,20 @@ from tests.conftest import _bin, settings_env
 # -- docker-compose.yml -------------------------------------------------------------------
 
 
+def exported_series(svc) -> set[str]:
+    """Every series name predq exports: its counters and histograms, and the scrape-time gauges."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    import app.metrics as metrics
+
+    names = {family.name for family in metrics.LiveState(svc).collect()}
+    for metric in vars(metrics).values():
+        if isinstance(metric, MetricWrapperBase):
+            suffixes = ["_total"] if metric._type == "counter" else ["_bucket", "_sum", "_count"]
+            names |= {metric._name + suffix for suffix in suffixes}
+    return names
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict:
     """The compose file as docker-compose resolves it (anchors, defaults), else as YAML."""
@@ -48,7 +62,17 @@ def test_compose_file_validates():
 
 def test_compose_services_run_the_same_commands_as_make_run(compose):
     services = compose["services"]
-    assert set(services) == {"postgres", "redis", "migrate", "api", "worker", "beat", "flower"}
+    assert set(services) == {
+        "postgres",
+        "redis",
+        "migrate",
+        "api",
+        "worker",
+        "beat",
+        "flower",
+        "prometheus",
+        "grafana",
+    }
     for name, argv in PROCESSES.items():
         assert services[name]["command"] == argv, name
 
@@ -66,6 +90,26 @@ def test_compose_production_settings(compose):
     assert services["beat"]["deploy"]["replicas"] == 1
     assert "FLOWER_BASIC_AUTH" in services["flower"]["environment"]
     assert "ports" not in services["worker"], "workers must scale with --scale worker=N"
+
+
+def test_monitoring_profile_scrapes_api_and_workers_and_the_dashboard_uses_real_series(compose, svc):
+    services = compose["services"]
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["monitoring"], name
+    assert "profiles" not in services["api"], "the service itself runs without the profile"
+    assert services["worker"]["environment"]["WORKER_METRICS_BIND"] == "0.0.0.0:9540"
+    assert services["api"]["environment"]["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
+
+    scrape = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())["scrape_configs"]
+    jobs = {job["job_name"]: job for job in scrape}
+    assert jobs["predq-api"]["static_configs"][0]["targets"] == ["api:8000"]
+    assert jobs["predq-worker"]["dns_sd_configs"][0] == {"names": ["worker"], "type": "A", "port": 9540}
+
+    dashboard = json.loads((ROOT / "monitoring" / "grafana" / "dashboards" / "predq.json").read_text())
+    used = {name for panel in dashboard["panels"] for target in panel["targets"]
+            for name in re.findall(r"predq_[a-z_]+", target["expr"])}  # fmt: skip
+    assert len(dashboard["panels"]) >= 10
+    assert used and used <= exported_series(svc), used - exported_series(svc)
 
 
 # -- make run -----------------------------------------------------------------------------
