@@ -17,6 +17,8 @@ from app.errors import http_exception_body
 from app.metrics import HTTP_DURATION, HTTP_REQUESTS
 from app.services import Services
 
+log = logging.getLogger("predq.requests")
+
 
 class PredqApi(Api):
     """flask-smorest's Api, with its HTTP errors rendered in predq's error shape."""
@@ -25,9 +27,6 @@ class PredqApi(Api):
 
     def handle_http_exception(self, error: HTTPException) -> Any:
         return http_exception_body(error)
-
-
-log = logging.getLogger("predq.requests")
 
 
 def services() -> Services:

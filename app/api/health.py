@@ -22,7 +22,14 @@ def healthz() -> dict[str, Any]:
 
 
 @blp.route("/metrics", methods=["GET"])
-@blp.doc(responses={"200": {"description": "Prometheus text format."}})
+@blp.doc(
+    responses={
+        "200": {
+            "description": "Prometheus text format.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    }
+)
 def metrics() -> tuple[bytes, int, dict[str, str]]:
     """Prometheus metrics of the API processes, plus queue depth and the oldest queued job."""
     body, headers = exposition(services())
