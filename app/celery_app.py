@@ -15,8 +15,11 @@ from app.config import Settings
 RUN_BATCH = "predq.run_batch"
 SWEEP = "predq.sweep"
 CHECK_DRIFT = "predq.check_drift"
+RETRAIN = "predq.retrain"
+SCHEDULE_RETRAINS = "predq.schedule_retrains"
 INFERENCE_QUEUE = "inference"
 MAINTENANCE_QUEUE = "maintenance"
+TRAINING_QUEUE = "training"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -36,12 +39,16 @@ def make_celery(settings: Settings) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         # Without -Q a worker consumes every queue listed here.
-        task_queues=[Queue(INFERENCE_QUEUE), Queue(MAINTENANCE_QUEUE)],
+        task_queues=[Queue(INFERENCE_QUEUE), Queue(MAINTENANCE_QUEUE), Queue(TRAINING_QUEUE)],
         task_default_queue=INFERENCE_QUEUE,
         task_routes={
             RUN_BATCH: {"queue": INFERENCE_QUEUE},
             SWEEP: {"queue": MAINTENANCE_QUEUE},
             CHECK_DRIFT: {"queue": MAINTENANCE_QUEUE},
+            SCHEDULE_RETRAINS: {"queue": MAINTENANCE_QUEUE},
+            # Training has its own queue, so a long fit never delays batches or sweeps
+            # (`-Q training` makes a worker that only trains).
+            RETRAIN: {"queue": TRAINING_QUEUE},
         },
         beat_schedule={
             "sweep-stuck-jobs": {
@@ -51,6 +58,11 @@ def make_celery(settings: Settings) -> Celery:
             "check-drift": {
                 "task": CHECK_DRIFT,
                 "schedule": settings.drift_interval_seconds,
+            },
+            # Each model's own schedule (models.retrain_every_seconds) is checked every minute.
+            "schedule-retrains": {
+                "task": SCHEDULE_RETRAINS,
+                "schedule": 60.0,
             },
         },
         beat_schedule_filename=str(Path(settings.var_dir) / "celerybeat-schedule"),

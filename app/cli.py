@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from app import training
 from app.auth import SCOPES
 from app.errors import PredqError
 from app.migrate import upgrade
@@ -94,13 +98,104 @@ def _read_table(path: str) -> Any:
 @click.argument("name")
 @click.argument("version", type=int)
 @click.option("--alias", default="champion", show_default=True, help="The alias to point at VERSION.")
-def models_promote(name: str, version: int, alias: str) -> None:
+@click.option("--reason", default="", help="Why, for the audit trail.")
+def models_promote(name: str, version: int, alias: str, reason: str) -> None:
     """Point ALIAS of NAME at VERSION (API processes pick it up within REGISTRY_CACHE_SECONDS)."""
+    with _cli_errors():
+        current_app.extensions["predq"].registry.set_alias(name, alias, version, _actor(), reason)
+    click.echo(f"{name}: {alias} -> v{version}")
+
+
+@models_cli.command("rollback")
+@click.argument("name")
+@click.option("--alias", default="champion", show_default=True, help="The alias to move back.")
+@click.option("--reason", default="", help="Why, for the audit trail.")
+def models_rollback(name: str, alias: str, reason: str) -> None:
+    """Point ALIAS of NAME back at the version it pointed at before its last move."""
+    with _cli_errors():
+        version = current_app.extensions["predq"].registry.rollback(name, alias, _actor(), reason)
+    click.echo(f"{name}: {alias} -> v{version} (rolled back)")
+
+
+@models_cli.command("history")
+@click.argument("name")
+def models_history(name: str) -> None:
+    """The audit trail of NAME's aliases, newest first."""
+    with _cli_errors():
+        events = current_app.extensions["predq"].registry.alias_history(name)
+    for e in events:
+        moved = (
+            f"v{e['from_version']} -> v{e['to_version']}" if e["from_version"] else f"-> v{e['to_version']}"
+        )
+        click.echo(
+            f"{e['at']:%Y-%m-%d %H:%M:%S}  {e['alias']:<12} {moved:<12} {e['actor']:<20} {e['reason']}"
+        )
+
+
+@models_cli.command("import-data")
+@click.argument("name")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--label", required=True, help="The column holding the true label or value.")
+def models_import_data(name: str, path: str, label: str) -> None:
+    """Add the labeled rows of a .csv or .parquet file to NAME's training set."""
+    with _cli_errors():
+        count = training.import_examples(current_app.extensions["predq"], name, _read_table(path), label)
+    click.echo(f"{name}: {count} training examples imported")
+
+
+@models_cli.command("retrain")
+@click.argument("name")
+@click.option("--here", is_flag=True, help="Train in this process and print the decision (no worker needed).")
+def models_retrain(name: str, here: bool) -> None:
+    """Start a training run of NAME (queued for a worker unless --here)."""
+    svc = current_app.extensions["predq"]
+    with _cli_errors():
+        if here:
+            run = training.retrain(svc, name, trigger="manual")
+            click.echo(f"{name}: run {run['id']} {run['status']}: {run['reason']}")
+            return
+        run_id = training.start_run(svc, name)
+    click.echo(f"{name}: training run {run_id} queued (see: flask --app app models runs {name})")
+
+
+@models_cli.command("schedule")
+@click.argument("name")
+@click.option(
+    "--every", type=float, default=None, help="Retrain every this many seconds (omit: not on a schedule)."
+)
+@click.option(
+    "--on-drift/--not-on-drift", default=False, show_default=True, help="Retrain when drift is found."
+)
+def models_schedule(name: str, every: float | None, on_drift: bool) -> None:
+    """Set when NAME retrains by itself."""
+    with _cli_errors():
+        training.set_schedule(current_app.extensions["predq"], name, every, on_drift)
+    click.echo(f"{name}: retrain {'every ' + str(every) + ' s' if every else 'not on a schedule'}"
+               f"{', and on drift' if on_drift else ''}")  # fmt: skip
+
+
+@models_cli.command("runs")
+@click.argument("name")
+def models_runs(name: str) -> None:
+    """NAME's training runs, newest first, with their decisions."""
+    with _cli_errors():
+        found = training.runs(current_app.extensions["predq"], name)
+    for r in found:
+        started = f"{r['started_at']:%Y-%m-%d %H:%M:%S}"
+        click.echo(f"{started}  {r['id']}  {r['trigger']:<8} {r['status']:<9} {r['reason']}")
+
+
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+@contextmanager
+def _cli_errors() -> Iterator[None]:
+    """predq's errors as a one-line CLI error, not a traceback."""
     try:
-        current_app.extensions["predq"].registry.set_alias(name, alias, version)
+        yield
     except PredqError as exc:
         raise click.ClickException(exc.message) from exc
-    click.echo(f"{name}: {alias} -> v{version}")
 
 
 @models_cli.command("list")

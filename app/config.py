@@ -114,6 +114,21 @@ class Settings:
     drift_share: float = 0.5
     """The window drifts when at least this share of the features drift."""
 
+    training_window_rows: int = 10000
+    """A retrain fits on at most this many of the newest training examples."""
+
+    training_min_rows: int = 50
+    """Fewer training examples than this: the run is skipped."""
+
+    training_holdout: float = 0.25
+    """Share of the examples held out to score candidate and champion on the same rows."""
+
+    training_margin: float = 0.01
+    """Promote when the candidate's accuracy is this much higher (regressors: RMSE this share lower)."""
+
+    training_lock_seconds: float = 3600.0
+    """Longest a training run may hold its model's lock (a crashed run frees it after this)."""
+
     auth_enabled: bool = True
     """Require an API key (``Authorization: Bearer``) on every /v1 endpoint."""
 

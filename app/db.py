@@ -52,6 +52,10 @@ class Model(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retrain_every_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """Retrain on this schedule (beat); None: only on demand."""
+    retrain_on_drift: Mapped[bool] = mapped_column(default=False, server_default="0")
+    """A drift check that finds the window drifted starts a retrain."""
 
     versions: Mapped[list[ModelVersion]] = relationship(
         back_populates="model", order_by="ModelVersion.version"
@@ -72,6 +76,8 @@ class ModelVersion(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     format: Mapped[str] = mapped_column(String(16), default="joblib", server_default="joblib")
     """``joblib`` (pickle: runs any code it holds) or ``skops`` (restores only trusted types)."""
+    lineage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """For a retrained version: parent version, training run, data window, rows, parameters."""
     reference: Mapped[list[list[float]] | None] = mapped_column(JSON, nullable=True, deferred=True)
     """A sample of the training inputs, the baseline for drift checks (deferred: it is large)."""
     trusted_types: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
@@ -133,6 +139,56 @@ class Batch(Base):
     inference_seconds: Mapped[float] = mapped_column(Float)
     started_at: Mapped[datetime] = mapped_column()
     completed_at: Mapped[datetime] = mapped_column()
+
+
+class AliasEvent(Base):
+    """The audit trail of aliases: every move, who made it, when, from where, to where, why."""
+
+    __tablename__ = "alias_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(100), index=True)
+    alias: Mapped[str] = mapped_column(String(100))
+    from_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    to_version: Mapped[int] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(String(1000), default="")
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TrainingExample(Base):
+    """One labeled row of a model's training set: imported, or a production row given feedback."""
+
+    __tablename__ = "training_examples"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(100), index=True)
+    features: Mapped[list[float]] = mapped_column(JSON)
+    label: Mapped[Any] = mapped_column(JSON)
+    source: Mapped[str] = mapped_column(String(16))
+    """import or feedback."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class TrainingRun(Base):
+    """One retraining of a model: what it trained on, how both models scored, what it decided."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    """Chosen by whoever asked for the run; a redelivered message carries the same id."""
+    model_name: Mapped[str] = mapped_column(String(100), index=True)
+    trigger: Mapped[str] = mapped_column(String(16))
+    """manual, schedule or drift."""
+    status: Mapped[str] = mapped_column(String(16))
+    """queued, running, promoted, kept (candidate stays challenger), skipped or failed."""
+    reason: Mapped[str] = mapped_column(String(1000), default="")
+    parent_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    candidate_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class DriftReport(Base):

@@ -8,7 +8,8 @@ Each version may keep a reference sample of its training inputs (taken at regist
 
 A feature counts as drifted when either test says so; the window counts as drifted when
 at least ``share`` of the features drift. Reports are stored in ``drift_reports``, served
-at ``GET /v1/models/{name}/drift`` and exported as metrics.
+at ``GET /v1/models/{name}/drift`` and exported as metrics; for a model set to retrain on
+drift (``models schedule NAME --on-drift``), a drifted window queues a training run.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import numpy as np
 from scipy.stats import ks_2samp
 from sqlalchemy import insert, select
 
-from app.db import DriftReport, Job, utcnow
+from app.db import DriftReport, Job, Model, utcnow
 from app.services import Services
+from app.training import start_run
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,9 @@ def check_model(svc: Services, name: str) -> dict[str, Any]:
             report["status"] = "drift" if report["drifted"] else "ok"
     with svc.engine.begin() as conn:
         report["id"] = conn.execute(insert(DriftReport).returning(DriftReport.id), report).scalar_one()
+        retrain_on_drift = conn.execute(select(Model.retrain_on_drift).where(Model.name == name)).scalar_one()
+    if report["drifted"] and retrain_on_drift:
+        report["retrain_run"] = str(start_run(svc, name, "drift"))
     log.info(
         "drift check of %s v%s: %s (%d window rows)",
         name,

@@ -10,6 +10,7 @@
     │   ├── AliasNotFound                alias_not_found
     │   └── JobNotFound                  job_not_found
     ├── IdempotencyConflict          409 idempotency_conflict
+    ├── NothingToRollBack            409 nothing_to_roll_back
     ├── PayloadTooLarge              413 too_many_rows
     ├── UnsupportedMediaType         415 unsupported_media_type
     ├── InvalidInput                 422 invalid_input (row and field in details)
@@ -94,6 +95,10 @@ class JobNotFound(NotFound):
 
 class IdempotencyConflict(PredqError):
     status, code = 409, "idempotency_conflict"
+
+
+class NothingToRollBack(PredqError):
+    status, code = 409, "nothing_to_roll_back"
 
 
 class PayloadTooLarge(PredqError):

@@ -29,12 +29,13 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload
 
-from app.db import Model, ModelAlias, ModelVersion, utcnow
+from app.db import AliasEvent, Model, ModelAlias, ModelVersion, utcnow
 from app.errors import (
     AliasNotFound,
     ArtifactIntegrityError,
     InvalidInput,
     ModelNotFound,
+    NothingToRollBack,
     RegistryError,
     VersionNotFound,
 )
@@ -94,6 +95,8 @@ class Registry:
         metrics: dict[str, Any] | None = None,
         trust: list[str] | None = None,
         reference: Any = None,
+        lineage: dict[str, Any] | None = None,
+        actor: str = "register",
     ) -> ServedVersion:
         """Store ``source`` as the next version of ``name``; the first version becomes champion.
 
@@ -142,6 +145,7 @@ class Registry:
                     format=fmt,
                     trusted_types=trusted,
                     reference=sample,
+                    lineage=lineage,
                     signature=signature,
                     metrics=metrics or {},
                 )
@@ -150,7 +154,7 @@ class Registry:
             if latest is None and DEFAULT_ALIAS not in aliases:
                 aliases.append(DEFAULT_ALIAS)
             for each in aliases:
-                self._point_alias(session, model.id, each, version)
+                self._point_alias(session, model, each, version, actor, f"registered v{version}")
         return ServedVersion(
             name, version, digest, str(relative), signature, feature_index(signature), fmt, tuple(trusted)
         )
@@ -211,7 +215,8 @@ class Registry:
             )
         return joblib.load(io.BytesIO(data))
 
-    def set_alias(self, name: str, alias: str, version: int) -> None:
+    def set_alias(self, name: str, alias: str, version: int, actor: str = "cli", reason: str = "") -> None:
+        """Point ``alias`` at ``version``, recording who did it and why in the audit trail."""
         if not _NAME.match(alias):
             raise InvalidInput(f"alias {alias!r} must match {_NAME.pattern}", alias=alias)
         _existing_name(name)
@@ -230,17 +235,59 @@ class Registry:
                     model=name,
                     version=version,
                 )
-            self._point_alias(session, model.id, alias, version)
+            self._point_alias(session, model, alias, version, actor, reason)
         with self._resolved_lock:
             self._resolved.clear()
 
+    def rollback(self, name: str, alias: str = DEFAULT_ALIAS, actor: str = "cli", reason: str = "") -> int:
+        """Point ``alias`` back where its last move took it from; returns that version."""
+        _existing_name(name)
+        with Session(self.engine) as session:
+            last = session.scalar(
+                select(AliasEvent)
+                .where(AliasEvent.model_name == name, AliasEvent.alias == alias)
+                .order_by(AliasEvent.id.desc())
+                .limit(1)
+            )
+        if last is None or last.from_version is None:
+            raise NothingToRollBack(
+                f"{name}: alias {alias!r} has no earlier version to go back to", model=name, alias=alias
+            )
+        self.set_alias(name, alias, last.from_version, actor, reason or f"rollback from v{last.to_version}")
+        return last.from_version
+
+    def alias_history(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The audit trail of a model's aliases, newest first."""
+        _existing_name(name)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(AliasEvent.__table__)
+                .where(AliasEvent.model_name == name)
+                .order_by(AliasEvent.id.desc())
+                .limit(limit)
+            ).mappings()
+            return [dict(row) for row in rows]
+
     @staticmethod
-    def _point_alias(session: Session, model_id: int, alias: str, version: int) -> None:
-        row = session.get(ModelAlias, (model_id, alias))
+    def _point_alias(
+        session: Session, model: Model, alias: str, version: int, actor: str, reason: str
+    ) -> None:
+        row = session.get(ModelAlias, (model.id, alias))
+        previous = row.version if row is not None else None
         if row is None:
-            session.add(ModelAlias(model_id=model_id, alias=alias, version=version))
+            session.add(ModelAlias(model_id=model.id, alias=alias, version=version))
         else:
             row.version, row.updated_at = version, utcnow()
+        session.add(
+            AliasEvent(
+                model_name=model.name,
+                alias=alias,
+                from_version=previous,
+                to_version=version,
+                actor=actor,
+                reason=reason,
+            )
+        )
 
     # -- reading -----------------------------------------------------------------------
 
@@ -350,12 +397,14 @@ def _describe(model: Model) -> dict[str, Any]:
         "aliases": aliases,
         # Until traffic policies exist every request without version/alias goes to champion.
         "traffic_policy": {"default": {"alias": DEFAULT_ALIAS, "weight": 100}},
+        "retraining": {"every_seconds": model.retrain_every_seconds, "on_drift": model.retrain_on_drift},
         "versions": [
             {
                 "version": v.version,
                 "sha256": v.sha256,
                 "format": v.format,
                 "signature": v.signature,
+                "lineage": v.lineage,
                 "metrics": v.metrics,
                 "aliases": sorted(a for a, ver in aliases.items() if ver == v.version),
                 "created_at": v.created_at,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from celery import Task, shared_task
 
-from app import drift
-from app.celery_app import CHECK_DRIFT, RUN_BATCH, SWEEP
+from app import drift, training
+from app.celery_app import CHECK_DRIFT, RETRAIN, RUN_BATCH, SCHEDULE_RETRAINS, SWEEP
 from app.services import Services
 from workers import batching, sweeper
 
@@ -48,3 +49,16 @@ def check_drift() -> dict[str, str]:
             logging.getLogger(__name__).exception("drift check of %s failed", model["name"])
             statuses[model["name"]] = "error"
     return statuses
+
+
+@shared_task(name=RETRAIN)
+def retrain(model: str, run_id: str, trigger: str = "manual") -> dict[str, Any]:
+    """One training run; the same run_id (a redelivered message) trains only once."""
+    record = training.retrain(services(), model, uuid.UUID(run_id), trigger)
+    return {"run": run_id, "status": record["status"], "candidate_version": record["candidate_version"]}
+
+
+@shared_task(name=SCHEDULE_RETRAINS)
+def schedule_retrains() -> list[str]:
+    """Start a run for every model whose retrain schedule is due; returns their names."""
+    return training.start_due_runs(services())

@@ -6,16 +6,20 @@ from typing import Any
 
 from flask_smorest import Blueprint
 
-from app import drift
+from app import drift, training
 from app.api import services
 from app.api.schemas import (
+    AliasEventListSchema,
     AliasUpdateSchema,
     DriftListSchema,
     DriftQuerySchema,
     ModelListSchema,
     ModelSchema,
+    ReasonSchema,
+    TrainingRunListSchema,
+    TrainingStartedSchema,
 )
-from app.auth import requires_scope
+from app.auth import current_principal, requires_scope
 
 blp = Blueprint("models", __name__, url_prefix="/v1", description="The model registry")
 
@@ -51,5 +55,51 @@ def get_drift(name: str, limit: int) -> dict[str, Any]:
 def set_alias(body: dict[str, Any], name: str, alias: str) -> dict[str, Any]:
     """Point ALIAS at a version (promotion); serving follows within REGISTRY_CACHE_SECONDS."""
     registry = services().registry
-    registry.set_alias(name, alias, body["version"])
+    registry.set_alias(name, alias, body["version"], _actor(), body.get("reason", ""))
     return registry.describe(name)
+
+
+@blp.route("/models/<string:name>/aliases/<string:alias>/rollback", methods=["POST"])
+@requires_scope("admin")
+@blp.arguments(ReasonSchema)
+@blp.response(200, ModelSchema)
+@blp.alt_response(403, schema="Error", description="The API key lacks the admin scope.")
+@blp.alt_response(404, schema="Error", description="Unknown model.")
+@blp.alt_response(409, schema="Error", description="The alias has never moved: nothing to go back to.")
+def rollback_alias(body: dict[str, Any], name: str, alias: str) -> dict[str, Any]:
+    """Point ALIAS back at the version it pointed at before its last move."""
+    registry = services().registry
+    registry.rollback(name, alias, _actor(), body.get("reason", ""))
+    return registry.describe(name)
+
+
+@blp.route("/models/<string:name>/alias-events", methods=["GET"])
+@blp.response(200, AliasEventListSchema)
+@blp.alt_response(404, schema="Error", description="Unknown model.")
+def alias_events(name: str) -> dict[str, Any]:
+    """The audit trail of the model's aliases: who moved which, when, from where, to where, why."""
+    return {"model": name, "events": services().registry.alias_history(name)}
+
+
+@blp.route("/models/<string:name>/retrain", methods=["POST"])
+@requires_scope("admin")
+@blp.response(202, TrainingStartedSchema)
+@blp.alt_response(403, schema="Error", description="The API key lacks the admin scope.")
+@blp.alt_response(404, schema="Error", description="Unknown model.")
+def start_retrain(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Queue a training run; it shows in GET /v1/models/{name}/training-runs."""
+    run_id = training.start_run(services(), name)
+    return {"run_id": str(run_id), "status": "queued"}, 202, {"Location": f"/v1/models/{name}/training-runs"}
+
+
+@blp.route("/models/<string:name>/training-runs", methods=["GET"])
+@blp.response(200, TrainingRunListSchema)
+@blp.alt_response(404, schema="Error", description="Unknown model.")
+def training_runs(name: str) -> dict[str, Any]:
+    """The model's training runs, newest first, each with its decision and the numbers behind it."""
+    return {"model": name, "runs": training.runs(services(), name)}
+
+
+def _actor() -> str:
+    principal = current_principal()
+    return f"key:{principal.name}" if principal else "anonymous (auth off)"

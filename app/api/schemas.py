@@ -84,6 +84,9 @@ class VersionSchema(Schema):
     version = fields.Integer()
     sha256 = fields.String()
     format = fields.String(metadata={"enum": ["joblib", "skops"]})
+    lineage = fields.Dict(
+        allow_none=True, metadata={"description": "Retrained versions: parent, run, rows, parameters."}
+    )
     signature = fields.Dict()
     metrics = fields.Dict()
     aliases = fields.List(fields.String())
@@ -95,6 +98,7 @@ class ModelSchema(Schema):
     created_at = fields.DateTime()
     aliases = fields.Dict(keys=fields.String(), values=fields.Integer())
     traffic_policy = fields.Dict()
+    retraining = fields.Dict(metadata={"description": "every_seconds (null: not scheduled), on_drift."})
     versions = fields.List(fields.Nested(VersionSchema))
 
 
@@ -103,6 +107,55 @@ class AliasUpdateSchema(Schema):
         unknown = RAISE
 
     version = fields.Integer(required=True, strict=True, validate=VERSION_RANGE)
+    reason = fields.String(
+        validate=validate.Length(max=1000), metadata={"description": "For the audit trail."}
+    )
+
+
+class ReasonSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    reason = fields.String(
+        validate=validate.Length(max=1000), metadata={"description": "For the audit trail."}
+    )
+
+
+class AliasEventSchema(Schema):
+    alias = fields.String()
+    from_version = fields.Integer(allow_none=True)
+    to_version = fields.Integer()
+    actor = fields.String()
+    reason = fields.String()
+    at = fields.DateTime()
+
+
+class AliasEventListSchema(Schema):
+    model = fields.String()
+    events = fields.List(fields.Nested(AliasEventSchema), metadata={"description": "Newest first."})
+
+
+class TrainingStartedSchema(Schema):
+    run_id = fields.String()
+    status = fields.String()
+
+
+class TrainingRunSchema(Schema):
+    id = fields.String()
+    trigger = fields.String(metadata={"enum": ["manual", "schedule", "drift"]})
+    status = fields.String(metadata={"enum": ["queued", "running", "promoted", "kept", "skipped", "failed"]})
+    reason = fields.String()
+    parent_version = fields.Integer(allow_none=True)
+    candidate_version = fields.Integer(allow_none=True)
+    rows = fields.Integer()
+    metrics = fields.Dict()
+    started_at = fields.DateTime()
+    completed_at = fields.DateTime(allow_none=True)
+
+
+class TrainingRunListSchema(Schema):
+    model = fields.String()
+    runs = fields.List(fields.Nested(TrainingRunSchema), metadata={"description": "Newest first."})
 
 
 class DriftFeatureSchema(Schema):
