@@ -12,7 +12,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from app import training
+from app import traffic, training
 from app.auth import SCOPES
 from app.errors import PredqError
 from app.migrate import upgrade
@@ -104,6 +104,21 @@ def models_promote(name: str, version: int, alias: str, reason: str) -> None:
     with _cli_errors():
         current_app.extensions["predq"].registry.set_alias(name, alias, version, _actor(), reason)
     click.echo(f"{name}: {alias} -> v{version}")
+
+
+@models_cli.command("traffic")
+@click.argument("name")
+@click.argument("routes", nargs=-1, required=True)
+@click.option(
+    "--shadow", default=None, help="An alias, or vN for a version, that scores every request unseen."
+)
+def models_traffic(name: str, routes: tuple[str, ...], shadow: str | None) -> None:
+    """Split NAME's traffic: ROUTES like champion=90 challenger=10 (or v7=10 for a version)."""
+    svc = current_app.extensions["predq"]
+    with _cli_errors():
+        policy = traffic.parse_cli(routes, shadow)
+        svc.registry.set_policy(name, policy)
+    click.echo(f"{name}: {json.dumps(policy.as_dict())}")
 
 
 @models_cli.command("rollback")

@@ -52,6 +52,8 @@ class Model(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    traffic_policy: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """Weights over aliases or versions, and a shadow (app/traffic.py); None: all to champion."""
     retrain_every_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     """Retrain on this schedule (beat); None: only on demand."""
     retrain_on_drift: Mapped[bool] = mapped_column(default=False, server_default="0")
@@ -139,6 +141,21 @@ class Batch(Base):
     inference_seconds: Mapped[float] = mapped_column(Float)
     started_at: Mapped[datetime] = mapped_column()
     completed_at: Mapped[datetime] = mapped_column()
+
+
+class ShadowOutput(Base):
+    """What a shadow version answered for a job's rows: stored for comparison, never returned."""
+
+    __tablename__ = "shadow_outputs"
+    __table_args__ = (UniqueConstraint("job_id", "model_version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    model_name: Mapped[str] = mapped_column(String(100), index=True)
+    model_version: Mapped[int] = mapped_column(Integer)
+    outputs: Mapped[list[Any]] = mapped_column(JSON)
+    batch_id: Mapped[uuid.UUID] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class AliasEvent(Base):

@@ -20,9 +20,9 @@ from redis.exceptions import RedisError
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from app import logs
+from app import logs, traffic
 from app.celery_app import RUN_BATCH
-from app.db import Job, utcnow
+from app.db import Job, ShadowOutput, utcnow
 from app.errors import IdempotencyConflict, JobNotFound, Overloaded
 from app.metrics import CACHE_HITS, CACHE_MISSES, JOBS
 from app.rqueue import RowQueue, cache_keys, done_key, encode_item, queue_key, result_key
@@ -44,11 +44,19 @@ def submit(
     alias: str | None = None,
     idempotency_key: str | None = None,
     request_id: str | None = None,
+    routing_key: str | None = None,
 ) -> dict[str, Any]:
     """Store a job for ``inputs`` and queue it; returns the job's public view.
 
-    ``request_id`` travels with the queued rows, so the worker's log line names it too.
+    Without ``version`` or ``alias`` the model's traffic policy picks the version (sticky
+    by ``routing_key``). ``request_id`` travels with the queued rows, so the worker's log
+    line names it too.
     """
+    policy = None
+    if version is None and alias is None:
+        policy = svc.registry.policy(name)
+        route = traffic.choose(policy, name, routing_key)
+        version, alias = route.version, route.alias
     served = svc.registry.resolve(name, version=version, alias=alias)
     matrix = rows_to_matrix(
         inputs,
@@ -107,6 +115,8 @@ def submit(
 
     view = job_view(record)
     logs.bind(job_id=view["id"], model=name, version=served.version)
+    if policy is not None and policy.shadow is not None:
+        _shadow(svc, name, policy.shadow, served.version, view, rows)
     hits = record["cached_rows"]
     CACHE_HITS.labels(name).inc(hits)
     CACHE_MISSES.labels(name).inc(len(rows) - hits)
@@ -139,6 +149,22 @@ def enqueue(svc: Services, name: str, version: int, item: bytes) -> None:
     except (RedisError, BrokerError) as exc:
         # The job is committed; the sweeper re-queues it from the database.
         log.warning("could not queue job rows for %s v%s: %s", name, version, exc)
+
+
+def _shadow(
+    svc: Services,
+    name: str,
+    shadow: traffic.Route,
+    served_version: int,
+    view: dict[str, Any],
+    rows: list[Any],
+) -> None:
+    """Queue the same rows for the shadow version; the worker stores its outputs apart."""
+    target = svc.registry.resolve(name, version=shadow.version, alias=shadow.alias)
+    if target.version == served_version:
+        return  # the shadow is the version serving this request: nothing to compare
+    item = encode_item(view["id"], rows, len(rows), view["created_at"], shadow=True)
+    enqueue(svc, name, target.version, item)
 
 
 def get(svc: Services, job_id: str, wait: float = 0.0) -> dict[str, Any]:
@@ -249,3 +275,31 @@ def _replay(existing: dict[str, Any], request_hash: str, key: str) -> dict[str, 
             job_id=str(existing["id"]),
         )
     return job_view(existing)
+
+
+def shadow_comparisons(svc: Services, name: str, limit: int = 50) -> dict[str, Any]:
+    """The newest shadow outputs of a model beside what served the same jobs, and how often they agree."""
+    svc.registry.describe(name)  # 404 for an unknown model
+    with svc.engine.connect() as conn:
+        rows = conn.execute(
+            select(ShadowOutput.job_id, ShadowOutput.model_version, ShadowOutput.outputs,
+                   Job.model_version.label("served_version"), Job.outputs.label("served_outputs"))
+            .join(Job, Job.id == ShadowOutput.job_id)
+            .where(ShadowOutput.model_name == name, Job.status == "succeeded")
+            .order_by(ShadowOutput.id.desc())
+            .limit(limit)
+        ).all()  # fmt: skip
+    pairs, agreeing, compared = [], 0, 0
+    for row in rows:
+        for served, shadow in zip(row.served_outputs, row.outputs, strict=True):
+            compared += 1
+            agreeing += served["prediction"] == shadow["prediction"]
+        pairs.append(
+            {
+                "job_id": str(row.job_id),
+                "served": {"version": row.served_version, "outputs": row.served_outputs},
+                "shadow": {"version": row.model_version, "outputs": row.outputs},
+            }
+        )
+    agreement = agreeing / compared if compared else None
+    return {"model": name, "rows_compared": compared, "prediction_agreement": agreement, "jobs": pairs}

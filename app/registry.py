@@ -29,6 +29,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload
 
+from app import traffic
 from app.db import AliasEvent, Model, ModelAlias, ModelVersion, utcnow
 from app.errors import (
     AliasNotFound,
@@ -40,6 +41,7 @@ from app.errors import (
     VersionNotFound,
 )
 from app.signature import feature_index, signature_of
+from app.traffic import DEFAULT_POLICY, Policy
 
 DEFAULT_ALIAS = "champion"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -82,6 +84,7 @@ class Registry:
         self._resolved: TTLCache[tuple[str, int | None, str | None], ServedVersion] = TTLCache(
             maxsize=1024, ttl=cache_seconds
         )
+        self._policies: TTLCache[str, Policy] = TTLCache(maxsize=1024, ttl=cache_seconds)
         self._resolved_lock = threading.Lock()
         self._loaded: dict[tuple[str, int], tuple[str, Any]] = {}
 
@@ -239,6 +242,34 @@ class Registry:
         with self._resolved_lock:
             self._resolved.clear()
 
+    def set_policy(self, name: str, policy: Policy) -> None:
+        """Route requests of NAME by ``policy``; every alias or version it names must exist now."""
+        _existing_name(name)
+        for route in (*policy.routes, *([policy.shadow] if policy.shadow else [])):
+            self._resolve_uncached(name, route.version, route.alias)
+        default = policy == DEFAULT_POLICY
+        with Session(self.engine) as session, session.begin():
+            model = session.scalar(select(Model).where(Model.name == name))
+            if model is None:
+                raise ModelNotFound(f"no model named {name!r}", model=name)
+            model.traffic_policy = None if default else policy.as_dict()
+        with self._resolved_lock:
+            self._policies.clear()
+
+    def policy(self, name: str) -> Policy:
+        """NAME's traffic policy, cached like alias lookups (a change applies within seconds)."""
+        with self._resolved_lock:
+            hit = self._policies.get(name)
+        if hit is not None:
+            return hit
+        _existing_name(name)
+        with Session(self.engine) as session:
+            spec = session.scalar(select(Model.traffic_policy).where(Model.name == name))
+        found = traffic.parse(spec)
+        with self._resolved_lock:
+            self._policies[name] = found
+        return found
+
     def rollback(self, name: str, alias: str = DEFAULT_ALIAS, actor: str = "cli", reason: str = "") -> int:
         """Point ``alias`` back where its last move took it from; returns that version."""
         _existing_name(name)
@@ -395,8 +426,7 @@ def _describe(model: Model) -> dict[str, Any]:
         "name": model.name,
         "created_at": model.created_at,
         "aliases": aliases,
-        # Until traffic policies exist every request without version/alias goes to champion.
-        "traffic_policy": {"default": {"alias": DEFAULT_ALIAS, "weight": 100}},
+        "traffic_policy": traffic.parse(model.traffic_policy).as_dict(),
         "retraining": {"every_seconds": model.retrain_every_seconds, "on_drift": model.retrain_on_drift},
         "versions": [
             {

@@ -5,7 +5,8 @@ A queue item is one job's rows that still need the model, encoded as
 
     {"id": job id, "rows": [[float, ...], ...], "slots": [index in job, ...] | null,
      "pre": {"index": output} | null, "n": rows in job, "c": job created_at (ISO 8601),
-     "t": enqueue unix time, "r": the submitting request's id (for logs) | null}
+     "t": enqueue unix time, "r": the submitting request's id (for logs) | null,
+     "s": true when a shadow version scores the rows (outputs stored apart, never returned)}
 
 ``slots``/``pre`` are set only when part of the job was answered from the cache.
 """
@@ -85,6 +86,7 @@ class QueuedRows:
     created_at: str
     enqueued_at: float
     request_id: str | None = None
+    shadow: bool = False
 
 
 def encode_item(
@@ -95,6 +97,7 @@ def encode_item(
     slots: list[int] | None = None,
     pre: dict[str, Any] | None = None,
     request_id: str | None = None,
+    shadow: bool = False,
 ) -> bytes:
     body = orjson.dumps(
         {
@@ -106,6 +109,7 @@ def encode_item(
             "c": created_at,
             "t": time.time(),
             "r": request_id,
+            "s": shadow,
         }
     )
     return str(len(rows)).encode() + b"|" + body
@@ -122,6 +126,7 @@ def decode_item(raw: bytes) -> QueuedRows:
         body["c"],
         body["t"],
         body.get("r"),
+        body.get("s", False),
     )
 
 

@@ -15,11 +15,13 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import Connection, bindparam, insert, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app import logs
 from app.celery_app import RUN_BATCH
-from app.db import Batch, Job, utcnow
+from app.db import Batch, Job, ShadowOutput, utcnow
 from app.errors import PredqError
 from app.inference import predict_outputs
 from app.jobs import job_view
@@ -62,18 +64,24 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
     batch_id = uuid.uuid4()
     logs.bind(batch_id=str(batch_id))
     started_at = utcnow()
-    claimed = claim(svc, [item.job_id for item in items], started_at)
-    items = [item for item in items if item.job_id in claimed]
-    if not items:
+    # Shadow items score rows of jobs another version serves: never claimed, never answered.
+    shadows = [item for item in items if item.shadow]
+    served_items = [item for item in items if not item.shadow]
+    claimed = claim(svc, [item.job_id for item in served_items], started_at) if served_items else set()
+    items = [item for item in served_items if item.job_id in claimed]
+    if not items and not shadows:
         return BatchReport(name, version, str(batch_id), 0, 0, "duplicate", 0.0)
 
     rows = [row for item in items for row in item.rows]
+    shadow_rows = [row for item in shadows for row in item.rows]
     inference_seconds = 0.0
+    shadow_outputs: list[Any] | None = None
     try:
         estimator, served = svc.registry.load(name, version)
         tick = time.perf_counter()
-        outputs = predict_outputs(estimator, served.signature, np.asarray(rows, dtype=np.float64))
+        every = predict_outputs(estimator, served.signature, np.asarray(rows + shadow_rows, dtype=np.float64))
         inference_seconds = time.perf_counter() - tick
+        outputs, shadow_outputs = every[: len(rows)], every[len(rows) :]
         error = None
     except PredqError as exc:  # e.g. the artifact failed its sha256 check
         outputs = None
@@ -97,8 +105,8 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
                 "id": batch_id,
                 "model_name": name,
                 "model_version": version,
-                "n_rows": len(rows),
-                "n_jobs": len(items),
+                "n_rows": len(rows) + len(shadow_rows),
+                "n_jobs": len(items) + len(shadows),
                 "worker": worker,
                 "status": status,
                 "inference_seconds": inference_seconds,
@@ -106,28 +114,31 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
                 "completed_at": completed_at,
             },
         )
-        # Idempotent: a job that already succeeded (say, re-queued by the sweeper and
-        # answered by another worker) keeps its first answer.
-        conn.execute(
-            update(Job)
-            .where(Job.id == bindparam("job_id"), Job.status != "succeeded")
-            .values(
-                status=bindparam("new_status"),
-                outputs=bindparam("new_outputs"),
-                error=bindparam("new_error"),
-                batch_id=batch_id,
-                completed_at=completed_at,
-            ),
-            [
-                {
-                    "job_id": uuid.UUID(r["id"]),
-                    "new_status": r["status"],
-                    "new_outputs": r["outputs"],
-                    "new_error": r["error"],
-                }
-                for r in results
-            ],
-        )
+        if shadow_outputs:
+            store_shadow_outputs(conn, name, version, batch_id, shadows, shadow_outputs)
+        if results:
+            # Idempotent: a job that already succeeded (say, re-queued by the sweeper and
+            # answered by another worker) keeps its first answer.
+            conn.execute(
+                update(Job)
+                .where(Job.id == bindparam("job_id"), Job.status != "succeeded")
+                .values(
+                    status=bindparam("new_status"),
+                    outputs=bindparam("new_outputs"),
+                    error=bindparam("new_error"),
+                    batch_id=batch_id,
+                    completed_at=completed_at,
+                ),
+                [
+                    {
+                        "job_id": uuid.UUID(r["id"]),
+                        "new_status": r["status"],
+                        "new_outputs": r["outputs"],
+                        "new_error": r["error"],
+                    }
+                    for r in results
+                ],
+            )
     publish(svc, name, version, items, rows, outputs, results, completed_at)
     observe(name, version, items, len(rows), inference_seconds, status, started_at, completed_at)
     log.info(
@@ -148,6 +159,27 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
         },
     )
     return BatchReport(name, version, str(batch_id), len(rows), len(items), status, inference_seconds)
+
+
+def store_shadow_outputs(
+    conn: Connection,
+    name: str,
+    version: int,
+    batch_id: uuid.UUID,
+    shadows: list[QueuedRows],
+    outputs: list[Any],
+) -> None:
+    """Store what the shadow version answered, once per job and version (a re-queue adds nothing)."""
+    records, offset = [], 0
+    for item in shadows:
+        mine = outputs[offset : offset + len(item.rows)]
+        records.append(
+            {"job_id": uuid.UUID(item.job_id), "model_name": name, "model_version": version,
+             "outputs": mine, "batch_id": batch_id, "created_at": utcnow()}
+        )  # fmt: skip
+        offset += len(item.rows)
+    dialect_insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(dialect_insert(ShadowOutput).on_conflict_do_nothing(), records)
 
 
 def observe(

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask_smorest import Blueprint
 
-from app import drift, training
+from app import drift, jobs, traffic, training
 from app.api import services
 from app.api.schemas import (
     AliasEventListSchema,
@@ -16,6 +16,8 @@ from app.api.schemas import (
     ModelListSchema,
     ModelSchema,
     ReasonSchema,
+    ShadowComparisonSchema,
+    TrafficPolicySchema,
     TrainingRunListSchema,
     TrainingStartedSchema,
 )
@@ -71,6 +73,31 @@ def rollback_alias(body: dict[str, Any], name: str, alias: str) -> dict[str, Any
     registry = services().registry
     registry.rollback(name, alias, _actor(), body.get("reason", ""))
     return registry.describe(name)
+
+
+@blp.route("/models/<string:name>/traffic", methods=["PUT"])
+@requires_scope("admin")
+@blp.arguments(TrafficPolicySchema)
+@blp.response(200, ModelSchema)
+@blp.alt_response(403, schema="Error", description="The API key lacks the admin scope.")
+@blp.alt_response(
+    404, schema="Error", description="Unknown model, or a route names an unknown alias or version."
+)
+@blp.alt_response(422, schema="Error", description="Not a valid policy.")
+def set_traffic(body: dict[str, Any], name: str) -> dict[str, Any]:
+    """Weights over aliases or versions, and an optional shadow; applies within REGISTRY_CACHE_SECONDS."""
+    registry = services().registry
+    registry.set_policy(name, traffic.parse(body))
+    return registry.describe(name)
+
+
+@blp.route("/models/<string:name>/shadow-outputs", methods=["GET"])
+@requires_scope("admin")
+@blp.response(200, ShadowComparisonSchema)
+@blp.alt_response(404, schema="Error", description="Unknown model.")
+def shadow_outputs(name: str) -> dict[str, Any]:
+    """The shadow version's outputs beside what served the same jobs (clients never see them)."""
+    return jobs.shadow_comparisons(services(), name)
 
 
 @blp.route("/models/<string:name>/alias-events", methods=["GET"])

@@ -47,6 +47,7 @@ def submit_prediction(
         alias=body.get("alias"),
         idempotency_key=idempotency_key,
         request_id=g.get("request_id"),
+        routing_key=body.get("routing_key"),
     )
     if wait > 0 and view["status"] not in jobs.FINISHED:
         # Just stored, so nothing to read first: wait for the worker's hand-off.

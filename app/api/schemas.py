@@ -112,6 +112,38 @@ class AliasUpdateSchema(Schema):
     )
 
 
+class RouteSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    alias = fields.String(validate=validate.Length(min=1, max=100))
+    version = fields.Integer(strict=True, validate=VERSION_RANGE)
+    weight = fields.Float(validate=validate.Range(min=0, min_inclusive=False, max=1_000_000))
+
+
+class ShadowTargetSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    alias = fields.String(validate=validate.Length(min=1, max=100))
+    version = fields.Integer(strict=True, validate=VERSION_RANGE)
+
+
+class TrafficPolicySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    routes = fields.List(fields.Nested(RouteSchema), required=True, validate=validate.Length(min=1, max=20))
+    shadow = fields.Nested(ShadowTargetSchema, allow_none=True)
+
+
+class ShadowComparisonSchema(Schema):
+    model = fields.String()
+    rows_compared = fields.Integer()
+    prediction_agreement = fields.Float(allow_none=True)
+    jobs = fields.List(fields.Dict(), metadata={"description": "Newest first: served and shadow outputs."})
+
+
 class ReasonSchema(Schema):
     class Meta:
         unknown = RAISE
