@@ -129,6 +129,9 @@ class Settings:
     training_lock_seconds: float = 3600.0
     """Longest a training run may hold its model's lock (a crashed run frees it after this)."""
 
+    ab_min_samples: int = 30
+    """An A/B report needs this many labeled rows per version before it runs a test."""
+
     auth_enabled: bool = True
     """Require an API key (``Authorization: Bearer``) on every /v1 endpoint."""
 

@@ -158,6 +158,22 @@ class ShadowOutput(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Feedback(Base):
+    """The true label (or value) of one served row, beside what was predicted and by which version."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (UniqueConstraint("job_id", "row"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    model_name: Mapped[str] = mapped_column(String(100), index=True)
+    model_version: Mapped[int] = mapped_column(Integer)
+    row: Mapped[int] = mapped_column(Integer)
+    label: Mapped[Any] = mapped_column(JSON)
+    prediction: Mapped[Any] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class AliasEvent(Base):
     """The audit trail of aliases: every move, who made it, when, from where, to where, why."""
 

@@ -11,6 +11,7 @@
     │   └── JobNotFound                  job_not_found
     ├── IdempotencyConflict          409 idempotency_conflict
     ├── NothingToRollBack            409 nothing_to_roll_back
+    ├── FeedbackConflict             409 feedback_conflict
     ├── PayloadTooLarge              413 too_many_rows
     ├── UnsupportedMediaType         415 unsupported_media_type
     ├── InvalidInput                 422 invalid_input (row and field in details)
@@ -99,6 +100,10 @@ class IdempotencyConflict(PredqError):
 
 class NothingToRollBack(PredqError):
     status, code = 409, "nothing_to_roll_back"
+
+
+class FeedbackConflict(PredqError):
+    status, code = 409, "feedback_conflict"
 
 
 class PayloadTooLarge(PredqError):

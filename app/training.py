@@ -69,11 +69,16 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def training_set(svc: Services, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """The newest ``training_window_rows`` examples of a model, oldest first."""
+def training_set(svc: Services, name: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The newest ``training_window_rows`` examples of a model, oldest first, and their window."""
     with svc.engine.connect() as conn:
         rows = conn.execute(
-            select(TrainingExample.features, TrainingExample.label)
+            select(
+                TrainingExample.id,
+                TrainingExample.created_at,
+                TrainingExample.features,
+                TrainingExample.label,
+            )
             .where(TrainingExample.model_name == name)
             .order_by(TrainingExample.id.desc())
             .limit(svc.settings.training_window_rows)
@@ -81,7 +86,15 @@ def training_set(svc: Services, name: str) -> tuple[np.ndarray, np.ndarray]:
     rows.reverse()
     x = np.asarray([r.features for r in rows], dtype=np.float64)
     y = np.asarray([r.label for r in rows])
-    return x, y
+    window = {}
+    if rows:
+        window = {
+            "first_example_id": rows[0].id,
+            "last_example_id": rows[-1].id,
+            "from": rows[0].created_at.isoformat(),
+            "to": rows[-1].created_at.isoformat(),
+        }
+    return x, y, window
 
 
 def retrain(
@@ -118,7 +131,7 @@ def retrain(
 def _train(svc: Services, name: str, run_id: uuid.UUID) -> dict[str, Any]:
     settings = svc.settings
     champion, served = svc.registry.load(name, svc.registry.resolve(name).version)
-    x, y = training_set(svc, name)
+    x, y, window = training_set(svc, name)
     if len(x) < settings.training_min_rows:
         return _finish(svc, run_id, name, "skipped",
                        f"{len(x)} training examples; at least {settings.training_min_rows} are needed",
@@ -144,6 +157,7 @@ def _train(svc: Services, name: str, run_id: uuid.UUID) -> dict[str, Any]:
     lineage = {
         "parent_version": served.version,
         "training_run": str(run_id),
+        "data_window": window,
         "rows": len(x),
         "train_rows": len(x_train),
         "holdout_rows": len(x_test),

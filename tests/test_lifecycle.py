@@ -98,6 +98,8 @@ def test_a_retrain_on_data_where_a_fresh_fit_is_better_promotes_it(app, svc, cli
         and lineage["rows"] == 3000
     )
     assert lineage["params"]["n_estimators"] == "30", "cloned: the champion's parameters"
+    window = lineage["data_window"]
+    assert window["last_example_id"] - window["first_example_id"] == 2999 and window["from"] <= window["to"]
     served = client.post("/v1/models/ringy/predictions", json={"inputs": [{"x0": 0.1, "x1": 0.2}]}).json
     assert served["model"]["version"] == 2
 

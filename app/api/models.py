@@ -6,15 +6,18 @@ from typing import Any
 
 from flask_smorest import Blueprint
 
-from app import drift, jobs, traffic, training
+from app import drift, feedback, jobs, traffic, training
 from app.api import services
 from app.api.schemas import (
+    AbQuerySchema,
+    AbReportSchema,
     AliasEventListSchema,
     AliasUpdateSchema,
     DriftListSchema,
     DriftQuerySchema,
     ModelListSchema,
     ModelSchema,
+    QualitySchema,
     ReasonSchema,
     ShadowComparisonSchema,
     TrafficPolicySchema,
@@ -98,6 +101,23 @@ def set_traffic(body: dict[str, Any], name: str) -> dict[str, Any]:
 def shadow_outputs(name: str) -> dict[str, Any]:
     """The shadow version's outputs beside what served the same jobs (clients never see them)."""
     return jobs.shadow_comparisons(services(), name)
+
+
+@blp.route("/models/<string:name>/quality", methods=["GET"])
+@blp.response(200, QualitySchema)
+@blp.alt_response(404, schema="Error", description="Unknown model.")
+def get_quality(name: str) -> dict[str, Any]:
+    """Live quality of each version from feedback: accuracy and F1, or MAE and RMSE."""
+    return feedback.quality(services(), name)
+
+
+@blp.route("/models/<string:name>/ab-report", methods=["GET"])
+@blp.arguments(AbQuerySchema, location="query", as_kwargs=True)
+@blp.response(200, AbReportSchema)
+@blp.alt_response(404, schema="Error", description="Unknown model or version.")
+def get_ab_report(name: str, a: int, b: int) -> dict[str, Any]:
+    """Versions A and B compared on feedback: each metric with a 95% interval, and a significance test."""
+    return feedback.ab_report(services(), name, a, b)
 
 
 @blp.route("/models/<string:name>/alias-events", methods=["GET"])

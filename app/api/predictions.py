@@ -7,9 +7,16 @@ from typing import Any
 from flask import g, request
 from flask_smorest import Blueprint
 
-from app import jobs
+from app import feedback, jobs
 from app.api import services
-from app.api.schemas import JobSchema, PredictionRequestSchema, SubmitHeadersSchema, WaitQuerySchema
+from app.api.schemas import (
+    FeedbackRecordedSchema,
+    FeedbackSchema,
+    JobSchema,
+    PredictionRequestSchema,
+    SubmitHeadersSchema,
+    WaitQuerySchema,
+)
 from app.errors import UnsupportedMediaType
 
 blp = Blueprint("predictions", __name__, url_prefix="/v1", description="Submit and poll predictions")
@@ -54,6 +61,21 @@ def submit_prediction(
         view = jobs.wait_for(svc, view["id"], min(wait, svc.settings.max_wait_seconds)) or view
     location = {"Location": f"/v1/predictions/{view['id']}"}
     return view, 200 if view["status"] in jobs.FINISHED else 202, location
+
+
+@blp.route("/predictions/<string:job_id>/feedback", methods=["POST"])
+@blp.arguments(FeedbackSchema)
+@blp.response(201, FeedbackRecordedSchema)
+@blp.alt_response(404, schema="Error", description="No such job.")
+@blp.alt_response(409, schema="Error", description="Feedback for this job was already recorded.")
+@blp.alt_response(
+    422,
+    schema="Error",
+    description="Wrong number of labels, a label the model cannot have, or the job has not succeeded.",
+)
+def post_feedback(body: dict[str, Any], job_id: str) -> tuple[dict[str, Any], int]:
+    """The true label (classifiers) or value (regressors) of each row; null skips a row."""
+    return feedback.record(services(), job_id, body["labels"]), 201
 
 
 @blp.route("/predictions/<string:job_id>", methods=["GET"])

@@ -144,6 +144,49 @@ class ShadowComparisonSchema(Schema):
     jobs = fields.List(fields.Dict(), metadata={"description": "Newest first: served and shadow outputs."})
 
 
+class FeedbackSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    labels = fields.List(
+        fields.Raw(allow_none=True),
+        required=True,
+        validate=validate.Length(min=1, max=10_000),
+        metadata={"description": "One per row of the job, in order; null for rows without feedback."},
+    )
+
+
+class FeedbackRecordedSchema(Schema):
+    job_id = fields.String()
+    recorded_rows = fields.Integer()
+    model = fields.Nested(ModelRefSchema)
+
+
+class QualitySchema(Schema):
+    model = fields.String()
+    task = fields.String()
+    versions = fields.List(
+        fields.Dict(), metadata={"description": "version, n, and accuracy/f1_macro or mae/rmse."}
+    )
+
+
+class AbQuerySchema(Schema):
+    a = fields.Integer(required=True, validate=VERSION_RANGE)
+    b = fields.Integer(required=True, validate=VERSION_RANGE)
+
+
+class AbReportSchema(Schema):
+    model = fields.String()
+    task = fields.String()
+    metric = fields.String(metadata={"enum": ["accuracy", "mean_absolute_error"]})
+    a = fields.Dict(metadata={"description": "version, n, value, ci95 [low, high]"})
+    b = fields.Dict()
+    test = fields.Dict(
+        allow_none=True, metadata={"description": "name, statistic, p_value; null without enough data"}
+    )
+    verdict = fields.String()
+
+
 class ReasonSchema(Schema):
     class Meta:
         unknown = RAISE
