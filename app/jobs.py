@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from app import logs, traffic
 from app.celery_app import RUN_BATCH
 from app.db import Job, ShadowOutput, utcnow
-from app.errors import IdempotencyConflict, JobNotFound, Overloaded
+from app.errors import IdempotencyConflict, JobNotFound, Overloaded, PredqError
 from app.metrics import CACHE_HITS, CACHE_MISSES, JOBS
 from app.rqueue import RowQueue, cache_keys, done_key, encode_item, queue_key, result_key
 from app.services import Services
@@ -159,8 +159,17 @@ def _shadow(
     view: dict[str, Any],
     rows: list[Any],
 ) -> None:
-    """Queue the same rows for the shadow version; the worker stores its outputs apart."""
-    target = svc.registry.resolve(name, version=shadow.version, alias=shadow.alias)
+    """Queue the same rows for the shadow version; the worker stores its outputs apart.
+
+    Best effort: the job is already stored, so a shadow that cannot be resolved (its alias
+    removed) is logged, never turned into an error for the client. Redis losing a shadow
+    item loses that comparison only; the sweeper re-queues served jobs, not shadows.
+    """
+    try:
+        target = svc.registry.resolve(name, version=shadow.version, alias=shadow.alias)
+    except PredqError as exc:
+        log.warning("shadow of %s not queued: %s", name, exc.message)
+        return
     if target.version == served_version:
         return  # the shadow is the version serving this request: nothing to compare
     item = encode_item(view["id"], rows, len(rows), view["created_at"], shadow=True)
