@@ -8,9 +8,9 @@ from datetime import timedelta
 
 from sqlalchemy import insert, select, update
 
-from app.db import Batch, Job, utcnow
+from app.db import Batch, Job, TrainingRun, utcnow
 from tests.conftest import insert_queued_job
-from workers.sweeper import expire_old_jobs
+from workers.sweeper import expire_old_jobs, fail_stale_training_runs
 
 
 def _finish(svc, job_id: uuid.UUID, completed_at, batch_id: uuid.UUID | None = None) -> None:
@@ -61,3 +61,30 @@ def test_jobs_past_retention_are_deleted_and_the_rest_kept(settings, svc, regist
 def test_retention_zero_keeps_everything(settings, svc):
     keep_all = dataclasses.replace(svc, settings=settings.replace(job_retention_seconds=0))
     assert expire_old_jobs(keep_all) == 0
+
+
+def test_training_runs_that_never_finish_are_marked_failed(settings, svc):
+    stuck, fresh = uuid.uuid4(), uuid.uuid4()
+    long_ago = utcnow() - timedelta(hours=2)
+    with svc.engine.begin() as conn:
+        conn.execute(insert(TrainingRun), [
+            {"id": stuck, "model_name": "iris", "trigger": "manual", "status": "running", "started_at": long_ago},
+            {"id": fresh, "model_name": "iris", "trigger": "manual", "status": "queued", "started_at": utcnow()},
+        ])  # fmt: skip
+
+    assert (
+        fail_stale_training_runs(
+            dataclasses.replace(svc, settings=settings.replace(training_lock_seconds=3600))
+        )
+        >= 1
+    )
+
+    with svc.engine.connect() as conn:
+        statuses = dict(
+            conn.execute(
+                select(TrainingRun.id, TrainingRun.status).where(TrainingRun.id.in_([stuck, fresh]))
+            ).all()
+        )
+    assert statuses == {stuck: "failed", fresh: "queued"}
+    with svc.engine.begin() as conn:  # not a run the lifecycle tests should see
+        conn.execute(update(TrainingRun).where(TrainingRun.id == fresh).values(status="failed"))

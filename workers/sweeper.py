@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import delete, exists, or_, select
+from sqlalchemy import delete, exists, or_, select, update
 
 from app.celery_app import RUN_BATCH
-from app.db import Batch, Job, utcnow
+from app.db import Batch, Job, TrainingRun, utcnow
 from app.jobs import enqueue
 from app.rqueue import encode_item, queued_versions
 from app.services import Services
@@ -95,3 +95,26 @@ def expire_old_jobs(svc: Services, limit: int = 10_000) -> int:
             svc.settings.job_retention_seconds,
         )
     return deleted
+
+
+def fail_stale_training_runs(svc: Services) -> int:
+    """Mark failed the training runs queued or running longer than ``training_lock_seconds``.
+
+    A worker killed mid-training leaves its run ``running``, and a redelivered message will
+    not train it again (a run id trains once); a message lost with Redis leaves it
+    ``queued``. Either way nothing will finish it, so it ends here with the reason.
+    """
+    cutoff = utcnow() - timedelta(seconds=svc.settings.training_lock_seconds)
+    with svc.engine.begin() as conn:
+        failed = conn.execute(
+            update(TrainingRun)
+            .where(TrainingRun.status.in_(("queued", "running")), TrainingRun.started_at < cutoff)
+            .values(
+                status="failed",
+                reason="no result within TRAINING_LOCK_SECONDS: the worker died or the message was lost",
+                completed_at=utcnow(),
+            )
+        ).rowcount
+    if failed:
+        log.warning("sweeper marked %d stale training runs failed", failed)
+    return failed

@@ -34,6 +34,7 @@ def sweep() -> dict[str, int]:
         "requeued": sweeper.requeue_stuck_jobs(svc),
         "woken": sweeper.wake_workers(svc),
         "expired": sweeper.expire_old_jobs(svc),
+        "stale_training_runs": sweeper.fail_stale_training_runs(svc),
     }
 
 
