@@ -19,9 +19,13 @@ threads = int(os.environ.get("GUNICORN_THREADS", "32"))
 # Longer than the longest long-poll (30 s) so gunicorn never kills a waiting request.
 timeout = 60
 graceful_timeout = 10
+# Longer than gunicorn's 2 s default, so clients that pause between requests (a loaded
+# machine, a load balancer's pool) less often race the server closing an idle connection.
+keepalive = 5
 # predq logs one JSON line per request itself (with request and job ids); gunicorn's
 # access log would repeat it in another format, so it is off unless ACCESS_LOG=1.
-accesslog = "-" if os.environ.get("ACCESS_LOG", "0") == "1" else None
+_access_log = os.environ.get("ACCESS_LOG", "0") == "1"
+accesslog = "-" if _access_log else None
 _log_format = os.environ.get("LOG_FORMAT", "json")
 logconfig_dict = {
     "version": 1,
@@ -37,7 +41,15 @@ logconfig_dict = {
     "root": {"handlers": ["stdout"], "level": os.environ.get("LOG_LEVEL", "INFO").upper()},
     "loggers": {
         "gunicorn.error": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
-        "gunicorn.access": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+        # With logconfig_dict set gunicorn logs access lines whatever accesslog says;
+        # the level is what keeps them off.
+        "gunicorn.access": {
+            "handlers": ["stdout"],
+            "level": "INFO" if _access_log else "CRITICAL",
+            "propagate": False,
+        },
+        # Alembic announces its plugins at INFO on import (the CLI is imported with the app).
+        "alembic.runtime.plugins": {"level": "WARNING"},
     },
 }
 

@@ -62,3 +62,5 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.setLevel(level.upper())
     # Python warnings (Celery's, for one) would otherwise print plain text to stderr.
     logging.captureWarnings(True)
+    # Alembic announces its plugins at INFO on import (the CLI is imported with the app).
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

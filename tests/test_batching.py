@@ -25,7 +25,14 @@ def test_1000_concurrent_single_row_requests_share_model_calls(svc, registered, 
 
     def submit(row: list[float]) -> dict:
         if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=api_server, timeout=60, headers=bearer(tokens["predict"]))
+            # Idle connections are dropped before gunicorn's keepalive (5 s) closes them, so a
+            # request never goes out on a connection the server is closing.
+            local.client = httpx.Client(
+                base_url=api_server,
+                timeout=60,
+                headers=bearer(tokens["predict"]),
+                limits=httpx.Limits(keepalive_expiry=2.0),
+            )
         response = local.client.post("/v1/models/iris/predictions?wait=30", json={"inputs": [row]})
         assert response.status_code == 200, response.text
         return response.json()
