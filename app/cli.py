@@ -70,7 +70,7 @@ def models_register(
 ) -> None:
     """Store an artifact (.skops, or joblib/pickle: it runs code on load) as the next version of NAME."""
     registry = current_app.extensions["predq"].registry
-    try:
+    with _cli_errors():
         served = registry.register(
             name,
             path,
@@ -79,8 +79,6 @@ def models_register(
             trust=list(trust),
             reference=_read_table(reference) if reference else None,
         )
-    except PredqError as exc:
-        raise click.ClickException(exc.message) from exc
     sig = served.signature
     click.echo(
         f"registered {served.name} v{served.version} ({served.format}) sha256={served.sha256} "
@@ -249,10 +247,8 @@ def models_list() -> None:
 )
 def keys_create(name: str, scopes: tuple[str, ...], rate_limit: str | None) -> None:
     """Create an API key called NAME and print its token (the only time it is shown)."""
-    try:
+    with _cli_errors():
         principal, token = current_app.extensions["predq"].keys.create(name, list(scopes), rate_limit)
-    except PredqError as exc:
-        raise click.ClickException(exc.message) from exc
     scopes_shown = ", ".join(sorted(principal.scopes))
     click.echo(f"created API key {principal.name!r} with scopes {scopes_shown}", err=True)
     click.echo("store this token now; it cannot be shown again:", err=True)
@@ -263,10 +259,8 @@ def keys_create(name: str, scopes: tuple[str, ...], rate_limit: str | None) -> N
 @click.argument("name")
 def keys_revoke(name: str) -> None:
     """Revoke the API key called NAME (API processes stop accepting it within AUTH_CACHE_SECONDS)."""
-    try:
+    with _cli_errors():
         current_app.extensions["predq"].keys.revoke(name)
-    except PredqError as exc:
-        raise click.ClickException(exc.message) from exc
     click.echo(f"revoked API key {name!r}")
 
 
