@@ -53,11 +53,12 @@ def submit(
     line names it too.
     """
     policy = None
+    target_version, target_alias = version, alias
     if version is None and alias is None:
         policy = svc.registry.policy(name)
         route = traffic.choose(policy, name, routing_key)
-        version, alias = route.version, route.alias
-    served = svc.registry.resolve(name, version=version, alias=alias)
+        target_version, target_alias = route.version, route.alias
+    served = svc.registry.resolve(name, version=target_version, alias=target_alias)
     matrix = rows_to_matrix(
         inputs,
         served.signature["n_features"],
@@ -65,7 +66,10 @@ def submit(
         svc.settings.max_rows_per_request,
     )
     # Only an Idempotency-Key needs the body's hash; skip the extra serialization otherwise.
-    request_hash = _request_hash(name, version, alias, inputs) if idempotency_key is not None else None
+    # It hashes what the client sent, not the route drawn for it: a replay may draw another.
+    request_hash = (
+        _request_hash(name, version, alias, routing_key, inputs) if idempotency_key is not None else None
+    )
     if idempotency_key is not None:
         existing = _find_by_key(svc, idempotency_key)
         if existing is not None:
@@ -265,8 +269,10 @@ def _publish_result(svc: Services, view: dict[str, Any]) -> None:
         pass
 
 
-def _request_hash(name: str, version: int | None, alias: str | None, inputs: list[Any]) -> str:
-    body = {"model": name, "version": version, "alias": alias, "inputs": inputs}
+def _request_hash(
+    name: str, version: int | None, alias: str | None, routing_key: str | None, inputs: list[Any]
+) -> str:
+    body = {"model": name, "version": version, "alias": alias, "routing_key": routing_key, "inputs": inputs}
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 

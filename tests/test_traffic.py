@@ -140,3 +140,21 @@ def _uuid(text: str):
     import uuid
 
     return uuid.UUID(text)
+
+
+def test_an_idempotent_replay_is_the_same_job_whichever_route_it_draws(app, tokens, split):
+    """The body's hash is of what the client sent, not of the route the policy drew for it."""
+    admin = client_for(app, tokens["admin"])
+    policy = {"routes": [{"alias": "champion", "weight": 50}, {"alias": "challenger", "weight": 50}]}
+    assert admin.put("/v1/models/split/traffic", json=policy).status_code == 200
+    http = client_for(app, tokens["predict"])
+    headers = {"Idempotency-Key": f"replay-{time.monotonic_ns()}"}
+
+    answers = [
+        http.post("/v1/models/split/predictions", json={"inputs": [ROW]}, headers=headers) for _ in range(12)
+    ]
+
+    assert {a.status_code for a in answers} <= {200, 202}, [a.json for a in answers if a.status_code >= 400][
+        :1
+    ]
+    assert len({a.json["id"] for a in answers}) == 1
