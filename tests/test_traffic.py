@@ -158,3 +158,7 @@ def test_an_idempotent_replay_is_the_same_job_whichever_route_it_draws(app, toke
         :1
     ]
     assert len({a.json["id"] for a in answers}) == 1
+    other_key = http.post(
+        "/v1/models/split/predictions", json={"inputs": [ROW], "routing_key": "k"}, headers=headers
+    )
+    assert other_key.status_code == 409, "a routing_key is part of the body"
