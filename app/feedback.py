@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
-from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, mean_squared_error
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from app.db import Feedback, Job, TrainingExample
 from app.errors import FeedbackConflict, InvalidInput, JobNotFound
 from app.services import Services
+from app.training import quality_metrics
 
 
 def record(svc: Services, job_id: str, labels: list[Any]) -> dict[str, Any]:
@@ -102,26 +102,16 @@ def quality(svc: Services, name: str) -> dict[str, Any]:
     task = svc.registry.resolve(name).signature["task"]
     versions = []
     for version, (truth, predicted) in sorted(_labeled(svc, name).items()):
-        entry: dict[str, Any] = {"version": version, "n": len(truth)}
-        if task == "classification":
-            entry |= {
-                "accuracy": float(accuracy_score(truth, predicted)),
-                "f1_macro": float(f1_score(truth, predicted, average="macro")),
-            }
-        else:
-            entry |= {
-                "mae": float(mean_absolute_error(truth, predicted)),
-                "rmse": float(np.sqrt(mean_squared_error(truth, predicted))),
-            }
-        versions.append(entry)
+        metrics = quality_metrics(truth, predicted, task == "classification")
+        versions.append({"version": version, "n": len(truth), **metrics})
     return {"model": name, "task": task, "versions": versions}
 
 
 def ab_report(svc: Services, name: str, a: int, b: int) -> dict[str, Any]:
     """Versions ``a`` and ``b`` compared on their feedback (see the module docstring)."""
-    for version in (a, b):
-        svc.registry.resolve(name, version=version)  # 404 for an unknown version
+    # Resolving both is also the 404 for an unknown version.
     task = svc.registry.resolve(name, version=a).signature["task"]
+    svc.registry.resolve(name, version=b)
     labeled = _labeled(svc, name)
     arms = {v: labeled.get(v, ([], [])) for v in (a, b)}
     minimum = svc.settings.ab_min_samples

@@ -102,14 +102,7 @@ def retrain(
 ) -> dict[str, Any]:
     """One training run (see the module docstring); returns its record."""
     run_id = run_id or uuid.uuid4()
-    _record_queued(svc, run_id, name, trigger)
-    with svc.engine.begin() as conn:
-        claimed = conn.execute(
-            update(TrainingRun)
-            .where(TrainingRun.id == run_id, TrainingRun.status == "queued")
-            .values(status="running", started_at=utcnow())
-        ).rowcount
-    if not claimed:
+    if not _claim(svc, run_id, name, trigger):
         # The same run asked for again (a redelivered message): it trains once.
         log.info("training run %s of %s already started; not training again", run_id, name)
         return run_record(svc, run_id)
@@ -184,7 +177,11 @@ def _frame(x: np.ndarray, names: list[str] | None) -> Any:
 
 
 def _score(estimator: Any, x: Any, y: np.ndarray, classifier: bool) -> dict[str, float]:
-    predicted = estimator.predict(x)
+    return quality_metrics(y, estimator.predict(x), classifier)
+
+
+def quality_metrics(y: Any, predicted: Any, classifier: bool) -> dict[str, float]:
+    """Accuracy and macro F1 for a classifier, RMSE and MAE for a regressor (retrains and feedback)."""
     if classifier:
         return {
             "accuracy": float(accuracy_score(y, predicted)),
@@ -260,19 +257,35 @@ def start_run(svc: Services, name: str, trigger: str = "manual") -> uuid.UUID:
     return run_id
 
 
+def _run_row(run_id: uuid.UUID, name: str, trigger: str, status: str) -> dict[str, Any]:
+    return {"id": run_id, "model_name": name, "trigger": trigger, "status": status, "started_at": utcnow()}
+
+
 def _record_queued(svc: Services, run_id: uuid.UUID, name: str, trigger: str) -> None:
-    record = {
-        "id": run_id,
-        "model_name": name,
-        "trigger": trigger,
-        "status": "queued",
-        "started_at": utcnow(),
-    }
+    with svc.engine.begin() as conn:
+        conn.execute(insert(TrainingRun), _run_row(run_id, name, trigger, "queued"))
+
+
+def _claim(svc: Services, run_id: uuid.UUID, name: str, trigger: str) -> bool:
+    """Mark the run running; False when it already started (or finished).
+
+    A run queued by :func:`start_run` is claimed by an UPDATE; one asked for directly (the
+    CLI's --here) has no row yet and is inserted running. Either way exactly one caller wins.
+    """
+    with svc.engine.begin() as conn:
+        claimed = conn.execute(
+            update(TrainingRun)
+            .where(TrainingRun.id == run_id, TrainingRun.status == "queued")
+            .values(status="running", started_at=utcnow())
+        ).rowcount
+    if claimed:
+        return True
     try:
         with svc.engine.begin() as conn:
-            conn.execute(insert(TrainingRun), record)
+            conn.execute(insert(TrainingRun), _run_row(run_id, name, trigger, "running"))
     except IntegrityError:
-        pass  # already recorded: queued by start_run, or a redelivery
+        return False  # the row exists and is past queued
+    return True
 
 
 def set_schedule(svc: Services, name: str, every_seconds: float | None, on_drift: bool) -> None:
