@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -100,101 +101,85 @@ def wait_until_a_batch_is_running(database_url: str, timeout: float = 30.0) -> N
         engine.dispose()
 
 
-@pytest.mark.parametrize("whole", [False, True], ids=["pool process", "whole worker"])
-def test_worker_killed_mid_batch(whole: bool, slow_model, redis_server, tmp_path):
+@contextmanager
+def under_traffic(
+    fault: str, database_url: str, redis_url: str, tmp_path: Path, slow_model: tuple[Any, Path]
+) -> Iterator[tuple[Stack, FaultOutcome]]:
+    """A stack on these services with a client submitting; after the block, every accepted
+    job is polled to the end and the outcome must keep every promise."""
     model, artifact = slow_model
-    redis_server.start()
-    with scratch_database(ADMIN_URL, "predq_fault") as database_url:
-        env, token = prepare(database_url, redis_server.url, tmp_path, artifact)
-        stack = Stack(tmp_path, env)
-        outcome = FaultOutcome(f"worker SIGKILL mid-batch ({'whole worker' if whole else 'pool process'})")
-        traffic = Traffic(stack.base, token, MODEL, outcome)
-        try:
-            stack.start()
-            traffic.start()
-            wait_until_a_batch_is_running(database_url)
-            stack.kill_worker(whole)
-            if whole:
-                time.sleep(1)
-                stack.start_worker()
-            time.sleep(3)
-            traffic.stop()
-            traffic.settle(expected_for(model))
-            assert_kept_every_promise(outcome, stack)
-        finally:
-            traffic.stop()
-            stack.stop()
-
-
-def test_redis_restarted_with_its_data_gone(slow_model, redis_server, tmp_path):
-    model, artifact = slow_model
-    redis_server.start()
-    with scratch_database(ADMIN_URL, "predq_fault") as database_url:
-        env, token = prepare(database_url, redis_server.url, tmp_path, artifact)
-        stack = Stack(tmp_path, env)
-        outcome = FaultOutcome("Redis restarted, data gone")
-        traffic = Traffic(stack.base, token, MODEL, outcome)
-        try:
-            stack.start()
-            traffic.start()
-            time.sleep(2)
-            redis_server.kill()  # queues, cache, results and Celery's messages all go
-            time.sleep(1.5)
-            redis_server.start()
-            time.sleep(3)
-            traffic.stop()
-            traffic.settle(expected_for(model))
-            assert_kept_every_promise(outcome, stack)
-        finally:
-            traffic.stop()
-            stack.stop()
-
-
-@pytest.mark.skipif(postgres_bin() is None, reason="needs PostgreSQL's initdb and pg_ctl")
-def test_postgres_stopped_and_started(slow_model, redis_server, tmp_path):
-    model, artifact = slow_model
-    redis_server.start()
-    postgres = LocalPostgres(postgres_bin())
-    postgres.init()
-    postgres.start()
-    env, token = prepare(postgres.url, redis_server.url, tmp_path, artifact)
+    env, token = prepare(database_url, redis_url, tmp_path, artifact)
     stack = Stack(tmp_path, env)
-    outcome = FaultOutcome("PostgreSQL stopped and started")
+    outcome = FaultOutcome(fault)
     traffic = Traffic(stack.base, token, MODEL, outcome)
     try:
         stack.start()
         traffic.start()
-        time.sleep(2)
-        postgres.stop()
-        time.sleep(3)
-        postgres.start()
-        time.sleep(3)
+        yield stack, outcome
         traffic.stop()
         traffic.settle(expected_for(model))
-        assert outcome.refused_503 > 0, "some requests arrived while the database was down"
         assert_kept_every_promise(outcome, stack)
     finally:
         traffic.stop()
         stack.stop()
+
+
+@pytest.mark.parametrize("whole", [False, True], ids=["pool process", "whole worker"])
+def test_worker_killed_mid_batch(whole: bool, slow_model, redis_server, tmp_path):
+    redis_server.start()
+    fault = f"worker SIGKILL mid-batch ({'whole worker' if whole else 'pool process'})"
+    with (
+        scratch_database(ADMIN_URL, "predq_fault") as database_url,
+        under_traffic(fault, database_url, redis_server.url, tmp_path, slow_model) as (stack, _),
+    ):
+        wait_until_a_batch_is_running(database_url)
+        stack.kill_worker(whole)
+        if whole:
+            time.sleep(1)
+            stack.start_worker()
+        time.sleep(3)
+
+
+def test_redis_restarted_with_its_data_gone(slow_model, redis_server, tmp_path):
+    redis_server.start()
+    with (
+        scratch_database(ADMIN_URL, "predq_fault") as database_url,
+        under_traffic("Redis restarted, data gone", database_url, redis_server.url, tmp_path, slow_model),
+    ):
+        time.sleep(2)
+        redis_server.kill()  # queues, cache, results and Celery's messages all go
+        time.sleep(1.5)
+        redis_server.start()
+        time.sleep(3)
+
+
+@pytest.mark.skipif(postgres_bin() is None, reason="needs PostgreSQL's initdb and pg_ctl")
+def test_postgres_stopped_and_started(slow_model, redis_server, tmp_path):
+    redis_server.start()
+    postgres = LocalPostgres(postgres_bin())
+    try:
+        postgres.init()
+        postgres.start()
+        fault = "PostgreSQL stopped and started"
+        with under_traffic(fault, postgres.url, redis_server.url, tmp_path, slow_model) as (_, outcome):
+            time.sleep(2)
+            postgres.stop()
+            time.sleep(3)
+            postgres.start()
+            time.sleep(3)
+        assert outcome.refused_503 > 0, "some requests arrived while the database was down"
+    finally:
         postgres.remove()
 
 
 def test_broker_unreachable_when_the_worker_starts(slow_model, redis_server, tmp_path):
-    model, artifact = slow_model
-    with scratch_database(ADMIN_URL, "predq_fault") as database_url:
-        env, token = prepare(database_url, redis_server.url, tmp_path, artifact)
-        stack = Stack(tmp_path, env)
-        outcome = FaultOutcome("broker unreachable at worker start")
-        traffic = Traffic(stack.base, token, MODEL, outcome)
-        try:
-            stack.start()  # worker and beat start with Redis (their broker) down
-            traffic.start()
-            time.sleep(3)
-            redis_server.start()
-            time.sleep(3)
-            traffic.stop()
-            traffic.settle(expected_for(model))
-            assert_kept_every_promise(outcome, stack)
-        finally:
-            traffic.stop()
-            stack.stop()
+    with (
+        scratch_database(ADMIN_URL, "predq_fault") as database_url,
+        # The worker and beat start with Redis (their broker) down.
+        under_traffic(
+            "broker unreachable at worker start", database_url, redis_server.url, tmp_path, slow_model
+        ),
+    ):
+        time.sleep(3)
+        redis_server.start()
+        time.sleep(3)
