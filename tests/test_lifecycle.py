@@ -15,6 +15,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from app import training
+from app.celery_app import RETRAIN, SCHEDULE_RETRAINS
 from app.drift import check_model
 from tests.conftest import client_for
 
@@ -166,6 +167,10 @@ def test_rest_retrain_runs_on_a_real_worker(app, svc, tokens, worker, tmp_path):
     started = admin.post("/v1/models/remote/retrain")
 
     assert started.status_code == 202
+    # Training has its own queue, so a long fit never holds up batches; beat checks schedules.
+    conf = svc.celery.conf
+    assert conf.task_routes[RETRAIN] == {"queue": "training"}
+    assert conf.beat_schedule["schedule-retrains"]["task"] == SCHEDULE_RETRAINS
     run = _wait_for_run(admin, "remote", started.json["run_id"])
     assert run["status"] in ("promoted", "kept") and run["trigger"] == "manual"
     assert client_for(app, tokens["predict"]).post("/v1/models/remote/retrain").status_code == 403
