@@ -59,6 +59,8 @@ def cache_keys(name: str, version: int, matrix: np.ndarray) -> list[str]:
 
 # Pops whole items from the head of the list until adding the next one would pass
 # max_rows (always at least one), atomically, so concurrent workers never split a job.
+# The first element of the reply is how many items are left, so the worker knows whether
+# to wake another without a second round trip.
 _POP_BATCH = """
 local out, total = {}, 0
 local max_rows = tonumber(ARGV[1])
@@ -72,6 +74,7 @@ while true do
   total = total + n
   if total >= max_rows then break end
 end
+table.insert(out, 1, redis.call('LLEN', KEYS[1]))
 return out
 """
 
@@ -141,10 +144,12 @@ class RowQueue:
         """Append an item; returns the list length after the push (1 means it was empty)."""
         return int(self.redis.rpush(self.key, item))
 
-    def pop_batch(self, max_rows: int) -> list[QueuedRows]:
+    def pop_batch(self, max_rows: int) -> tuple[list[QueuedRows], int]:
+        """Whole items holding up to ``max_rows`` rows, and how many items are left."""
         # Registered here, not in __init__: the API only pushes, on every request.
         pop = self.redis.register_script(_POP_BATCH)
-        return [decode_item(raw) for raw in pop(keys=[self.key], args=[max_rows])]
+        left, *raw = pop(keys=[self.key], args=[max_rows])
+        return [decode_item(item) for item in raw], int(left)
 
     def __len__(self) -> int:
         return int(self.redis.llen(self.key))

@@ -54,10 +54,10 @@ class BatchReport:
 def run_batch(svc: Services, name: str, version: int, worker: str = "") -> BatchReport:
     logs.reset(model=name, version=version)  # a pool process runs one task after another
     queue = RowQueue(svc.redis, name, version)
-    items = collect(queue, svc.settings.max_batch_rows, svc.settings.max_batch_delay)
+    items, left = collect(queue, svc.settings.max_batch_rows, svc.settings.max_batch_delay)
     if not items:
         return BatchReport(name, version, None, 0, 0, "empty", 0.0)
-    if len(queue) > 0:
+    if left > 0:
         # More is waiting: let another worker process start on it while this one predicts.
         svc.celery.send_task(RUN_BATCH, args=[name, version])
 
@@ -203,19 +203,22 @@ def observe(
         JOB_DURATION.labels(name).observe(max(0.0, (completed_at - created).total_seconds()))
 
 
-def collect(queue: RowQueue, max_rows: int, max_delay: float) -> list[QueuedRows]:
-    """Pop up to ``max_rows`` rows, waiting at most ``max_delay`` for a batch to fill."""
-    items = queue.pop_batch(max_rows)
+def collect(queue: RowQueue, max_rows: int, max_delay: float) -> tuple[list[QueuedRows], int]:
+    """Pop up to ``max_rows`` rows, waiting at most ``max_delay`` for a batch to fill.
+
+    Returns the items and how many were left on the queue after the last pop.
+    """
+    items, left = queue.pop_batch(max_rows)
     if not items:
-        return items
+        return items, left
     count = sum(len(item.rows) for item in items)
     deadline = time.monotonic() + max_delay
     while count < max_rows and time.monotonic() < deadline:
         time.sleep(_POLL_SECONDS)
-        more = queue.pop_batch(max_rows - count)
+        more, left = queue.pop_batch(max_rows - count)
         items.extend(more)
         count += sum(len(item.rows) for item in more)
-    return items
+    return items, left
 
 
 def claim(svc: Services, job_ids: list[str], started_at: Any) -> set[str]:
