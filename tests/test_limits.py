@@ -65,3 +65,15 @@ def test_a_deep_queue_gets_503_with_retry_after_and_stores_nothing(settings, svc
         assert roomier.post("/v1/models/backlogged/predictions", json=ROW).status_code == 202
     finally:
         svc.redis.delete(queue_key("backlogged", served.version))
+
+
+def test_with_auth_off_the_limit_counts_per_client_address(settings, registered):
+    open_app = create_app(settings.replace(auth_enabled=False, rate_limit="2/minute"))
+    here = open_app.test_client()
+    there = open_app.test_client()
+    there.environ_base["REMOTE_ADDR"] = "10.0.0.7"
+
+    statuses = [here.get("/v1/models/iris").status_code for _ in range(3)]
+
+    assert statuses == [200, 200, 429]
+    assert there.get("/v1/models/iris").status_code == 200, "another address has its own count"
