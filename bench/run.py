@@ -197,12 +197,19 @@ def main() -> int:
     return 1 if failed and not args.no_assert else 0
 
 
-def measure_all(
-    args: argparse.Namespace, database_url: str, work: Path
-) -> tuple[list[Point], dict[int, float]]:
-    """Every system, one at a time, against ``database_url``; returns the points and in-process limits."""
-    levels = [int(c) for c in args.concurrency.split(",")]
-    levels_100 = [int(c) for c in args.concurrency_100.split(",")]
+@dataclass
+class Stage:
+    """What every measured system shares: the environment, the model and predq's key."""
+
+    env: dict[str, str]
+    engine: Any
+    model: Any
+    artifact: Path
+    token: str
+
+
+def prepare(database_url: str, work: Path) -> Stage:
+    """Train the benchmark model, migrate ``database_url``, register the model, make a key."""
     Redis.from_url(REDIS_URL).flushdb()
     Redis.from_url(TUTORIAL_BROKER_URL).flushdb()
     env = dict(os.environ) | {
@@ -216,7 +223,6 @@ def measure_all(
         "LOG_REQUESTS": "0",
         "PYTHONPATH": str(ROOT),
     }
-    base = f"http://127.0.0.1:{PORT}"
     print("training RandomForest(100 trees) on make_classification(20000, 20) ...", flush=True)
     from sklearn.datasets import make_classification
     from sklearn.ensemble import RandomForestClassifier
@@ -240,6 +246,22 @@ def measure_all(
     _, token = ApiKeys(engine).create(
         f"bench-{uuid.uuid4().hex[:6]}", ["predict"], rate_limit="1000000/second"
     )
+    return Stage(env, engine, model, artifact, token)
+
+
+def predq_commands() -> dict[str, list[str]]:
+    return {"api": gunicorn("app:create_app()"), "worker": celery("workers", 2)}
+
+
+def measure_all(
+    args: argparse.Namespace, database_url: str, work: Path
+) -> tuple[list[Point], dict[int, float]]:
+    """Every system, one at a time, against ``database_url``; returns the points and in-process limits."""
+    levels = [int(c) for c in args.concurrency.split(",")]
+    levels_100 = [int(c) for c in args.concurrency_100.split(",")]
+    stage = prepare(database_url, work)
+    env, engine, model, artifact, token = stage.env, stage.engine, stage.model, stage.artifact, stage.token
+    base = f"http://127.0.0.1:{PORT}"
 
     print("the model's limit (in process):", flush=True)
     limits = in_process_limit(model, [1, 100, 256, 1024, 4096])
@@ -275,8 +297,7 @@ def measure_all(
         return rows / n if n else None
 
     print("predq:", flush=True)
-    commands = {"api": gunicorn("app:create_app()"), "worker": celery("workers", 2)}
-    with running(commands, env, f"{base}/readyz", work):
+    with running(predq_commands(), env, f"{base}/readyz", work):
         for c in levels:
             points.append(measure("predq", base, loadgen.predq_scenario(MODEL, 1, token), c, 1,
                                   args.seconds, args.warmup, batch_stats=batch_stats))  # fmt: skip
