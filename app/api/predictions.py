@@ -21,6 +21,12 @@ from app.errors import UnsupportedMediaType
 
 blp = Blueprint("predictions", __name__, url_prefix="/v1", description="Submit and poll predictions")
 
+# Instances, not classes: given a class, webargs builds a new schema on every request,
+# which costs more than the parsing itself on the submit and poll paths.
+WAIT_QUERY = WaitQuerySchema()
+SUBMIT_HEADERS = SubmitHeadersSchema()
+PREDICTION_REQUEST = PredictionRequestSchema()
+
 
 @blp.before_request
 def _require_json() -> None:
@@ -32,9 +38,9 @@ def _require_json() -> None:
 
 
 @blp.route("/models/<string:name>/predictions", methods=["POST"])
-@blp.arguments(WaitQuerySchema, location="query", as_kwargs=True)
-@blp.arguments(SubmitHeadersSchema, location="headers", as_kwargs=True)
-@blp.arguments(PredictionRequestSchema)
+@blp.arguments(WAIT_QUERY, location="query", as_kwargs=True)
+@blp.arguments(SUBMIT_HEADERS, location="headers", as_kwargs=True)
+@blp.arguments(PREDICTION_REQUEST)
 @blp.alt_response(202, schema=JobSchema, description="Accepted: the job is stored and queued.")
 @blp.alt_response(200, schema=JobSchema, description="Finished at once (every row cached, or ?wait).")
 @blp.alt_response(404, schema="Error", description="Unknown model, version or alias.")
@@ -79,7 +85,7 @@ def post_feedback(body: dict[str, Any], job_id: str) -> tuple[dict[str, Any], in
 
 
 @blp.route("/predictions/<string:job_id>", methods=["GET"])
-@blp.arguments(WaitQuerySchema, location="query", as_kwargs=True)
+@blp.arguments(WAIT_QUERY, location="query", as_kwargs=True)
 @blp.alt_response(200, schema=JobSchema, description="The job, finished or not.")
 @blp.alt_response(404, schema="Error", description="No such job.")
 def get_prediction(job_id: str, wait: float) -> tuple[dict[str, Any], int]:
