@@ -26,7 +26,7 @@ from app.errors import PredqError
 from app.inference import predict_outputs
 from app.jobs import job_view
 from app.metrics import BATCH_ROWS, INFERENCE, JOB_DURATION, JOBS, QUEUE_WAIT
-from app.rqueue import QueuedRows, RowQueue, cache_keys, done_key, result_key
+from app.rqueue import QueuedRows, RowQueue, cache_keys, publish_results
 from app.services import Services
 
 log = logging.getLogger(__name__)
@@ -275,13 +275,13 @@ def publish(
 ) -> None:
     """Cache row outputs, hand finished jobs to pollers, and wake long-polls, in one round trip."""
     settings = svc.settings
-    with svc.redis.pipeline(transaction=False) as pipe:
-        if outputs is not None and settings.cache_ttl_seconds > 0:
-            keys = cache_keys(name, version, np.asarray(rows, dtype=np.float64))
-            for key, output in zip(keys, outputs, strict=True):
-                pipe.set(key, orjson.dumps(output), ex=settings.cache_ttl_seconds)
-        for item, result in zip(items, results, strict=True):
-            view = job_view(
+    cache: dict[str, bytes] = {}
+    if outputs is not None and settings.cache_ttl_seconds > 0:
+        keys = cache_keys(name, version, np.asarray(rows, dtype=np.float64))
+        cache = {key: orjson.dumps(output) for key, output in zip(keys, outputs, strict=True)}
+    views = {
+        item.job_id: orjson.dumps(
+            job_view(
                 {
                     "id": result["id"],
                     "status": result["status"],
@@ -293,9 +293,7 @@ def publish(
                     "completed_at": completed_at,
                 }
             )
-            encoded = orjson.dumps(view)
-            pipe.set(result_key(item.job_id), encoded, ex=settings.result_ttl_seconds)
-            # Long-polls BLMOVE this list onto itself, so each waiter gets the view.
-            pipe.rpush(done_key(item.job_id), encoded)
-            pipe.expire(done_key(item.job_id), 60)
-        pipe.execute()
+        )
+        for item, result in zip(items, results, strict=True)
+    }
+    publish_results(svc.redis, cache, views, settings.cache_ttl_seconds, settings.result_ttl_seconds)
