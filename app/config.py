@@ -43,6 +43,9 @@ class Settings:
     max_batch_delay: float = 0.005
     """Seconds a worker waits for more rows when its first pop was not a full batch."""
 
+    max_task_seconds: float = 5.0
+    """How long one batch task keeps running batches before it hands on to a fresh task."""
+
     max_rows_per_request: int = 1000
     """Rows one prediction request may carry (more gets 413)."""
 

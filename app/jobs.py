@@ -3,7 +3,7 @@
 A submit validates the rows, answers cached rows from Redis, refuses work when the model's
 queue is too deep (backpressure), commits the job row to the database (the source of
 truth: a 202 means it is stored), then pushes the remaining rows onto the model version's
-Redis list and wakes a worker only if that list was empty.
+Redis list and wakes a worker only if none is taking batches from that list.
 """
 
 from __future__ import annotations
@@ -146,9 +146,9 @@ def submit(
 
 
 def enqueue(svc: Services, name: str, version: int, item: bytes) -> None:
-    """Push rows and wake a worker when the list was empty (no Celery message per request)."""
+    """Push rows and wake a worker when none holds the queue (no Celery message per request)."""
     try:
-        if RowQueue(svc.redis, name, version).push(item) == 1:
+        if RowQueue(svc.redis, name, version).push(item):
             svc.celery.send_task(RUN_BATCH, args=[name, version])
     except (RedisError, BrokerError) as exc:
         # The job is committed; the sweeper re-queues it from the database.

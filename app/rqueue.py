@@ -41,6 +41,10 @@ def queued_versions(redis: Redis) -> list[tuple[str, int]]:
     return found
 
 
+def active_key(name: str, version: int) -> str:
+    return f"{PREFIX}:active:{name}:{version}"
+
+
 def result_key(job_id: str) -> str:
     return f"{PREFIX}:result:{job_id}"
 
@@ -57,8 +61,25 @@ def cache_keys(name: str, version: int, matrix: np.ndarray) -> list[str]:
     ]
 
 
+# A worker that is taking batches from a queue holds its "active" key; a push that finds
+# the key absent sets it and tells the API to send a batch task. So under load the API
+# sends no Celery message at all: the worker that holds the queue keeps taking batches.
+# The key expires on its own (ACTIVE_TTL_SECONDS) if that worker dies; the sweeper wakes
+# a worker for any queue left non-empty.
+ACTIVE_TTL_SECONDS = 10
+
+# Appends an item; returns 1 when no worker holds the queue (the caller must wake one).
+_PUSH = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return 1 end
+return 0
+"""
+
 # Pops whole items from the head of the list until adding the next one would pass
 # max_rows (always at least one), atomically, so concurrent workers never split a job.
+# A pop that finds items (re)marks the queue as held. A pop with release = 1 that finds
+# nothing lets go of the queue in the same atomic step, so a push either lands before it
+# (and is popped) or finds the queue free (and wakes a worker): none is stranded.
 # The first element of the reply is how many items are left, so the worker knows whether
 # to wake another without a second round trip.
 _POP_BATCH = """
@@ -73,6 +94,11 @@ while true do
   out[#out + 1] = item
   total = total + n
   if total >= max_rows then break end
+end
+if #out > 0 then
+  redis.call('SET', KEYS[2], '1', 'EX', ARGV[3])
+elseif ARGV[2] == '1' then
+  redis.call('DEL', KEYS[2])
 end
 table.insert(out, 1, redis.call('LLEN', KEYS[1]))
 return out
@@ -186,16 +212,20 @@ class RowQueue:
     def __init__(self, redis: Redis, name: str, version: int) -> None:
         self.redis = redis
         self.key = queue_key(name, version)
+        self.active = active_key(name, version)
 
-    def push(self, item: bytes) -> int:
-        """Append an item; returns the list length after the push (1 means it was empty)."""
-        return int(self.redis.rpush(self.key, item))
+    def push(self, item: bytes) -> bool:
+        """Append an item; True when no worker holds the queue, so the caller must wake one."""
+        push = self.redis.register_script(_PUSH)
+        return push(keys=[self.key, self.active], args=[item, ACTIVE_TTL_SECONDS]) == 1
 
-    def pop_batch(self, max_rows: int) -> tuple[list[QueuedRows], int]:
-        """Whole items holding up to ``max_rows`` rows, and how many items are left."""
-        # Registered here, not in __init__: the API only pushes, on every request.
+    def pop_batch(self, max_rows: int, release: bool = False) -> tuple[list[QueuedRows], int]:
+        """Whole items holding up to ``max_rows`` rows, and how many items are left.
+
+        With ``release``, an empty queue is let go of (the next push wakes a worker).
+        """
         pop = self.redis.register_script(_POP_BATCH)
-        left, *raw = pop(keys=[self.key], args=[max_rows])
+        left, *raw = pop(keys=[self.key, self.active], args=[max_rows, int(release), ACTIVE_TTL_SECONDS])
         return [decode_item(item) for item in raw], int(left)
 
     def __len__(self) -> int:

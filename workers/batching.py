@@ -1,7 +1,8 @@
 """One batch: pop waiting rows of one model version, one model call, write every result.
 
-This is the whole hot path of a worker. ``run_batch`` takes explicit services so tests
-can call it directly; the Celery task in ``workers.tasks`` is a thin wrapper.
+This is the whole hot path of a worker. ``run_batch`` runs one batch and ``drain`` runs
+them back to back until the queue is empty; both take explicit services so tests can
+call them directly; the Celery task in ``workers.tasks`` is a thin wrapper.
 """
 
 from __future__ import annotations
@@ -49,6 +50,52 @@ class BatchReport:
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
+
+
+@dataclass
+class DrainReport:
+    """What one batch task did: the batches it ran back to back; Flower shows it."""
+
+    model: str
+    version: int
+    batches: int = 0
+    rows: int = 0
+    jobs: int = 0
+    failed_batches: int = 0
+    inference_seconds: float = 0.0
+    handed_on: bool = False
+
+    def add(self, batch: BatchReport) -> None:
+        if batch.status in ("succeeded", "failed"):
+            self.batches += 1
+        self.rows += batch.rows
+        self.jobs += batch.jobs
+        self.failed_batches += batch.status == "failed"
+        self.inference_seconds += batch.inference_seconds
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def drain(svc: Services, name: str, version: int, worker: str = "") -> DrainReport:
+    """Run batches back to back until the queue is empty; the work of one batch task.
+
+    While a worker holds a queue, pushes send no task, so this loop is what keeps up with
+    steady traffic without a Celery message per batch. After ``max_task_seconds`` it
+    hands on to a fresh task (still holding the queue), so each task stays short in
+    Flower and its message is acknowledged.
+    """
+    report = DrainReport(name, version)
+    deadline = time.monotonic() + svc.settings.max_task_seconds
+    while True:
+        batch = run_batch(svc, name, version, worker)
+        report.add(batch)
+        if batch.status == "empty":
+            return report
+        if time.monotonic() >= deadline:
+            svc.celery.send_task(RUN_BATCH, args=[name, version])
+            report.handed_on = True
+            return report
 
 
 def run_batch(svc: Services, name: str, version: int, worker: str = "") -> BatchReport:
@@ -206,9 +253,10 @@ def observe(
 def collect(queue: RowQueue, max_rows: int, max_delay: float) -> tuple[list[QueuedRows], int]:
     """Pop up to ``max_rows`` rows, waiting at most ``max_delay`` for a batch to fill.
 
-    Returns the items and how many were left on the queue after the last pop.
+    Returns the items and how many were left on the queue after the last pop. Finding
+    the queue empty lets go of it: the next push wakes a worker.
     """
-    items, left = queue.pop_batch(max_rows)
+    items, left = queue.pop_batch(max_rows, release=True)
     if not items:
         return items, left
     count = sum(len(item.rows) for item in items)

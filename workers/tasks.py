@@ -22,8 +22,8 @@ def services() -> Services:
 
 @shared_task(name=RUN_BATCH, bind=True)
 def run_batch(self: Task, model: str, version: int) -> dict[str, Any]:
-    """One batch of queued rows for one model version (Flower shows the returned summary)."""
-    return batching.run_batch(services(), model, version, worker=self.request.hostname or "").as_dict()
+    """Batches of queued rows for one model version until its queue is empty (Flower shows the summary)."""
+    return batching.drain(services(), model, version, worker=self.request.hostname or "").as_dict()
 
 
 @shared_task(name=SWEEP)

@@ -1,0 +1,83 @@
+"""Who wakes a worker: a push sends a task only when no worker holds the queue, and a
+worker runs batches back to back until it lets go of an empty queue."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+
+from sqlalchemy import select
+
+from app.db import Job, utcnow
+from app.rqueue import RowQueue, active_key, encode_item
+from tests.conftest import insert_queued_job
+from workers.batching import drain
+
+ROW = [5.1, 3.5, 1.4, 0.2]
+
+
+def _queued(svc, model: str, n: int) -> list[uuid.UUID]:
+    """``n`` one-row jobs stored as the API stores them, and pushed without waking anyone."""
+    ids = [insert_queued_job(svc, model, [[*ROW[:3], 0.1 * i]]) for i in range(n)]
+    queue = RowQueue(svc.redis, model, 1)
+    for i, job_id in enumerate(ids):
+        queue.push(encode_item(str(job_id), [[*ROW[:3], 0.1 * i]], 1, utcnow().isoformat()))
+    return ids
+
+
+def _statuses(svc, ids: list[uuid.UUID]) -> list[str]:
+    with svc.engine.connect() as conn:
+        found = dict(conn.execute(select(Job.id, Job.status).where(Job.id.in_(ids))).all())
+    return [found[i] for i in ids]
+
+
+def test_a_push_wakes_a_worker_only_while_none_holds_the_queue(svc):
+    model = f"hand-off-{uuid.uuid4().hex[:6]}"
+    queue = RowQueue(svc.redis, model, 1)
+
+    def item() -> bytes:
+        return encode_item(str(uuid.uuid4()), [ROW], 1, utcnow().isoformat())
+
+    assert queue.push(item()) is True, "nobody holds the queue: the caller must wake a worker"
+    assert queue.push(item()) is False, "the first push's task is on its way"
+    got, left = queue.pop_batch(1, release=True)
+    assert len(got) == 1 and left == 1
+    assert queue.push(item()) is False, "a worker that popped rows holds the queue"
+    assert len(queue.pop_batch(10, release=True)[0]) == 2
+    assert svc.redis.exists(active_key(model, 1)), "popping the last rows does not let go yet"
+    assert queue.pop_batch(10, release=False) == ([], 0)
+    assert svc.redis.exists(active_key(model, 1)), "only a pop with release lets go"
+    assert queue.pop_batch(10, release=True) == ([], 0)
+    assert not svc.redis.exists(active_key(model, 1))
+    assert queue.push(item()) is True, "the queue was let go of: this push wakes a worker"
+
+
+def test_drain_runs_batches_back_to_back_until_the_queue_is_empty(svc, artifacts):
+    model = f"drain-{uuid.uuid4().hex[:6]}"
+    svc.registry.register(model, artifacts["iris"])
+    two_per_batch = dataclasses.replace(svc, settings=svc.settings.replace(max_batch_rows=2))
+    ids = _queued(svc, model, 5)
+
+    report = drain(two_per_batch, model, 1)
+
+    assert (report.batches, report.rows, report.jobs, report.handed_on) == (3, 5, 5, False)
+    assert _statuses(svc, ids) == ["succeeded"] * 5
+    assert not svc.redis.exists(active_key(model, 1)), "an empty queue is let go of"
+
+
+def test_drain_hands_on_to_a_fresh_task_after_max_task_seconds(svc, artifacts, worker):
+    """With no time to spare the task runs one batch and sends a task for the rest,
+    which the real worker picks up and finishes."""
+    model = f"hand-on-{uuid.uuid4().hex[:6]}"
+    svc.registry.register(model, artifacts["iris"])
+    impatient = dataclasses.replace(svc, settings=svc.settings.replace(max_batch_rows=1, max_task_seconds=0))
+    ids = _queued(svc, model, 3)
+
+    report = drain(impatient, model, 1)
+
+    assert (report.batches, report.rows, report.handed_on) == (1, 1, True)
+    deadline = time.monotonic() + 30
+    while _statuses(svc, ids) != ["succeeded"] * 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _statuses(svc, ids) == ["succeeded"] * 3, "the task it sent finished the other jobs"
