@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask_smorest import Blueprint
 from sqlalchemy import text
 
 from app.api import services
+from app.api.blueprint import Blueprint
 from app.metrics import exposition
 
 blp = Blueprint("health", __name__, description="Health checks")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_smorest import Blueprint
-
 from app import drift, feedback, jobs, traffic, training
 from app.api import services
+from app.api.blueprint import Blueprint
 from app.api.schemas import (
     AbQuerySchema,
     AbReportSchema,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask import g, request
-from flask_smorest import Blueprint
 
 from app import feedback, jobs
 from app.api import services
+from app.api.blueprint import Blueprint
 from app.api.schemas import (
     FeedbackRecordedSchema,
     FeedbackSchema,

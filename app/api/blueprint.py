@@ -1,0 +1,33 @@
+"""flask-smorest's Blueprint, with request bodies read by orjson.
+
+webargs reads JSON bodies with the standard library, which costs ~2 µs per number: a
+100-row request holds 2,000 of them. orjson reads the same documents several times
+faster. What orjson refuses and the standard library reads (NaN, Infinity, integers
+beyond a float64) goes to the standard library, so those still reach the validators,
+which answer 422 naming the row and field; broken JSON still gets webargs' 400.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from flask import Request
+from flask_smorest import Blueprint as SmorestBlueprint
+from webargs import core
+from webargs.flaskparser import FlaskParser, is_json_request
+
+
+class OrjsonParser(FlaskParser):
+    def _raw_load_json(self, req: Request) -> Any:
+        if not is_json_request(req):
+            return core.missing
+        data = req.get_data(cache=True)
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return core.parse_json(data)
+
+
+class Blueprint(SmorestBlueprint):
+    ARGUMENTS_PARSER = OrjsonParser()
