@@ -9,6 +9,7 @@ import uuid
 
 from sqlalchemy import select
 
+from app.celery_app import RUN_BATCH, make_celery
 from app.db import Job, utcnow
 from app.rqueue import RowQueue, active_key, encode_item
 from tests.conftest import insert_queued_job
@@ -54,14 +55,25 @@ def test_a_push_wakes_a_worker_only_while_none_holds_the_queue(svc):
 
 
 def test_drain_runs_batches_back_to_back_until_the_queue_is_empty(svc, artifacts):
+    """More than a batch waits, so drain also wakes another worker; that task is parked
+    on a queue no worker reads (a real Celery app, routed elsewhere), so every batch
+    here is drain's own."""
     model = f"drain-{uuid.uuid4().hex[:6]}"
     svc.registry.register(model, artifacts["iris"])
-    two_per_batch = dataclasses.replace(svc, settings=svc.settings.replace(max_batch_rows=2))
+    parked = f"parked-{model}"
+    celery = make_celery(svc.settings)
+    celery.conf.task_routes = {RUN_BATCH: {"queue": parked}}
+    two_per_batch = dataclasses.replace(svc, settings=svc.settings.replace(max_batch_rows=2), celery=celery)
     ids = _queued(svc, model, 5)
 
-    report = drain(two_per_batch, model, 1)
+    try:
+        report = drain(two_per_batch, model, 1)
+        woken = svc.redis.llen(parked)
+    finally:
+        svc.redis.delete(parked)
 
     assert (report.batches, report.rows, report.jobs, report.handed_on) == (3, 5, 5, False)
+    assert woken == 2, "a wake-up for each pop that left a batch or more behind"
     assert _statuses(svc, ids) == ["succeeded"] * 5
     assert not svc.redis.exists(active_key(model, 1)), "an empty queue is let go of"
 

@@ -35,6 +35,27 @@ log = logging.getLogger(__name__)
 # How often a worker looks for more rows while it waits out max_batch_delay.
 _POLL_SECONDS = 0.001
 
+# Built once: constructing these statements per batch shows up in profiles. Both are
+# idempotent: a job that already succeeded (say, re-queued by the sweeper and answered
+# by another worker) is neither claimed again nor given a second answer.
+_CLAIM_JOBS = (
+    update(Job)
+    .where(Job.id.in_(bindparam("job_ids", expanding=True)), Job.status != "succeeded")
+    .values(status="running", started_at=bindparam("started_at"))
+    .returning(Job.id)
+)
+_FINISH_JOB = (
+    update(Job)
+    .where(Job.id == bindparam("job_id"), Job.status != "succeeded")
+    .values(
+        status=bindparam("new_status"),
+        outputs=bindparam("new_outputs"),
+        error=bindparam("new_error"),
+        batch_id=bindparam("new_batch_id"),
+        completed_at=bindparam("new_completed_at"),
+    )
+)
+
 
 @dataclass
 class BatchReport:
@@ -164,24 +185,16 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
         if shadow_outputs:
             store_shadow_outputs(conn, name, version, batch_id, shadows, shadow_outputs)
         if results:
-            # Idempotent: a job that already succeeded (say, re-queued by the sweeper and
-            # answered by another worker) keeps its first answer.
             conn.execute(
-                update(Job)
-                .where(Job.id == bindparam("job_id"), Job.status != "succeeded")
-                .values(
-                    status=bindparam("new_status"),
-                    outputs=bindparam("new_outputs"),
-                    error=bindparam("new_error"),
-                    batch_id=batch_id,
-                    completed_at=completed_at,
-                ),
+                _FINISH_JOB,
                 [
                     {
                         "job_id": uuid.UUID(r["id"]),
                         "new_status": r["status"],
                         "new_outputs": r["outputs"],
                         "new_error": r["error"],
+                        "new_batch_id": batch_id,
+                        "new_completed_at": completed_at,
                     }
                     for r in results
                 ],
@@ -273,10 +286,7 @@ def claim(svc: Services, job_ids: list[str], started_at: Any) -> set[str]:
     """Mark the jobs running; returns those not already succeeded (only those are computed)."""
     with svc.engine.begin() as conn:
         claimed = conn.execute(
-            update(Job)
-            .where(Job.id.in_([uuid.UUID(j) for j in job_ids]), Job.status != "succeeded")
-            .values(status="running", started_at=started_at)
-            .returning(Job.id)
+            _CLAIM_JOBS, {"job_ids": [uuid.UUID(j) for j in job_ids], "started_at": started_at}
         ).scalars()
         return {str(j) for j in claimed}
 
