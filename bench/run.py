@@ -64,6 +64,7 @@ class Point:
     cpu_ms_per_prediction: float
     mean_batch_size: float | None = None
     paced_at: float | None = None
+    cpu_ms_by_process: dict[str, float] | None = None
 
 
 # -- processes ----------------------------------------------------------------------------
@@ -109,6 +110,34 @@ def own_cpu_seconds() -> float:
     return t.user + t.system
 
 
+# What each process is, by its command line or name: where a prediction's CPU goes.
+_KINDS = (("gunicorn", "api"), ("celery", "workers"), ("postgres", "postgresql"), ("redis", "redis"))
+
+
+def cpu_by_kind() -> dict[int, tuple[str, float]]:
+    """CPU seconds so far of every API, worker, PostgreSQL and Redis process, by pid."""
+    found = {}
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        label = " ".join(proc.info["cmdline"] or []) or proc.info["name"] or ""
+        kind = next((kind for marker, kind in _KINDS if marker in label), None)
+        if kind is None:
+            continue
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        found[proc.pid] = (kind, t.user + t.system)
+    return found
+
+
+def cpu_ms_per_prediction(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
+                          predictions: int) -> dict[str, float]:  # fmt: skip
+    spent: dict[str, float] = {}
+    for pid, (kind, seconds) in after.items():
+        spent[kind] = spent.get(kind, 0.0) + seconds - before.get(pid, (kind, 0.0))[1]
+    return {kind: round(1000 * s / max(predictions, 1), 3) for kind, s in sorted(spent.items())}
+
+
 def measure(
     system: str,
     base_url: str,
@@ -122,11 +151,13 @@ def measure(
 ) -> Point:
     # Fresh seeds for every run: rows never repeat across points, so the cache never answers.
     uvloop.run(loadgen.closed_loop(base_url, scenario, concurrency, warmup, rate=rate, seed=next(_SEEDS)))
+    kinds0 = cpu_by_kind()
     busy0, own0, t0 = busy_cpu_seconds(), own_cpu_seconds(), datetime.now(UTC)
     result = uvloop.run(
         loadgen.closed_loop(base_url, scenario, concurrency, seconds, rate=rate, seed=next(_SEEDS))
     )
     busy1, own1, t1 = busy_cpu_seconds(), own_cpu_seconds(), datetime.now(UTC)
+    kinds1 = cpu_by_kind()
     # CPU of everything on the machine but the load generator itself.
     server_cpu = (busy1 - busy0) - (own1 - own0)
     lat = sorted(result.latencies) or [float("nan")]
@@ -143,6 +174,7 @@ def measure(
         cpu_ms_per_prediction=1000 * server_cpu / max(result.predictions, 1),
         mean_batch_size=batch_stats(t0, t1) if batch_stats else None,
         paced_at=rate,
+        cpu_ms_by_process=cpu_ms_per_prediction(kinds0, kinds1, result.predictions),
     )
     print(
         f"  {system:<14} c={concurrency:<4} {point.predictions_per_s:9.1f} pred/s  p50 {point.p50_ms:7.1f} ms  "
@@ -364,6 +396,15 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {p['system']} | {clients} | {p['rows_per_request']} | {p['predictions_per_s']:.0f} | "
             f"{p['p50_ms']:.1f} | {p['p95_ms']:.1f} | {p['p99_ms']:.1f} | {p['cpu_ms_per_prediction']:.2f} | {batch} |"
         )
+    kinds = ("api", "workers", "postgresql", "redis")
+    lines += ["", "CPU ms per prediction, by process (the load generator's own is left out):", "",
+              "| system | clients | rows/request | " + " | ".join(kinds) + " |",
+              "| --- | ---: | ---: |" + " ---: |" * len(kinds)]  # fmt: skip
+    for p in report["points"]:
+        spent = p.get("cpu_ms_by_process") or {}
+        clients = f"{p['concurrency']}" + (" (paced)" if p["paced_at"] else "")
+        lines.append(f"| {p['system']} | {clients} | {p['rows_per_request']} | "
+                     + " | ".join(f"{spent.get(k, 0.0):.3f}" for k in kinds) + " |")  # fmt: skip
     lines += ["", "| in-process predict_proba, rows per call | rows/s |", "| ---: | ---: |"]
     lines += [f"| {k} | {v:.0f} |" for k, v in report["in_process_rows_per_s"].items()]
     lines += ["", "| target | measured | goal | met |", "| --- | ---: | ---: | :---: |"]
