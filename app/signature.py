@@ -106,6 +106,9 @@ def rows_to_matrix(
     return matrix
 
 
+_PLAIN_NUMBERS = {int, float}
+
+
 def _plain_number_rows(rows: list[Any], n: int) -> np.ndarray | None:
     """The matrix, when every row is a list of ``n`` finite JSON numbers; else None.
 
@@ -123,9 +126,6 @@ def _plain_number_rows(rows: list[Any], n: int) -> np.ndarray | None:
     except OverflowError:  # an integer beyond float64
         return None
     return matrix if np.isfinite(matrix).all() else None
-
-
-_PLAIN_NUMBERS = {int, float}
 
 
 def _number(value: Any, row: int, field: int | str) -> float:

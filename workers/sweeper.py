@@ -24,9 +24,10 @@ log = logging.getLogger(__name__)
 def wake_workers(svc: Services) -> int:
     """Send a batch task for every non-empty row queue; returns how many were sent.
 
-    The API sends one only when its push finds the queue empty. If that task message was
-    lost (broker restart, a worker killed at the wrong moment), later pushes find the
-    queue non-empty and send none, so without this the queue would never drain.
+    The API sends one only when its push finds no worker holding the queue. If that task
+    message was lost (broker restart, a worker killed at the wrong moment), pushes send
+    none while the queue is still marked as held (up to ACTIVE_TTL_SECONDS), and if no
+    push comes after that, nothing but this would drain the rows already waiting.
     """
     versions = queued_versions(svc.redis)
     for name, version in versions:
