@@ -57,6 +57,8 @@ CASES = [
     ("overflowing number", "post", IRIS, raw('{"inputs": [[5.1, 3.5, 1.4, 1e999]]}'), 422, "invalid_input", {"row": 0, "field": "petal width (cm)"}),
     ("integer too large for a float", "post", IRIS, raw('{"inputs": [[5.1, 3.5, 1.4, 1' + "0" * 400 + ']]}'), 422, "invalid_input", {"row": 0, "field": "petal width (cm)"}),
     ("row is a number", "post", IRIS, body({"inputs": [GOOD_ROW, 7]}), 422, "invalid_input", {"row": 1}),
+    ("row is null", "post", IRIS, body({"inputs": [GOOD_ROW, None]}), 422, "invalid_input", {"row": 1}),
+    ("inputs not a list", "post", IRIS, body({"inputs": {"0": GOOD_ROW}}), 422, "invalid_input", {}),
     ("object row, model without names", "post", "/v1/models/plain/predictions", body({"inputs": [{"a": 1, "b": 2, "c": 3}]}), 422, "invalid_input", {"row": 0}),
     ("version not an integer", "post", IRIS, body({"inputs": [GOOD_ROW], "version": "1"}), 422, "invalid_input", {}),
     ("Idempotency-Key too long", "post", IRIS, body({"inputs": [GOOD_ROW]}) | {"headers": {"Idempotency-Key": "k" * 201}}, 422, "invalid_input", {}),

@@ -6,6 +6,8 @@ needs the model; these schemas check only the shape around them.
 
 from __future__ import annotations
 
+from typing import Any
+
 from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
 
 #: Versions are stored as 32-bit integers.
@@ -22,11 +24,25 @@ class ErrorSchema(Schema):
     error = fields.Nested(ErrorDetailSchema, required=True)
 
 
+class Rows(fields.List):
+    """A list of rows, passed on as it is.
+
+    Each row is checked against the model's signature (app/signature.py), which names the
+    row and field at fault. marshmallow's own pass over each item (through ``Raw``)
+    would only copy it, at ~2 µs a row; documented as a List all the same.
+    """
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.make_error("invalid")
+        return value
+
+
 class PredictionRequestSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    inputs = fields.List(
+    inputs = Rows(
         fields.Raw(),
         required=True,
         validate=validate.Length(min=1, error="inputs must hold at least one row"),
