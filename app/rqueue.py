@@ -64,8 +64,9 @@ def cache_keys(name: str, version: int, matrix: np.ndarray) -> list[str]:
 # A worker that is taking batches from a queue holds its "active" key; a push that finds
 # the key absent sets it and tells the API to send a batch task. So under load the API
 # sends no Celery message at all: the worker that holds the queue keeps taking batches.
-# The key expires on its own (ACTIVE_TTL_SECONDS) if that worker dies; the sweeper wakes
-# a worker for any queue left non-empty.
+# The key expires on its own (ACTIVE_TTL_SECONDS) if that worker dies or its task fails
+# (say, the database is down: the expiry then spaces out retries instead of one failing
+# task per push); the sweeper wakes a worker for any queue left non-empty.
 ACTIVE_TTL_SECONDS = 10
 
 # Appends an item; returns 1 when no worker holds the queue (the caller must wake one).
