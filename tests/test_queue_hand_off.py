@@ -52,6 +52,7 @@ def test_a_push_wakes_a_worker_only_while_none_holds_the_queue(svc):
     assert queue.pop_batch(10, release=True) == ([], 0)
     assert not svc.redis.exists(active_key(model, 1))
     assert queue.push(item()) is True, "the queue was let go of: this push wakes a worker"
+    svc.redis.delete(queue.key, queue.active)  # rows of no job: nothing later should find them
 
 
 def test_drain_runs_batches_back_to_back_until_the_queue_is_empty(svc, artifacts):
