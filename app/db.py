@@ -22,6 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    select,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -29,6 +30,20 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def newest_rows(
+    engine: Engine, table: Any, model_name: str, order_by: Any, limit: int
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` rows of ``table`` for one model (newest first, by ``order_by``), as dicts."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(table.__table__)
+            .where(table.model_name == model_name)
+            .order_by(order_by.desc())
+            .limit(limit)
+        ).mappings()
+        return [dict(row) for row in rows]
 
 
 class Base(DeclarativeBase):

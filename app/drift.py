@@ -23,7 +23,7 @@ import numpy as np
 from scipy.stats import ks_2samp
 from sqlalchemy import insert, select
 
-from app.db import DriftReport, Job, Model, utcnow
+from app.db import DriftReport, Job, Model, newest_rows, utcnow
 from app.services import Services
 from app.training import start_run
 
@@ -145,12 +145,5 @@ def recent_inputs(svc: Services, name: str, version: int) -> np.ndarray:
 
 def latest_reports(svc: Services, name: str, limit: int = 10) -> list[dict[str, Any]]:
     """The newest drift reports of a model, newest first."""
-    svc.registry.describe(name)  # 404 for an unknown model
-    with svc.engine.connect() as conn:
-        rows = conn.execute(
-            select(DriftReport.__table__)
-            .where(DriftReport.model_name == name)
-            .order_by(DriftReport.id.desc())
-            .limit(limit)
-        ).mappings()
-        return [dict(row) for row in rows]
+    svc.registry.require(name)
+    return newest_rows(svc.engine, DriftReport, name, DriftReport.id, limit)

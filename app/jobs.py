@@ -294,7 +294,7 @@ def _replay(existing: dict[str, Any], request_hash: str, key: str) -> dict[str, 
 
 def shadow_comparisons(svc: Services, name: str, limit: int = 50) -> dict[str, Any]:
     """The newest shadow outputs of a model beside what served the same jobs, and how often they agree."""
-    svc.registry.describe(name)  # 404 for an unknown model
+    svc.registry.require(name)
     with svc.engine.connect() as conn:
         rows = conn.execute(
             select(ShadowOutput.job_id, ShadowOutput.model_version, ShadowOutput.outputs,

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload
 
 from app import traffic
-from app.db import AliasEvent, Model, ModelAlias, ModelVersion, utcnow
+from app.db import AliasEvent, Model, ModelAlias, ModelVersion, newest_rows, utcnow
 from app.errors import (
     AliasNotFound,
     ArtifactIntegrityError,
@@ -289,15 +289,15 @@ class Registry:
 
     def alias_history(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
         """The audit trail of a model's aliases, newest first."""
+        self.require(name)
+        return newest_rows(self.engine, AliasEvent, name, AliasEvent.id, limit)
+
+    def require(self, name: str) -> None:
+        """Raise ModelNotFound (404) unless NAME is a registered model: one indexed lookup."""
         _existing_name(name)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(AliasEvent.__table__)
-                .where(AliasEvent.model_name == name)
-                .order_by(AliasEvent.id.desc())
-                .limit(limit)
-            ).mappings()
-            return [dict(row) for row in rows]
+            if conn.scalar(select(Model.id).where(Model.name == name)) is None:
+                raise ModelNotFound(f"no model named {name!r}", model=name)
 
     @staticmethod
     def _point_alias(

@@ -29,7 +29,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.celery_app import RETRAIN
-from app.db import Model, TrainingExample, TrainingRun, utcnow
+from app.db import Model, TrainingExample, TrainingRun, newest_rows, utcnow
 from app.errors import InvalidInput
 from app.metrics import TRAINING_RUNS
 from app.services import Services
@@ -290,7 +290,7 @@ def _claim(svc: Services, run_id: uuid.UUID, name: str, trigger: str) -> bool:
 
 def set_schedule(svc: Services, name: str, every_seconds: float | None, on_drift: bool) -> None:
     """Retrain NAME every ``every_seconds`` (None: never on a schedule) and/or when drift is found."""
-    svc.registry.describe(name)  # 404 for an unknown model
+    svc.registry.require(name)
     with svc.engine.begin() as conn:
         conn.execute(
             update(Model)
@@ -331,12 +331,5 @@ def run_record(svc: Services, run_id: uuid.UUID) -> dict[str, Any]:
 
 def runs(svc: Services, name: str, limit: int = 20) -> list[dict[str, Any]]:
     """A model's newest training runs, newest first."""
-    svc.registry.describe(name)  # 404 for an unknown model
-    with svc.engine.connect() as conn:
-        rows = conn.execute(
-            select(TrainingRun.__table__)
-            .where(TrainingRun.model_name == name)
-            .order_by(TrainingRun.started_at.desc())
-            .limit(limit)
-        ).mappings()
-        return [dict(row) for row in rows]
+    svc.registry.require(name)
+    return newest_rows(svc.engine, TrainingRun, name, TrainingRun.started_at, limit)

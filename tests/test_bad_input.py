@@ -75,6 +75,9 @@ CASES = [
     ("unknown job id", "get", f"/v1/predictions/{uuid.uuid4()}", {}, 404, "job_not_found", {}),
     ("malformed job id", "get", "/v1/predictions/not-a-uuid", {}, 404, "job_not_found", {}),
     ("unknown model info", "get", "/v1/models/nope", {}, 404, "model_not_found", {}),
+    ("alias events of an unknown model", "get", "/v1/models/nope/alias-events", {}, 404, "model_not_found", {}),
+    ("training runs of an unknown model", "get", "/v1/models/nope/training-runs", {}, 404, "model_not_found", {}),
+    ("drift of an unknown model", "get", "/v1/models/nope/drift", {}, 404, "model_not_found", {}),
     ("unknown route", "get", "/v1/nothing-here", {}, 404, "not_found", {}),
     ("wrong method", "delete", IRIS, {}, 405, "method_not_allowed", {}),
 ]
