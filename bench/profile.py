@@ -4,9 +4,10 @@
 
 Starts the same stack as `make bench` (same model, key, gunicorn and worker settings),
 drives closed-loop clients, and samples every gunicorn and Celery process with py-spy
-(only the thread holding the GIL: Python's CPU time) while the load runs. Prints, per kind of process, the functions
-with the most samples (inclusive, each stack counted once per function), and keeps the
-raw stacks (flame-graph input) and the speedscope files in the work directory it names.
+(only the thread holding the GIL: Python's CPU time) while the load runs. Prints, per
+kind of process, the functions with the most samples (inclusive, each stack counted once
+per function) and the deepest predq frames, and keeps the raw stacks (flame-graph input)
+in the work directory it names.
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ from bench.run import (
     own_cpu_seconds,
     predq_commands,
     prepare,
+    processes_by_kind,
     running,
 )
 from scripts.local import scratch_database
 
-KINDS = {"gunicorn": "api", "celery": "worker"}
+# py-spy reads Python processes only: the API's and the workers'.
+SAMPLED = ("api", "workers")
 
 
 def main() -> int:
@@ -53,7 +56,8 @@ def main() -> int:
         with running(predq_commands(), stage.env, f"{base}/readyz", work):
             scenario = loadgen.predq_scenario(MODEL, args.rows, stage.token)
             uvloop.run(loadgen.closed_loop(base, scenario, args.concurrency, 3.0, seed=1))  # warm up
-            spies = [spy(proc, args.seconds + 2, work) for proc in our_processes()]
+            sampled = [(kind, proc) for kind, proc in processes_by_kind() if kind in SAMPLED]
+            spies = [spy(found, args.seconds + 2, work) for found in sampled]
             busy0, own0 = busy_cpu_seconds(), own_cpu_seconds()
             result = uvloop.run(loadgen.closed_loop(base, scenario, args.concurrency, args.seconds, seed=2))
             server_cpu = (busy_cpu_seconds() - busy0) - (own_cpu_seconds() - own0)
@@ -62,21 +66,10 @@ def main() -> int:
     rate = result.predictions / result.seconds
     print(f"\n{rate:.0f} predictions/s, {1000 * server_cpu / max(result.predictions, 1):.2f} ms CPU per "
           f"prediction (everything but the load generator), {result.errors} errors\n")  # fmt: skip
-    for kind in sorted(set(KINDS.values())):
+    for kind in SAMPLED:
         summarize(kind, sorted(work.glob(f"{kind}-*.txt")), args.top)
-    print(f"raw stacks and speedscope files: {work}")
+    print(f"raw stacks (one file per process, flame-graph input): {work}")
     return 0
-
-
-def our_processes() -> list[tuple[str, psutil.Process]]:
-    """Every gunicorn and Celery process serving the benchmark (masters included)."""
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = proc.info["cmdline"] or []
-        for program, kind in KINDS.items():
-            if any(part.endswith(f"/{program}") for part in cmdline[:2]):
-                found.append((kind, proc))
-    return found
 
 
 def spy(found: tuple[str, psutil.Process], seconds: float, work: Path) -> tuple[subprocess.Popen, Path]:

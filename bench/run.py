@@ -114,14 +114,21 @@ def own_cpu_seconds() -> float:
 _KINDS = (("gunicorn", "api"), ("celery", "workers"), ("postgres", "postgresql"), ("redis", "redis"))
 
 
-def cpu_by_kind() -> dict[int, tuple[str, float]]:
-    """CPU seconds so far of every API, worker, PostgreSQL and Redis process, by pid."""
-    found = {}
+def processes_by_kind() -> list[tuple[str, psutil.Process]]:
+    """Every API, worker, PostgreSQL and Redis process on the machine, with its kind."""
+    found = []
     for proc in psutil.process_iter(["name", "cmdline"]):
         label = " ".join(proc.info["cmdline"] or []) or proc.info["name"] or ""
         kind = next((kind for marker, kind in _KINDS if marker in label), None)
-        if kind is None:
-            continue
+        if kind is not None:
+            found.append((kind, proc))
+    return found
+
+
+def cpu_by_kind() -> dict[int, tuple[str, float]]:
+    """CPU seconds so far of every API, worker, PostgreSQL and Redis process, by pid."""
+    found = {}
+    for kind, proc in processes_by_kind():
         try:
             t = proc.cpu_times()
         except psutil.Error:
