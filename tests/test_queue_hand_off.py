@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from app.celery_app import RUN_BATCH, make_celery
 from app.db import Job, utcnow
-from app.rqueue import RowQueue, active_key, encode_item
+from app.rqueue import ACTIVE_TTL_SECONDS, RowQueue, active_key, encode_item
 from tests.conftest import insert_queued_job
 from workers.batching import drain
 
@@ -41,6 +41,7 @@ def test_a_push_wakes_a_worker_only_while_none_holds_the_queue(svc):
         return encode_item(str(uuid.uuid4()), [ROW], 1, utcnow().isoformat())
 
     assert queue.push(item()) is True, "nobody holds the queue: the caller must wake a worker"
+    assert 0 < svc.redis.ttl(queue.active) <= ACTIVE_TTL_SECONDS, "a hold whose worker died expires"
     assert queue.push(item()) is False, "the first push's task is on its way"
     got, left = queue.pop_batch(1, release=True)
     assert len(got) == 1 and left == 1

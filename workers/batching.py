@@ -59,7 +59,7 @@ _FINISH_JOB = (
 
 @dataclass
 class BatchReport:
-    """What one batch did; returned by the task, so Flower shows it."""
+    """What one batch did; a task adds its batches up in a DrainReport."""
 
     model: str
     version: int
@@ -68,9 +68,6 @@ class BatchReport:
     jobs: int
     status: str
     inference_seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
 
 
 @dataclass
