@@ -194,22 +194,6 @@ def test_two_clients_waiting_on_one_job_both_get_it(client, svc, registered, wor
     assert time.monotonic() - tick < 10
 
 
-def test_forest_prediction_shortcut_equals_predict():
-    """For forests predq takes the label from predict_proba's argmax; it must equal predict()."""
-    from sklearn.datasets import make_classification
-    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
-
-    from app.inference import predict_outputs
-    from app.signature import signature_of
-
-    X, y = make_classification(n_samples=600, n_features=8, n_classes=3, n_informative=5, random_state=3)
-    labels = np.array(["ant", "bee", "cat"])[y]
-    for model in (RandomForestClassifier(30, random_state=0), ExtraTreesClassifier(30, random_state=0)):
-        model.fit(X[:400], labels[:400])
-        outputs = predict_outputs(model, signature_of(model), X[400:])
-        assert [o["prediction"] for o in outputs] == model.predict(X[400:]).tolist()
-
-
 def test_a_long_poll_waits_its_full_time_for_a_job_still_queued(client, svc, registered):
     """Longer than redis-py's default 5 s socket timeout, which once cut long-polls short."""
     job_id = insert_queued_job(svc, "iris", [IRIS_ROWS[0]])

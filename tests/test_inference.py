@@ -1,0 +1,68 @@
+"""predq's own paths through forests must give exactly what scikit-learn gives in-process."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_classification, make_regression
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+
+from app.inference import predict_outputs
+from app.signature import signature_of
+
+BATCH_SIZES = (1, 7, 300)
+
+
+def labelled_data(n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    X, y = make_classification(
+        n_samples=900, n_features=8, n_classes=n_classes, n_informative=5, random_state=3
+    )
+    return X, np.array(["ant", "bee", "cat"])[y]
+
+
+@pytest.mark.parametrize("forest_class", [RandomForestClassifier, ExtraTreesClassifier])
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_a_forest_classifier_answers_exactly_as_predict_and_predict_proba(forest_class, n_classes):
+    X, labels = labelled_data(n_classes)
+    model = forest_class(n_estimators=30, random_state=0).fit(X[:600], labels[:600])
+
+    for size in BATCH_SIZES:
+        rows = X[600 : 600 + size]
+        outputs = predict_outputs(model, signature_of(model), rows)
+
+        assert [o["prediction"] for o in outputs] == model.predict(rows).tolist()
+        # Compared as floats with ==: bit for bit, not approximately.
+        expected = model.predict_proba(rows).tolist()
+        assert [list(o["probabilities"].values()) for o in outputs] == expected
+        assert list(outputs[0]["probabilities"]) == [str(c) for c in model.classes_]
+
+
+@pytest.mark.parametrize("forest_class", [RandomForestRegressor, ExtraTreesRegressor])
+def test_a_forest_regressor_answers_exactly_as_predict(forest_class):
+    X, y = make_regression(n_samples=900, n_features=8, noise=5.0, random_state=3)
+    model = forest_class(n_estimators=30, random_state=0).fit(X[:600], y[:600])
+
+    for size in BATCH_SIZES:
+        rows = X[600 : 600 + size]
+        outputs = predict_outputs(model, signature_of(model), rows)
+
+        assert [o["prediction"] for o in outputs] == model.predict(rows).tolist()
+
+
+def test_a_forest_fitted_on_a_frame_answers_as_scikit_learn_does_given_the_frame():
+    """predq gives it bare arrays, in the fitted column order."""
+    import pandas as pd
+
+    X, labels = labelled_data(3)
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    model = RandomForestClassifier(n_estimators=20, random_state=0).fit(frame[:600], labels[:600])
+
+    outputs = predict_outputs(model, signature_of(model), X[600:650])
+
+    expected = model.predict_proba(frame[600:650]).tolist()
+    assert [list(o["probabilities"].values()) for o in outputs] == expected
