@@ -46,6 +46,9 @@ class Settings:
     max_task_seconds: float = 5.0
     """How long one batch task keeps running batches before it hands on to a fresh task."""
 
+    queue_linger_seconds: float = 0.05
+    """Seconds a worker that emptied a queue waits for more rows before it lets go of it."""
+
     max_rows_per_request: int = 1000
     """Rows one prediction request may carry (more gets 413)."""
 

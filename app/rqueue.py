@@ -229,5 +229,10 @@ class RowQueue:
         left, *raw = pop(keys=[self.key, self.active], args=[max_rows, int(release), ACTIVE_TTL_SECONDS])
         return [decode_item(item) for item in raw], int(left)
 
+    def wait_for_item(self, seconds: float) -> QueuedRows | None:
+        """Block up to ``seconds`` for the next item; the caller keeps holding the queue."""
+        popped = self.redis.blpop([self.key], timeout=seconds)
+        return decode_item(popped[1]) if popped else None
+
     def __len__(self) -> int:
         return int(self.redis.llen(self.key))

@@ -4,6 +4,7 @@ worker runs batches back to back until it lets go of an empty queue."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 import uuid
 
@@ -13,7 +14,7 @@ from app.celery_app import RUN_BATCH, make_celery
 from app.db import Job, utcnow
 from app.rqueue import ACTIVE_TTL_SECONDS, RowQueue, active_key, encode_item
 from tests.conftest import insert_queued_job
-from workers.batching import drain
+from workers.batching import collect, drain
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 
@@ -54,6 +55,34 @@ def test_a_push_wakes_a_worker_only_while_none_holds_the_queue(svc):
     assert not svc.redis.exists(active_key(model, 1))
     assert queue.push(item()) is True, "the queue was let go of: this push wakes a worker"
     svc.redis.delete(queue.key, queue.active)  # rows of no job: nothing later should find them
+
+
+def test_a_worker_that_emptied_the_queue_takes_a_push_made_while_it_lingers(svc):
+    """Light traffic: the next row comes soon after the queue empties, and the worker
+    still holding the queue takes it; no task is sent. With nothing pushed it lets go."""
+    model = f"linger-{uuid.uuid4().hex[:6]}"
+    queue = RowQueue(svc.redis, model, 1)
+    assert queue.push(encode_item(str(uuid.uuid4()), [ROW], 1, utcnow().isoformat())) is True
+    assert len(queue.pop_batch(10)[0]) == 1
+
+    late = encode_item(str(uuid.uuid4()), [ROW, ROW], 2, utcnow().isoformat())
+    pushed: list[bool] = []
+    pusher = threading.Timer(0.3, lambda: pushed.append(queue.push(late)))
+    pusher.start()
+    tick = time.monotonic()
+    items, left = collect(queue, max_rows=10, max_delay=0.01, linger=5.0)
+    waited = time.monotonic() - tick
+    pusher.join()
+
+    assert [len(item.rows) for item in items] == [2] and left == 0
+    assert pushed == [False], "the lingering worker held the queue: the push woke no one"
+    assert 0.25 < waited < 2.0, "collect returned when the push came, not when the linger ran out"
+    assert svc.redis.exists(queue.active)
+
+    tick = time.monotonic()
+    assert collect(queue, max_rows=10, max_delay=0.01, linger=0.2) == ([], 0)
+    assert time.monotonic() - tick >= 0.2
+    assert not svc.redis.exists(queue.active), "nothing came during the linger: the queue is let go of"
 
 
 def test_drain_runs_batches_back_to_back_until_the_queue_is_empty(svc, artifacts):

@@ -119,7 +119,10 @@ def drain(svc: Services, name: str, version: int, worker: str = "") -> DrainRepo
 def run_batch(svc: Services, name: str, version: int, worker: str = "") -> BatchReport:
     logs.reset(model=name, version=version)  # a pool process runs one task after another
     queue = RowQueue(svc.redis, name, version)
-    items, left = collect(queue, svc.settings.max_batch_rows, svc.settings.max_batch_delay)
+    settings = svc.settings
+    items, left = collect(
+        queue, settings.max_batch_rows, settings.max_batch_delay, settings.queue_linger_seconds
+    )
     if not items:
         return BatchReport(name, version, None, 0, 0, "empty", 0.0)
     if left > 0:
@@ -260,13 +263,22 @@ def observe(
         JOB_DURATION.labels(name).observe(max(0.0, (completed_at - created).total_seconds()))
 
 
-def collect(queue: RowQueue, max_rows: int, max_delay: float) -> tuple[list[QueuedRows], int]:
+def collect(
+    queue: RowQueue, max_rows: int, max_delay: float, linger: float = 0.0
+) -> tuple[list[QueuedRows], int]:
     """Pop up to ``max_rows`` rows, waiting at most ``max_delay`` for a batch to fill.
 
-    Returns the items and how many were left on the queue after the last pop. Finding
-    the queue empty lets go of it: the next push wakes a worker.
+    Returns the items and how many were left on the queue after the last pop. A queue
+    found empty is held ``linger`` seconds more, then let go of: the next push wakes a
+    worker.
     """
-    items, left = queue.pop_batch(max_rows, release=True)
+    items, left = queue.pop_batch(max_rows, release=linger <= 0)
+    if not items and linger > 0:
+        # Under light traffic the next row comes a few milliseconds later; waiting for it
+        # here costs nothing, where letting go costs a Celery task (a message from the
+        # API, a task start and finish in the worker) for every request.
+        first = queue.wait_for_item(linger)
+        items, left = ([first], len(queue)) if first else queue.pop_batch(max_rows, release=True)
     if not items:
         return items, left
     count = sum(len(item.rows) for item in items)
