@@ -227,6 +227,17 @@ def stored_estimator(svc: Any, name: str, version: int = 1) -> Any:
     return joblib.load(Path(svc.settings.artifact_root) / served.artifact_path)
 
 
+def wait_until_no_worker_holds(svc: Any, model: str, version: int, timeout: float = 10.0) -> None:
+    """A worker that emptied a queue lingers on it briefly (QUEUE_LINGER_SECONDS) and would
+    take rows a test pushes by hand; tests that mean those rows to sit wait it out."""
+    from app.rqueue import active_key
+
+    deadline = time.monotonic() + timeout
+    while svc.redis.exists(active_key(model, version)):
+        assert time.monotonic() < deadline, f"a worker still holds {model} v{version}'s queue"
+        time.sleep(0.01)
+
+
 def insert_queued_job(svc: Any, model: str, inputs: list[list[float]], created_at: Any = None) -> uuid.UUID:
     """A job row as the API would store it, but never pushed to Redis (as if Redis lost it)."""
     job_id = uuid.uuid4()

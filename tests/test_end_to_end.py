@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.db import Batch, Job, utcnow
-from tests.conftest import client_for, insert_queued_job, stored_estimator
+from tests.conftest import client_for, insert_queued_job, stored_estimator, wait_until_no_worker_holds
 from workers.sweeper import requeue_stuck_jobs
 
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [6.3, 2.5, 4.9, 1.5]]
@@ -213,6 +213,7 @@ def test_a_queue_whose_wakeup_was_lost_is_drained_by_the_sweep(client, svc, regi
     from workers.sweeper import wake_workers
 
     job_id = insert_queued_job(svc, "diabetes", [[0.01] * 10])
+    wait_until_no_worker_holds(svc, "diabetes", 1)
     RowQueue(svc.redis, "diabetes", 1).push(encode_item(str(job_id), [[0.01] * 10], 1, utcnow().isoformat()))
 
     stalled = client.get(f"/v1/predictions/{job_id}?wait=1").json
@@ -236,6 +237,7 @@ def test_a_job_queued_twice_keeps_its_first_answer(client, svc, artifacts, worke
     batches_before = _count(svc, Batch)
 
     # The same job again, as the sweeper would queue it; run that batch here, in-process.
+    wait_until_no_worker_holds(svc, "requeued", 1)
     RowQueue(svc.redis, "requeued", 1).push(encode_item(first["id"], rows, 1, first["created_at"]))
     report = run_batch(svc, "requeued", 1)
 
