@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 from redis import Redis
+from redis.commands.core import Script
 
 PREFIX = "predq"
 
@@ -61,6 +62,13 @@ def cache_keys(name: str, version: int, matrix: np.ndarray) -> list[str]:
     ]
 
 
+def _script(lua: str) -> Script:
+    # Built once per process: redis-py's register_script hashes the source on every call,
+    # and the queue scripts run several times per batch. Given bytes, Script needs no
+    # client until it is called with one.
+    return Script(None, lua.encode())  # type: ignore[arg-type]
+
+
 # A worker that is taking batches from a queue holds its "active" key; a push that finds
 # the key absent sets it and tells the API to send a batch task. So under load the API
 # sends no Celery message at all: the worker that holds the queue keeps taking batches.
@@ -70,11 +78,11 @@ def cache_keys(name: str, version: int, matrix: np.ndarray) -> list[str]:
 ACTIVE_TTL_SECONDS = 10
 
 # Appends an item; returns 1 when no worker holds the queue (the caller must wake one).
-_PUSH = """
+_PUSH = _script("""
 redis.call('RPUSH', KEYS[1], ARGV[1])
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return 1 end
 return 0
-"""
+""")
 
 # Pops whole items from the head of the list until adding the next one would pass
 # max_rows (always at least one), atomically, so concurrent workers never split a job.
@@ -83,7 +91,7 @@ return 0
 # (and is popped) or finds the queue free (and wakes a worker): none is stranded.
 # The first element of the reply is how many items are left, so the worker knows whether
 # to wake another without a second round trip.
-_POP_BATCH = """
+_POP_BATCH = _script("""
 local out, total = {}, 0
 local max_rows = tonumber(ARGV[1])
 while true do
@@ -103,7 +111,7 @@ elseif ARGV[2] == '1' then
 end
 table.insert(out, 1, redis.call('LLEN', KEYS[1]))
 return out
-"""
+""")
 
 
 # A finished batch in one command: each row's output into the cache, each job's view
@@ -113,7 +121,7 @@ return out
 # KEYS: cache keys..., then per job its result key and done key.
 # ARGV: cache ttl, result ttl, done-list ttl, number of cache keys, then one value per
 # cache key, then one view per job.
-_PUBLISH = """
+_PUBLISH = _script("""
 local cache_ttl, result_ttl, done_ttl = ARGV[1], ARGV[2], ARGV[3]
 local n_cache = tonumber(ARGV[4])
 for i = 1, n_cache do
@@ -128,7 +136,7 @@ for i = n_cache + 1, #KEYS, 2 do
   job = job + 1
 end
 return job
-"""
+""")
 
 # A waiting long-poll reads a job's done list for this long after the job finished.
 DONE_TTL_SECONDS = 60
@@ -150,7 +158,7 @@ def publish_results(
     for job_id in views:
         keys += [result_key(job_id), done_key(job_id)]
     args = [cache_ttl, result_ttl, DONE_TTL_SECONDS, len(cache), *cache.values(), *views.values()]
-    redis.register_script(_PUBLISH)(keys=keys, args=args)
+    _PUBLISH(keys=keys, args=args, client=redis)
 
 
 @dataclass
@@ -217,16 +225,16 @@ class RowQueue:
 
     def push(self, item: bytes) -> bool:
         """Append an item; True when no worker holds the queue, so the caller must wake one."""
-        push = self.redis.register_script(_PUSH)
-        return push(keys=[self.key, self.active], args=[item, ACTIVE_TTL_SECONDS]) == 1
+        return _PUSH(keys=[self.key, self.active], args=[item, ACTIVE_TTL_SECONDS], client=self.redis) == 1
 
     def pop_batch(self, max_rows: int, release: bool = False) -> tuple[list[QueuedRows], int]:
         """Whole items holding up to ``max_rows`` rows, and how many items are left.
 
         With ``release``, an empty queue is let go of (the next push wakes a worker).
         """
-        pop = self.redis.register_script(_POP_BATCH)
-        left, *raw = pop(keys=[self.key, self.active], args=[max_rows, int(release), ACTIVE_TTL_SECONDS])
+        left, *raw = _POP_BATCH(
+            keys=[self.key, self.active], args=[max_rows, int(release), ACTIVE_TTL_SECONDS], client=self.redis
+        )
         return [decode_item(item) for item in raw], int(left)
 
     def wait_for_item(self, seconds: float) -> QueuedRows | None:
