@@ -63,6 +63,9 @@ class ApiKeys:
     def __init__(self, engine: Engine, cache_seconds: float = 5.0) -> None:
         self.engine = engine
         self._cache: TTLCache[str, Principal] = TTLCache(maxsize=10_000, ttl=cache_seconds)
+        # Refused tokens too, so a client retrying with a bad key costs no query per
+        # request; apart, so a flood of made-up tokens cannot push known keys out.
+        self._refused: TTLCache[str, bool] = TTLCache(maxsize=10_000, ttl=cache_seconds)
         self._lock = threading.Lock()
 
     def create(self, name: str, scopes: list[str], rate_limit: str | None = None) -> tuple[Principal, str]:
@@ -109,11 +112,14 @@ class ApiKeys:
         digest = hash_token(token)
         with self._lock:
             hit = self._cache.get(digest)
-        if hit is not None:
+            refused = digest in self._refused
+        if hit is not None or refused:
             return hit
         with Session(self.engine) as session:
             row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
         if row is None or row.revoked_at is not None:
+            with self._lock:
+                self._refused[digest] = True
             return None
         principal = Principal(row.id, row.name, frozenset(row.scopes), row.rate_limit)
         with self._lock:

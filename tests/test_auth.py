@@ -6,9 +6,10 @@ import hashlib
 import time
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from app import create_app
+from app.auth import ApiKeys
 from app.db import ApiKey
 from tests.conftest import bearer, client_for, count_jobs, predq_keys
 
@@ -91,6 +92,27 @@ def test_a_revoked_key_stops_working_within_the_cache_time(settings, svc, regist
     response = http.get("/v1/models/iris")
     assert response.status_code == 401
     assert "revoked" in response.json["error"]["message"]
+
+
+def test_a_refused_token_is_looked_up_once_per_cache_time_and_known_keys_still_work(svc):
+    keys = ApiKeys(svc.engine, cache_seconds=60)
+    _, good = svc.keys.create("beside-refused", ["predict"])
+    lookups: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:
+        if "api_keys" in statement:
+            lookups.append(statement)
+
+    event.listen(svc.engine, "before_cursor_execute", count)
+    try:
+        refused = [keys.authenticate("pq_made-up") for _ in range(5)]
+        known = [keys.authenticate(good) for _ in range(3)]
+    finally:
+        event.remove(svc.engine, "before_cursor_execute", count)
+
+    assert refused == [None] * 5
+    assert all(p is not None and p.name == "beside-refused" for p in known)
+    assert len(lookups) == 2, "one lookup for the made-up token, one for the real key"
 
 
 def test_the_cli_creates_lists_and_revokes_keys(app):
