@@ -193,21 +193,21 @@ def measure(
     return point
 
 
-def in_process_limit(model: Any, sizes: list[int], repeats: int = 7) -> dict[int, float]:
-    """Rows per second of predict_proba on batches of each size, single process (medians)."""
+def in_process_rates(predict: Any, what: str, sizes: list[int], repeats: int = 7) -> dict[int, float]:
+    """Rows per second of ``predict`` on batches of each size, single process (medians)."""
     rng = np.random.default_rng(0)
-    limits = {}
+    rates = {}
     for size in sizes:
         X = rng.normal(0, 1.5, size=(size, loadgen.N_FEATURES))
-        model.predict_proba(X)
+        predict(X)
         timings = []
         for _ in range(repeats):
             tick = time.perf_counter()
-            model.predict_proba(X)
+            predict(X)
             timings.append(time.perf_counter() - tick)
-        limits[size] = size / statistics.median(timings)
-        print(f"  in-process predict_proba, {size:>5} rows: {limits[size]:10.0f} rows/s", flush=True)
-    return limits
+        rates[size] = size / statistics.median(timings)
+        print(f"  in-process {what}, {size:>5} rows: {rates[size]:10.0f} rows/s", flush=True)
+    return rates
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -228,9 +228,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="predq-bench-"))
     started = time.monotonic()
     with scratch_database(ADMIN_URL, "predq_bench") as database_url:
-        points, limits = measure_all(args, database_url, work)
+        points, limits, predq_rates = measure_all(args, database_url, work)
 
-    report = build_report(points, limits, time.monotonic() - started)
+    report = build_report(points, limits, predq_rates, time.monotonic() - started)
     write_report(report, update_readme=not args.no_readme)
     failed = [t for t in report["targets"] if not t["met"]]
     return 1 if failed and not args.no_assert else 0
@@ -294,8 +294,13 @@ def predq_commands() -> dict[str, list[str]]:
 
 def measure_all(
     args: argparse.Namespace, database_url: str, work: Path
-) -> tuple[list[Point], dict[int, float]]:
-    """Every system, one at a time, against ``database_url``; returns the points and in-process limits."""
+) -> tuple[list[Point], dict[int, float], dict[int, float]]:
+    """Every system, one at a time, against ``database_url``.
+
+    Returns the points, the model's in-process rows/s by batch size, and the same for
+    predq's own inference step (which runs a forest's trees without joblib, see
+    app/inference.py), so a reader can tell the model's limit from predq's.
+    """
     levels = [int(c) for c in args.concurrency.split(",")]
     levels_100 = [int(c) for c in args.concurrency_100.split(",")]
     stage = prepare(database_url, work)
@@ -303,7 +308,13 @@ def measure_all(
     base = f"http://127.0.0.1:{PORT}"
 
     print("the model's limit (in process):", flush=True)
-    limits = in_process_limit(model, [1, 100, 256, 1024, 4096])
+    sizes = [1, 100, 256, 1024, 4096]
+    limits = in_process_rates(model.predict_proba, "predict_proba", sizes)
+    from app.inference import predict_outputs
+    from app.signature import signature_of
+
+    signature = signature_of(model)
+    predq_rates = in_process_rates(lambda X: predict_outputs(model, signature, X), "predq inference", sizes)
 
     points: list[Point] = []
     print("bare Flask (the ceiling):", flush=True)
@@ -348,10 +359,12 @@ def measure_all(
         for c in levels_100:
             points.append(measure("predq-100rows", base, loadgen.predq_scenario(MODEL, 100, token), c, 100,
                                   args.seconds, args.warmup, batch_stats=batch_stats))  # fmt: skip
-    return points, limits
+    return points, limits, predq_rates
 
 
-def build_report(points: list[Point], limits: dict[int, float], elapsed: float) -> dict[str, Any]:
+def build_report(
+    points: list[Point], limits: dict[int, float], predq_rates: dict[int, float], elapsed: float
+) -> dict[str, Any]:
     def peak(system: str) -> float:
         return max((p.predictions_per_s for p in points if p.system == system), default=0.0)
 
@@ -383,6 +396,7 @@ def build_report(points: list[Point], limits: dict[int, float], elapsed: float) 
             "flask": flask,
         },
         "in_process_rows_per_s": {str(k): v for k, v in limits.items()},
+        "in_process_predq_rows_per_s": {str(k): v for k, v in predq_rates.items()},
         "targets": targets,
         "points": [p.__dict__ for p in points],
     }
@@ -412,8 +426,11 @@ def markdown(report: dict[str, Any]) -> str:
         clients = f"{p['concurrency']}" + (" (paced)" if p["paced_at"] else "")
         lines.append(f"| {p['system']} | {clients} | {p['rows_per_request']} | "
                      + " | ".join(f"{spent.get(k, 0.0):.3f}" for k in kinds) + " |")  # fmt: skip
-    lines += ["", "| in-process predict_proba, rows per call | rows/s |", "| ---: | ---: |"]
-    lines += [f"| {k} | {v:.0f} |" for k, v in report["in_process_rows_per_s"].items()]
+    lines += ["", "| rows per call | in-process predict_proba, rows/s | predq's inference step, rows/s |",
+              "| ---: | ---: | ---: |"]  # fmt: skip
+    predq_rates = report.get("in_process_predq_rows_per_s", {})
+    lines += [f"| {k} | {v:.0f} | {predq_rates.get(k, float('nan')):.0f} |"
+              for k, v in report["in_process_rows_per_s"].items()]  # fmt: skip
     lines += ["", "| target | measured | goal | met |", "| --- | ---: | ---: | :---: |"]
     for t in report["targets"]:
         lines.append(f"| {t['target']} | {t['value']:.2f} {t['unit']} | {t['goal']} {t['unit']} | "
