@@ -40,7 +40,7 @@ from app.errors import (
     RegistryError,
     VersionNotFound,
 )
-from app.signature import feature_index, signature_of
+from app.signature import feature_index, in_feature_order, signature_of
 from app.traffic import DEFAULT_POLICY, Policy
 
 DEFAULT_ALIAS = "champion"
@@ -164,15 +164,7 @@ class Registry:
 
     def _reference_sample(self, data: Any, signature: dict[str, Any]) -> list[list[float]]:
         """Up to ``reference_rows`` rows of ``data`` in the model's feature order (a seeded sample)."""
-        names = signature["feature_names"]
-        if hasattr(data, "columns") and names is not None:
-            missing = [n for n in names if n not in data.columns]
-            if missing:
-                raise RegistryError(
-                    f"the reference data lacks the model's features: {', '.join(missing[:5])}"
-                )
-            data = data[names]
-        matrix = np.asarray(data, dtype=np.float64)
+        matrix = np.asarray(in_feature_order(data, signature, "the reference data"), dtype=np.float64)
         if matrix.ndim != 2 or matrix.shape[1] != signature["n_features"]:
             raise RegistryError(
                 f"the reference data has shape {matrix.shape}; "

@@ -19,6 +19,23 @@ from sklearn.base import is_classifier
 from app.errors import InvalidInput, PayloadTooLarge
 
 
+def in_feature_order(table: Any, signature: dict[str, Any], what: str) -> Any:
+    """``table``'s columns named like the model's features, in the fitted order.
+
+    A table without column names, or a model fitted without them, is returned as it is.
+    Raises InvalidInput naming the features ``what`` (say, "the training data") lacks.
+    """
+    names = signature["feature_names"]
+    if names is None or not hasattr(table, "columns"):
+        return table
+    missing = [n for n in names if n not in table.columns]
+    if missing:
+        raise InvalidInput(
+            f"{what} lacks the model's features: {', '.join(missing[:5])}", missing=missing[:20]
+        )
+    return table[names]
+
+
 def signature_of(estimator: Any) -> dict[str, Any]:
     """Describe a fitted estimator's inputs and outputs (raises ValueError if unfitted)."""
     n_features = getattr(estimator, "n_features_in_", None)

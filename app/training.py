@@ -33,7 +33,7 @@ from app.db import Model, TrainingExample, TrainingRun, newest_rows, utcnow
 from app.errors import InvalidInput
 from app.metrics import TRAINING_RUNS
 from app.services import Services
-from app.signature import rows_to_matrix
+from app.signature import in_feature_order, rows_to_matrix
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,9 @@ def import_examples(svc: Services, name: str, table: Any, label: str) -> int:
     served = svc.registry.resolve(name)
     if label not in table.columns:
         raise InvalidInput(f"no column {label!r} in the training data", column=label)
-    names = served.signature["feature_names"]
-    features = (
-        table[names] if names else table.drop(columns=[label]).iloc[:, : served.signature["n_features"]]
-    )
+    features = in_feature_order(table.drop(columns=[label]), served.signature, "the training data")
+    if served.signature["feature_names"] is None:
+        features = features.iloc[:, : served.signature["n_features"]]
     matrix = rows_to_matrix(features.to_numpy().tolist(), served.signature["n_features"], None, len(features))
     labels = table[label].tolist()
     with svc.engine.begin() as conn:

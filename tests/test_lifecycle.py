@@ -158,6 +158,24 @@ def test_too_few_examples_skip_the_run_and_runs_are_counted(svc, client, tmp_pat
     assert _training_runs_metric(client, "sparse", "skipped") == before + 1
 
 
+def test_training_data_or_a_reference_sample_without_a_feature_is_refused_by_name(svc, tmp_path):
+    from app.errors import InvalidInput
+
+    rng = np.random.default_rng(4)
+    data = ring(rng, 100)
+    register(svc, tmp_path, "columns", LogisticRegression(), data)
+    path = tmp_path / "columns.joblib"
+    before = svc.registry.describe("columns")
+
+    with pytest.raises(InvalidInput, match="the training data lacks the model's features: x1"):
+        training.import_examples(svc, "columns", data.drop(columns=["x1"]), label="y")
+    with pytest.raises(InvalidInput, match="the reference data lacks the model's features: x0"):
+        svc.registry.register("columns", path, reference=data.drop(columns=["x0"]))
+
+    assert training.training_set(svc, "columns")[0].shape[0] == 0, "nothing imported"
+    assert svc.registry.describe("columns")["versions"] == before["versions"], "nothing registered"
+
+
 def test_rest_retrain_runs_on_a_real_worker(app, svc, tokens, worker, tmp_path):
     rng = np.random.default_rng(4)
     register(svc, tmp_path, "remote", LogisticRegression(), ring(rng, 100))
