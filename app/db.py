@@ -24,12 +24,19 @@ from sqlalchemy import (
     event,
     select,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def dialect_insert(conn: Any) -> Any:
+    """The insert() of ``conn``'s dialect: ON CONFLICT is spelled by each dialect's own."""
+    return postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
 
 
 def newest_rows(

@@ -4,6 +4,14 @@ A submit validates the rows, answers cached rows from Redis, refuses work when t
 queue is too deep (backpressure), commits the job row to the database (the source of
 truth: a 202 means it is stored), then pushes the remaining rows onto the model version's
 Redis list and wakes a worker only if none is taking batches from that list.
+
+A submit that waits (``?wait=S``) for rows none of which is cached takes a shorter road:
+one Redis call pushes its rows, and the worker inserts the job row, outputs and all, in
+one statement for its whole batch. Before the client hears of the job either the worker
+has stored it (the answer is the finished job) or, when S passes first, this module
+stores it as queued (the answer is the 202). So every job a client is told of is in the
+database, and the common case costs no database round trip in the API and one write
+per job instead of an insert and an update.
 """
 
 from __future__ import annotations
@@ -17,12 +25,12 @@ from typing import Any
 import orjson
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from app import logs, traffic
 from app.celery_app import RUN_BATCH
-from app.db import Job, ShadowOutput, utcnow
+from app.db import Job, ShadowOutput, dialect_insert, utcnow
 from app.errors import IdempotencyConflict, JobNotFound, Overloaded, PredqError
 from app.metrics import CACHE_HITS, CACHE_MISSES, JOBS
 from app.rqueue import RowQueue, cache_keys, done_key, encode_item, queue_key, result_key
@@ -45,12 +53,14 @@ def submit(
     idempotency_key: str | None = None,
     request_id: str | None = None,
     routing_key: str | None = None,
+    wait: float = 0.0,
 ) -> dict[str, Any]:
     """Store a job for ``inputs`` and queue it; returns the job's public view.
 
     Without ``version`` or ``alias`` the model's traffic policy picks the version (sticky
     by ``routing_key``). ``request_id`` travels with the queued rows, so the worker's log
-    line names it too.
+    line names it too. With ``wait`` > 0 the view is the finished job's when it finishes
+    within ``wait`` seconds.
     """
     policy = None
     target_version, target_alias = version, alias
@@ -75,35 +85,23 @@ def submit(
         if existing is not None:
             return _replay(existing, request_hash, idempotency_key)
 
+    use_cache = svc.settings.cache_ttl_seconds > 0
     keys = cache_keys(name, served.version, matrix)
-    cached, queued_jobs = _peek(svc, name, served.version, keys)
+    if wait > 0 and idempotency_key is None and (policy is None or policy.shadow is None):
+        # Neither an Idempotency-Key (its row is what finds a replay) nor a shadow (its
+        # outputs refer to the job's row) can wait for the worker to store the job.
+        lookups = keys if use_cache else []
+        view = _submit_deferred(svc, name, served.version, matrix, lookups, request_id, wait)
+        if view is not None:
+            return view
+    cached, queued_jobs = _peek(svc, name, served.version, keys, use_cache)
     all_cached = all(c is not None for c in cached)
     if not all_cached and queued_jobs >= svc.settings.max_queued_jobs:
-        # Backpressure: refuse before storing anything, so the client can retry elsewhere or later.
-        raise Overloaded(
-            f"model {name!r} v{served.version} has {queued_jobs} jobs waiting; retry shortly",
-            retry_after=2,
-            model=name,
-            version=served.version,
-            queued_jobs=queued_jobs,
-        )
+        raise _overloaded(name, served.version, queued_jobs)
     rows = matrix.tolist()
-    job_id = uuid.uuid4()
-    now = utcnow()
-    record = {
-        "id": job_id,
-        "model_name": name,
-        "model_version": served.version,
-        "status": "succeeded" if all_cached else "queued",
-        "n_rows": len(rows),
-        "inputs": rows,
-        "outputs": cached if all_cached else None,
-        "idempotency_key": idempotency_key,
-        "request_hash": request_hash,
-        "cached_rows": sum(c is not None for c in cached),
-        "created_at": now,
-        "completed_at": now if all_cached else None,
-    }
+    record = _record(
+        uuid.uuid4(), name, served.version, rows, cached, idempotency_key, request_hash, utcnow()
+    )
     # A database that cannot be reached raises here, before anything is queued; the
     # error handler in app/errors.py answers 503 for it.
     try:
@@ -128,12 +126,30 @@ def submit(
         JOBS.labels(name, str(served.version), "succeeded").inc()
         _publish_result(svc, view)
         return view
+    queue_rows(svc, name, served.version, view, rows, cached, request_id)
+    if wait > 0:
+        # Just stored, so nothing to read first: wait for the worker's hand-off.
+        view = wait_for(svc, view["id"], wait) or view
+    return view
+
+
+def queue_rows(
+    svc: Services,
+    name: str,
+    version: int,
+    view: dict[str, Any],
+    rows: list[list[float]],
+    cached: list[Any],
+    request_id: str | None,
+) -> None:
+    """Push a stored job's uncached rows (with its cached outputs beside them) for a worker."""
+    job_id = view["id"]
     pending = [i for i, c in enumerate(cached) if c is None]
     if len(pending) == len(rows):
-        item = encode_item(str(job_id), rows, len(rows), view["created_at"], request_id=request_id)
+        item = encode_item(job_id, rows, len(rows), view["created_at"], request_id=request_id)
     else:
         item = encode_item(
-            str(job_id),
+            job_id,
             [rows[i] for i in pending],
             len(rows),
             view["created_at"],
@@ -141,18 +157,116 @@ def submit(
             pre={str(i): c for i, c in enumerate(cached) if c is not None},
             request_id=request_id,
         )
-    enqueue(svc, name, served.version, item)
-    return view
+    enqueue(svc, name, version, item)
+
+
+def _submit_deferred(
+    svc: Services,
+    name: str,
+    version: int,
+    matrix: Any,
+    keys: list[str],
+    request_id: str | None,
+    wait: float,
+) -> dict[str, Any] | None:
+    """Queue a waiting job before it has a row, and wait; None when the stored path must serve it.
+
+    That is when a row is cached (the stored path looks again and answers from the cache:
+    a second round trip, but no model call) or Redis fails (the stored path still accepts
+    the job; the sweeper queues it later).
+    """
+    rows = matrix.tolist()
+    job_id = str(uuid.uuid4())
+    created_at = utcnow()
+    item = encode_item(job_id, rows, len(rows), created_at.isoformat(), request_id=request_id, deferred=True)
+    try:
+        outcome, detail = RowQueue(svc.redis, name, version).submit(item, keys, svc.settings.max_queued_jobs)
+    except RedisError as exc:
+        log.warning("could not queue job rows for %s v%s, storing the job first: %s", name, version, exc)
+        return None
+    if outcome == "cached":
+        return None
+    if outcome == "overloaded":
+        raise _overloaded(name, version, detail)
+    if detail:
+        _wake_worker(svc, name, version)
+    logs.bind(job_id=job_id, model=name, version=version)
+    CACHE_MISSES.labels(name).inc(len(rows))
+    finished = wait_for(svc, job_id, wait)
+    if finished is not None:
+        return finished
+    # Not finished in time: store the job before the client hears of it (the 202).
+    record = _record(uuid.UUID(job_id), name, version, rows, [None] * len(rows), None, None, created_at)
+    with svc.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        stored = _insert_if_absent(conn, [record])
+    # Not stored here means the worker stored it meanwhile, finished: answer with that.
+    return job_view(record) if stored else _read(svc, uuid.UUID(job_id))
+
+
+def _record(
+    job_id: uuid.UUID,
+    name: str,
+    version: int,
+    rows: list[list[float]],
+    cached: list[Any],
+    idempotency_key: str | None,
+    request_hash: str | None,
+    created_at: datetime,
+) -> dict[str, Any]:
+    """A new job's row: finished already when every row's output was cached, else queued."""
+    all_cached = all(c is not None for c in cached)
+    return {
+        "id": job_id,
+        "model_name": name,
+        "model_version": version,
+        "status": "succeeded" if all_cached else "queued",
+        "n_rows": len(rows),
+        "inputs": rows,
+        "outputs": cached if all_cached else None,
+        "idempotency_key": idempotency_key,
+        "request_hash": request_hash,
+        "cached_rows": sum(c is not None for c in cached),
+        "created_at": created_at,
+        "completed_at": created_at if all_cached else None,
+    }
+
+
+def _insert_if_absent(conn: Connection, records: list[dict[str, Any]]) -> int:
+    """Insert job rows whose id is not stored yet; returns how many were inserted."""
+    return conn.execute(
+        dialect_insert(conn)(Job).on_conflict_do_nothing(index_elements=[Job.id]), records
+    ).rowcount
 
 
 def enqueue(svc: Services, name: str, version: int, item: bytes) -> None:
     """Push rows and wake a worker when none holds the queue (no Celery message per request)."""
     try:
-        if RowQueue(svc.redis, name, version).push(item):
-            svc.celery.send_task(RUN_BATCH, args=[name, version])
-    except (RedisError, BrokerError) as exc:
+        woke = RowQueue(svc.redis, name, version).push(item)
+    except RedisError as exc:
         # The job is committed; the sweeper re-queues it from the database.
         log.warning("could not queue job rows for %s v%s: %s", name, version, exc)
+        return
+    if woke:
+        _wake_worker(svc, name, version)
+
+
+def _wake_worker(svc: Services, name: str, version: int) -> None:
+    try:
+        svc.celery.send_task(RUN_BATCH, args=[name, version])
+    except BrokerError as exc:
+        # The rows are queued; the sweeper wakes a worker for every non-empty queue.
+        log.warning("could not wake a worker for %s v%s: %s", name, version, exc)
+
+
+def _overloaded(name: str, version: int, queued_jobs: int) -> Overloaded:
+    # Backpressure: refuse before storing anything, so the client can retry elsewhere or later.
+    return Overloaded(
+        f"model {name!r} v{version} has {queued_jobs} jobs waiting; retry shortly",
+        retry_after=2,
+        model=name,
+        version=version,
+        queued_jobs=queued_jobs,
+    )
 
 
 def _shadow(
@@ -240,9 +354,8 @@ def _iso(value: datetime | str | None) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def _peek(svc: Services, name: str, version: int, keys: list[str]) -> tuple[list[Any], int]:
+def _peek(svc: Services, name: str, version: int, keys: list[str], use_cache: bool) -> tuple[list[Any], int]:
     """Cached outputs for ``keys`` (None where missing) and the queue's depth, in one round trip."""
-    use_cache = svc.settings.cache_ttl_seconds > 0
     try:
         with svc.redis.pipeline(transaction=False) as pipe:
             if use_cache:

@@ -6,7 +6,8 @@ A queue item is one job's rows that still need the model, encoded as
     {"id": job id, "rows": [[float, ...], ...], "slots": [index in job, ...] | null,
      "pre": {"index": output} | null, "n": rows in job, "c": job created_at (ISO 8601),
      "t": enqueue unix time, "r": the submitting request's id (for logs) | null,
-     "s": true when a shadow version scores the rows (outputs stored apart, never returned)}
+     "s": true when a shadow version scores the rows (outputs stored apart, never returned),
+     "d": true when the job has no database row yet (the worker inserts it, see app/jobs.py)}
 
 ``slots``/``pre`` are set only when part of the job was answered from the cache.
 """
@@ -82,6 +83,29 @@ _PUSH = _script("""
 redis.call('RPUSH', KEYS[1], ARGV[1])
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return 1 end
 return 0
+""")
+
+# A waiting submit's whole Redis side in one call: the cached outputs of its rows, and,
+# when none is cached and the queue is not too deep, the push (as _PUSH). The reply's
+# first element says which: 'cached' (then one output or false per row, nothing pushed),
+# 'overloaded' (then the queue's depth, nothing pushed) or 'queued' (then 1 when the
+# caller must wake a worker). KEYS: queue, active, then the rows' cache keys (none when
+# the cache is off). ARGV: item, active ttl, most jobs a queue may hold.
+_SUBMIT = _script("""
+if #KEYS > 2 then
+  local cached = redis.call('MGET', unpack(KEYS, 3))
+  for i = 1, #cached do
+    if cached[i] then
+      table.insert(cached, 1, 'cached')
+      return cached
+    end
+  end
+end
+local depth = redis.call('LLEN', KEYS[1])
+if depth >= tonumber(ARGV[3]) then return {'overloaded', depth} end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return {'queued', 1} end
+return {'queued', 0}
 """)
 
 # Pops whole items from the head of the list until adding the next one would pass
@@ -172,6 +196,7 @@ class QueuedRows:
     enqueued_at: float
     request_id: str | None = None
     shadow: bool = False
+    deferred: bool = False
 
 
 def encode_item(
@@ -183,6 +208,7 @@ def encode_item(
     pre: dict[str, Any] | None = None,
     request_id: str | None = None,
     shadow: bool = False,
+    deferred: bool = False,
 ) -> bytes:
     body = orjson.dumps(
         {
@@ -195,6 +221,7 @@ def encode_item(
             "t": time.time(),
             "r": request_id,
             "s": shadow,
+            "d": deferred,
         }
     )
     return str(len(rows)).encode() + b"|" + body
@@ -212,6 +239,7 @@ def decode_item(raw: bytes) -> QueuedRows:
         body["t"],
         body.get("r"),
         body.get("s", False),
+        body.get("d", False),
     )
 
 
@@ -226,6 +254,22 @@ class RowQueue:
     def push(self, item: bytes) -> bool:
         """Append an item; True when no worker holds the queue, so the caller must wake one."""
         return _PUSH(keys=[self.key, self.active], args=[item, ACTIVE_TTL_SECONDS], client=self.redis) == 1
+
+    def submit(self, item: bytes, cache_keys: list[str], max_queued: int) -> tuple[str, Any]:
+        """Push ``item`` unless a row is cached or the queue is too deep, in one round trip.
+
+        Returns ``("queued", wake)`` (``wake``: the caller must wake a worker), ``("cached",
+        [output bytes or None per row])`` or ``("overloaded", depth)``; only "queued" pushed.
+        """
+        reply = _SUBMIT(
+            keys=[self.key, self.active, *cache_keys],
+            args=[item, ACTIVE_TTL_SECONDS, max_queued],
+            client=self.redis,
+        )
+        outcome = reply[0].decode()
+        if outcome == "cached":
+            return outcome, [value or None for value in reply[1:]]
+        return outcome, int(reply[1]) if outcome == "overloaded" else reply[1] == 1
 
     def pop_batch(self, max_rows: int, release: bool = False) -> tuple[list[QueuedRows], int]:
         """Whole items holding up to ``max_rows`` rows, and how many items are left.

@@ -212,7 +212,14 @@ class Stack:
 
 
 class Traffic:
-    """Clients that submit jobs one after another in a background thread, and then check them."""
+    """Clients that submit jobs one after another in a background thread, and then check them.
+
+    One thread submits without waiting; a second one waits for each result (``?wait=``):
+    a waiting job is stored by the worker that answers it or, when the wait runs out, by
+    the API (app/jobs.py), so the faults test that road too.
+    """
+
+    WAIT_SECONDS = 2
 
     def __init__(self, base: str, token: str, model: str, outcome: FaultOutcome, seed: int = 0) -> None:
         self.http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
@@ -222,7 +229,7 @@ class Traffic:
         self.jobs: dict[str, list[list[float]]] = {}
         self.seen: dict[str, list[Any]] = {}
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
     def rows(self) -> list[list[float]]:
@@ -231,12 +238,14 @@ class Traffic:
         return [[round(self.rng.uniform(lo, hi), 4) for lo, hi in ((4, 8), (2, 4.5), (1, 7), (0.1, 2.5))]
                 for _ in range(n)]  # fmt: skip
 
-    def submit(self) -> None:
-        rows = self.rows()
+    def submit(self, wait: float = 0) -> None:
         with self._lock:
+            rows = self.rows()
             self.outcome.submitted += 1
         try:
-            response = self.http.post(f"/v1/models/{self.model}/predictions", json={"inputs": rows})
+            response = self.http.post(
+                f"/v1/models/{self.model}/predictions?wait={wait}", json={"inputs": rows}
+            )
         except httpx.HTTPError as exc:
             self._other(type(exc).__name__)
             return
@@ -260,18 +269,21 @@ class Traffic:
             self.outcome.other_answers = dict(counts)
 
     def start(self, interval: float = 0.05) -> None:
-        def loop() -> None:
+        def loop(wait: float) -> None:
             while not self._stop.is_set():
-                self.submit()
+                self.submit(wait)
                 time.sleep(interval)
 
-        self._thread = threading.Thread(target=loop, daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=loop, args=(w,), daemon=True) for w in (0, self.WAIT_SECONDS)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
+        for thread in self._threads:
+            thread.join(timeout=60)
 
     def settle(self, expected_outputs: Any, timeout: float = 120.0) -> FaultOutcome:
         """Poll every accepted job until it finished (or ``timeout``), then fill in the outcome."""

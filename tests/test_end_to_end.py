@@ -159,25 +159,6 @@ def _uuid(text: str) -> uuid.UUID:
     return uuid.UUID(text)
 
 
-def test_a_job_is_accepted_and_stored_while_redis_is_unreachable(settings, artifacts, tokens):
-    """Redis is the fast path: with it down, a submit still stores the job and says 202."""
-    from app import create_app
-    from tests.conftest import free_port
-
-    app = create_app(settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
-    svc = app.extensions["predq"]
-    svc.registry.register("redis-down", artifacts["iris"])
-
-    response = client_for(app, tokens["predict"]).post(
-        "/v1/models/redis-down/predictions", json={"inputs": [IRIS_ROWS[0]]}
-    )
-
-    assert response.status_code == 202, response.json
-    with svc.engine.connect() as conn:
-        stored = conn.execute(select(Job.status).where(Job.id == _uuid(response.json["id"]))).scalar_one()
-    assert stored == "queued", "the sweeper will queue it once Redis is back"
-
-
 def test_two_clients_waiting_on_one_job_both_get_it(client, svc, registered, worker, app, tokens):
     submitted = client.post("/v1/models/iris/predictions", json={"inputs": [[4.6, 3.2, 1.43, 0.2]]}).json
 

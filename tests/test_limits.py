@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from app import create_app
 from app.rqueue import RowQueue, encode_item, queue_key
 from tests.conftest import client_for, count_jobs
@@ -43,9 +45,11 @@ def test_health_checks_are_never_rate_limited(settings):
     assert [strict.test_client().get("/healthz").status_code for _ in range(3)] == [200, 200, 200]
 
 
-def test_a_deep_queue_gets_503_with_retry_after_and_stores_nothing(settings, svc, artifacts, tokens):
-    served = svc.registry.register("backlogged", artifacts["iris"])
-    queue = RowQueue(svc.redis, "backlogged", served.version)
+@pytest.mark.parametrize("wait", [0, 1], ids=["stored-first", "waiting"])
+def test_a_deep_queue_gets_503_with_retry_after_and_stores_nothing(settings, svc, artifacts, tokens, wait):
+    model = f"backlogged-{wait}"
+    served = svc.registry.register(model, artifacts["iris"])
+    queue = RowQueue(svc.redis, model, served.version)
     # Items pushed without a task message: no worker drains them during the test.
     for _ in range(3):
         queue.push(encode_item(str(uuid.uuid4()), [[1.0, 2.0, 3.0, 4.0]], 1, "2026-01-01T00:00:00+00:00"))
@@ -53,7 +57,7 @@ def test_a_deep_queue_gets_503_with_retry_after_and_stores_nothing(settings, svc
         full = client_for(create_app(settings.replace(max_queued_jobs=3)), tokens["predict"])
         jobs_before = count_jobs(svc)
 
-        refused = full.post("/v1/models/backlogged/predictions", json=ROW)
+        refused = full.post(f"/v1/models/{model}/predictions?wait={wait}", json=ROW)
 
         assert refused.status_code == 503
         assert refused.json["error"]["code"] == "overloaded"
@@ -62,9 +66,9 @@ def test_a_deep_queue_gets_503_with_retry_after_and_stores_nothing(settings, svc
         assert count_jobs(svc) == jobs_before and len(queue) == 3
 
         roomier = client_for(create_app(settings.replace(max_queued_jobs=4)), tokens["predict"])
-        assert roomier.post("/v1/models/backlogged/predictions", json=ROW).status_code == 202
+        assert roomier.post(f"/v1/models/{model}/predictions?wait={wait}", json=ROW).status_code == 202
     finally:
-        svc.redis.delete(queue_key("backlogged", served.version))
+        svc.redis.delete(queue_key(model, served.version))
 
 
 def test_with_auth_off_the_limit_counts_per_client_address(settings, registered):

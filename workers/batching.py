@@ -17,12 +17,10 @@ from typing import Any
 import numpy as np
 import orjson
 from sqlalchemy import Connection, bindparam, insert, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app import logs
 from app.celery_app import RUN_BATCH
-from app.db import Batch, Job, ShadowOutput, utcnow
+from app.db import Batch, Job, ShadowOutput, dialect_insert, utcnow
 from app.errors import PredqError
 from app.inference import predict_outputs
 from app.jobs import job_view
@@ -135,8 +133,10 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
     # Shadow items score rows of jobs another version serves: never claimed, never answered.
     shadows = [item for item in items if item.shadow]
     served_items = [item for item in items if not item.shadow]
-    claimed = claim(svc, [item.job_id for item in served_items], started_at) if served_items else set()
-    items = [item for item in served_items if item.job_id in claimed]
+    # A deferred job has no row to claim yet: this batch inserts it (see app/jobs.py).
+    stored_ids = [item.job_id for item in served_items if not item.deferred]
+    claimed = claim(svc, stored_ids, started_at) if stored_ids else set()
+    items = [item for item in served_items if item.deferred or item.job_id in claimed]
     if not items and not shadows:
         return BatchReport(name, version, str(batch_id), 0, 0, "duplicate", 0.0)
 
@@ -184,7 +184,8 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
         )
         if shadow_outputs:
             store_shadow_outputs(conn, name, version, batch_id, shadows, shadow_outputs)
-        if results:
+        finished = [(item, r) for item, r in zip(items, results, strict=True) if not item.deferred]
+        if finished:
             conn.execute(
                 _FINISH_JOB,
                 [
@@ -196,9 +197,12 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
                         "new_batch_id": batch_id,
                         "new_completed_at": completed_at,
                     }
-                    for r in results
+                    for _, r in finished
                 ],
             )
+        deferred = [(item, r) for item, r in zip(items, results, strict=True) if item.deferred]
+        if deferred:
+            store_deferred_jobs(conn, name, version, batch_id, deferred, started_at, completed_at)
     publish(svc, name, version, items, rows, outputs, results, completed_at)
     observe(name, version, items, len(rows), inference_seconds, status, started_at, completed_at)
     log.info(
@@ -221,6 +225,39 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
     return BatchReport(name, version, str(batch_id), len(rows), len(items), status, inference_seconds)
 
 
+def store_deferred_jobs(
+    conn: Connection,
+    name: str,
+    version: int,
+    batch_id: uuid.UUID,
+    finished: list[tuple[QueuedRows, dict[str, Any]]],
+    started_at: datetime,
+    completed_at: datetime,
+) -> None:
+    """Insert the rows of finished deferred jobs, outputs and all.
+
+    The API may have inserted one as queued meanwhile (its client's wait ran out), and the
+    sweeper may have queued that row again: the existing row takes the result unless it
+    already succeeded, so a job is never answered twice differently.
+    """
+    records = [
+        {"id": uuid.UUID(item.job_id), "model_name": name, "model_version": version,
+         "status": r["status"], "n_rows": item.n_rows, "inputs": item.rows, "outputs": r["outputs"],
+         "error": r["error"], "idempotency_key": None, "request_hash": None, "batch_id": batch_id,
+         "cached_rows": 0, "created_at": datetime.fromisoformat(item.created_at),
+         "started_at": started_at, "completed_at": completed_at}
+        for item, r in finished
+    ]  # fmt: skip
+    statement = dialect_insert(conn)(Job)
+    result_columns = ("status", "outputs", "error", "batch_id", "started_at", "completed_at")
+    statement = statement.on_conflict_do_update(
+        index_elements=[Job.id],
+        set_={column: statement.excluded[column] for column in result_columns},
+        where=Job.status != "succeeded",
+    )
+    conn.execute(statement, records)
+
+
 def store_shadow_outputs(
     conn: Connection,
     name: str,
@@ -238,8 +275,7 @@ def store_shadow_outputs(
              "outputs": mine, "batch_id": batch_id, "created_at": utcnow()}
         )  # fmt: skip
         offset += len(item.rows)
-    dialect_insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    conn.execute(dialect_insert(ShadowOutput).on_conflict_do_nothing(), records)
+    conn.execute(dialect_insert(conn)(ShadowOutput).on_conflict_do_nothing(), records)
 
 
 def observe(

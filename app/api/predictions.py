@@ -61,10 +61,8 @@ def submit_prediction(
         idempotency_key=idempotency_key,
         request_id=g.get("request_id"),
         routing_key=body.get("routing_key"),
+        wait=min(wait, svc.settings.max_wait_seconds),
     )
-    if wait > 0 and view["status"] not in jobs.FINISHED:
-        # Just stored, so nothing to read first: wait for the worker's hand-off.
-        view = jobs.wait_for(svc, view["id"], min(wait, svc.settings.max_wait_seconds)) or view
     location = {"Location": f"/v1/predictions/{view['id']}"}
     return view, 200 if view["status"] in jobs.FINISHED else 202, location
 
