@@ -137,3 +137,37 @@ def test_another_process_sees_a_promotion_within_its_cache_ttl(svc, artifacts):
     assert other_process.resolve("ttl").version == 1, "still its cached answer"
     time.sleep(1.1)
     assert other_process.resolve("ttl").version == 2
+
+
+def test_threads_missing_the_same_lookup_at_once_query_the_database_once(svc, artifacts):
+    """When a cached alias lookup expires under load, one thread looks it up; the rest wait for it."""
+    import threading
+
+    from sqlalchemy import event
+
+    from app.registry import Registry
+
+    svc.registry.register("herd", artifacts["iris"])
+    registry = Registry(svc.engine, svc.settings.artifact_root, cache_seconds=60.0)
+    statements: list[str] = []
+    start = threading.Barrier(16)
+
+    def count(conn, cursor, statement, *args) -> None:  # noqa: ANN001
+        statements.append(statement)
+
+    def resolve() -> int:
+        start.wait()
+        return registry.resolve("herd").version
+
+    event.listen(svc.engine, "before_cursor_execute", count)
+    try:
+        threads = [threading.Thread(target=resolve) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        event.remove(svc.engine, "before_cursor_execute", count)
+
+    lookups = [s for s in statements if "FROM models" in s]
+    assert len(lookups) == 1, f"{len(lookups)} threads looked the model up"
