@@ -53,9 +53,11 @@ _FINISH_JOB = (
     )
 )
 
+_INSERT_BATCH = insert(Batch)
 
-def _store_deferred_statement(dialect_insert: Any) -> Any:
-    statement = dialect_insert(Job)
+
+def _store_deferred_statement(insert_of_dialect: Any) -> Any:
+    statement = insert_of_dialect(Job)
     result_columns = ("status", "outputs", "error", "batch_id", "started_at", "completed_at")
     return statement.on_conflict_do_update(
         index_elements=[Job.id],
@@ -63,8 +65,6 @@ def _store_deferred_statement(dialect_insert: Any) -> Any:
         where=Job.status != "succeeded",
     )
 
-
-_INSERT_BATCH = insert(Batch)
 
 # Per dialect, since each spells ON CONFLICT with its own insert().
 _STORE_DEFERRED = {
@@ -258,6 +258,7 @@ def store_deferred_jobs(
     sweeper may have queued that row again: the existing row takes the result unless it
     already succeeded, so a job is never answered twice differently.
     """
+    # A deferred item carries all of its job's rows: it is queued only when none was cached.
     records = [
         {"id": uuid.UUID(item.job_id), "model_name": name, "model_version": version,
          "status": r["status"], "n_rows": item.n_rows, "inputs": item.rows, "outputs": r["outputs"],
@@ -331,7 +332,8 @@ def collect(
     count = sum(len(item.rows) for item in items)
     if count < max_rows and max_delay > 0:
         # One wait and one more pop: polling every millisecond cost a Redis round trip each
-        # time, ~1 ms of a worker's CPU per batch, for a batch no bigger at the end.
+        # time (~1 ms of a worker's CPU per batch) to end the wait early only when a batch
+        # filled, which a first pop short of max_rows almost never sees within the delay.
         time.sleep(max_delay)
         more, left = queue.pop_batch(max_rows - count)
         items.extend(more)
