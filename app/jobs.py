@@ -20,7 +20,7 @@ import hashlib
 import logging
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from kombu.exceptions import OperationalError as BrokerError
@@ -42,6 +42,14 @@ log = logging.getLogger(__name__)
 FINISHED = ("succeeded", "failed")
 # Built once: constructing the statement per request shows up in profiles.
 _INSERT_JOB = insert(Job)
+
+
+class Peek(NamedTuple):
+    """What Redis holds for a submit's rows: their cached outputs (None where missing) and
+    how many jobs wait on the model version's queue."""
+
+    cached: list[Any]
+    queued_jobs: int
 
 
 def submit(
@@ -87,18 +95,21 @@ def submit(
 
     use_cache = svc.settings.cache_ttl_seconds > 0
     keys = cache_keys(name, served.version, matrix)
+    rows = matrix.tolist()
     if wait > 0 and idempotency_key is None and (policy is None or policy.shadow is None):
         # Neither an Idempotency-Key (its row is what finds a replay) nor a shadow (its
         # outputs refer to the job's row) can wait for the worker to store the job.
         lookups = keys if use_cache else []
-        view = _submit_deferred(svc, name, served.version, matrix, lookups, request_id, wait)
-        if view is not None:
-            return view
-    cached, queued_jobs = _peek(svc, name, served.version, keys, use_cache)
+        deferred = _submit_deferred(svc, name, served.version, rows, lookups, request_id, wait)
+        if not isinstance(deferred, Peek):
+            return deferred
+        peek = deferred
+    else:
+        peek = _peek(svc, name, served.version, keys, use_cache)
+    cached, queued_jobs = peek
     all_cached = all(c is not None for c in cached)
     if not all_cached and queued_jobs >= svc.settings.max_queued_jobs:
         raise _overloaded(name, served.version, queued_jobs)
-    rows = matrix.tolist()
     record = _record(
         uuid.uuid4(), name, served.version, rows, cached, idempotency_key, request_hash, utcnow()
     )
@@ -126,14 +137,14 @@ def submit(
         JOBS.labels(name, str(served.version), "succeeded").inc()
         _publish_result(svc, view)
         return view
-    queue_rows(svc, name, served.version, view, rows, cached, request_id)
+    _queue_rows(svc, name, served.version, view, rows, cached, request_id)
     if wait > 0:
         # Just stored, so nothing to read first: wait for the worker's hand-off.
         view = wait_for(svc, view["id"], wait) or view
     return view
 
 
-def queue_rows(
+def _queue_rows(
     svc: Services,
     name: str,
     version: int,
@@ -164,28 +175,28 @@ def _submit_deferred(
     svc: Services,
     name: str,
     version: int,
-    matrix: Any,
+    rows: list[list[float]],
     keys: list[str],
     request_id: str | None,
     wait: float,
-) -> dict[str, Any] | None:
-    """Queue a waiting job before it has a row, and wait; None when the stored path must serve it.
+) -> dict[str, Any] | Peek:
+    """Queue a waiting job before it has a row and wait: the job's view, or a Peek for the stored road.
 
-    That is when a row is cached (the stored path looks again and answers from the cache:
-    a second round trip, but no model call) or Redis fails (the stored path still accepts
-    the job; the sweeper queues it later).
+    The stored road takes the job when a row is cached (it answers from the outputs the
+    Peek carries) or Redis fails (it accepts the job all the same; the sweeper queues it).
     """
-    rows = matrix.tolist()
     job_id = str(uuid.uuid4())
     created_at = utcnow()
     item = encode_item(job_id, rows, len(rows), created_at.isoformat(), request_id=request_id, deferred=True)
     try:
         outcome, detail = RowQueue(svc.redis, name, version).submit(item, keys, svc.settings.max_queued_jobs)
     except RedisError as exc:
+        # As _peek does when Redis fails: compute every row, queue depth unknown.
         log.warning("could not queue job rows for %s v%s, storing the job first: %s", name, version, exc)
-        return None
+        return Peek([None] * len(rows), 0)
     if outcome == "cached":
-        return None
+        outputs, depth = detail
+        return Peek([orjson.loads(v) if v is not None else None for v in outputs], depth)
     if outcome == "overloaded":
         raise _overloaded(name, version, detail)
     if detail:
@@ -354,7 +365,7 @@ def _iso(value: datetime | str | None) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def _peek(svc: Services, name: str, version: int, keys: list[str], use_cache: bool) -> tuple[list[Any], int]:
+def _peek(svc: Services, name: str, version: int, keys: list[str], use_cache: bool) -> Peek:
     """Cached outputs for ``keys`` (None where missing) and the queue's depth, in one round trip."""
     try:
         with svc.redis.pipeline(transaction=False) as pipe:
@@ -365,10 +376,10 @@ def _peek(svc: Services, name: str, version: int, keys: list[str], use_cache: bo
     except RedisError as exc:
         # Redis is the fast path only: compute every row, and queue depth is unknown.
         log.warning("cache unavailable, computing every row: %s", exc)
-        return [None] * len(keys), 0
+        return Peek([None] * len(keys), 0)
     if not use_cache:
-        return [None] * len(keys), int(replies[-1])
-    return [orjson.loads(v) if v is not None else None for v in replies[0]], int(replies[-1])
+        return Peek([None] * len(keys), int(replies[-1]))
+    return Peek([orjson.loads(v) if v is not None else None for v in replies[0]], int(replies[-1]))
 
 
 def _publish_result(svc: Services, view: dict[str, Any]) -> None:

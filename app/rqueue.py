@@ -78,31 +78,28 @@ def _script(lua: str) -> Script:
 # task per push); the sweeper wakes a worker for any queue left non-empty.
 ACTIVE_TTL_SECONDS = 10
 
-# Appends an item; returns 1 when no worker holds the queue (the caller must wake one).
+# Appends an item, unless one of the given cache keys holds an output or the queue is
+# too deep; the push holds the queue for a worker when none holds it. The reply's first
+# element says what happened: 'queued' (then 1 when the caller must wake a worker),
+# 'cached' (then the queue's depth and one output or false per key: nothing pushed, the
+# caller answers from these) or 'overloaded' (then the depth: nothing pushed). One call
+# is a waiting submit's whole Redis side; a plain push passes no keys and no bound.
+# KEYS: queue, active, then the rows' cache keys. ARGV: item, active ttl, most jobs a
+# queue may hold (-1: no bound).
 _PUSH = _script("""
-redis.call('RPUSH', KEYS[1], ARGV[1])
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return 1 end
-return 0
-""")
-
-# A waiting submit's whole Redis side in one call: the cached outputs of its rows, and,
-# when none is cached and the queue is not too deep, the push (as _PUSH). The reply's
-# first element says which: 'cached' (then one output or false per row, nothing pushed),
-# 'overloaded' (then the queue's depth, nothing pushed) or 'queued' (then 1 when the
-# caller must wake a worker). KEYS: queue, active, then the rows' cache keys (none when
-# the cache is off). ARGV: item, active ttl, most jobs a queue may hold.
-_SUBMIT = _script("""
+local depth = redis.call('LLEN', KEYS[1])
 if #KEYS > 2 then
   local cached = redis.call('MGET', unpack(KEYS, 3))
   for i = 1, #cached do
     if cached[i] then
+      table.insert(cached, 1, depth)
       table.insert(cached, 1, 'cached')
       return cached
     end
   end
 end
-local depth = redis.call('LLEN', KEYS[1])
-if depth >= tonumber(ARGV[3]) then return {'overloaded', depth} end
+local bound = tonumber(ARGV[3])
+if bound >= 0 and depth >= bound then return {'overloaded', depth} end
 redis.call('RPUSH', KEYS[1], ARGV[1])
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return {'queued', 1} end
 return {'queued', 0}
@@ -253,23 +250,26 @@ class RowQueue:
 
     def push(self, item: bytes) -> bool:
         """Append an item; True when no worker holds the queue, so the caller must wake one."""
-        return _PUSH(keys=[self.key, self.active], args=[item, ACTIVE_TTL_SECONDS], client=self.redis) == 1
+        return self.submit(item, [], max_queued=-1) == ("queued", True)
 
     def submit(self, item: bytes, cache_keys: list[str], max_queued: int) -> tuple[str, Any]:
-        """Push ``item`` unless a row is cached or the queue is too deep, in one round trip.
+        """Push ``item`` unless a row is cached or the queue holds ``max_queued`` jobs, in one round trip.
 
         Returns ``("queued", wake)`` (``wake``: the caller must wake a worker), ``("cached",
-        [output bytes or None per row])`` or ``("overloaded", depth)``; only "queued" pushed.
+        (outputs, depth))`` (the encoded output or None per key, and the queue's depth) or
+        ``("overloaded", depth)``; only "queued" pushed. ``max_queued`` -1 means no bound.
         """
-        reply = _SUBMIT(
+        reply = _PUSH(
             keys=[self.key, self.active, *cache_keys],
             args=[item, ACTIVE_TTL_SECONDS, max_queued],
             client=self.redis,
         )
         outcome = reply[0].decode()
         if outcome == "cached":
-            return outcome, [value or None for value in reply[1:]]
-        return outcome, int(reply[1]) if outcome == "overloaded" else reply[1] == 1
+            return outcome, ([value or None for value in reply[2:]], int(reply[1]))
+        if outcome == "overloaded":
+            return outcome, int(reply[1])
+        return outcome, reply[1] == 1
 
     def pop_batch(self, max_rows: int, release: bool = False) -> tuple[list[QueuedRows], int]:
         """Whole items holding up to ``max_rows`` rows, and how many items are left.
