@@ -34,9 +34,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+#: Each supported dialect's insert(): ON CONFLICT is spelled by each dialect's own.
+INSERT_BY_DIALECT: dict[str, Any] = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}
+
+
 def dialect_insert(conn: Any) -> Any:
-    """The insert() of ``conn``'s dialect: ON CONFLICT is spelled by each dialect's own."""
-    return postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    """The insert() of ``conn``'s dialect (PostgreSQL or SQLite)."""
+    return INSERT_BY_DIALECT[conn.dialect.name]
 
 
 def newest_rows(

@@ -17,12 +17,10 @@ from typing import Any
 import numpy as np
 import orjson
 from sqlalchemy import Connection, bindparam, insert, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app import logs
 from app.celery_app import RUN_BATCH
-from app.db import Batch, Job, ShadowOutput, dialect_insert, utcnow
+from app.db import INSERT_BY_DIALECT, Batch, Job, ShadowOutput, dialect_insert, utcnow
 from app.errors import PredqError
 from app.inference import predict_outputs
 from app.jobs import job_view
@@ -67,10 +65,7 @@ def _store_deferred_statement(insert_of_dialect: Any) -> Any:
 
 
 # Per dialect, since each spells ON CONFLICT with its own insert().
-_STORE_DEFERRED = {
-    "postgresql": _store_deferred_statement(postgresql_insert),
-    "sqlite": _store_deferred_statement(sqlite_insert),
-}
+_STORE_DEFERRED = {name: _store_deferred_statement(of) for name, of in INSERT_BY_DIALECT.items()}
 
 
 @dataclass
