@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import select
 
 from app.db import Batch, Job
 from app.rqueue import ACTIVE_TTL_SECONDS, RowQueue, active_key, encode_item
-from tests.conftest import client_for, stored_estimator, wait_until_no_worker_holds
+from tests.conftest import client_for, count_jobs, stored_estimator, wait_until_no_worker_holds
 from tests.test_end_to_end import expected_outputs
 from workers.batching import run_batch
 
@@ -51,10 +52,17 @@ def test_a_wait_that_runs_out_stores_the_job_before_the_202(client, svc, artifac
     _hold_queue(svc, "unanswered")
     rows = [[5.7, 2.6, 3.51, 1.0]]
 
-    tick = time.monotonic()
-    response = client.post("/v1/models/unanswered/predictions?wait=1", json={"inputs": rows})
+    jobs_before = count_jobs(svc)
+    with ThreadPoolExecutor(1) as pool:
+        tick = time.monotonic()
+        waiting = pool.submit(
+            client.post, "/v1/models/unanswered/predictions?wait=1.5", json={"inputs": rows}
+        )
+        time.sleep(0.7)
+        assert count_jobs(svc) == jobs_before, "while its client waits, the job has no row yet"
+        response = waiting.result()
 
-    assert time.monotonic() - tick >= 0.9, "it waited"
+    assert time.monotonic() - tick >= 1.4, "it waited"
     assert response.status_code == 202 and response.json["status"] == "queued"
     row = stored(svc, response.json["id"])
     assert row is not None and row.status == "queued", "a 202 means the job is stored"

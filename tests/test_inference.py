@@ -66,3 +66,12 @@ def test_a_forest_fitted_on_a_frame_answers_as_scikit_learn_does_given_the_frame
 
     expected = model.predict_proba(frame[600:650]).tolist()
     assert [list(o["probabilities"].values()) for o in outputs] == expected
+
+
+def test_a_forest_refuses_rows_of_the_wrong_width_before_asking_its_trees():
+    """The trees are asked without scikit-learn's checks, so predq checks the width itself."""
+    X, labels = labelled_data(2)
+    model = RandomForestClassifier(n_estimators=5, random_state=0).fit(X[:600], labels[:600])
+
+    with pytest.raises(ValueError, match="features"):
+        predict_outputs(model, signature_of(model), X[600:603, :5])
