@@ -166,7 +166,7 @@ _HTTP_CODES = {
 
 def http_exception_body(error: HTTPException) -> Any:
     if error.response is not None:
-        # The exception carries its finished response (Flask-Limiter's 429 does).
+        # The exception carries its finished response (``abort(response)``): send it as it is.
         return error.response
     status = error.code or 500
     details: dict[str, Any] = {}

@@ -29,6 +29,16 @@ def test_a_key_over_its_own_limit_gets_429_and_other_keys_do_not(app, svc, regis
     assert client_for(app, other).get("/v1/models/iris").status_code == 200
 
 
+def test_every_limit_of_a_key_counts(app, svc, registered):
+    _, token = svc.keys.create("two-limits", ["predict"], rate_limit="100/second;3/minute")
+    http = client_for(app, token)
+
+    statuses = [http.get("/v1/models/iris").status_code for _ in range(4)]
+
+    assert statuses == [200, 200, 200, 429], "the per-minute limit refuses though the per-second one has room"
+    assert http.get("/v1/models/iris").json["error"]["details"]["limit"] == "3 per 1 minute"
+
+
 def test_a_key_without_its_own_limit_gets_the_default(settings, svc, registered):
     strict = create_app(settings.replace(rate_limit="2/minute"))
     _, token = svc.keys.create("default-limited", ["predict"])
