@@ -31,7 +31,7 @@ def predict_outputs(estimator: Any, signature: dict[str, Any], matrix: np.ndarra
         if _argmax_is_prediction(estimator):
             predictions = estimator.classes_.take(np.argmax(proba, axis=1)).tolist()
         else:
-            predictions = np.asarray(estimator.predict(matrix)).tolist()
+            predictions = np.asarray(estimator.predict(matrix.copy())).tolist()
         probabilities = proba.tolist()
     classes = [str(c) for c in signature["classes"]]
     return [
@@ -40,16 +40,21 @@ def predict_outputs(estimator: Any, signature: dict[str, Any], matrix: np.ndarra
     ]
 
 
+# Any other estimator gets its own copy of the rows: one may transform its input in place
+# (StandardScaler(copy=False) in a pipeline does), and the rows are read again after it
+# (predict after predict_proba; the caller's cache keys). A forest reads a float32 copy.
+
+
 def _predict(estimator: Any, matrix: np.ndarray) -> np.ndarray:
     if isinstance(estimator, ForestRegressor) and _forest_runs_in_this_thread(estimator):
         return _forest_mean(estimator, matrix, "predict")
-    return estimator.predict(matrix)
+    return estimator.predict(matrix.copy())
 
 
 def _predict_proba(estimator: Any, matrix: np.ndarray) -> np.ndarray:
     if isinstance(estimator, ForestClassifier) and _forest_runs_in_this_thread(estimator):
         return _forest_mean(estimator, matrix, "predict_proba")
-    return estimator.predict_proba(matrix)
+    return estimator.predict_proba(matrix.copy())
 
 
 def _forest_runs_in_this_thread(forest: Any) -> bool:

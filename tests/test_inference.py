@@ -75,3 +75,25 @@ def test_a_forest_refuses_rows_of_the_wrong_width_before_asking_its_trees():
 
     with pytest.raises(ValueError, match="features"):
         predict_outputs(model, signature_of(model), X[600:603, :5])
+
+
+def test_a_model_that_scales_its_input_in_place_is_answered_as_on_fresh_rows():
+    """StandardScaler(copy=False) rewrites the rows it is given; predict_outputs reads them
+    twice (predict_proba, then predict) and the worker hashes them for the cache."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, labels = labelled_data(3)
+    X = X * 10 + 5  # far from scaled already, so scaling twice changes the answers
+    model = make_pipeline(StandardScaler(copy=False), LogisticRegression(max_iter=500))
+    model.fit(X[:600].copy(), labels[:600])
+    rows = np.ascontiguousarray(X[600:700])
+    before = rows.copy()
+
+    outputs = predict_outputs(model, signature_of(model), rows)
+
+    assert np.array_equal(rows, before), "the caller's rows are left as they were"
+    assert [o["prediction"] for o in outputs] == model.predict(before.copy()).tolist()
+    expected = model.predict_proba(before.copy()).tolist()
+    assert [list(o["probabilities"].values()) for o in outputs] == expected
