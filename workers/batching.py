@@ -156,11 +156,16 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
     rows = [row for item in items for row in item.rows]
     shadow_rows = [row for item in shadows for row in item.rows]
     inference_seconds = 0.0
+    keys: list[str] = []
     shadow_outputs: list[Any] | None = None
     try:
+        matrix = np.asarray(rows + shadow_rows, dtype=np.float64)
+        if settings.cache_ttl_seconds > 0:
+            # The matrix the model reads, built once (predict_outputs leaves it as it was).
+            keys = cache_keys(name, version, matrix[: len(rows)])
         estimator, served = svc.registry.load(name, version)
         tick = time.perf_counter()
-        every = predict_outputs(estimator, served.signature, np.asarray(rows + shadow_rows, dtype=np.float64))
+        every = predict_outputs(estimator, served.signature, matrix)
         inference_seconds = time.perf_counter() - tick
         outputs, shadow_outputs = every[: len(rows)], every[len(rows) :]
         error = None
@@ -216,7 +221,7 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
         deferred = [(item, r) for item, r in zip(items, results, strict=True) if item.deferred]
         if deferred:
             store_deferred_jobs(conn, name, version, batch_id, deferred, started_at, completed_at)
-    publish(svc, name, version, items, rows, outputs, results, completed_at)
+    publish(svc, name, version, items, keys, outputs, results, completed_at)
     observe(name, version, items, len(rows), inference_seconds, status, started_at, completed_at)
     log.info(
         "batch %s: %s v%s, %d rows from %d jobs, %.1f ms",
@@ -379,16 +384,18 @@ def publish(
     name: str,
     version: int,
     items: list[QueuedRows],
-    rows: list[list[float]],
+    keys: list[str],
     outputs: list[Any] | None,
     results: list[dict[str, Any]],
     completed_at: Any,
 ) -> None:
-    """Cache row outputs, hand finished jobs to pollers, and wake long-polls, in one round trip."""
+    """Cache row outputs, hand finished jobs to pollers, and wake long-polls, in one round trip.
+
+    ``keys`` are the served rows' cache keys, one per output (none when the cache is off).
+    """
     settings = svc.settings
     cache: dict[str, bytes] = {}
-    if outputs is not None and settings.cache_ttl_seconds > 0:
-        keys = cache_keys(name, version, np.asarray(rows, dtype=np.float64))
+    if outputs is not None and keys:
         cache = {key: orjson.dumps(output) for key, output in zip(keys, outputs, strict=True)}
     views = {
         item.job_id: orjson.dumps(
