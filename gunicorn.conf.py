@@ -54,6 +54,13 @@ logconfig_dict = {
 }
 
 
+def post_worker_init(worker):  # noqa: ANN001, ANN201  (gunicorn's hook signature)
+    # The app is built: keep full garbage collections off its objects (see app/gcfreeze.py).
+    from app.gcfreeze import freeze_startup_objects
+
+    freeze_startup_objects()
+
+
 def child_exit(server, worker):  # noqa: ANN001, ANN201  (gunicorn's hook signature)
     from prometheus_client import multiprocess
 

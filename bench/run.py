@@ -35,6 +35,7 @@ import uvloop
 from redis import Redis
 from sqlalchemy import text
 
+from app.gcfreeze import freeze_startup_objects
 from bench import loadgen
 from scripts.local import ROOT, process_group, scratch_database, wait_for_http
 
@@ -156,6 +157,8 @@ def measure(
     rate: float | None = None,
     batch_stats: Any = None,
 ) -> Point:
+    # A full collection here would stop every client's clock at once (app/gcfreeze.py).
+    freeze_startup_objects()
     # Fresh seeds for every run: rows never repeat across points, so the cache never answers.
     uvloop.run(loadgen.closed_loop(base_url, scenario, concurrency, warmup, rate=rate, seed=next(_SEEDS)))
     kinds0 = cpu_by_kind()

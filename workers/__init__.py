@@ -38,6 +38,14 @@ def _fresh_connections(**_: object) -> None:
     flask_app.extensions["predq"].engine.dispose(close=False)
 
 
+@worker_process_init.connect
+def _freeze_startup_objects(**_: object) -> None:
+    # Keep full garbage collections off what the process started with (app/gcfreeze.py).
+    from app.gcfreeze import freeze_startup_objects
+
+    freeze_startup_objects()
+
+
 @worker_ready.connect
 def _serve_metrics(**_: object) -> None:
     # In the main process: it sums what the pool processes wrote (multiprocess mode).
