@@ -93,19 +93,18 @@ def submit(
         if existing is not None:
             return _replay(existing, request_hash, idempotency_key)
 
-    use_cache = svc.settings.cache_ttl_seconds > 0
-    keys = cache_keys(name, served.version, matrix)
+    # With the cache off there is nothing to look up, so no row is hashed.
+    keys = cache_keys(name, served.version, matrix) if svc.settings.cache_ttl_seconds > 0 else []
     rows = matrix.tolist()
     if wait > 0 and idempotency_key is None and (policy is None or policy.shadow is None):
         # Neither an Idempotency-Key (its row is what finds a replay) nor a shadow (its
         # outputs refer to the job's row) can wait for the worker to store the job.
-        lookups = keys if use_cache else []
-        deferred = _submit_deferred(svc, name, served.version, rows, lookups, request_id, wait)
+        deferred = _submit_deferred(svc, name, served.version, rows, keys, request_id, wait)
         if not isinstance(deferred, Peek):
             return deferred
         peek = deferred
     else:
-        peek = _peek(svc, name, served.version, keys, use_cache)
+        peek = _peek(svc, name, served.version, keys, len(rows))
     cached, queued_jobs = peek
     all_cached = all(c is not None for c in cached)
     if not all_cached and queued_jobs >= svc.settings.max_queued_jobs:
@@ -196,7 +195,7 @@ def _submit_deferred(
         return Peek([None] * len(rows), 0)
     if outcome == "cached":
         outputs, depth = detail
-        return Peek([orjson.loads(v) if v is not None else None for v in outputs], depth)
+        return Peek(_decoded(outputs), depth)
     if outcome == "overloaded":
         raise _overloaded(name, version, detail)
     if detail:
@@ -365,21 +364,27 @@ def _iso(value: datetime | str | None) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def _peek(svc: Services, name: str, version: int, keys: list[str], use_cache: bool) -> Peek:
-    """Cached outputs for ``keys`` (None where missing) and the queue's depth, in one round trip."""
+def _peek(svc: Services, name: str, version: int, keys: list[str], n_rows: int) -> Peek:
+    """Cached outputs of the ``n_rows`` rows and the queue's depth, in one round trip.
+
+    ``keys`` are the rows' cache keys; none (the cache is off) means nothing is looked up.
+    """
     try:
         with svc.redis.pipeline(transaction=False) as pipe:
-            if use_cache:
+            if keys:
                 pipe.mget(keys)
             pipe.llen(queue_key(name, version))
             replies = pipe.execute()
     except RedisError as exc:
         # Redis is the fast path only: compute every row, and queue depth is unknown.
         log.warning("cache unavailable, computing every row: %s", exc)
-        return Peek([None] * len(keys), 0)
-    if not use_cache:
-        return Peek([None] * len(keys), int(replies[-1]))
-    return Peek([orjson.loads(v) if v is not None else None for v in replies[0]], int(replies[-1]))
+        return Peek([None] * n_rows, 0)
+    return Peek(_decoded(replies[0]) if keys else [None] * n_rows, int(replies[-1]))
+
+
+def _decoded(outputs: list[bytes | None]) -> list[Any]:
+    """Cached outputs as the cache holds them (encoded, None where missing), decoded."""
+    return [orjson.loads(v) if v is not None else None for v in outputs]
 
 
 def _publish_result(svc: Services, view: dict[str, Any]) -> None:
