@@ -20,7 +20,7 @@ import hashlib
 import logging
 import uuid
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 from kombu.exceptions import OperationalError as BrokerError
@@ -33,9 +33,12 @@ from app.celery_app import RUN_BATCH
 from app.db import Job, ShadowOutput, dialect_insert, utcnow
 from app.errors import IdempotencyConflict, JobNotFound, Overloaded, PredqError
 from app.metrics import CACHE_HITS, CACHE_MISSES, JOBS
-from app.rqueue import RowQueue, cache_keys, done_key, encode_item, queue_key, result_key
+from app.rqueue import RowQueue, cache_keys, done_key, encode_item, result_key
 from app.services import Services
 from app.signature import rows_to_matrix
+
+if TYPE_CHECKING:
+    from app.ratelimit import RateCharge
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +65,15 @@ def submit(
     request_id: str | None = None,
     routing_key: str | None = None,
     wait: float = 0.0,
+    rate: RateCharge | None = None,
 ) -> dict[str, Any]:
     """Store a job for ``inputs`` and queue it; returns the job's public view.
 
     Without ``version`` or ``alias`` the model's traffic policy picks the version (sticky
     by ``routing_key``). ``request_id`` travels with the queued rows, so the worker's log
     line names it too. With ``wait`` > 0 the view is the finished job's when it finishes
-    within ``wait`` seconds.
+    within ``wait`` seconds. ``rate`` is the request's rate-limit count, sent in the same
+    Redis call as the cache lookup (raises RateLimited when a limit is spent).
     """
     policy = None
     target_version, target_alias = version, alias
@@ -99,12 +104,12 @@ def submit(
     if wait > 0 and idempotency_key is None and (policy is None or policy.shadow is None):
         # Neither an Idempotency-Key (its row is what finds a replay) nor a shadow (its
         # outputs refer to the job's row) can wait for the worker to store the job.
-        deferred = _submit_deferred(svc, name, served.version, rows, keys, request_id, wait)
+        deferred = _submit_deferred(svc, name, served.version, rows, keys, request_id, wait, rate)
         if not isinstance(deferred, Peek):
             return deferred
         peek = deferred
     else:
-        peek = _peek(svc, name, served.version, keys, len(rows))
+        peek = _peek(svc, name, served.version, keys, len(rows), rate)
     cached, queued_jobs = peek
     all_cached = all(c is not None for c in cached)
     if not all_cached and queued_jobs >= svc.settings.max_queued_jobs:
@@ -178,6 +183,7 @@ def _submit_deferred(
     keys: list[str],
     request_id: str | None,
     wait: float,
+    rate: RateCharge | None,
 ) -> dict[str, Any] | Peek:
     """Queue a waiting job before it has a row and wait: the job's view, or a Peek for the stored road.
 
@@ -188,17 +194,18 @@ def _submit_deferred(
     created_at = utcnow()
     item = encode_item(job_id, rows, len(rows), created_at.isoformat(), request_id=request_id, deferred=True)
     try:
-        outcome, detail = RowQueue(svc.redis, name, version).submit(item, keys, svc.settings.max_queued_jobs)
+        admission = RowQueue(svc.redis, name, version).admit(item, keys, svc.settings.max_queued_jobs, rate)
     except RedisError as exc:
         # As _peek does when Redis fails: compute every row, queue depth unknown.
         log.warning("could not queue job rows for %s v%s, storing the job first: %s", name, version, exc)
         return Peek([None] * len(rows), 0)
-    if outcome == "cached":
-        outputs, depth = detail
-        return Peek(_decoded(outputs), depth)
-    if outcome == "overloaded":
-        raise _overloaded(name, version, detail)
-    if detail:
+    if admission.outcome == "limited":
+        raise rate.refused(admission.limit, admission.retry_after)  # type: ignore[union-attr]
+    if admission.outcome == "cached":
+        return Peek(_decoded(admission.outputs), admission.depth)
+    if admission.outcome == "overloaded":
+        raise _overloaded(name, version, admission.depth)
+    if admission.wake:
         _wake_worker(svc, name, version)
     logs.bind(job_id=job_id, model=name, version=version)
     CACHE_MISSES.labels(name).inc(len(rows))
@@ -364,22 +371,23 @@ def _iso(value: datetime | str | None) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def _peek(svc: Services, name: str, version: int, keys: list[str], n_rows: int) -> Peek:
-    """Cached outputs of the ``n_rows`` rows and the queue's depth, in one round trip.
+def _peek(
+    svc: Services, name: str, version: int, keys: list[str], n_rows: int, rate: RateCharge | None
+) -> Peek:
+    """Cached outputs of the ``n_rows`` rows and the queue's depth, in one round trip with the
+    request's rate-limit count (raises RateLimited when a limit is spent).
 
     ``keys`` are the rows' cache keys; none (the cache is off) means nothing is looked up.
     """
     try:
-        with svc.redis.pipeline(transaction=False) as pipe:
-            if keys:
-                pipe.mget(keys)
-            pipe.llen(queue_key(name, version))
-            replies = pipe.execute()
+        admission = RowQueue(svc.redis, name, version).admit(None, keys, rate=rate)
     except RedisError as exc:
         # Redis is the fast path only: compute every row, and queue depth is unknown.
         log.warning("cache unavailable, computing every row: %s", exc)
         return Peek([None] * n_rows, 0)
-    return Peek(_decoded(replies[0]) if keys else [None] * n_rows, int(replies[-1]))
+    if admission.outcome == "limited":
+        raise rate.refused(admission.limit, admission.retry_after)  # type: ignore[union-attr]
+    return Peek(_decoded(admission.outputs) if keys else [None] * n_rows, admission.depth)
 
 
 def _decoded(outputs: list[bytes | None]) -> list[Any]:

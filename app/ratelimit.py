@@ -6,6 +6,11 @@ one Redis round trip per request (a sliding window costs more), and no rate-limi
 are sent but Retry-After, for the same reason. If Redis is down requests go through: jobs
 are stored in the database and must still be accepted.
 
+A prediction submit sends its count to Redis in the same script call as its cache lookup
+and push (app/rqueue.py), on the same counters: the hook hands it a :class:`RateCharge`
+instead of calling Redis, and counts it after the answer if the submit was refused before
+it reached Redis (a 404 or 422), so every request still counts once.
+
 We call `limits` directly rather than through Flask-Limiter (which is built on it): all
 predq needs is one ``hit()`` per limit before each /v1 request, and Flask-Limiter's
 per-request machinery around that call (runtime limit objects, scopes, exemption lookups)
@@ -18,9 +23,11 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
-from flask import Flask, request
+from flask import Flask, Response, current_app, g, request
 from limits import RateLimitItem, parse_many
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
@@ -34,12 +41,40 @@ log = logging.getLogger(__name__)
 _NAMESPACE = "predq"
 
 
+@dataclass
+class RateCharge:
+    """One request's count against its caller's limits, for a view that sends it to Redis itself.
+
+    ``counters`` are the Redis keys `limits` counts the caller's fixed windows under, one
+    per limit (shortest window first); the view's script increments each as `limits` would
+    and sets ``sent`` when it has been sent.
+    """
+
+    caller: str
+    limits: tuple[RateLimitItem, ...]
+    counters: list[str]
+    sent: bool = False
+
+    def script_keys_and_args(self) -> tuple[list[str], list[int]]:
+        """The counters' keys, and each one's limit and window in seconds; marks the charge sent."""
+        self.sent = True
+        args = []
+        for limit in self.limits:
+            args += [limit.amount, limit.get_expiry()]
+        return self.counters, args
+
+    def refused(self, limit_number: int, resets_in: int) -> RateLimited:
+        """The 429 for a script that found the ``limit_number``-th limit (from 1) spent."""
+        return _refused(self.limits[limit_number - 1], self.caller, resets_in)
+
+
 class RateLimits:
     """Counts each caller's requests; ``check`` raises RateLimited (429) once a limit is spent."""
 
     def __init__(self, redis_url: str) -> None:
         # One connection pool per process, the same way our own Redis clients are built.
         storage = storage_from_string(redis_url, health_check_interval=30)
+        self._storage = storage
         self._limiter = FixedWindowRateLimiter(storage)
         self._storage_errors = storage.base_exceptions
         # Off only to measure what the limiter costs (python -m bench.security_overhead).
@@ -56,13 +91,42 @@ class RateLimits:
             except self._storage_errors as error:
                 log.warning("rate limit not checked, Redis unavailable: %s", error)
                 return
-            retry_after = max(1, math.ceil(reset_at - time.time()))
-            log.info("rate limit %s exceeded by %s", limit, caller)
-            raise RateLimited(
-                f"rate limit of {limit} exceeded; retry in {retry_after} s",
-                retry_after=retry_after,
-                limit=str(limit),
-            )
+            raise _refused(limit, caller, math.ceil(reset_at - time.time()))
+
+    def charge(self, caller: str, limit_text: str) -> RateCharge:
+        """The count of one request, for a script to send (see RateCharge)."""
+        limits = _parse(limit_text)
+        counters = [self._storage.prefixed_key(limit.key_for(_NAMESPACE, caller)) for limit in limits]
+        return RateCharge(caller, limits, counters)
+
+    def settle(self, charge: RateCharge) -> None:
+        """Count a charge its request never sent (it was refused first); the answer stands."""
+        try:
+            for limit in charge.limits:
+                self._limiter.hit(limit, _NAMESPACE, charge.caller)
+        except self._storage_errors as error:
+            log.warning("rate limit not counted, Redis unavailable: %s", error)
+
+
+def _refused(limit: RateLimitItem, caller: str, resets_in: float) -> RateLimited:
+    retry_after = max(1, math.ceil(resets_in))
+    log.info("rate limit %s exceeded by %s", limit, caller)
+    return RateLimited(
+        f"rate limit of {limit} exceeded; retry in {retry_after} s",
+        retry_after=retry_after,
+        limit=str(limit),
+    )
+
+
+def sends_own_rate_charge(view: Any) -> Any:
+    """Mark a view that sends its request's count to Redis itself (``pending_charge()``)."""
+    view.sends_own_rate_charge = True
+    return view
+
+
+def pending_charge() -> RateCharge | None:
+    """This request's count, when its view is to send it (None when limits are off)."""
+    return g.get("rate_charge")
 
 
 @lru_cache(maxsize=1024)
@@ -81,8 +145,20 @@ def init_rate_limits(app: Flask, settings: Settings) -> RateLimits:
             return
         principal = current_principal()
         if principal is None:
-            limits.check(f"addr:{request.remote_addr or 'unknown'}", settings.rate_limit)
+            caller, limit_text = f"addr:{request.remote_addr or 'unknown'}", settings.rate_limit
         else:
-            limits.check(f"key:{principal.key_id}", principal.rate_limit or settings.rate_limit)
+            caller, limit_text = f"key:{principal.key_id}", principal.rate_limit or settings.rate_limit
+        view = current_app.view_functions.get(request.endpoint or "")
+        if getattr(view, "sends_own_rate_charge", False) and limits.enabled:
+            g.rate_charge = limits.charge(caller, limit_text)
+        else:
+            limits.check(caller, limit_text)
+
+    @app.after_request
+    def _count_unsent(response: Response) -> Response:
+        charge = pending_charge()
+        if charge is not None and not charge.sent:
+            limits.settle(charge)
+        return response
 
     return limits

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 from redis import Redis
 from redis.commands.core import Script
+
+if TYPE_CHECKING:
+    from app.ratelimit import RateCharge
 
 PREFIX = "predq"
 
@@ -78,31 +81,43 @@ def _script(lua: str) -> Script:
 # task per push); the sweeper wakes a worker for any queue left non-empty.
 ACTIVE_TTL_SECONDS = 10
 
-# Appends an item, unless one of the given cache keys holds an output or the queue is
-# too deep; the push holds the queue for a worker when none holds it. The reply's first
-# element says what happened: 'queued' (then 1 when the caller must wake a worker),
-# 'cached' (then the queue's depth and one output or false per key: nothing pushed, the
-# caller answers from these) or 'overloaded' (then the depth: nothing pushed). One call
-# is a waiting submit's whole Redis side; a plain push passes no keys and no bound.
-# KEYS: queue, active, then the rows' cache keys. ARGV: item, active ttl, most jobs a
-# queue may hold (-1: no bound).
-_PUSH = _script("""
+# A submit's whole Redis side before the wait, in one call: count the request against its
+# caller's rate limits (the same fixed-window counters, keys and expiry as the `limits`
+# library's), look up the rows' cached outputs and the queue's depth, and append the item
+# unless a row is cached or the queue is too deep; the push holds the queue for a worker
+# when none holds it. The reply's first element says what happened (see Admission).
+# KEYS: queue, active, the caller's rate-limit counters (ARGV[4] of them), then the rows'
+# cache keys. ARGV: item ('' only counts and looks), active ttl, most jobs a queue may hold
+# (-1: no bound), number of counters, then each counter's limit and window in seconds.
+_ADMIT = _script("""
+local n_limits = tonumber(ARGV[4])
+for i = 1, n_limits do
+  local key = KEYS[2 + i]
+  local count = redis.call('INCRBY', key, 1)
+  if count == 1 then redis.call('EXPIRE', key, ARGV[4 + 2 * i]) end
+  if count > tonumber(ARGV[3 + 2 * i]) then return {'limited', i, redis.call('TTL', key)} end
+end
 local depth = redis.call('LLEN', KEYS[1])
-if #KEYS > 2 then
-  local cached = redis.call('MGET', unpack(KEYS, 3))
+local look_only = ARGV[1] == ''
+local first_cache_key = 3 + n_limits
+if #KEYS >= first_cache_key then
+  local cached = redis.call('MGET', unpack(KEYS, first_cache_key))
+  local answer = look_only and 'looked' or nil
   for i = 1, #cached do
-    if cached[i] then
-      table.insert(cached, 1, depth)
-      table.insert(cached, 1, 'cached')
-      return cached
-    end
+    if cached[i] then answer = answer or 'cached' end
+  end
+  if answer then
+    table.insert(cached, 1, depth)
+    table.insert(cached, 1, answer)
+    return cached
   end
 end
+if look_only then return {'looked', depth} end
 local bound = tonumber(ARGV[3])
 if bound >= 0 and depth >= bound then return {'overloaded', depth} end
 redis.call('RPUSH', KEYS[1], ARGV[1])
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return {'queued', 1} end
-return {'queued', 0}
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return {'queued', depth, 1} end
+return {'queued', depth, 0}
 """)
 
 # Pops whole items from the head of the list until adding the next one would pass
@@ -240,6 +255,29 @@ def decode_item(raw: bytes) -> QueuedRows:
     )
 
 
+@dataclass(frozen=True)
+class Admission:
+    """What the submit script did with an item, by ``outcome``:
+
+    - ``queued``: pushed; ``wake`` when no worker held the queue (the caller must wake one);
+    - ``cached``: a row's output is cached, nothing pushed; ``outputs`` holds each key's
+      encoded output (None where missing);
+    - ``looked``: asked only to count and look (no item): ``outputs`` as for cached;
+    - ``overloaded``: the queue already holds the most jobs allowed, nothing pushed;
+    - ``limited``: the caller's ``limit``-th rate limit is spent, nothing looked up or
+      pushed; it resets in ``retry_after`` seconds.
+
+    ``depth`` is how many jobs the queue held before this call (0 when limited).
+    """
+
+    outcome: str
+    depth: int = 0
+    wake: bool = False
+    outputs: list[bytes | None] = field(default_factory=list)
+    limit: int = 0
+    retry_after: int = 0
+
+
 class RowQueue:
     """The Redis list of pending rows for one model version."""
 
@@ -250,26 +288,34 @@ class RowQueue:
 
     def push(self, item: bytes) -> bool:
         """Append an item; True when no worker holds the queue, so the caller must wake one."""
-        return self.submit(item, [], max_queued=-1) == ("queued", True)
+        return self.admit(item).wake
 
-    def submit(self, item: bytes, cache_keys: list[str], max_queued: int) -> tuple[str, Any]:
-        """Push ``item`` unless a row is cached or the queue holds ``max_queued`` jobs, in one round trip.
+    def admit(
+        self,
+        item: bytes | None,
+        cache_keys: list[str] = (),  # type: ignore[assignment]
+        max_queued: int = -1,
+        rate: RateCharge | None = None,
+    ) -> Admission:
+        """Count ``rate`` (if given), look up ``cache_keys`` and push ``item``, in one round trip.
 
-        Returns ``("queued", wake)`` (``wake``: the caller must wake a worker), ``("cached",
-        (outputs, depth))`` (the encoded output or None per key, and the queue's depth) or
-        ``("overloaded", depth)``; only "queued" pushed. ``max_queued`` -1 means no bound.
+        Nothing is pushed when a row is cached, the queue holds ``max_queued`` jobs (-1: no
+        bound) or a rate limit is spent; with ``item`` None nothing is pushed either (only
+        counted and looked up).
         """
-        reply = _PUSH(
-            keys=[self.key, self.active, *cache_keys],
-            args=[item, ACTIVE_TTL_SECONDS, max_queued],
+        counters, limit_args = rate.script_keys_and_args() if rate is not None else ([], [])
+        reply = _ADMIT(
+            keys=[self.key, self.active, *counters, *cache_keys],
+            args=[item or b"", ACTIVE_TTL_SECONDS, max_queued, len(counters), *limit_args],
             client=self.redis,
         )
         outcome = reply[0].decode()
-        if outcome == "cached":
-            return outcome, ([value or None for value in reply[2:]], int(reply[1]))
-        if outcome == "overloaded":
-            return outcome, int(reply[1])
-        return outcome, reply[1] == 1
+        if outcome == "limited":
+            return Admission(outcome, limit=int(reply[1]), retry_after=int(reply[2]))
+        depth = int(reply[1])
+        if outcome in ("cached", "looked"):
+            return Admission(outcome, depth, outputs=[value or None for value in reply[2:]])
+        return Admission(outcome, depth, wake=outcome == "queued" and reply[2] == 1)
 
     def pop_batch(self, max_rows: int, release: bool = False) -> tuple[list[QueuedRows], int]:
         """Whole items holding up to ``max_rows`` rows, and how many items are left.

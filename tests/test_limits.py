@@ -91,3 +91,36 @@ def test_with_auth_off_the_limit_counts_per_client_address(settings, registered)
 
     assert statuses == [200, 200, 429]
     assert there.get("/v1/models/iris").status_code == 200, "another address has its own count"
+
+
+@pytest.mark.parametrize("wait", [0, 0.2], ids=["stored-first", "waiting"])
+def test_a_submit_counts_with_every_other_request_and_over_the_limit_stores_nothing(
+    app, svc, registered, wait
+):
+    # A submit sends its count in the same Redis call as its cache lookup and push; it must
+    # land on the same counter as the other routes', and a submit refused before that call
+    # (here a 422) is counted all the same.
+    _, token = svc.keys.create(f"submits-limited-{wait}", ["predict"], rate_limit="4/minute")
+    http = client_for(app, token)
+    route = f"/v1/models/iris/predictions?wait={wait}"
+
+    def fresh_row() -> dict[str, list[list[float]]]:
+        return {"inputs": [[5.0, 3.0, 1.0, uuid.uuid4().int % 1000 / 1000]]}
+
+    statuses = [
+        http.get("/v1/models/iris").status_code,
+        http.post(route, json=fresh_row()).status_code,
+        http.post(route, json={"inputs": [[1.0, 2.0]]}).status_code,
+        http.post(route, json=fresh_row()).status_code,
+    ]
+    jobs_before = count_jobs(svc)
+    refused = http.post(route, json=fresh_row())
+
+    assert (
+        statuses[0] == 200 and statuses[1] in (200, 202) and statuses[2] == 422 and statuses[3] in (200, 202)
+    )
+    assert refused.status_code == 429
+    assert refused.json["error"]["details"]["limit"] == "4 per 1 minute"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 61
+    assert count_jobs(svc) == jobs_before, "a refused submit stored a job"
+    assert http.get("/v1/models/iris").status_code == 429, "the submits spent the shared count"

@@ -68,7 +68,7 @@ def observe_requests(app: Flask, log_requests: bool = True) -> None:
 
 
 def register_api(app: Flask) -> None:
-    from app.api import health, models, predictions
+    from app.api import decoding, health, models, predictions
 
     app.config.update(
         API_TITLE="predq",
@@ -80,5 +80,6 @@ def register_api(app: Flask) -> None:
         OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
     )
     api = PredqApi(app)
+    decoding.register_schemas(api.spec)
     for blueprint in (predictions.blp, models.blp, health.blp):
         api.register_blueprint(blueprint)

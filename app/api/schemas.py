@@ -1,14 +1,12 @@
 """Marshmallow schemas: they validate request envelopes and generate /openapi.json.
 
-Rows themselves are checked against the model's signature in app/signature.py, which
-needs the model; these schemas check only the shape around them.
+The submit and poll routes' inputs are msgspec types instead (app/api/decoding.py): they
+carry nearly all traffic, and msgspec decodes them in compiled code.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
+from marshmallow import RAISE, Schema, fields, validate
 
 #: Versions are stored as 32-bit integers.
 VERSION_RANGE = validate.Range(min=1, max=2**31 - 1)
@@ -22,58 +20,6 @@ class ErrorDetailSchema(Schema):
 
 class ErrorSchema(Schema):
     error = fields.Nested(ErrorDetailSchema, required=True)
-
-
-class Rows(fields.List):
-    """A list of rows, passed on as it is.
-
-    Each row is checked against the model's signature (app/signature.py), which names the
-    row and field at fault. marshmallow's own pass over each item (through ``Raw``)
-    would only copy it, at ~2 µs a row; documented as a List all the same.
-    """
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[Any]:
-        if not isinstance(value, list):
-            raise self.make_error("invalid")
-        return value
-
-
-class PredictionRequestSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    inputs = Rows(
-        fields.Raw(),
-        required=True,
-        validate=validate.Length(min=1, error="inputs must hold at least one row"),
-        metadata={
-            "description": "Rows: lists of numbers in feature order, or objects keyed by feature name.",
-            "example": [[5.1, 3.5, 1.4, 0.2]],
-        },
-    )
-    version = fields.Integer(strict=True, validate=VERSION_RANGE)
-    alias = fields.String(validate=validate.Length(min=1, max=100))
-    routing_key = fields.String(validate=validate.Length(max=200))
-
-
-class SubmitHeadersSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE  # every other header
-
-    idempotency_key = fields.String(
-        data_key="Idempotency-Key",
-        load_default=None,
-        validate=validate.Length(min=1, max=200),
-        metadata={"description": "The same key and body give the same job; another body gets 409."},
-    )
-
-
-class WaitQuerySchema(Schema):
-    wait = fields.Float(
-        load_default=0.0,
-        validate=validate.Range(min=0, max=30),
-        metadata={"description": "Hold the request up to this many seconds for the result."},
-    )
 
 
 class ModelRefSchema(Schema):
