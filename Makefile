@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+BENTOML_VENV := bench/.venv-bentoml
 
 .PHONY: run test faults bench lint venv clean
 
@@ -30,8 +31,8 @@ faults: venv
 	bash scripts/ensure-services.sh
 	$(BIN)/pytest -m faults $(PYTEST_ARGS)
 
-## Benchmark predq against the tutorial design and the bare-Flask ceiling (~6 minutes).
-bench: venv $(VENV)/.bench-installed
+## Benchmark predq against BentoML, the tutorial design and the bare-Flask ceiling (~8 minutes).
+bench: venv $(VENV)/.bench-installed $(BENTOML_VENV)/.installed
 	bash scripts/ensure-services.sh
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
@@ -39,9 +40,16 @@ $(VENV)/.bench-installed: bench/requirements.txt
 	$(BIN)/pip install --quiet -r bench/requirements.txt
 	touch $@
 
+# BentoML, the peer, in a virtualenv of its own: its pins are not ours.
+$(BENTOML_VENV)/.installed: bench/requirements-bentoml.txt
+	$(PYTHON) -m venv $(BENTOML_VENV)
+	$(BENTOML_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENTOML_VENV)/bin/pip install --quiet -r bench/requirements-bentoml.txt
+	touch $@
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(BENTOML_VENV) var .pytest_cache .ruff_cache

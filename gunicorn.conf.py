@@ -15,7 +15,7 @@ use_multiprocess_metrics("api")
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "32"))
+threads = int(os.environ.get("API_THREADS") or os.environ.get("GUNICORN_THREADS") or "32")
 # Longer than the longest long-poll (30 s) so gunicorn never kills a waiting request.
 timeout = 60
 graceful_timeout = 10

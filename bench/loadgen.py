@@ -57,6 +57,19 @@ def predq_scenario(model: str, rows_per_request: int, token: str) -> Scenario:
     return round_trip
 
 
+def bentoml_scenario(rows_per_request: int = 1) -> Scenario:
+    """POST /predict and read the probabilities in the answer (BentoML's synchronous API)."""
+    headers = {"Content-Type": "application/json"}
+
+    async def round_trip(session: aiohttp.ClientSession, rng: np.random.Generator) -> int:
+        body = orjson.dumps({"inputs": random_rows(rng, rows_per_request)})
+        async with session.post("/predict", data=body, headers=headers) as response:
+            answer = orjson.loads(await response.read())
+            return len(answer) if response.status == 200 else 0
+
+    return round_trip
+
+
 def tutorial_scenario(poll_interval: float = 0.02) -> Scenario:
     """POST, then poll GET /result/<id> every ``poll_interval`` until it is done."""
 

@@ -26,14 +26,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def process_group(argv: list[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
+def process_group(
+    argv: list[str], env: dict[str, str], log_path: Path, cwd: Path = ROOT
+) -> Iterator[subprocess.Popen]:
     """Run ``argv`` in its own process group, logging to ``log_path``; stop the whole group after.
 
-    A group, because gunicorn and Celery fork children that must go down with them.
+    A group, because the API server and Celery fork children that must go down with them.
     """
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
             yield proc
