@@ -18,4 +18,4 @@ RUN useradd --system --create-home predq && mkdir -p /data && chown predq /data
 USER predq
 
 EXPOSE 8000 5555
-CMD ["gunicorn", "app:create_app()"]
+CMD ["python", "-m", "app.serve"]

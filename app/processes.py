@@ -9,7 +9,7 @@ from __future__ import annotations
 
 PROCESSES: dict[str, list[str]] = {
     "migrate": ["flask", "--app", "app", "db", "upgrade"],
-    "api": ["gunicorn", "app:create_app()"],
+    "api": ["python", "-m", "app.serve"],
     "worker": ["celery", "-A", "workers", "--quiet", "worker", "--loglevel=INFO"],
     "beat": ["celery", "-A", "workers", "--quiet", "beat", "--loglevel=INFO"],
     "flower": ["celery", "-A", "workers", "flower"],

@@ -173,17 +173,17 @@ def worker(
 
 
 def api_log_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the api_server fixture's gunicorn writes its output."""
-    return tmp_path_factory.getbasetemp() / "api-gunicorn.log"
+    """Where the api_server fixture's HTTP server writes its output."""
+    return tmp_path_factory.getbasetemp() / "api-server.log"
 
 
 @pytest.fixture(scope="session")
 def api_server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The API under gunicorn, as in production; yields its base URL."""
+    """The API under granian (app/serve.py), as in production; yields its base URL."""
     port = free_port()
     log_path = api_log_path(tmp_path_factory)
-    argv = [_bin("gunicorn"), "app:create_app()", "-b", f"127.0.0.1:{port}", "-w", "2", "--threads", "64"]
-    with process_group(argv, settings_env(settings), log_path) as proc:
+    env = settings_env(settings) | {"BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2", "API_THREADS": "64"}
+    with process_group([_bin("python"), "-m", "app.serve"], env, log_path) as proc:
         wait_for_http(f"http://127.0.0.1:{port}/healthz", [proc], timeout=30)
         yield f"http://127.0.0.1:{port}"
 

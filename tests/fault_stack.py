@@ -145,7 +145,7 @@ class LocalPostgres:
 
 
 class Stack:
-    """The API (gunicorn), one worker (prefork, 2 processes) and beat, as in production."""
+    """The API (granian), one worker (prefork, 2 processes) and beat, as in production."""
 
     def __init__(self, directory: Path, env: dict[str, str]) -> None:
         self.directory = directory
@@ -157,7 +157,7 @@ class Stack:
             | {
                 "BIND": f"127.0.0.1:{self.port}",
                 "WEB_CONCURRENCY": "1",
-                "GUNICORN_THREADS": "16",
+                "API_THREADS": "16",
                 "VAR_DIR": str(directory),
                 # Fast recovery for the test: sweep every second, re-queue after 4 s.
                 "SWEEP_INTERVAL_SECONDS": "1",

@@ -25,7 +25,7 @@ def test_1000_concurrent_single_row_requests_share_model_calls(svc, registered, 
 
     def submit(row: list[float]) -> dict:
         if not hasattr(local, "client"):
-            # Idle connections are dropped before gunicorn's keepalive (5 s) closes them, so a
+            # Idle connections are dropped before the server's keep-alive closes them, so a
             # request never goes out on a connection the server is closing.
             local.client = httpx.Client(
                 base_url=api_server,

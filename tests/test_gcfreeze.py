@@ -12,6 +12,7 @@ from tests.conftest import settings_env
 
 # Each prints how many objects the hook left frozen, in a fresh interpreter.
 HOOKS = {
+    "granian worker (app.wsgi)": "import gc, app.wsgi; print(gc.get_freeze_count())",
     "gunicorn post_worker_init": (
         "import gc, runpy; from app import create_app; app = create_app();"
         " runpy.run_path('gunicorn.conf.py')['post_worker_init'](None); print(gc.get_freeze_count())"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import ExitStack
+from unittest.mock import patch
 
 import pytest
 
@@ -124,3 +126,33 @@ def test_a_submit_counts_with_every_other_request_and_over_the_limit_stores_noth
     assert 1 <= int(refused.headers["Retry-After"]) <= 61
     assert count_jobs(svc) == jobs_before, "a refused submit stored a job"
     assert http.get("/v1/models/iris").status_code == 429, "the submits spent the shared count"
+
+
+def test_a_waiting_submit_makes_one_redis_call_before_its_wait(app, svc, tokens, registered):
+    # The rate-limit count, the cache lookup, the backpressure check and the push are one
+    # script call; the long-poll is the only other. Counted on the app's own Redis clients.
+    svc_app = app.extensions["predq"]
+    limiter = app.extensions["rate_limits"]._storage.get_connection()
+    http = client_for(app, tokens["predict"])
+    http.post(
+        "/v1/models/iris/predictions?wait=1", json={"inputs": [[5.0, 3.1, 1.2, 0.3]]}
+    )  # loads the script
+
+    calls: dict[str, list[str]] = {"redis": [], "redis_wait": [], "limiter": []}
+    with ExitStack() as stack:
+        for name, client in (
+            ("redis", svc_app.redis),
+            ("redis_wait", svc_app.redis_wait),
+            ("limiter", limiter),
+        ):
+            real = client.execute_command
+
+            def counted(*args, _real=real, _name=name, **kwargs):
+                calls[_name].append(str(args[0]).upper())
+                return _real(*args, **kwargs)
+
+            stack.enter_context(patch.object(client, "execute_command", counted))
+        answer = http.post("/v1/models/iris/predictions?wait=1", json={"inputs": [[5.0, 3.1, 1.2, 0.31]]})
+
+    assert answer.status_code in (200, 202)
+    assert calls == {"redis": ["EVALSHA"], "redis_wait": ["BLMOVE"], "limiter": []}, calls

@@ -1,4 +1,4 @@
-"""Prometheus metrics from the API (gunicorn, 2 processes) and a worker (prefork, 2 processes).
+"""Prometheus metrics from the API (granian, 2 processes) and a worker (prefork, 2 processes).
 
 Each test scrapes before and after some traffic and checks that counters and histograms
 moved by exactly what the traffic should have caused.
