@@ -97,3 +97,17 @@ def test_a_model_that_scales_its_input_in_place_is_answered_as_on_fresh_rows():
     assert [o["prediction"] for o in outputs] == model.predict(before.copy()).tolist()
     expected = model.predict_proba(before.copy()).tolist()
     assert [list(o["probabilities"].values()) for o in outputs] == expected
+
+
+def test_a_rows_cache_key_is_the_same_alone_or_among_others_and_names_the_version():
+    # The API hashes a request's rows and the worker a batch's: the same row must get the
+    # same key wherever it sits, or a cached output would never be found.
+    from app.rqueue import cache_keys
+
+    matrix = np.random.default_rng(3).normal(size=(50, 6))
+    together = cache_keys("m", 1, matrix)
+
+    assert together == [cache_keys("m", 1, matrix[i : i + 1])[0] for i in range(len(matrix))]
+    assert len(set(together)) == len(matrix)
+    assert cache_keys("m", 2, matrix[:1]) != together[:1]
+    assert cache_keys("m", 1, matrix[:0]) == []
