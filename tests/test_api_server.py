@@ -11,7 +11,7 @@ import httpx
 import psutil
 
 from scripts.local import free_port, process_group, wait_for_http
-from tests.conftest import settings_env
+from tests.conftest import bearer, count_jobs, settings_env
 
 
 def _log(directory: Path) -> str:
@@ -50,3 +50,24 @@ def test_a_killed_worker_process_is_replaced_and_sigterm_stops_every_process(set
         server.wait(timeout=20)
         _, alive = psutil.wait_procs(everyone, timeout=10)
         assert not alive, f"still running after SIGTERM: {alive}"
+
+
+def test_a_chunked_body_over_the_limit_gets_413_and_stores_nothing(api_server, tokens, registered, svc):
+    # No Content-Length, so only reading the body can tell it is too large.
+    def chunks():
+        yield b'{"inputs": [[5.1, 3.5, 1.4, 0.2]], "pad": "'
+        for _ in range(9):
+            yield b"x" * (1024 * 1024)
+        yield b'"}'
+
+    jobs_before = count_jobs(svc)
+    answer = httpx.post(
+        f"{api_server}/v1/models/iris/predictions",
+        content=chunks(),
+        headers=bearer(tokens["predict"]) | {"Content-Type": "application/json"},
+        timeout=60,
+    )
+
+    assert answer.status_code == 413, answer.text[:300]
+    assert answer.json()["error"]["code"] == "payload_too_large"
+    assert count_jobs(svc) == jobs_before

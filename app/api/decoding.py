@@ -19,6 +19,7 @@ import re
 from typing import Annotated, Any
 
 import msgspec
+from flask import Request
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from app.errors import InvalidInput, MalformedJSON
@@ -65,12 +66,28 @@ _MISSING = re.compile(r"missing required field `([^`]+)`")
 _AT = re.compile(r" - at `\$\.?([^`]*)`$")
 
 
+def body_of(request: Request) -> bytes:
+    """The request's body; 413 when it is larger than MAX_CONTENT_LENGTH, sent chunked too.
+
+    werkzeug checks a declared Content-Length, but reads a chunked body only up to the
+    limit and stops there, so a larger one would arrive cut short (and fail as malformed
+    JSON). One more read past the limit makes werkzeug raise its 413.
+    """
+    body = request.get_data()
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(body) >= limit:
+        request.stream.read(1)
+    return body
+
+
 def prediction_request(body: bytes) -> PredictionRequest:
     """The submit body, decoded and checked; raises MalformedJSON (400) or InvalidInput (422)."""
     try:
         return _DECODE_REQUEST.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         pass
+    except RecursionError:  # nested deeper than msgspec follows
+        raise MalformedJSON("request body is nested too deeply") from None
     try:
         # Slow road, bad input only: the standard library reads NaN, Infinity and 1e999.
         loose = json.loads(body)

@@ -38,7 +38,7 @@ def submit_prediction(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     svc = services()
     wait = decoding.wait_seconds(request.args.get("wait"))
     idempotency_key = decoding.idempotency_key(request.headers.get("Idempotency-Key"))
-    body = decoding.prediction_request(request.get_data())
+    body = decoding.prediction_request(decoding.body_of(request))
     view = jobs.submit(
         svc,
         name,
