@@ -14,6 +14,34 @@ from sklearn.tree import DecisionTreeClassifier
 _PREDICT_IS_ARGMAX_PROBA = (ForestClassifier, DecisionTreeClassifier)
 
 
+def predict_by_job(
+    estimator: Any, signature: dict[str, Any], matrix: np.ndarray, sizes: list[int]
+) -> list[list[dict[str, Any]] | Exception]:
+    """Each job's outputs, or the error the model raised on its rows; ``sizes`` are the jobs'
+    row counts, in the matrix's order.
+
+    A batch holds the rows of callers who do not know each other, so one caller's row that
+    the model refuses must not fail the others: a call that raises is split in two halves
+    of jobs and each half tried again, until every failing job stands alone (about
+    2·log2(jobs) more calls per bad job; a batch that succeeds costs one call, as before).
+    """
+    try:
+        outputs = predict_outputs(estimator, signature, matrix)
+    except Exception as exc:  # a model may raise anything
+        if len(sizes) == 1:
+            return [exc]
+        half = len(sizes) // 2
+        cut = sum(sizes[:half])
+        return predict_by_job(estimator, signature, matrix[:cut], sizes[:half]) + predict_by_job(
+            estimator, signature, matrix[cut:], sizes[half:]
+        )
+    per_job, offset = [], 0
+    for size in sizes:
+        per_job.append(outputs[offset : offset + size])
+        offset += size
+    return per_job
+
+
 def predict_outputs(estimator: Any, signature: dict[str, Any], matrix: np.ndarray) -> list[dict[str, Any]]:
     """One output per row: prediction, plus class probabilities for a probabilistic classifier.
 
@@ -76,10 +104,13 @@ def _forest_mean(forest: Any, matrix: np.ndarray, tree_method: str) -> np.ndarra
     divided by their number, as scikit-learn's sequential path does, so the result is
     identical (tests/test_inference.py compares them).
     """
-    rows = np.ascontiguousarray(matrix, dtype=np.float32)
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes infinity, refused below
+        rows = np.ascontiguousarray(matrix, dtype=np.float32)
+    # What the forest's own checks would say; the API's validation normally catches both first.
     if rows.shape[1] != forest.n_features_in_:
-        # What the trees' own check would say; the API's validation normally catches it first.
         raise ValueError(f"X has {rows.shape[1]} features, but the forest expects {forest.n_features_in_}")
+    if not np.isfinite(rows).all():
+        raise ValueError("Input X contains infinity or a value too large for dtype('float32').")
     classifier = tree_method == "predict_proba"
     total = np.zeros((rows.shape[0], forest.n_classes_) if classifier else (rows.shape[0],))
     for tree in forest.estimators_:

@@ -35,7 +35,7 @@ from app.errors import IdempotencyConflict, JobNotFound, Overloaded, PredqError
 from app.metrics import CACHE_HITS, CACHE_MISSES, JOBS
 from app.rqueue import RowQueue, cache_keys, done_key, encode_item, result_key
 from app.services import Services
-from app.signature import rows_to_matrix
+from app.signature import largest_value, rows_to_matrix
 
 if TYPE_CHECKING:
     from app.ratelimit import RateCharge
@@ -87,6 +87,7 @@ def submit(
         served.signature["n_features"],
         served.feature_index,
         svc.settings.max_rows_per_request,
+        largest_value(served.signature),
     )
     # Only an Idempotency-Key needs the body's hash; skip the extra serialization otherwise.
     # It hashes what the client sent, not the route drawn for it: a replay may draw another.

@@ -15,6 +15,9 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import is_classifier
+from sklearn.ensemble._forest import BaseForest
+from sklearn.ensemble._gb import BaseGradientBoosting
+from sklearn.tree import BaseDecisionTree
 
 from app.errors import InvalidInput, PayloadTooLarge
 
@@ -36,6 +39,12 @@ def in_feature_order(table: Any, signature: dict[str, Any], what: str) -> Any:
     return table[names]
 
 
+# scikit-learn's trees, forests and gradient boosting read their input as float32: a value
+# beyond float32's range becomes infinity there, and they refuse the whole call.
+_FLOAT32_MODELS = (BaseDecisionTree, BaseForest, BaseGradientBoosting)
+_FLOAT32_LARGEST = float(np.finfo(np.float32).max)
+
+
 def signature_of(estimator: Any) -> dict[str, Any]:
     """Describe a fitted estimator's inputs and outputs (raises ValueError if unfitted)."""
     n_features = getattr(estimator, "n_features_in_", None)
@@ -47,12 +56,21 @@ def signature_of(estimator: Any) -> dict[str, Any]:
     return {
         "n_features": int(n_features),
         "feature_names": [str(n) for n in names] if names is not None else None,
-        "dtypes": ["float64"] * int(n_features),
+        "dtypes": [_input_dtype(estimator)] * int(n_features),
         "task": "classification" if classifier else "regression",
         "classes": np.asarray(classes).tolist() if classes is not None else None,
         "has_proba": classifier and hasattr(estimator, "predict_proba"),
         "estimator": type(estimator).__name__,
     }
+
+
+def _input_dtype(estimator: Any) -> str:
+    return "float32" if isinstance(estimator, _FLOAT32_MODELS) else "float64"
+
+
+def largest_value(signature: dict[str, Any]) -> float | None:
+    """The largest magnitude the model's features can hold, when it is less than float64's."""
+    return _FLOAT32_LARGEST if "float32" in signature["dtypes"] else None
 
 
 def feature_index(signature: dict[str, Any]) -> dict[str, int] | None:
@@ -62,13 +80,18 @@ def feature_index(signature: dict[str, Any]) -> dict[str, int] | None:
 
 
 def rows_to_matrix(
-    rows: list[Any], n_features: int, names: dict[str, int] | None, max_rows: int
+    rows: list[Any],
+    n_features: int,
+    names: dict[str, int] | None,
+    max_rows: int,
+    largest: float | None = None,
 ) -> np.ndarray:
     """Validate request rows and stack them as float64, in the model's feature order.
 
     A row is a list of numbers in feature order or an object keyed by feature name
     (``names`` maps each name to its column). Raises 413 for too many rows and 422
-    naming the first bad row and field.
+    naming the first bad row and field: a value that is not a finite number, or whose
+    magnitude passes ``largest`` (what the model's dtype holds, see largest_value).
     """
     if len(rows) > max_rows:
         raise PayloadTooLarge(
@@ -76,7 +99,7 @@ def rows_to_matrix(
             rows=len(rows),
             limit=max_rows,
         )
-    fast = _plain_number_rows(rows, n_features)
+    fast = _plain_number_rows(rows, n_features, largest)
     if fast is not None:
         return fast
     n = n_features
@@ -92,7 +115,7 @@ def rows_to_matrix(
                     got=len(row),
                 )
             for j, value in enumerate(row):
-                matrix[i, j] = _number(value, i, ordered[j] if ordered else j)
+                matrix[i, j] = _number(value, i, ordered[j] if ordered else j, largest)
         elif isinstance(row, dict):
             if names is None:
                 raise InvalidInput(
@@ -114,7 +137,7 @@ def rows_to_matrix(
                     unknown=unknown,
                 )
             for name, j in names.items():
-                matrix[i, j] = _number(row[name], i, name)
+                matrix[i, j] = _number(row[name], i, name, largest)
         else:
             raise InvalidInput(
                 f"row {i} must be a list of numbers or an object keyed by feature name",
@@ -126,8 +149,8 @@ def rows_to_matrix(
 _PLAIN_NUMBERS = {int, float}
 
 
-def _plain_number_rows(rows: list[Any], n: int) -> np.ndarray | None:
-    """The matrix, when every row is a list of ``n`` finite JSON numbers; else None.
+def _plain_number_rows(rows: list[Any], n: int, largest: float | None) -> np.ndarray | None:
+    """The matrix, when every row is a list of ``n`` finite JSON numbers within ``largest``; else None.
 
     The common case, checked with C-level loops (numpy, ``map``) rather than a Python
     call per value. Anything else returns None and takes the value-by-value path, which
@@ -142,10 +165,14 @@ def _plain_number_rows(rows: list[Any], n: int) -> np.ndarray | None:
         matrix = np.array(rows, dtype=np.float64).reshape(len(rows), n)  # (0, n) when empty
     except OverflowError:  # an integer beyond float64
         return None
-    return matrix if np.isfinite(matrix).all() else None
+    if not np.isfinite(matrix).all():
+        return None
+    if largest is not None and matrix.size and np.abs(matrix).max() > largest:
+        return None
+    return matrix
 
 
-def _number(value: Any, row: int, field: int | str) -> float:
+def _number(value: Any, row: int, field: int | str, largest: float | None) -> float:
     # bool is an int subclass in Python; a JSON true is not a feature value.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidInput(
@@ -164,6 +191,13 @@ def _number(value: Any, row: int, field: int | str) -> float:
     if not math.isfinite(number):
         raise InvalidInput(
             f"row {row}, field {field!r}: NaN and infinity are not accepted",
+            row=row,
+            field=field,
+        )
+    if largest is not None and abs(number) > largest:
+        raise InvalidInput(
+            f"row {row}, field {field!r}: {number:g} is beyond what this model's float32 features hold"
+            f" (±{largest:.4g})",
             row=row,
             field=field,
         )

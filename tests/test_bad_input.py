@@ -56,6 +56,8 @@ CASES = [
     ("null value", "post", IRIS, body({"inputs": [[5.1, 3.5, None, 0.2]]}), 422, "invalid_input", {"row": 0, "field": "petal length (cm)"}),
     ("NaN", "post", IRIS, raw('{"inputs": [[5.1, NaN, 1.4, 0.2]]}'), 422, "invalid_input", {"row": 0, "field": "sepal width (cm)"}),
     ("infinity", "post", IRIS, raw('{"inputs": [[5.1, 3.5, Infinity, 0.2]]}'), 422, "invalid_input", {"row": 0, "field": "petal length (cm)"}),
+    ("beyond float32, for a forest", "post", IRIS, body({"inputs": [GOOD_ROW, [5.1, 3.5e38, 1.4, 0.2]]}), 422, "invalid_input", {"row": 1, "field": "sepal width (cm)"}),
+    ("beyond float32, object row", "post", IRIS, body({"inputs": [{"sepal length (cm)": -1e308, "sepal width (cm)": 1, "petal length (cm)": 1, "petal width (cm)": 1}]}), 422, "invalid_input", {"row": 0, "field": "sepal length (cm)"}),
     ("overflowing number", "post", IRIS, raw('{"inputs": [[5.1, 3.5, 1.4, 1e999]]}'), 422, "invalid_input", {"row": 0, "field": "petal width (cm)"}),
     ("integer too large for a float", "post", IRIS, raw('{"inputs": [[5.1, 3.5, 1.4, 1' + "0" * 400 + ']]}'), 422, "invalid_input", {"row": 0, "field": "petal width (cm)"}),
     ("row is a number", "post", IRIS, body({"inputs": [GOOD_ROW, 7]}), 422, "invalid_input", {"row": 1}),

@@ -22,7 +22,7 @@ from app import logs
 from app.celery_app import RUN_BATCH
 from app.db import INSERT_BY_DIALECT, Batch, Job, ShadowOutput, dialect_insert, utcnow
 from app.errors import PredqError
-from app.inference import predict_outputs
+from app.inference import predict_by_job
 from app.jobs import job_view
 from app.metrics import BATCH_ROWS, INFERENCE, JOB_DURATION, JOBS, QUEUE_WAIT
 from app.rqueue import QueuedRows, RowQueue, cache_keys, publish_results
@@ -95,11 +95,11 @@ class DrainReport:
     handed_on: bool = False
 
     def add(self, batch: BatchReport) -> None:
-        if batch.status in ("succeeded", "failed"):
+        if batch.status in ("succeeded", "failed", "partly_failed"):
             self.batches += 1
         self.rows += batch.rows
         self.jobs += batch.jobs
-        self.failed_batches += batch.status == "failed"
+        self.failed_batches += batch.status in ("failed", "partly_failed")
         self.inference_seconds += batch.inference_seconds
 
     def as_dict(self) -> dict[str, Any]:
@@ -157,7 +157,7 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
     shadow_rows = [row for item in shadows for row in item.rows]
     inference_seconds = 0.0
     keys: list[str] = []
-    shadow_outputs: list[Any] | None = None
+    outcomes: list[list[Any] | Exception]
     try:
         matrix = np.asarray(rows + shadow_rows, dtype=np.float64)
         if settings.cache_ttl_seconds > 0:
@@ -165,24 +165,25 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
             keys = cache_keys(name, version, matrix[: len(rows)])
         estimator, served = svc.registry.load(name, version)
         tick = time.perf_counter()
-        every = predict_outputs(estimator, served.signature, matrix)
+        # One call for the batch; a job whose rows the model refuses fails alone.
+        sizes = [len(item.rows) for item in [*items, *shadows]]
+        outcomes = predict_by_job(estimator, served.signature, matrix, sizes)
         inference_seconds = time.perf_counter() - tick
-        outputs, shadow_outputs = every[: len(rows)], every[len(rows) :]
-        error = None
-    except PredqError as exc:  # e.g. the artifact failed its sha256 check
-        outputs = None
-        error = {"code": exc.code, "message": exc.message, "details": exc.details}
-    except Exception as exc:  # a model may raise anything; the jobs must still finish
+    except PredqError as exc:  # e.g. the artifact failed its sha256 check: every job fails
+        outcomes = [exc] * (len(items) + len(shadows))
+    except Exception as exc:  # the rows could not be read, or the model not loaded
         log.exception("model %s v%s failed on a batch of %d rows", name, version, len(rows))
-        outputs = None
-        error = {
-            "code": "prediction_failed",
-            "message": f"{type(exc).__name__}: {exc}",
-            "details": {},
-        }
+        outcomes = [exc] * (len(items) + len(shadows))
+    served_outcomes, shadow_outcomes = outcomes[: len(items)], outcomes[len(items) :]
+    shadow_outputs = [(item, out) for item, out in zip(shadows, shadow_outcomes, strict=True)
+                      if not isinstance(out, Exception)]  # fmt: skip
 
-    status = "succeeded" if error is None else "failed"
-    results = _job_results(items, outputs, error)
+    results = _job_results(items, served_outcomes)
+    failed = sum(result["status"] == "failed" for result in results)
+    status = "succeeded" if not failed else "failed" if failed == len(results) else "partly_failed"
+    for item, outcome in zip(items, served_outcomes, strict=True):
+        if isinstance(outcome, Exception) and not isinstance(outcome, PredqError):
+            log.warning("model %s v%s refused the rows of job %s: %s", name, version, item.job_id, outcome)
     completed_at = utcnow()
     with svc.engine.begin() as conn:
         conn.execute(
@@ -201,7 +202,7 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
             },
         )
         if shadow_outputs:
-            store_shadow_outputs(conn, name, version, batch_id, shadows, shadow_outputs)
+            store_shadow_outputs(conn, name, version, batch_id, shadow_outputs)
         finished = [(item, r) for item, r in zip(items, results, strict=True) if not item.deferred]
         if finished:
             conn.execute(
@@ -221,8 +222,8 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
         deferred = [(item, r) for item, r in zip(items, results, strict=True) if item.deferred]
         if deferred:
             store_deferred_jobs(conn, name, version, batch_id, deferred, started_at, completed_at)
-    publish(svc, name, version, items, keys, outputs, results, completed_at)
-    observe(name, version, items, len(rows), inference_seconds, status, started_at, completed_at)
+    publish(svc, name, version, items, keys, served_outcomes, results, completed_at)
+    observe(name, version, items, results, len(rows), inference_seconds, started_at, completed_at)
     log.info(
         "batch %s: %s v%s, %d rows from %d jobs, %.1f ms",
         batch_id,
@@ -275,18 +276,15 @@ def store_shadow_outputs(
     name: str,
     version: int,
     batch_id: uuid.UUID,
-    shadows: list[QueuedRows],
-    outputs: list[Any],
+    shadows: list[tuple[QueuedRows, list[Any]]],
 ) -> None:
-    """Store what the shadow version answered, once per job and version (a re-queue adds nothing)."""
-    records, offset = [], 0
-    for item in shadows:
-        mine = outputs[offset : offset + len(item.rows)]
-        records.append(
-            {"job_id": uuid.UUID(item.job_id), "model_name": name, "model_version": version,
-             "outputs": mine, "batch_id": batch_id, "created_at": utcnow()}
-        )  # fmt: skip
-        offset += len(item.rows)
+    """Store what the shadow version answered (each item with its outputs), once per job and
+    version (a re-queue adds nothing)."""
+    records = [
+        {"job_id": uuid.UUID(item.job_id), "model_name": name, "model_version": version,
+         "outputs": outputs, "batch_id": batch_id, "created_at": utcnow()}
+        for item, outputs in shadows
+    ]  # fmt: skip
     conn.execute(dialect_insert(conn)(ShadowOutput).on_conflict_do_nothing(), records)
 
 
@@ -294,16 +292,19 @@ def observe(
     name: str,
     version: int,
     items: list[QueuedRows],
+    results: list[dict[str, Any]],
     n_rows: int,
     inference_seconds: float,
-    status: str,
     started_at: datetime,
     completed_at: datetime,
 ) -> None:
-    """Record the batch in Prometheus: its size and model time, each job's wait and total time."""
+    """Record the batch in Prometheus: its size and model time, each job's status, wait and total time."""
     BATCH_ROWS.labels(name).observe(n_rows)
     INFERENCE.labels(name).observe(inference_seconds)
-    JOBS.labels(name, str(version), status).inc(len(items))
+    for status in ("succeeded", "failed"):
+        count = sum(result["status"] == status for result in results)
+        if count:
+            JOBS.labels(name, str(version), status).inc(count)
     started = started_at.timestamp()
     for item in items:
         QUEUE_WAIT.labels(name).observe(max(0.0, started - item.enqueued_at))
@@ -349,16 +350,13 @@ def claim(svc: Services, job_ids: list[str], started_at: Any) -> set[str]:
         return {str(j) for j in claimed}
 
 
-def _job_results(
-    items: list[QueuedRows], outputs: list[Any] | None, error: dict[str, Any] | None
-) -> list[dict[str, Any]]:
-    results, offset = [], 0
-    for item in items:
-        if outputs is None:
-            results.append({"id": item.job_id, "status": "failed", "outputs": None, "error": error})
+def _job_results(items: list[QueuedRows], outcomes: list[list[Any] | Exception]) -> list[dict[str, Any]]:
+    """Each job's result: its outputs (with those the cache answered at submit), or its error."""
+    results = []
+    for item, mine in zip(items, outcomes, strict=True):
+        if isinstance(mine, Exception):
+            results.append({"id": item.job_id, "status": "failed", "outputs": None, "error": _error_of(mine)})
             continue
-        mine = outputs[offset : offset + len(item.rows)]
-        offset += len(item.rows)
         if item.slots is None:
             job_outputs = mine
         else:
@@ -379,24 +377,36 @@ def _job_results(
     return results
 
 
+def _error_of(exc: Exception) -> dict[str, Any]:
+    if isinstance(exc, PredqError):
+        return {"code": exc.code, "message": exc.message, "details": exc.details}
+    return {"code": "prediction_failed", "message": f"{type(exc).__name__}: {exc}", "details": {}}
+
+
 def publish(
     svc: Services,
     name: str,
     version: int,
     items: list[QueuedRows],
     keys: list[str],
-    outputs: list[Any] | None,
+    outcomes: list[list[Any] | Exception],
     results: list[dict[str, Any]],
     completed_at: Any,
 ) -> None:
     """Cache row outputs, hand finished jobs to pollers, and wake long-polls, in one round trip.
 
-    ``keys`` are the served rows' cache keys, one per output (none when the cache is off).
+    ``keys`` are the served rows' cache keys in the items' order (none when the cache is
+    off); ``outcomes`` each item's outputs, or the error that failed it (nothing cached).
     """
     settings = svc.settings
     cache: dict[str, bytes] = {}
-    if outputs is not None and keys:
-        cache = {key: orjson.dumps(output) for key, output in zip(keys, outputs, strict=True)}
+    if keys:
+        offset = 0
+        for item, outputs in zip(items, outcomes, strict=True):
+            if not isinstance(outputs, Exception):
+                mine = keys[offset : offset + len(item.rows)]
+                cache.update((key, orjson.dumps(output)) for key, output in zip(mine, outputs, strict=True))
+            offset += len(item.rows)
     views = {
         item.job_id: orjson.dumps(
             job_view(

@@ -1,0 +1,56 @@
+"""A row the model refuses fails its own job only, never the jobs batched with it."""
+
+from __future__ import annotations
+
+import uuid
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+from sqlalchemy import select
+
+from app.db import Job, utcnow
+from app.rqueue import RowQueue, encode_item
+from tests.conftest import insert_queued_job
+from workers.batching import run_batch
+
+GOOD = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
+
+
+@pytest.mark.parametrize(
+    "estimator,poison",
+    [
+        # Beyond float32: both read their input as float32 and refuse the whole call.
+        (GradientBoostingClassifier(n_estimators=10, random_state=0), 1e308),
+        (RandomForestClassifier(n_estimators=10, random_state=0), 3.5e38),
+    ],
+    ids=["gradient-boosting", "forest"],
+)
+def test_a_refused_row_fails_only_its_own_job(svc, tmp_path, estimator, poison):
+    iris = load_iris()
+    fitted = estimator.fit(iris.data, iris.target)
+    joblib.dump(fitted, tmp_path / "model.joblib")
+    model = f"poison-{uuid.uuid4().hex[:6]}"
+    svc.registry.register(model, tmp_path / "model.joblib")
+    # Pushed as the API would, past its own check (which refuses such a row with a 422).
+    jobs = [[GOOD[0]], [[5.1, poison, 1.4, 0.2]], [GOOD[1], GOOD[2]]]
+    ids = [insert_queued_job(svc, model, rows) for rows in jobs]
+    queue = RowQueue(svc.redis, model, 1)
+    for job_id, rows in zip(ids, jobs, strict=True):
+        queue.push(encode_item(str(job_id), rows, len(rows), utcnow().isoformat()))
+
+    report = run_batch(svc, model, 1)
+
+    with svc.engine.connect() as conn:
+        stored = {row.id: row for row in conn.execute(select(Job).where(Job.id.in_(ids)))}
+    good, bad, good_too = (stored[i] for i in ids)
+    assert report.status == "partly_failed" and report.jobs == 3
+    assert bad.status == "failed" and bad.error["code"] == "prediction_failed"
+    assert "float32" in bad.error["message"] or "infinity" in bad.error["message"]
+    for job, rows in ((good, jobs[0]), (good_too, jobs[2])):
+        assert job.status == "succeeded"
+        assert [o["prediction"] for o in job.outputs] == fitted.predict(np.array(rows)).tolist()
+        probabilities = [list(o["probabilities"].values()) for o in job.outputs]
+        assert np.allclose(probabilities, fitted.predict_proba(np.array(rows)))
