@@ -29,6 +29,7 @@ CASES = [
     ("malformed json", "post", IRIS, raw('{"inputs": [[1,'), 400, "malformed_json", {}),
     ("inputs nested 10,000 deep", "post", IRIS, raw('{"inputs": ' + "[" * 10_000 + "]" * 10_000 + "}"), 400, "malformed_json", {}),
     ("body nested 10,000 deep", "post", IRIS, raw("[" * 10_000 + "]" * 10_000), 400, "malformed_json", {}),
+    ("feedback nested 10,000 deep", "post", f"/v1/predictions/{uuid.uuid4()}/feedback", raw('{"labels": ' + "[" * 10_000 + "]" * 10_000 + "}"), 400, "malformed_json", {}),
     ("not json", "post", IRIS, {"data": "inputs=1", "content_type": "application/x-www-form-urlencoded"}, 415, "unsupported_media_type", {}),
     ("no content type", "post", IRIS, {"data": json.dumps({"inputs": [GOOD_ROW]})}, 415, "unsupported_media_type", {}),
     ("inputs missing", "post", IRIS, body({}), 422, "invalid_input", {"fields": {"inputs": ["Missing data for required field."]}}),

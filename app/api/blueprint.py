@@ -1,10 +1,11 @@
-"""flask-smorest's Blueprint, with request bodies read by orjson.
+"""flask-smorest's Blueprint, with request bodies read by orjson (every route but submit
+and poll, which app/api/decoding.py reads with msgspec).
 
-webargs reads JSON bodies with the standard library, which costs ~2 µs per number: a
-100-row request holds 2,000 of them. orjson reads the same documents several times
-faster. What orjson refuses and the standard library reads (NaN, Infinity, integers
-beyond a float64) goes to the standard library, so those still reach the validators,
-which answer 422 naming the row and field; broken JSON still gets webargs' 400.
+webargs reads JSON bodies with the standard library, which costs ~2 µs per number.
+orjson reads the same documents several times faster. What orjson refuses and the
+standard library reads (NaN, Infinity, integers beyond a float64) goes to the standard
+library, so those still reach the validators; broken JSON still gets webargs' 400, and
+JSON nested deeper than the standard library recurses gets our own 400.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from flask_smorest import Blueprint as SmorestBlueprint
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
 
+from app.errors import MalformedJSON
+
 
 class OrjsonParser(FlaskParser):
     def _raw_load_json(self, req: Request) -> Any:
@@ -26,7 +29,10 @@ class OrjsonParser(FlaskParser):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
-            return core.parse_json(data)
+            try:
+                return core.parse_json(data)
+            except RecursionError:
+                raise MalformedJSON("request body is nested too deeply") from None
 
 
 class Blueprint(SmorestBlueprint):
