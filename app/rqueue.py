@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -300,7 +301,7 @@ class RowQueue:
     def admit(
         self,
         item: bytes | None,
-        cache_keys: list[str] = (),  # type: ignore[assignment]
+        cache_keys: Sequence[str] = (),
         max_queued: int = -1,
         rate: RateCharge | None = None,
     ) -> Admission:

@@ -3,8 +3,8 @@
 These two routes carry nearly all traffic; webargs and marshmallow cost them a sixth of
 the API's CPU per prediction. Each input is defined once here, as a msgspec type, and
 that one definition both decodes requests and writes their part of ``/openapi.json``
-(:func:`document`). Rows are checked against the model's signature afterwards
-(app/signature.py), which names the row and field at fault.
+(``register_schemas``, ``SUBMIT_DOC``, ``POLL_DOC``). Rows are checked against the
+model's signature afterwards (app/signature.py), which names the row and field at fault.
 
 A body msgspec refuses is read once more by the standard library, which accepts what
 some clients send (``NaN``, ``Infinity``, numbers beyond float64) so that the row check
@@ -126,6 +126,9 @@ def _field_messages(error: str, field: str | None) -> dict[str, list[str]]:
     return {where or "_schema": [_AT.sub("", error)]}
 
 
+_REF = "#/components/schemas/{name}"
+
+
 def register_schemas(spec: Any) -> None:
     """Add the request body's schema (and any it refers to) to the OpenAPI document."""
     _, components = msgspec.json.schema_components([PredictionRequest], ref_template=_REF)
@@ -133,7 +136,6 @@ def register_schemas(spec: Any) -> None:
         spec.components.schema(name, component=schema)
 
 
-_REF = "#/components/schemas/{name}"
 _WAIT_PARAMETER = {"in": "query", "name": "wait", "required": False, "schema": msgspec.json.schema(Wait)}
 
 #: The submit and poll operations' inputs in ``/openapi.json`` (``blp.doc(**...)``).
