@@ -3,7 +3,7 @@
 The API binds ``request_id`` for each request, then ``job_id``, ``model`` and ``version``
 once it knows them; a worker binds ``batch_id``, ``model`` and ``version`` for a batch and
 lists the batch's ``job_ids`` and ``request_ids``. So ``grep <job id>`` over the API's and
-the workers' logs follows one job across processes. Every logger (Flask, gunicorn,
+the workers' logs follows one job across processes. Every logger (Flask, granian,
 Celery, warnings) writes through :class:`JsonLineFormatter`.
 """
 

@@ -1,6 +1,6 @@
 """Point prometheus_client at a metrics directory shared by one server's processes.
 
-gunicorn and Celery's prefork pool run each request or batch in a child process, so
+The API's HTTP server and Celery's prefork pool run each request or batch in a child process, so
 predq uses the client library's multiprocess mode: every process writes its samples to
 files in ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` (or the worker's exporter) adds
 them up. prometheus_client reads that variable when it is *imported*, so this module must not
