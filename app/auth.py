@@ -19,7 +19,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from cachetools import TTLCache
 from flask import Flask, current_app, g, request
@@ -107,24 +107,40 @@ class ApiKeys:
         with Session(self.engine) as session:
             return list(session.scalars(select(ApiKey).order_by(ApiKey.name)))
 
-    def authenticate(self, token: str) -> Principal | None:
-        """The key behind ``token``, or None when it is unknown or revoked."""
+    def authenticate(self, token: str, guard: LookupGuard | None = None) -> Principal | None:
+        """The key behind ``token``, or None when it is unknown or revoked.
+
+        ``guard`` is told before a token not cached is looked up (it may raise to refuse
+        the lookup) and after a lookup that found no usable key.
+        """
         digest = hash_token(token)
         with self._lock:
             hit = self._cache.get(digest)
             refused = digest in self._refused
         if hit is not None or refused:
             return hit
+        if guard is not None:
+            guard.before_lookup()
         with Session(self.engine) as session:
             row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
         if row is None or row.revoked_at is not None:
             with self._lock:
                 self._refused[digest] = True
+            if guard is not None:
+                guard.after_refusal()
             return None
         principal = Principal(row.id, row.name, frozenset(row.scopes), row.rate_limit)
         with self._lock:
             self._cache[digest] = principal
         return principal
+
+
+class LookupGuard(Protocol):
+    """What ApiKeys.authenticate tells before and after looking a token up (app/ratelimit.py)."""
+
+    def before_lookup(self) -> None: ...
+
+    def after_refusal(self) -> None: ...
 
 
 def _check_rate_limit(value: str) -> None:
@@ -153,8 +169,13 @@ def current_principal() -> Principal | None:
     return g.get("principal")
 
 
-def init_auth(app: Flask, keys: ApiKeys, enabled: bool) -> None:
-    """Check the bearer token of every /v1 request before anything else runs."""
+def init_auth(
+    app: Flask, keys: ApiKeys, enabled: bool, guard: Callable[[], LookupGuard | None] = lambda: None
+) -> None:
+    """Check the bearer token of every /v1 request before anything else runs.
+
+    ``guard`` gives the guard for this request's token lookup (see ApiKeys.authenticate).
+    """
     if not enabled:
         log.warning("AUTH IS OFF (AUTH_ENABLED=false): anyone who reaches this API can use every endpoint")
         return
@@ -167,7 +188,7 @@ def init_auth(app: Flask, keys: ApiKeys, enabled: bool) -> None:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
-        principal = keys.authenticate(token.strip())
+        principal = keys.authenticate(token.strip(), guard())
         if principal is None:
             raise Unauthorized("this API key is unknown or revoked")
         view = current_app.view_functions.get(request.endpoint or "")

@@ -147,6 +147,9 @@ class Settings:
     rate_limit: str = "100/second"
     """Requests per API key (per client address when auth is off), unless the key sets its own."""
 
+    auth_failure_limit: str = "20/minute"
+    """Unknown or revoked keys one client address may present before it gets 429, not a lookup."""
+
     max_queued_jobs: int = 10000
     """Jobs waiting on one model version's queue beyond which a submit gets 503 (backpressure)."""
 

@@ -101,11 +101,50 @@ class RateLimits:
 
     def settle(self, charge: RateCharge) -> None:
         """Count a charge its request never sent (it was refused first); the answer stands."""
+        self.count(charge.caller, charge.limits)
+
+    def count(self, caller: str, limits: str | tuple[RateLimitItem, ...]) -> None:
+        """Count one request against ``caller``'s limits without refusing it."""
         try:
-            for limit in charge.limits:
-                self._limiter.hit(limit, _NAMESPACE, charge.caller)
+            for limit in _parse(limits) if isinstance(limits, str) else limits:
+                self._limiter.hit(limit, _NAMESPACE, caller)
         except self._storage_errors as error:
             log.warning("rate limit not counted, Redis unavailable: %s", error)
+
+    def refuse_if_spent(self, caller: str, limit_text: str) -> None:
+        """Raise RateLimited when one of ``caller``'s limits is spent, counting nothing."""
+        if not self.enabled:
+            return
+        for limit in _parse(limit_text):
+            try:
+                if self._limiter.test(limit, _NAMESPACE, caller):
+                    continue
+                reset_at = self._limiter.get_window_stats(limit, _NAMESPACE, caller).reset_time
+            except self._storage_errors as error:
+                log.warning("rate limit not checked, Redis unavailable: %s", error)
+                return
+            raise _refused(limit, caller, math.ceil(reset_at - time.time()))
+
+
+@dataclass
+class FailedKeyGuard:
+    """Bounds the database lookups one client address can cause with keys that do not exist.
+
+    A refused token is cached, but a client making up a new token per request would cost a
+    lookup each; once the address has presented ``limit_text`` worth of refused keys, it
+    gets 429 before any lookup until the window ends. Known keys are never counted.
+    """
+
+    limits: RateLimits
+    address: str
+    limit_text: str
+
+    def before_lookup(self) -> None:
+        """Raise RateLimited when this address has spent its refused keys."""
+        self.limits.refuse_if_spent(f"failed-key:{self.address}", self.limit_text)
+
+    def after_refusal(self) -> None:
+        self.limits.count(f"failed-key:{self.address}", self.limit_text)
 
 
 def _refused(limit: RateLimitItem, caller: str, resets_in: float) -> RateLimited:
@@ -116,6 +155,11 @@ def _refused(limit: RateLimitItem, caller: str, resets_in: float) -> RateLimited
         retry_after=retry_after,
         limit=str(limit),
     )
+
+
+def failed_key_guard(limits: RateLimits, settings: Settings) -> FailedKeyGuard:
+    """The guard of this request's key lookup: its client address's refused keys."""
+    return FailedKeyGuard(limits, request.remote_addr or "unknown", settings.auth_failure_limit)
 
 
 def sends_own_rate_charge(view: Any) -> Any:
@@ -135,9 +179,9 @@ def _parse(limit_text: str) -> tuple[RateLimitItem, ...]:
     return tuple(sorted(parse_many(limit_text)))
 
 
-def init_rate_limits(app: Flask, settings: Settings) -> RateLimits:
+def init_rate_limits(app: Flask, settings: Settings, limits: RateLimits) -> None:
     """Check the caller's limit before every /v1 request (after auth has named the caller)."""
-    limits = app.extensions["rate_limits"] = RateLimits(settings.redis_url)
+    app.extensions["rate_limits"] = limits
 
     @app.before_request
     def _count_request() -> None:
@@ -160,5 +204,3 @@ def init_rate_limits(app: Flask, settings: Settings) -> RateLimits:
         if charge is not None and not charge.sent:
             limits.settle(charge)
         return response
-
-    return limits

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 
 import pytest
 from sqlalchemy import event, select
@@ -144,3 +145,27 @@ def test_auth_off_lets_anonymous_requests_through(settings, registered):
 
     assert open_app.test_client().get("/v1/models/iris", headers=bearer("ignored")).status_code == 200
     assert open_app.test_client().get("/v1/models/iris").status_code == 200
+
+
+def test_an_address_presenting_made_up_keys_gets_429_before_any_lookup(settings, svc):
+    strict = create_app(settings.replace(auth_failure_limit="3/minute"))
+    engine = strict.extensions["predq"].engine
+    _, good = svc.keys.create(f"beside-guessing-{uuid.uuid4().hex[:6]}", ["predict"])
+    guesser, neighbour = strict.test_client(), strict.test_client()
+    guesser.environ_base["REMOTE_ADDR"] = f"10.{uuid.uuid4().int % 250}.7.7"
+    lookups: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:
+        if "api_keys" in statement:
+            lookups.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        answers = [guesser.get("/v1/models", headers=bearer(f"pq_made-up-{i}")) for i in range(5)]
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+    assert [a.status_code for a in answers] == [401, 401, 401, 429, 429]
+    assert answers[3].json["error"]["code"] == "rate_limited" and int(answers[3].headers["Retry-After"]) >= 1
+    assert len(lookups) == 3, "no lookup once the address has spent its refused keys"
+    assert neighbour.get("/v1/models", headers=bearer(good)).status_code == 200, "another address is not held"
