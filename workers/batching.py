@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import Connection, bindparam, insert, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from app import logs
 from app.celery_app import RUN_BATCH
@@ -33,9 +33,21 @@ log = logging.getLogger(__name__)
 # Built once: constructing these statements per batch shows up in profiles. Both are
 # idempotent: a job that already succeeded (say, re-queued by the sweeper and answered
 # by another worker) is neither claimed again nor given a second answer.
+# Every statement that writes several job rows takes their locks in job id order (the
+# claim through a locking subquery, the others by sorting their rows): two pool processes
+# writing overlapping jobs in different orders deadlocked (PostgreSQL's DeadlockDetected)
+# when a sweep queued the same stuck jobs twice.
 _CLAIM_JOBS = (
     update(Job)
-    .where(Job.id.in_(bindparam("job_ids", expanding=True)), Job.status != "succeeded")
+    .where(
+        Job.id.in_(
+            select(Job.id)
+            .where(Job.id.in_(bindparam("job_ids", expanding=True)), Job.status != "succeeded")
+            .order_by(Job.id)
+            .with_for_update()
+            .scalar_subquery()
+        )
+    )
     .values(status="running", started_at=bindparam("started_at"))
     .returning(Job.id)
 )
@@ -203,22 +215,9 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
         )
         if shadow_outputs:
             store_shadow_outputs(conn, name, version, batch_id, shadow_outputs)
-        finished = [(item, r) for item, r in zip(items, results, strict=True) if not item.deferred]
+        finished = [r for item, r in zip(items, results, strict=True) if not item.deferred]
         if finished:
-            conn.execute(
-                _FINISH_JOB,
-                [
-                    {
-                        "job_id": uuid.UUID(r["id"]),
-                        "new_status": r["status"],
-                        "new_outputs": r["outputs"],
-                        "new_error": r["error"],
-                        "new_batch_id": batch_id,
-                        "new_completed_at": completed_at,
-                    }
-                    for _, r in finished
-                ],
-            )
+            finish_jobs(conn, finished, batch_id, completed_at)
         deferred = [(item, r) for item, r in zip(items, results, strict=True) if item.deferred]
         if deferred:
             store_deferred_jobs(conn, name, version, batch_id, deferred, started_at, completed_at)
@@ -242,6 +241,26 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
         },
     )
     return BatchReport(name, version, str(batch_id), len(rows), len(items), status, inference_seconds)
+
+
+def finish_jobs(
+    conn: Connection, results: list[dict[str, Any]], batch_id: uuid.UUID | None, completed_at: Any
+) -> None:
+    """Write stored jobs' results (unless a job already succeeded), in job id order (see _CLAIM_JOBS)."""
+    conn.execute(
+        _FINISH_JOB,
+        [
+            {
+                "job_id": uuid.UUID(r["id"]),
+                "new_status": r["status"],
+                "new_outputs": r["outputs"],
+                "new_error": r["error"],
+                "new_batch_id": batch_id,
+                "new_completed_at": completed_at,
+            }
+            for r in sorted(results, key=lambda r: uuid.UUID(r["id"]))
+        ],
+    )
 
 
 def store_deferred_jobs(
@@ -268,6 +287,7 @@ def store_deferred_jobs(
          "started_at": started_at, "completed_at": completed_at}
         for item, r in finished
     ]  # fmt: skip
+    records.sort(key=lambda record: record["id"])  # lock order: see _CLAIM_JOBS
     conn.execute(_STORE_DEFERRED[conn.dialect.name], records)
 
 
