@@ -31,7 +31,7 @@ faults: venv
 	bash scripts/ensure-services.sh
 	$(BIN)/pytest -m faults $(PYTEST_ARGS)
 
-## Benchmark predq against BentoML, the tutorial design and the bare-Flask ceiling (~8 minutes).
+## Benchmark predq against BentoML, the tutorial design and the bare-Flask ceiling (~7 minutes).
 bench: venv $(VENV)/.bench-installed $(BENTOML_VENV)/.installed
 	bash scripts/ensure-services.sh
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
