@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -81,11 +82,19 @@ class RateLimits:
         self.enabled = True
 
     def check(self, caller: str, limit_text: str) -> None:
+        """Count one request against ``caller``'s limits; raise RateLimited once one is spent."""
+        self._enforce(caller, limit_text, self._limiter.hit)
+
+    def refuse_if_spent(self, caller: str, limit_text: str) -> None:
+        """Raise RateLimited when one of ``caller``'s limits is spent, counting nothing."""
+        self._enforce(caller, limit_text, self._limiter.test)
+
+    def _enforce(self, caller: str, limit_text: str, passes: Callable[..., bool]) -> None:
         if not self.enabled:
             return
         for limit in _parse(limit_text):
             try:
-                if self._limiter.hit(limit, _NAMESPACE, caller):
+                if passes(limit, _NAMESPACE, caller):
                     continue
                 reset_at = self._limiter.get_window_stats(limit, _NAMESPACE, caller).reset_time
             except self._storage_errors as error:
@@ -103,27 +112,13 @@ class RateLimits:
         """Count a charge its request never sent (it was refused first); the answer stands."""
         self.count(charge.caller, charge.limits)
 
-    def count(self, caller: str, limits: str | tuple[RateLimitItem, ...]) -> None:
+    def count(self, caller: str, limits: tuple[RateLimitItem, ...]) -> None:
         """Count one request against ``caller``'s limits without refusing it."""
         try:
-            for limit in _parse(limits) if isinstance(limits, str) else limits:
+            for limit in limits:
                 self._limiter.hit(limit, _NAMESPACE, caller)
         except self._storage_errors as error:
             log.warning("rate limit not counted, Redis unavailable: %s", error)
-
-    def refuse_if_spent(self, caller: str, limit_text: str) -> None:
-        """Raise RateLimited when one of ``caller``'s limits is spent, counting nothing."""
-        if not self.enabled:
-            return
-        for limit in _parse(limit_text):
-            try:
-                if self._limiter.test(limit, _NAMESPACE, caller):
-                    continue
-                reset_at = self._limiter.get_window_stats(limit, _NAMESPACE, caller).reset_time
-            except self._storage_errors as error:
-                log.warning("rate limit not checked, Redis unavailable: %s", error)
-                return
-            raise _refused(limit, caller, math.ceil(reset_at - time.time()))
 
 
 @dataclass
@@ -144,7 +139,7 @@ class FailedKeyGuard:
         self.limits.refuse_if_spent(f"failed-key:{self.address}", self.limit_text)
 
     def after_refusal(self) -> None:
-        self.limits.count(f"failed-key:{self.address}", self.limit_text)
+        self.limits.count(f"failed-key:{self.address}", _parse(self.limit_text))
 
 
 def _refused(limit: RateLimitItem, caller: str, resets_in: float) -> RateLimited:
