@@ -107,11 +107,14 @@ class ApiKeys:
         with Session(self.engine) as session:
             return list(session.scalars(select(ApiKey).order_by(ApiKey.name)))
 
-    def authenticate(self, token: str, guard: LookupGuard | None = None) -> Principal | None:
+    def authenticate(
+        self, token: str, guard: Callable[[], LookupGuard | None] | None = None
+    ) -> Principal | None:
         """The key behind ``token``, or None when it is unknown or revoked.
 
-        ``guard`` is told before a token not cached is looked up (it may raise to refuse
-        the lookup) and after a lookup that found no usable key.
+        ``guard`` makes the guard of a lookup, only when a token not cached is looked up:
+        it is told before (it may raise to refuse the lookup) and after a lookup that found
+        no usable key. A cached token costs nothing more.
         """
         digest = hash_token(token)
         with self._lock:
@@ -119,15 +122,16 @@ class ApiKeys:
             refused = digest in self._refused
         if hit is not None or refused:
             return hit
-        if guard is not None:
-            guard.before_lookup()
+        lookup_guard = guard() if guard is not None else None
+        if lookup_guard is not None:
+            lookup_guard.before_lookup()
         with Session(self.engine) as session:
             row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
         if row is None or row.revoked_at is not None:
             with self._lock:
                 self._refused[digest] = True
-            if guard is not None:
-                guard.after_refusal()
+            if lookup_guard is not None:
+                lookup_guard.after_refusal()
             return None
         principal = Principal(row.id, row.name, frozenset(row.scopes), row.rate_limit)
         with self._lock:
@@ -174,7 +178,7 @@ def init_auth(
 ) -> None:
     """Check the bearer token of every /v1 request before anything else runs.
 
-    ``guard`` gives the guard for this request's token lookup (see ApiKeys.authenticate).
+    ``guard`` makes the guard of this request's token lookup (see ApiKeys.authenticate).
     """
     if not enabled:
         log.warning("AUTH IS OFF (AUTH_ENABLED=false): anyone who reaches this API can use every endpoint")
@@ -188,7 +192,7 @@ def init_auth(
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
-        principal = keys.authenticate(token.strip(), guard())
+        principal = keys.authenticate(token.strip(), guard)
         if principal is None:
             raise Unauthorized("this API key is unknown or revoked")
         view = current_app.view_functions.get(request.endpoint or "")

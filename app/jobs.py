@@ -200,8 +200,6 @@ def _submit_deferred(
         # As _peek does when Redis fails: compute every row, queue depth unknown.
         log.warning("could not queue job rows for %s v%s, storing the job first: %s", name, version, exc)
         return Peek([None] * len(rows), 0)
-    if admission.outcome == "limited":
-        raise rate.refused(admission.limit, admission.retry_after)  # type: ignore[union-attr]
     if admission.outcome == "cached":
         return Peek(_decoded(admission.outputs), admission.depth)
     if admission.outcome == "overloaded":
@@ -386,8 +384,6 @@ def _peek(
         # Redis is the fast path only: compute every row, and queue depth is unknown.
         log.warning("cache unavailable, computing every row: %s", exc)
         return Peek([None] * n_rows, 0)
-    if admission.outcome == "limited":
-        raise rate.refused(admission.limit, admission.retry_after)  # type: ignore[union-attr]
     return Peek(_decoded(admission.outputs) if keys else [None] * n_rows, admission.depth)
 
 

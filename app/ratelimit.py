@@ -114,6 +114,8 @@ class RateLimits:
 
     def count(self, caller: str, limits: tuple[RateLimitItem, ...]) -> None:
         """Count one request against ``caller``'s limits without refusing it."""
+        if not self.enabled:
+            return
         try:
             for limit in limits:
                 self._limiter.hit(limit, _NAMESPACE, caller)

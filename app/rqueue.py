@@ -271,19 +271,16 @@ class Admission:
     - ``cached``: a row's output is cached, nothing pushed; ``outputs`` holds each key's
       encoded output (None where missing);
     - ``looked``: asked only to count and look (no item): ``outputs`` as for cached;
-    - ``overloaded``: the queue already holds the most jobs allowed, nothing pushed;
-    - ``limited``: the caller's ``limit``-th rate limit is spent, nothing looked up or
-      pushed; it resets in ``retry_after`` seconds.
+    - ``overloaded``: the queue already holds the most jobs allowed, nothing pushed.
 
-    ``depth`` is how many jobs the queue held before this call (0 when limited).
+    ``depth`` is how many jobs the queue held before this call. A spent rate limit is
+    not an outcome: ``admit`` raises RateLimited.
     """
 
     outcome: str
     depth: int = 0
     wake: bool = False
     outputs: list[bytes | None] = field(default_factory=list)
-    limit: int = 0
-    retry_after: int = 0
 
 
 class RowQueue:
@@ -307,9 +304,9 @@ class RowQueue:
     ) -> Admission:
         """Count ``rate`` (if given), look up ``cache_keys`` and push ``item``, in one round trip.
 
-        Nothing is pushed when a row is cached, the queue holds ``max_queued`` jobs (-1: no
-        bound) or a rate limit is spent; with ``item`` None nothing is pushed either (only
-        counted and looked up).
+        Nothing is pushed when a row is cached or the queue holds ``max_queued`` jobs (-1:
+        no bound); with ``item`` None nothing is pushed either (only counted and looked up).
+        Raises RateLimited (nothing looked up or pushed) when one of ``rate``'s limits is spent.
         """
         counters, limit_args = rate.script_keys_and_args() if rate is not None else ([], [])
         reply = _ADMIT(
@@ -319,7 +316,7 @@ class RowQueue:
         )
         outcome = reply[0].decode()
         if outcome == "limited":
-            return Admission(outcome, limit=int(reply[1]), retry_after=int(reply[2]))
+            raise rate.refused(int(reply[1]), int(reply[2]))  # type: ignore[union-attr]  # only with a rate
         depth = int(reply[1])
         if outcome in ("cached", "looked"):
             return Admission(outcome, depth, outputs=[value or None for value in reply[2:]])

@@ -15,13 +15,24 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import statistics
 import subprocess
 import tempfile
 from pathlib import Path
 
 from bench import loadgen
-from bench.run import ADMIN_URL, BIN, MODEL, PORT, Point, celery, measure, prepare, running
+from bench.run import (
+    ADMIN_URL,
+    BIN,
+    MODEL,
+    PORT,
+    Point,
+    alternating,
+    celery,
+    measure,
+    medians,
+    prepare,
+    running,
+)
 from scripts.local import ROOT, scratch_database
 
 
@@ -47,29 +58,22 @@ def main() -> int:
     try:
         with scratch_database(ADMIN_URL, "predq_ab") as database_url:
             stage = prepare(database_url, work)
-            for pair in range(args.pairs):
-                for name in list(trees) if pair % 2 == 0 else list(trees)[::-1]:
-                    tree = trees[name]
-                    env = stage.env | {"PYTHONPATH": str(tree)}
-                    commands = {"api": api, "worker": celery("workers", 2)}
-                    with running(commands, env, f"{url}/readyz", work, cwd=tree):
-                        scenario = loadgen.predq_scenario(MODEL, args.rows, stage.token)
-                        point = measure(
-                            name, url, scenario, args.concurrency, args.rows, args.seconds, args.warmup
-                        )
-                    points[name].append(point)
+            for name in alternating(list(trees), args.pairs):
+                tree = trees[name]
+                env = stage.env | {"PYTHONPATH": str(tree)}
+                commands = {"api": api, "worker": celery("workers", 2)}
+                with running(commands, env, f"{url}/readyz", work, cwd=tree):
+                    scenario = loadgen.predq_scenario(MODEL, args.rows, stage.token)
+                    point = measure(
+                        name, url, scenario, args.concurrency, args.rows, args.seconds, args.warmup
+                    )
+                points[name].append(point)
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=ROOT, check=False)
 
     print(f"\nmedians of {args.pairs} runs, {args.concurrency} clients, {args.rows} rows/request:")
     for name, found in points.items():
-        rate = statistics.median(p.predictions_per_s for p in found)
-        api_cpu = statistics.median((p.cpu_ms_by_process or {}).get("api", 0.0) for p in found)
-        cpu = statistics.median(p.cpu_ms_per_prediction for p in found)
-        runs = ", ".join(f"{p.predictions_per_s:.0f}" for p in found)
-        print(
-            f"  {name:<22} {rate:8.0f}/s ({runs})  API CPU {api_cpu:.3f} ms  all CPU {cpu:.2f} ms per prediction"
-        )
+        print(medians(name, found))
     return 0
 
 

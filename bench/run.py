@@ -232,6 +232,22 @@ def measure(
     return point
 
 
+def alternating(names: list[str], pairs: int) -> Iterator[str]:
+    """Each name once per pair, the order flipped every pair, so neither always runs first
+    on a machine whose speed drifts (bench.ab, bench.servers)."""
+    for pair in range(pairs):
+        yield from names if pair % 2 == 0 else names[::-1]
+
+
+def medians(label: str, found: list[Point]) -> str:
+    """One line: the median predictions/s (every run's too), API CPU and p99 of ``found``."""
+    rate = statistics.median(p.predictions_per_s for p in found)
+    api = statistics.median((p.cpu_ms_by_process or {}).get("api", 0.0) for p in found)
+    p99 = statistics.median(p.p99_ms for p in found)
+    runs = ", ".join(f"{p.predictions_per_s:.0f}" for p in found)
+    return f"  {label:<22} {rate:8.0f}/s ({runs})  API CPU {api:.3f} ms per prediction  p99 {p99:.1f} ms"
+
+
 def in_process_rates(predict: Any, what: str, sizes: list[int], repeats: int = 7) -> dict[int, float]:
     """Rows per second of ``predict`` on batches of each size, single process (medians)."""
     rng = np.random.default_rng(0)

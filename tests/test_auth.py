@@ -159,6 +159,7 @@ def test_an_address_presenting_made_up_keys_gets_429_before_any_lookup(settings,
         if "api_keys" in statement:
             lookups.append(statement)
 
+    assert guesser.get("/v1/models", headers=bearer(good)).status_code == 200  # now cached here
     event.listen(engine, "before_cursor_execute", count)
     try:
         answers = [guesser.get("/v1/models", headers=bearer(f"pq_made-up-{i}")) for i in range(5)]
@@ -168,4 +169,10 @@ def test_an_address_presenting_made_up_keys_gets_429_before_any_lookup(settings,
     assert [a.status_code for a in answers] == [401, 401, 401, 429, 429]
     assert answers[3].json["error"]["code"] == "rate_limited" and int(answers[3].headers["Retry-After"]) >= 1
     assert len(lookups) == 3, "no lookup once the address has spent its refused keys"
-    assert neighbour.get("/v1/models", headers=bearer(good)).status_code == 200, "another address is not held"
+    assert guesser.get("/v1/models", headers=bearer(good)).status_code == 200, (
+        "a key cached before still works"
+    )
+    _, fresh = svc.keys.create(f"beside-guessing-{uuid.uuid4().hex[:6]}", ["predict"])
+    assert neighbour.get("/v1/models", headers=bearer(fresh)).status_code == 200, (
+        "another address is not held"
+    )

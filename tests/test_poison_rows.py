@@ -12,7 +12,7 @@ from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sqlalchemy import select
 
 from app.db import Job, utcnow
-from app.rqueue import RowQueue, encode_item
+from app.rqueue import RowQueue, cache_keys, encode_item
 from tests.conftest import insert_queued_job
 from workers.batching import run_batch
 
@@ -49,6 +49,12 @@ def test_a_refused_row_fails_only_its_own_job(svc, tmp_path, estimator, poison):
     assert report.status == "partly_failed" and report.jobs == 3
     assert bad.status == "failed" and bad.error["code"] == "prediction_failed"
     assert "float32" in bad.error["message"] or "infinity" in bad.error["message"]
+
+    def cached(rows: list[list[float]]) -> int:
+        return svc.redis.exists(*cache_keys(model, 1, np.array(rows)))
+
+    assert cached(jobs[0]) == 1 and cached(jobs[2]) == 2, "the good jobs' rows are cached"
+    assert cached(jobs[1]) == 0, "nothing is cached for the refused row"
     for job, rows in ((good, jobs[0]), (good_too, jobs[2])):
         assert job.status == "succeeded"
         assert [o["prediction"] for o in job.outputs] == fitted.predict(np.array(rows)).tolist()
