@@ -143,10 +143,13 @@ class Job(Base):
     inputs: Mapped[list[Any]] = mapped_column(JSON)
     outputs: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(240), unique=True, nullable=True)
+    """The client's Idempotency-Key, prefixed with the owner's key id when there is one (``7:key``)."""
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id"), nullable=True, index=True)
     cached_rows: Mapped[int] = mapped_column(Integer, default=0)
+    owner_key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The API key that submitted the job (None with auth off): only it or an admin key reads it."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import stats
@@ -24,19 +24,26 @@ from sqlalchemy.exc import IntegrityError
 
 from app.db import Feedback, Job, TrainingExample
 from app.errors import FeedbackConflict, InvalidInput, JobNotFound
+from app.jobs import may_read
 from app.services import Services
 from app.training import quality_metrics
 
+if TYPE_CHECKING:
+    from app.auth import Principal
 
-def record(svc: Services, job_id: str, labels: list[Any]) -> dict[str, Any]:
-    """Store the true label (or value) of each row of a finished job; None skips a row."""
+
+def record(svc: Services, job_id: str, labels: list[Any], reader: Principal | None = None) -> dict[str, Any]:
+    """Store the true label (or value) of each row of a finished job; None skips a row.
+
+    ``reader`` is the calling API key (None with auth off): another key's job is not found.
+    """
     try:
         parsed = uuid.UUID(job_id)
     except ValueError:
         raise JobNotFound(f"no job with id {job_id!r}", id=job_id) from None
     with svc.engine.connect() as conn:
         job = conn.execute(select(Job.__table__).where(Job.id == parsed)).mappings().first()
-    if job is None:
+    if job is None or not may_read(reader, job["owner_key_id"]):
         raise JobNotFound(f"no job with id {job_id!r}", id=job_id)
     if job["status"] != "succeeded":
         raise InvalidInput(

@@ -12,6 +12,10 @@ has stored it (the answer is the finished job) or, when S passes first, this mod
 stores it as queued (the answer is the 202). So every job a client is told of is in the
 database, and the common case costs no database round trip in the API and one write
 per job instead of an insert and an update.
+
+A job belongs to the API key that submitted it: only that key or an admin key reads it
+(others get the 404 an unknown id gets, so ids do not leak), and its Idempotency-Key is
+that key's alone. With auth off jobs have no owner and every caller reads every job.
 """
 
 from __future__ import annotations
@@ -33,11 +37,12 @@ from app.celery_app import RUN_BATCH
 from app.db import Job, ShadowOutput, dialect_insert, utcnow
 from app.errors import IdempotencyConflict, JobNotFound, Overloaded, PredqError
 from app.metrics import CACHE_HITS, CACHE_MISSES, JOBS
-from app.rqueue import RowQueue, cache_keys, done_key, encode_item, result_key
+from app.rqueue import RowQueue, cache_keys, decode_view, done_key, encode_item, encode_view, result_key
 from app.services import Services
 from app.signature import largest_value, rows_to_matrix
 
 if TYPE_CHECKING:
+    from app.auth import Principal
     from app.ratelimit import RateCharge
 
 log = logging.getLogger(__name__)
@@ -66,6 +71,7 @@ def submit(
     routing_key: str | None = None,
     wait: float = 0.0,
     rate: RateCharge | None = None,
+    owner: int | None = None,
 ) -> dict[str, Any]:
     """Store a job for ``inputs`` and queue it; returns the job's public view.
 
@@ -73,7 +79,8 @@ def submit(
     by ``routing_key``). ``request_id`` travels with the queued rows, so the worker's log
     line names it too. With ``wait`` > 0 the view is the finished job's when it finishes
     within ``wait`` seconds. ``rate`` is the request's rate-limit count, sent in the same
-    Redis call as the cache lookup (raises RateLimited when a limit is spent).
+    Redis call as the cache lookup (raises RateLimited when a limit is spent). ``owner``
+    is the submitting API key's id (None with auth off); ``idempotency_key`` is its own.
     """
     policy = None
     target_version, target_alias = version, alias
@@ -94,18 +101,19 @@ def submit(
     request_hash = (
         _request_hash(name, version, alias, routing_key, inputs) if idempotency_key is not None else None
     )
-    if idempotency_key is not None:
-        existing = _find_by_key(svc, idempotency_key)
+    stored_key = _owned_key(idempotency_key, owner) if idempotency_key is not None else None
+    if stored_key is not None:
+        existing = _find_by_key(svc, stored_key)
         if existing is not None:
             return _replay(existing, request_hash, idempotency_key)
 
     # With the cache off there is nothing to look up, so no row is hashed.
     keys = cache_keys(name, served.version, matrix) if svc.settings.cache_ttl_seconds > 0 else []
     rows = matrix.tolist()
-    if wait > 0 and idempotency_key is None and (policy is None or policy.shadow is None):
+    if wait > 0 and stored_key is None and (policy is None or policy.shadow is None):
         # Neither an Idempotency-Key (its row is what finds a replay) nor a shadow (its
         # outputs refer to the job's row) can wait for the worker to store the job.
-        deferred = _submit_deferred(svc, name, served.version, rows, keys, request_id, wait, rate)
+        deferred = _submit_deferred(svc, name, served.version, rows, keys, request_id, wait, rate, owner)
         if not isinstance(deferred, Peek):
             return deferred
         peek = deferred
@@ -116,7 +124,15 @@ def submit(
     if not all_cached and queued_jobs >= svc.settings.max_queued_jobs:
         raise _overloaded(name, served.version, queued_jobs)
     record = _record(
-        uuid.uuid4(), name, served.version, rows, cached, idempotency_key, request_hash, utcnow()
+        uuid.uuid4(),
+        name,
+        served.version,
+        rows,
+        cached,
+        idempotency_key=stored_key,
+        request_hash=request_hash,
+        created_at=utcnow(),
+        owner=owner,
     )
     # A database that cannot be reached raises here, before anything is queued; the
     # error handler in app/errors.py answers 503 for it.
@@ -126,7 +142,7 @@ def submit(
             conn.execute(_INSERT_JOB, record)
     except IntegrityError:
         # Another request with the same Idempotency-Key won the race.
-        existing = _find_by_key(svc, idempotency_key) if idempotency_key else None
+        existing = _find_by_key(svc, stored_key) if stored_key else None
         if existing is None or request_hash is None:
             raise
         return _replay(existing, request_hash, idempotency_key or "")
@@ -140,9 +156,9 @@ def submit(
     CACHE_MISSES.labels(name).inc(len(rows) - hits)
     if all_cached:
         JOBS.labels(name, str(served.version), "succeeded").inc()
-        _publish_result(svc, view)
+        _publish_result(svc, view, owner)
         return view
-    _queue_rows(svc, name, served.version, view, rows, cached, request_id)
+    _queue_rows(svc, name, served.version, view, rows, cached, request_id, owner)
     if wait > 0:
         # Just stored, so nothing to read first: wait for the worker's hand-off.
         view = wait_for(svc, view["id"], wait) or view
@@ -157,12 +173,13 @@ def _queue_rows(
     rows: list[list[float]],
     cached: list[Any],
     request_id: str | None,
+    owner: int | None,
 ) -> None:
     """Push a stored job's uncached rows (with its cached outputs beside them) for a worker."""
     job_id = view["id"]
     pending = [i for i, c in enumerate(cached) if c is None]
     if len(pending) == len(rows):
-        item = encode_item(job_id, rows, len(rows), view["created_at"], request_id=request_id)
+        item = encode_item(job_id, rows, len(rows), view["created_at"], request_id=request_id, owner=owner)
     else:
         item = encode_item(
             job_id,
@@ -172,6 +189,7 @@ def _queue_rows(
             slots=pending,
             pre={str(i): c for i, c in enumerate(cached) if c is not None},
             request_id=request_id,
+            owner=owner,
         )
     enqueue(svc, name, version, item)
 
@@ -185,6 +203,7 @@ def _submit_deferred(
     request_id: str | None,
     wait: float,
     rate: RateCharge | None,
+    owner: int | None,
 ) -> dict[str, Any] | Peek:
     """Queue a waiting job before it has a row and wait: the job's view, or a Peek for the stored road.
 
@@ -193,7 +212,9 @@ def _submit_deferred(
     """
     job_id = str(uuid.uuid4())
     created_at = utcnow()
-    item = encode_item(job_id, rows, len(rows), created_at.isoformat(), request_id=request_id, deferred=True)
+    item = encode_item(
+        job_id, rows, len(rows), created_at.isoformat(), request_id=request_id, deferred=True, owner=owner
+    )
     try:
         admission = RowQueue(svc.redis, name, version).admit(item, keys, svc.settings.max_queued_jobs, rate)
     except RedisError as exc:
@@ -212,11 +233,12 @@ def _submit_deferred(
     if finished is not None:
         return finished
     # Not finished in time: store the job before the client hears of it (the 202).
-    record = _record(uuid.UUID(job_id), name, version, rows, [None] * len(rows), None, None, created_at)
+    uncached = [None] * len(rows)
+    record = _record(uuid.UUID(job_id), name, version, rows, uncached, created_at=created_at, owner=owner)
     with svc.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         stored = _insert_if_absent(conn, [record])
     # Not stored here means the worker stored it meanwhile, finished: answer with that.
-    return job_view(record) if stored else _read(svc, uuid.UUID(job_id))
+    return job_view(record) if stored else _read(svc, uuid.UUID(job_id), None)
 
 
 def _record(
@@ -225,9 +247,11 @@ def _record(
     version: int,
     rows: list[list[float]],
     cached: list[Any],
-    idempotency_key: str | None,
-    request_hash: str | None,
+    *,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
     created_at: datetime,
+    owner: int | None,
 ) -> dict[str, Any]:
     """A new job's row: finished already when every row's output was cached, else queued."""
     all_cached = all(c is not None for c in cached)
@@ -242,6 +266,7 @@ def _record(
         "idempotency_key": idempotency_key,
         "request_hash": request_hash,
         "cached_rows": sum(c is not None for c in cached),
+        "owner_key_id": owner,
         "created_at": created_at,
         "completed_at": created_at if all_cached else None,
     }
@@ -310,17 +335,26 @@ def _shadow(
     enqueue(svc, name, target.version, item)
 
 
-def get(svc: Services, job_id: str, wait: float = 0.0) -> dict[str, Any]:
-    """A job's public view; with ``wait`` > 0, hold until it finishes or ``wait`` passes."""
+def get(svc: Services, job_id: str, wait: float = 0.0, reader: Principal | None = None) -> dict[str, Any]:
+    """A job's public view; with ``wait`` > 0, hold until it finishes or ``wait`` passes.
+
+    ``reader`` is the calling API key (None with auth off): a job it may not read is not found.
+    """
     try:
         parsed = uuid.UUID(job_id)
     except ValueError:
         raise JobNotFound(f"no job with id {job_id!r}", id=job_id) from None
     logs.bind(job_id=str(parsed))
-    view = _read(svc, parsed)
+    view = _read(svc, parsed, reader)
     if wait > 0 and view["status"] not in FINISHED:
-        view = wait_for(svc, view["id"], wait) or _read(svc, parsed)
+        view = wait_for(svc, view["id"], wait) or _read(svc, parsed, reader)
     return view
+
+
+def may_read(reader: Principal | None, owner: int | None) -> bool:
+    """Whether ``reader`` may see a job ``owner`` submitted: with auth off (no reader) and
+    for admin keys every job, for other keys only their own."""
+    return reader is None or reader.key_id == owner or reader.allows("admin")
 
 
 def wait_for(svc: Services, job_id: str, seconds: float) -> dict[str, Any] | None:
@@ -335,21 +369,27 @@ def wait_for(svc: Services, job_id: str, seconds: float) -> dict[str, Any] | Non
     except RedisError as exc:
         log.warning("long-poll for %s fell back to one read: %s", job_id, exc)
         return None
-    return orjson.loads(raw) if raw is not None else None
+    return decode_view(raw)[1] if raw is not None else None
 
 
-def _read(svc: Services, job_id: uuid.UUID) -> dict[str, Any]:
+def _read(svc: Services, job_id: uuid.UUID, reader: Principal | None) -> dict[str, Any]:
+    """The job's view from Redis, else the database; JobNotFound when ``reader`` may not read it."""
+    found: tuple[int | None, dict[str, Any]] | None = None
     try:
         raw = svc.redis.get(result_key(str(job_id)))
         if raw is not None:
-            return orjson.loads(raw)
+            found = decode_view(raw)
     except RedisError:
         pass
-    with svc.engine.connect() as conn:
-        row = conn.execute(select(Job.__table__).where(Job.id == job_id)).mappings().first()
-    if row is None:
+    if found is None:
+        with svc.engine.connect() as conn:
+            row = conn.execute(select(Job.__table__).where(Job.id == job_id)).mappings().first()
+        if row is not None:
+            found = row["owner_key_id"], job_view(row)
+    if found is None or not may_read(reader, found[0]):
+        # The same answer for another key's job as for no job: ids do not leak.
         raise JobNotFound(f"no job with id {str(job_id)!r}", id=str(job_id))
-    return job_view(row)
+    return found[1]
 
 
 def job_view(row: Any) -> dict[str, Any]:
@@ -392,11 +432,11 @@ def _decoded(outputs: list[bytes | None]) -> list[Any]:
     return [orjson.loads(v) if v is not None else None for v in outputs]
 
 
-def _publish_result(svc: Services, view: dict[str, Any]) -> None:
+def _publish_result(svc: Services, view: dict[str, Any], owner: int | None) -> None:
     try:
         svc.redis.set(
             result_key(view["id"]),
-            orjson.dumps(view),
+            encode_view(owner, orjson.dumps(view)),
             ex=svc.settings.result_ttl_seconds,
         )
     except RedisError:
@@ -410,13 +450,18 @@ def _request_hash(
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+def _owned_key(key: str, owner: int | None) -> str:
+    """The Idempotency-Key as stored: each API key has its own (the column has room for the prefix)."""
+    return key if owner is None else f"{owner}:{key}"
+
+
 def _find_by_key(svc: Services, key: str) -> dict[str, Any] | None:
     with svc.engine.connect() as conn:
         row = conn.execute(select(Job.__table__).where(Job.idempotency_key == key)).mappings().first()
     return dict(row) if row is not None else None
 
 
-def _replay(existing: dict[str, Any], request_hash: str, key: str) -> dict[str, Any]:
+def _replay(existing: dict[str, Any], request_hash: str | None, key: str) -> dict[str, Any]:
     if existing["request_hash"] != request_hash:
         raise IdempotencyConflict(
             "this Idempotency-Key was already used with a different request body",

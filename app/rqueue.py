@@ -7,9 +7,14 @@ A queue item is one job's rows that still need the model, encoded as
      "pre": {"index": output} | null, "n": rows in job, "c": job created_at (ISO 8601),
      "t": enqueue unix time, "r": the submitting request's id (for logs) | null,
      "s": true when a shadow version scores the rows (outputs stored apart, never returned),
-     "d": true when the job has no database row yet (the worker inserts it, see app/jobs.py)}
+     "d": true when the job has no database row yet (the worker inserts it, see app/jobs.py),
+     "o": the id of the API key that owns the job | null}
 
 ``slots``/``pre`` are set only when part of the job was answered from the cache.
+
+A finished job's view, under its result key and on its done list, is stored as
+``"<owner key id>|<json>"`` (nothing before the bar when the job has no owner), so a poll
+answered from Redis checks ownership without a database read (see :func:`encode_view`).
 """
 
 from __future__ import annotations
@@ -72,6 +77,17 @@ def cache_keys(name: str, version: int, matrix: np.ndarray) -> list[str]:
     return [
         prefix + blake2b(data[i : i + width], digest_size=16).hexdigest() for i in range(0, len(data), width)
     ]
+
+
+def encode_view(owner: int | None, view: bytes) -> bytes:
+    """A job's encoded public view, tagged with its owner's key id for the result key and done list."""
+    return (b"" if owner is None else str(owner).encode()) + b"|" + view
+
+
+def decode_view(raw: bytes) -> tuple[int | None, dict[str, Any]]:
+    """The owner's key id and the public view of what :func:`encode_view` stored."""
+    owner, _, view = raw.partition(b"|")
+    return (int(owner) if owner else None), orjson.loads(view)
 
 
 def _script(lua: str) -> Script:
@@ -196,7 +212,7 @@ def publish_results(
     """Store row outputs in the cache and hand finished jobs' views to pollers, in one round trip.
 
     ``cache`` maps cache keys to encoded outputs (empty when the cache is off); ``views``
-    maps job ids to their encoded public views.
+    maps job ids to their public views, encoded with their owners by :func:`encode_view`.
     """
     keys = list(cache)
     for job_id in views:
@@ -217,6 +233,7 @@ class QueuedRows:
     request_id: str | None = None
     shadow: bool = False
     deferred: bool = False
+    owner: int | None = None
 
 
 def encode_item(
@@ -229,6 +246,7 @@ def encode_item(
     request_id: str | None = None,
     shadow: bool = False,
     deferred: bool = False,
+    owner: int | None = None,
 ) -> bytes:
     body = orjson.dumps(
         {
@@ -242,6 +260,7 @@ def encode_item(
             "r": request_id,
             "s": shadow,
             "d": deferred,
+            "o": owner,
         }
     )
     return str(len(rows)).encode() + b"|" + body
@@ -260,6 +279,7 @@ def decode_item(raw: bytes) -> QueuedRows:
         body.get("r"),
         body.get("s", False),
         body.get("d", False),
+        body.get("o"),
     )
 
 

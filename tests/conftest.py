@@ -99,6 +99,12 @@ def tokens(app: Any) -> dict[str, str]:
     return {scope: keys.create(f"test-{scope}", [scope])[1] for scope in ("predict", "admin")}
 
 
+@pytest.fixture(scope="session")
+def predict_key_id(app: Any, tokens: dict[str, str]) -> int:
+    """The id of the predict key: the owner of the jobs ``client`` submits."""
+    return app.extensions["predq"].keys.authenticate(tokens["predict"]).key_id
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -240,14 +246,19 @@ def wait_until_no_worker_holds(svc: Any, model: str, version: int, timeout: floa
         time.sleep(0.01)
 
 
-def insert_queued_job(svc: Any, model: str, inputs: list[list[float]], created_at: Any = None) -> uuid.UUID:
-    """A job row as the API would store it, but never pushed to Redis (as if Redis lost it)."""
+def insert_queued_job(
+    svc: Any, model: str, inputs: list[list[float]], created_at: Any = None, owner: int | None = None
+) -> uuid.UUID:
+    """A job row as the API would store it, but never pushed to Redis (as if Redis lost it).
+
+    ``owner`` is the submitting key's id; without one only admin keys (or auth off) read it.
+    """
     job_id = uuid.uuid4()
     with svc.engine.begin() as conn:
         conn.execute(
             insert(Job),
             {"id": job_id, "model_name": model, "model_version": 1, "status": "queued", "n_rows": len(inputs),
-             "inputs": inputs, "cached_rows": 0, "created_at": created_at or utcnow()},
+             "inputs": inputs, "cached_rows": 0, "owner_key_id": owner, "created_at": created_at or utcnow()},
         )  # fmt: skip
     return job_id
 

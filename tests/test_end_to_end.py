@@ -108,11 +108,11 @@ def test_partly_cached_request_computes_only_the_new_rows(client, svc, registere
     assert batch.n_rows == 1, "the cached row did not reach the worker"
 
 
-def test_a_job_lost_from_redis_is_recovered_by_the_sweeper(client, svc, registered, worker):
+def test_a_job_lost_from_redis_is_recovered_by_the_sweeper(client, svc, registered, worker, predict_key_id):
     """A job committed to the database but missing from Redis (say Redis restarted)."""
     rows = [[5.5, 2.4, 3.81, 1.1]]
     old = utcnow() - timedelta(seconds=svc.settings.stuck_job_seconds + 5)
-    job_id = insert_queued_job(svc, "iris", rows, created_at=old)
+    job_id = insert_queued_job(svc, "iris", rows, created_at=old, owner=predict_key_id)
 
     assert requeue_stuck_jobs(svc) >= 1
     done = client.get(f"/v1/predictions/{job_id}?wait=20").json
@@ -175,9 +175,9 @@ def test_two_clients_waiting_on_one_job_both_get_it(client, svc, registered, wor
     assert time.monotonic() - tick < 10
 
 
-def test_a_long_poll_waits_its_full_time_for_a_job_still_queued(client, svc, registered):
+def test_a_long_poll_waits_its_full_time_for_a_job_still_queued(client, svc, registered, predict_key_id):
     """Longer than redis-py's default 5 s socket timeout, which once cut long-polls short."""
-    job_id = insert_queued_job(svc, "iris", [IRIS_ROWS[0]])
+    job_id = insert_queued_job(svc, "iris", [IRIS_ROWS[0]], owner=predict_key_id)
 
     tick = time.monotonic()
     response = client.get(f"/v1/predictions/{job_id}?wait=6.5")
@@ -187,15 +187,18 @@ def test_a_long_poll_waits_its_full_time_for_a_job_still_queued(client, svc, reg
     assert time.monotonic() - tick >= 6.4
 
 
-def test_a_queue_whose_wakeup_was_lost_is_drained_by_the_sweep(client, svc, registered, worker):
+def test_a_queue_whose_wakeup_was_lost_is_drained_by_the_sweep(
+    client, svc, registered, worker, predict_key_id
+):
     """Rows sit in a non-empty queue with no task sent (the message was lost): later
     pushes send none either, until the sweeper wakes a worker."""
     from app.rqueue import RowQueue, encode_item
     from workers.sweeper import wake_workers
 
-    job_id = insert_queued_job(svc, "diabetes", [[0.01] * 10])
+    job_id = insert_queued_job(svc, "diabetes", [[0.01] * 10], owner=predict_key_id)
     wait_until_no_worker_holds(svc, "diabetes", 1)
-    RowQueue(svc.redis, "diabetes", 1).push(encode_item(str(job_id), [[0.01] * 10], 1, utcnow().isoformat()))
+    item = encode_item(str(job_id), [[0.01] * 10], 1, utcnow().isoformat(), owner=predict_key_id)
+    RowQueue(svc.redis, "diabetes", 1).push(item)
 
     stalled = client.get(f"/v1/predictions/{job_id}?wait=1").json
     assert stalled["status"] == "queued", "no task was sent, so no worker looked"

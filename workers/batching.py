@@ -25,7 +25,7 @@ from app.errors import PredqError
 from app.inference import predict_by_job
 from app.jobs import job_view
 from app.metrics import BATCH_ROWS, INFERENCE, JOB_DURATION, JOBS, QUEUE_WAIT
-from app.rqueue import QueuedRows, RowQueue, cache_keys, publish_results
+from app.rqueue import QueuedRows, RowQueue, cache_keys, encode_view, publish_results
 from app.services import Services
 
 log = logging.getLogger(__name__)
@@ -283,7 +283,7 @@ def store_deferred_jobs(
         {"id": uuid.UUID(item.job_id), "model_name": name, "model_version": version,
          "status": r["status"], "n_rows": item.n_rows, "inputs": item.rows, "outputs": r["outputs"],
          "error": r["error"], "idempotency_key": None, "request_hash": None, "batch_id": batch_id,
-         "cached_rows": 0, "created_at": datetime.fromisoformat(item.created_at),
+         "cached_rows": 0, "owner_key_id": item.owner, "created_at": datetime.fromisoformat(item.created_at),
          "started_at": started_at, "completed_at": completed_at}
         for item, r in finished
     ]  # fmt: skip
@@ -428,19 +428,22 @@ def publish(
                 cache.update((key, orjson.dumps(output)) for key, output in zip(mine, outputs, strict=True))
             offset += len(item.rows)
     views = {
-        item.job_id: orjson.dumps(
-            job_view(
-                {
-                    "id": result["id"],
-                    "status": result["status"],
-                    "model_name": name,
-                    "model_version": version,
-                    "outputs": result["outputs"],
-                    "error": result["error"],
-                    "created_at": item.created_at,
-                    "completed_at": completed_at,
-                }
-            )
+        item.job_id: encode_view(
+            item.owner,
+            orjson.dumps(
+                job_view(
+                    {
+                        "id": result["id"],
+                        "status": result["status"],
+                        "model_name": name,
+                        "model_version": version,
+                        "outputs": result["outputs"],
+                        "error": result["error"],
+                        "created_at": item.created_at,
+                        "completed_at": completed_at,
+                    }
+                )
+            ),
         )
         for item, result in zip(items, results, strict=True)
     }

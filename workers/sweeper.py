@@ -47,6 +47,7 @@ def requeue_stuck_jobs(svc: Services, limit: int = 1000) -> int:
                 Job.inputs,
                 Job.n_rows,
                 Job.created_at,
+                Job.owner_key_id,
             )
             .where(
                 or_(
@@ -58,7 +59,9 @@ def requeue_stuck_jobs(svc: Services, limit: int = 1000) -> int:
             .limit(limit)
         ).all()
     for job in stuck:
-        item = encode_item(str(job.id), job.inputs, job.n_rows, job.created_at.isoformat())
+        item = encode_item(
+            str(job.id), job.inputs, job.n_rows, job.created_at.isoformat(), owner=job.owner_key_id
+        )
         enqueue(svc, job.model_name, job.model_version, item)
     if stuck:
         log.warning("sweeper re-queued %d stuck jobs", len(stuck))

@@ -10,6 +10,7 @@ from app import feedback, jobs, ratelimit
 from app.api import decoding, services
 from app.api.blueprint import Blueprint
 from app.api.schemas import FeedbackRecordedSchema, FeedbackSchema, JobSchema
+from app.auth import current_principal
 from app.errors import UnsupportedMediaType
 
 blp = Blueprint("predictions", __name__, url_prefix="/v1", description="Submit and poll predictions")
@@ -50,6 +51,7 @@ def submit_prediction(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
         routing_key=body.get("routing_key"),
         wait=min(wait, svc.settings.max_wait_seconds),
         rate=ratelimit.pending_charge(),
+        owner=_caller_key_id(),
     )
     location = {"Location": f"/v1/predictions/{view['id']}"}
     return view, 200 if view["status"] in jobs.FINISHED else 202, location
@@ -58,7 +60,7 @@ def submit_prediction(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
 @blp.route("/predictions/<string:job_id>/feedback", methods=["POST"])
 @blp.arguments(FeedbackSchema)
 @blp.response(201, FeedbackRecordedSchema)
-@blp.alt_response(404, schema="Error", description="No such job.")
+@blp.alt_response(404, schema="Error", description="No such job (or another API key's).")
 @blp.alt_response(409, schema="Error", description="Feedback for this job was already recorded.")
 @blp.alt_response(
     422,
@@ -67,14 +69,21 @@ def submit_prediction(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
 )
 def post_feedback(body: dict[str, Any], job_id: str) -> tuple[dict[str, Any], int]:
     """The true label (classifiers) or value (regressors) of each row; null skips a row."""
-    return feedback.record(services(), job_id, body["labels"]), 201
+    return feedback.record(services(), job_id, body["labels"], current_principal()), 201
 
 
 @blp.route("/predictions/<string:job_id>", methods=["GET"])
 @blp.doc(**decoding.POLL_DOC)
 @blp.alt_response(200, schema=JobSchema, description="The job, finished or not.")
-@blp.alt_response(404, schema="Error", description="No such job.")
+@blp.alt_response(404, schema="Error", description="No such job (or another API key's).")
 def get_prediction(job_id: str) -> tuple[dict[str, Any], int]:
     svc = services()
     wait = decoding.wait_seconds(request.args.get("wait"))
-    return jobs.get(svc, job_id, wait=min(wait, svc.settings.max_wait_seconds)), 200
+    wait = min(wait, svc.settings.max_wait_seconds)
+    return jobs.get(svc, job_id, wait=wait, reader=current_principal()), 200
+
+
+def _caller_key_id() -> int | None:
+    """The id of the API key making this request: the owner of the job it submits."""
+    principal = current_principal()
+    return principal.key_id if principal is not None else None
