@@ -43,29 +43,41 @@ def predict_by_job(
 
 
 def predict_outputs(estimator: Any, signature: dict[str, Any], matrix: np.ndarray) -> list[dict[str, Any]]:
-    """One output per row: prediction, plus class probabilities for a probabilistic classifier.
+    """One output per row: prediction, plus class probabilities for a probabilistic classifier."""
+    predictions, proba = predict_arrays(estimator, signature, matrix)
+    if proba is None:
+        return [{"prediction": p} for p in predictions.tolist()]
+    classes = [str(c) for c in signature["classes"]]
+    return [
+        {"prediction": p, "probabilities": dict(zip(classes, probs, strict=True))}
+        for p, probs in zip(predictions.tolist(), proba.tolist(), strict=True)
+    ]
 
-    ``prediction`` equals ``estimator.predict`` exactly: it is computed by ``predict`` unless
-    the estimator's own predict is the argmax of its probabilities (forests, trees), where
-    computing it from the one predict_proba call saves running the model twice.
+
+def predict_arrays(
+    estimator: Any, signature: dict[str, Any], matrix: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The rows' predictions, and their class probabilities (rows × classes, in the
+    signature's class order) for a probabilistic classifier, else None.
+
+    Online batches shape these as JSON outputs (:func:`predict_outputs`), bulk chunks
+    write them as Parquet columns (app/bulk/scoring.py). ``prediction`` equals
+    ``estimator.predict`` exactly: it is computed by ``predict`` unless the estimator's own
+    predict is the argmax of its probabilities (forests, trees), where computing it from
+    the one predict_proba call saves running the model twice.
     """
     with warnings.catch_warnings():
         # Models fitted on a DataFrame warn when given a bare array; columns are already in
         # the fitted order (the signature's feature_names), so the warning says nothing new.
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
         if not signature.get("has_proba"):
-            return [{"prediction": p} for p in np.asarray(_predict(estimator, matrix)).tolist()]
+            return np.asarray(_predict(estimator, matrix)), None
         proba = np.asarray(_predict_proba(estimator, matrix))
         if _argmax_is_prediction(estimator):
-            predictions = estimator.classes_.take(np.argmax(proba, axis=1)).tolist()
+            predictions = estimator.classes_.take(np.argmax(proba, axis=1))
         else:
-            predictions = np.asarray(estimator.predict(matrix.copy())).tolist()
-        probabilities = proba.tolist()
-    classes = [str(c) for c in signature["classes"]]
-    return [
-        {"prediction": p, "probabilities": dict(zip(classes, probs, strict=True))}
-        for p, probs in zip(predictions, probabilities, strict=True)
-    ]
+            predictions = np.asarray(estimator.predict(matrix.copy()))
+    return predictions, proba
 
 
 # Any other estimator gets its own copy of the rows: one may transform its input in place
