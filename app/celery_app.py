@@ -17,9 +17,11 @@ SWEEP = "predq.sweep"
 CHECK_DRIFT = "predq.check_drift"
 RETRAIN = "predq.retrain"
 SCHEDULE_RETRAINS = "predq.schedule_retrains"
+SCORE_CHUNK = "predq.score_chunk"
 INFERENCE_QUEUE = "inference"
 MAINTENANCE_QUEUE = "maintenance"
 TRAINING_QUEUE = "training"
+BULK_QUEUE = "bulk"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -39,7 +41,7 @@ def make_celery(settings: Settings) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         # Without -Q a worker consumes every queue listed here.
-        task_queues=[Queue(INFERENCE_QUEUE), Queue(MAINTENANCE_QUEUE), Queue(TRAINING_QUEUE)],
+        task_queues=[Queue(q) for q in (INFERENCE_QUEUE, MAINTENANCE_QUEUE, TRAINING_QUEUE, BULK_QUEUE)],
         task_default_queue=INFERENCE_QUEUE,
         task_routes={
             RUN_BATCH: {"queue": INFERENCE_QUEUE},
@@ -49,6 +51,9 @@ def make_celery(settings: Settings) -> Celery:
             # Training has its own queue, so a long fit never delays batches or sweeps
             # (`-Q training` makes a worker that only trains).
             RETRAIN: {"queue": TRAINING_QUEUE},
+            # Batch-job chunks have theirs, so online batches never wait behind bulk work
+            # (`-Q bulk` makes a worker that only scores files; see app/processes.py).
+            SCORE_CHUNK: {"queue": BULK_QUEUE},
         },
         beat_schedule={
             "sweep-stuck-jobs": {

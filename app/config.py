@@ -37,6 +37,24 @@ class Settings:
     artifact_root: str = ""
     """Directory where registered model artifacts are stored; empty means var_dir/artifacts."""
 
+    batch_root: str = ""
+    """Where batch jobs keep their inputs, part files and results; empty means var_dir/batches."""
+
+    batch_input_root: str = ""
+    """Server-side files a batch job may read (its ``path``) lie under this; empty allows none."""
+
+    batch_chunk_rows: int = 50_000
+    """Rows per chunk of a batch job: one bulk task, one part file, a worker's memory bound."""
+
+    batch_max_bytes: int = 2 * 1024 * 1024 * 1024
+    """Largest file a batch job accepts (more gets 413)."""
+
+    bulk_worker_nice: int = 10
+    """How much lower a bulk worker's CPU priority is (nice), so online batches go first."""
+
+    bulk_chunk_timeout_seconds: float = 600.0
+    """A chunk running longer than this (its worker died) is sent again by the sweeper."""
+
     max_batch_rows: int = 1024
     """Most rows a worker feeds to one model call."""
 
@@ -163,6 +181,8 @@ class Settings:
             object.__setattr__(self, "database_url", f"sqlite:///{var / 'predq.sqlite3'}")
         if not self.artifact_root:
             object.__setattr__(self, "artifact_root", str(var / "artifacts"))
+        if not self.batch_root:
+            object.__setattr__(self, "batch_root", str(var / "batches"))
 
     @property
     def celery_broker_url(self) -> str:
@@ -186,7 +206,7 @@ class Settings:
         if "var_dir" in changes:
             # Paths derived from the old var_dir follow the new one, unless given too.
             old = Settings(var_dir=self.var_dir)
-            for derived in ("database_url", "artifact_root"):
+            for derived in ("database_url", "artifact_root", "batch_root"):
                 if derived not in changes and getattr(self, derived) == getattr(old, derived):
                     changes[derived] = ""
         return dataclasses.replace(self, **changes)

@@ -2,17 +2,21 @@
 
     PredqError                       500 internal_error
     ├── MalformedJSON                400 malformed_json
+    ├── MalformedArrow               400 malformed_arrow
     ├── Unauthorized                 401 unauthorized (with WWW-Authenticate: Bearer)
     ├── Forbidden                    403 forbidden (the scope needed in details)
     ├── NotFound                     404
     │   ├── ModelNotFound                model_not_found
     │   ├── VersionNotFound              version_not_found
     │   ├── AliasNotFound                alias_not_found
-    │   └── JobNotFound                  job_not_found
+    │   ├── JobNotFound                  job_not_found
+    │   └── BatchJobNotFound             batch_job_not_found (also: no result yet)
     ├── IdempotencyConflict          409 idempotency_conflict
     ├── NothingToRollBack            409 nothing_to_roll_back
     ├── FeedbackConflict             409 feedback_conflict
+    ├── BatchJobFinished             409 batch_job_finished (cannot be cancelled)
     ├── PayloadTooLarge              413 too_many_rows
+    │   └── FileTooLarge                 file_too_large (a batch job's file)
     ├── UnsupportedMediaType         415 unsupported_media_type
     ├── InvalidInput                 422 invalid_input (row and field in details)
     ├── RateLimited                  429 rate_limited (with Retry-After)
@@ -63,6 +67,10 @@ class MalformedJSON(PredqError):
     status, code = 400, "malformed_json"
 
 
+class MalformedArrow(PredqError):
+    status, code = 400, "malformed_arrow"
+
+
 class Unauthorized(PredqError):
     status, code = 401, "unauthorized"
 
@@ -94,6 +102,14 @@ class JobNotFound(NotFound):
     code = "job_not_found"
 
 
+class BatchJobNotFound(NotFound):
+    code = "batch_job_not_found"
+
+
+class BatchJobFinished(PredqError):
+    status, code = 409, "batch_job_finished"
+
+
 class IdempotencyConflict(PredqError):
     status, code = 409, "idempotency_conflict"
 
@@ -108,6 +124,10 @@ class FeedbackConflict(PredqError):
 
 class PayloadTooLarge(PredqError):
     status, code = 413, "too_many_rows"
+
+
+class FileTooLarge(PayloadTooLarge):
+    code = "file_too_large"
 
 
 class UnsupportedMediaType(PredqError):

@@ -25,7 +25,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import func, select
 
-from app.db import DriftReport, Job, utcnow
+from app.db import BulkChunk, BulkJob, DriftReport, Job, utcnow
 from app.rqueue import queue_key, queued_versions
 
 if TYPE_CHECKING:
@@ -71,6 +71,10 @@ JOB_DURATION = Histogram(
     "End to end: from the job being stored to its result being written.",
     ["model"],
     buckets=_SECONDS,
+)
+BULK_ROWS = Counter("predq_bulk_rows_scored_total", "Rows scored by batch-job chunks.", ["model"])
+BULK_CHUNKS = Counter(
+    "predq_bulk_chunks_total", "Batch-job chunks finished, by model and status.", ["model", "status"]
 )
 TRAINING_RUNS = Counter(
     "predq_training_runs_total", "Retraining runs, by model and outcome.", ["model", "outcome"]
@@ -122,7 +126,29 @@ class LiveState:
         except Exception as exc:
             log.warning("oldest queued job unavailable: %s", exc)
         yield oldest
+        yield from self._bulk_depth()
         yield from self._drift()
+
+    def _bulk_depth(self) -> Iterator[Metric]:
+        """Batch-job chunks waiting for a bulk worker, per model (from the database, like the
+        oldest queued job: it counts chunks whose message Redis lost too)."""
+        queued = GaugeMetricFamily(
+            "predq_bulk_chunks_queued", "Batch-job chunks waiting for a bulk worker.", labels=["model"]
+        )
+        try:
+            with self.svc.engine.connect() as conn:
+                rows = conn.execute(
+                    select(BulkJob.model_name, func.count())
+                    .select_from(BulkChunk)
+                    .join(BulkJob, BulkJob.id == BulkChunk.job_id)
+                    .where(BulkChunk.status == "queued")
+                    .group_by(BulkJob.model_name)
+                ).all()
+            for name, count in rows:
+                queued.add_metric([name], count)
+        except Exception as exc:
+            log.warning("bulk queue depth unavailable: %s", exc)
+        yield queued
 
     def _drift(self) -> Iterator[Metric]:
         """The newest drift report of each model (stored by the beat task; read here, so any API

@@ -7,10 +7,33 @@ everywhere; tests/test_deployment.py checks the compose file against this list.
 
 from __future__ import annotations
 
-PROCESSES: dict[str, list[str]] = {
+PROCESSES: dict[str, list[str]] = {  # fmt: skip
     "migrate": ["flask", "--app", "app", "db", "upgrade"],
     "api": ["python", "-m", "app.serve"],
-    "worker": ["celery", "-A", "workers", "--quiet", "worker", "--loglevel=INFO"],
+    # Online batches, sweeps and training; batch-job chunks have workers of their own.
+    "worker": [
+        "celery",
+        "-A",
+        "workers",
+        "--quiet",
+        "worker",
+        "-Q",
+        "inference,maintenance,training",
+        "--loglevel=INFO",
+    ],
+    # Bulk scoring (batch jobs), at a lower CPU priority (BULK_WORKER_NICE) than the rest.
+    "bulk-worker": [
+        "celery",
+        "-A",
+        "workers",
+        "--quiet",
+        "worker",
+        "-Q",
+        "bulk",
+        "-n",
+        "bulk@%h",
+        "--loglevel=INFO",
+    ],
     "beat": ["celery", "-A", "workers", "--quiet", "beat", "--loglevel=INFO"],
     "flower": ["celery", "-A", "workers", "flower"],
 }

@@ -98,7 +98,7 @@ def main() -> None:
     # Celery processes start once the embedded Redis answers.
     wait = f"{shlex.quote(str(BIN / 'python'))} -m scripts.waitfor && exec"
     procs["api"] = command("api")
-    for name in ("worker", "beat", "flower"):
+    for name in ("worker", "bulk-worker", "beat", "flower"):
         procs[name] = f"{wait} {command(name)}"
     procfile = var_dir / "Procfile.run"
     procfile.write_text("".join(f"{name}: {cmd}\n" for name, cmd in procs.items()))

@@ -48,6 +48,9 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         database_url=database_url,
         redis_url=REDIS_URL,
         artifact_root=str(tmp_path_factory.mktemp("artifacts")),
+        batch_root=str(tmp_path_factory.mktemp("batches")),
+        # Small chunks, so a test file of a few thousand rows makes several.
+        batch_chunk_rows=1000,
         max_batch_rows=256,
         # A window wide enough that the 1,000-request test's batches do not hang on how
         # fast this machine's API is running (a worker answers a small batch in ~2 ms).
@@ -78,6 +81,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         DATABASE_URL=settings.database_url,
         REDIS_URL=settings.redis_url,
         ARTIFACT_ROOT=settings.artifact_root,
+        BATCH_ROOT=settings.batch_root,
+        BATCH_CHUNK_ROWS=str(settings.batch_chunk_rows),
         MAX_BATCH_ROWS=str(settings.max_batch_rows),
         MAX_BATCH_DELAY=str(settings.max_batch_delay),
         MAX_ROWS_PER_REQUEST=str(settings.max_rows_per_request),
@@ -172,9 +177,25 @@ def worker(
     with process_group(argv, env, log_path) as proc:
         celery = app.extensions["celery"]
         deadline = time.monotonic() + 60
-        while not celery.control.ping(timeout=0.5, limit=1):
+        while not celery.control.ping(destination=[worker_name], timeout=0.5):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"worker did not start:\n{log_path.read_text()}")
+        yield log_path
+
+
+@pytest.fixture(scope="session")
+def bulk_worker(settings: Settings, app: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A real bulk worker (the production command, 2 processes) for batch jobs; yields its log path."""
+    log_path = tmp_path_factory.mktemp("bulk-worker") / "bulk-worker.log"
+    name = f"bulk-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
+    argv = [_bin(PROCESSES["bulk-worker"][0]), *PROCESSES["bulk-worker"][1:], "-c", "2", "-n", name]
+    env = settings_env(settings) | {"WORKER_METRICS_BIND": f"127.0.0.1:{free_port()}"}
+    with process_group(argv, env, log_path) as proc:
+        celery = app.extensions["celery"]
+        deadline = time.monotonic() + 60
+        while not celery.control.ping(destination=[name], timeout=0.5):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"bulk worker did not start:\n{log_path.read_text()}")
         yield log_path
 
 

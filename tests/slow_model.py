@@ -16,3 +16,14 @@ SECONDS_PER_CALL = 0.4
 def slow_identity(x: np.ndarray) -> np.ndarray:
     time.sleep(SECONDS_PER_CALL)
     return x
+
+
+#: A row holding this value makes :func:`refuse_marked_rows` raise: a model error that
+#: passes every check at submit (a test of a chunk that fails alone).
+MARKER = 666.0
+
+
+def refuse_marked_rows(x: np.ndarray) -> np.ndarray:
+    if (np.asarray(x) == MARKER).any():
+        raise ValueError("this model refuses rows holding the marker value")
+    return x

@@ -68,6 +68,7 @@ def test_compose_services_run_the_same_commands_as_make_run(compose):
         "migrate",
         "api",
         "worker",
+        "bulk-worker",
         "beat",
         "flower",
         "prometheus",
@@ -82,9 +83,9 @@ def test_compose_production_settings(compose):
     redis_command = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in redis_command and "--maxmemory-policy noeviction" in redis_command
     assert any("/var/lib/postgresql/data" in str(v) for v in services["postgres"]["volumes"])
-    for name in ("postgres", "redis", "api", "worker"):
+    for name in ("postgres", "redis", "api", "worker", "bulk-worker"):
         assert services[name]["healthcheck"]["test"], name
-    for name in ("api", "worker", "beat", "flower"):
+    for name in ("api", "worker", "bulk-worker", "beat", "flower"):
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         assert services[name]["environment"]["DATABASE_URL"].startswith("postgresql+psycopg://")
     assert services["beat"]["deploy"]["replicas"] == 1
@@ -144,7 +145,7 @@ def test_make_run_starts_everything_embedded_and_stops_cleanly(tmp_path, stop):
         assert "API KEYS ARE OFF" in text, "make run must say loudly that auth is off"
         assert (tmp_path / "var" / "predq.sqlite3").exists()
         procfile = (tmp_path / "var" / "Procfile.run").read_text()
-        for name in ("api", "worker", "beat", "flower"):
+        for name in ("api", "worker", "bulk-worker", "beat", "flower"):
             assert shlex.join(PROCESSES[name][1:]) in procfile, name
 
         example = next(

@@ -43,6 +43,7 @@ def fuzz_app(artifacts: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
                 database_url=url,
                 redis_url=FUZZ_REDIS_URL,
                 artifact_root=str(tmp_path_factory.mktemp("fuzz-artifacts")),
+                batch_root=str(tmp_path_factory.mktemp("fuzz-batches")),
                 rate_limit="100000/second",
                 # No worker drains this Redis DB: keep generated ?wait=S from holding each case.
                 max_wait_seconds=0.1,

@@ -7,13 +7,14 @@ The Celery app is the one ``create_app()`` builds from the environment, as in Fl
 from __future__ import annotations
 
 import logging
+import os
 
 from app.multiproc import use_multiprocess_metrics
 
 # Before prometheus_client is imported: the pool's processes share this directory.
 use_multiprocess_metrics("celery")
 
-from celery.signals import setup_logging, worker_process_init, worker_ready  # noqa: E402
+from celery.signals import celeryd_init, setup_logging, worker_process_init, worker_ready  # noqa: E402
 
 from app import create_app  # noqa: E402
 
@@ -30,6 +31,18 @@ def _json_logs(**_: object) -> None:
 
     settings = flask_app.extensions["predq"].settings
     configure_logging(settings.log_level, settings.log_format)
+
+
+@celeryd_init.connect
+def _bulk_worker_yields_the_cpu(options: dict[str, object] | None = None, **_: object) -> None:
+    # A worker that only scores files (-Q bulk) runs niced, its pool processes too (they
+    # inherit it): on shared cores the online batches get the CPU first.
+    queues = (options or {}).get("queues") or []
+    names = queues.split(",") if isinstance(queues, str) else list(queues)  # type: ignore[call-overload]
+    nice = flask_app.extensions["predq"].settings.bulk_worker_nice
+    if names == ["bulk"] and nice > 0:
+        os.nice(nice)
+        logging.getLogger(__name__).info("bulk worker: running at nice +%d", nice)
 
 
 @worker_process_init.connect

@@ -9,9 +9,9 @@ from typing import Any
 from celery import Task, shared_task
 
 from app import drift, training
-from app.celery_app import CHECK_DRIFT, RETRAIN, RUN_BATCH, SCHEDULE_RETRAINS, SWEEP
+from app.celery_app import CHECK_DRIFT, RETRAIN, RUN_BATCH, SCHEDULE_RETRAINS, SCORE_CHUNK, SWEEP
 from app.services import Services
-from workers import batching, sweeper
+from workers import batching, bulk, sweeper
 
 
 def services() -> Services:
@@ -35,7 +35,14 @@ def sweep() -> dict[str, int]:
         "woken": sweeper.wake_workers(svc),
         "expired": sweeper.expire_old_jobs(svc),
         "stale_training_runs": sweeper.fail_stale_training_runs(svc),
+        "bulk_chunks_resent": bulk.requeue_stuck_chunks(svc),
     }
+
+
+@shared_task(name=SCORE_CHUNK)
+def score_chunk(job_id: str, index: int, model: str = "", rows: int = 0) -> dict[str, Any]:
+    """One chunk of a batch job (``model`` and ``rows`` ride along for Flower only)."""
+    return bulk.score_chunk(services(), job_id, index)
 
 
 @shared_task(name=CHECK_DRIFT)

@@ -68,7 +68,7 @@ def observe_requests(app: Flask, log_requests: bool = True) -> None:
 
 
 def register_api(app: Flask) -> None:
-    from app.api import decoding, health, models, predictions
+    from app.api import batch_jobs, decoding, health, models, predictions
 
     app.config.update(
         API_TITLE="predq",
@@ -81,5 +81,6 @@ def register_api(app: Flask) -> None:
     )
     api = PredqApi(app)
     decoding.register_schemas(api.spec)
-    for blueprint in (predictions.blp, models.blp, health.blp):
+    batch_jobs.register_schemas(api.spec)
+    for blueprint in (predictions.blp, batch_jobs.blp, models.blp, health.blp):
         api.register_blueprint(blueprint)

@@ -1,0 +1,285 @@
+"""Batch jobs, the API's side: a file in, checked and cut into chunks, one bulk task per chunk.
+
+A batch job scores a whole CSV or Parquet file. At submit the file (an upload, spooled to
+disk, or a path under BATCH_INPUT_ROOT) is checked and rewritten in chunks of
+BATCH_CHUNK_ROWS rows (app/bulkfiles.py); the job and one row per chunk are stored, then
+one Celery task per chunk goes to the ``bulk`` queue, which only bulk workers take, so
+online batches never wait behind a file. Workers (workers/bulk.py) score a chunk into a
+part file and the last one merges the parts into the result, in input order.
+
+On disk, under BATCH_ROOT/<job id>/: ``input.parquet`` (the rewritten input, until the
+job finishes), ``parts/part-NNNNNN.parquet`` (one per scored chunk, until merged) and
+``result.parquet`` or ``result.csv``.
+
+A job belongs to the API key that made it, as prediction jobs do (app/jobs.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy import func, insert, select, update
+
+from app import bulkfiles
+from app.celery_app import SCORE_CHUNK
+from app.db import BulkChunk, BulkJob, utcnow
+from app.errors import BatchJobFinished, BatchJobNotFound, FileTooLarge, Forbidden, InvalidInput
+from app.jobs import may_read
+from app.services import Services
+
+if TYPE_CHECKING:
+    from app.auth import Principal
+
+log = logging.getLogger(__name__)
+
+FINISHED = ("succeeded", "partial", "failed", "cancelled")
+CHUNK_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+OUTPUT_FORMATS = ("parquet", "csv")
+INPUT_FILE = "input.parquet"
+_SPOOL_PIECE = 1 << 20
+#: Failed chunks listed in a job's view (the count is always there).
+_FAILED_SHOWN = 20
+
+
+def job_dir(settings: Any, job_id: uuid.UUID | str) -> Path:
+    return Path(settings.batch_root) / str(job_id)
+
+
+def part_path(directory: Path, index: int) -> Path:
+    return directory / "parts" / f"part-{index:06d}.parquet"
+
+
+def spool(stream: IO[bytes], target: Path, limit: int) -> int:
+    """Copy an upload to ``target`` piece by piece (never whole in memory); FileTooLarge past ``limit``."""
+    size = 0
+    with open(target, "wb") as out:
+        while piece := stream.read(_SPOOL_PIECE):
+            size += len(piece)
+            if size > limit:
+                raise FileTooLarge(f"the file is larger than BATCH_MAX_BYTES ({limit} bytes)", limit=limit)
+            out.write(piece)
+    return size
+
+
+def server_file(settings: Any, raw: str) -> tuple[Path, str]:
+    """A server-side input path and its format; refused unless it lies under BATCH_INPUT_ROOT."""
+    if not settings.batch_input_root:
+        raise Forbidden(
+            "this server reads no server-side files (BATCH_INPUT_ROOT is not set); upload the file"
+        )
+    root = Path(settings.batch_input_root).resolve()
+    path = (root / raw).resolve()  # an absolute ``raw`` stays absolute; symlinks are followed
+    if not path.is_relative_to(root):
+        raise Forbidden(f"{raw!r} is outside BATCH_INPUT_ROOT", path=raw)
+    if not path.is_file():
+        raise InvalidInput(f"no file {raw!r} under BATCH_INPUT_ROOT", field="path")
+    fmt = bulkfiles.SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise InvalidInput(f"{raw!r} is not a .csv or .parquet file", field="path")
+    if path.stat().st_size > settings.batch_max_bytes:
+        raise FileTooLarge(
+            f"the file is larger than BATCH_MAX_BYTES ({settings.batch_max_bytes} bytes)",
+            limit=settings.batch_max_bytes,
+        )
+    return path, fmt
+
+
+def create(
+    svc: Services,
+    name: str,
+    source: Path,
+    fmt: str,
+    *,
+    label: str,
+    version: int | None = None,
+    alias: str | None = None,
+    id_column: str | None = None,
+    output_format: str = "parquet",
+    owner: int | None = None,
+    job_id: uuid.UUID | None = None,
+) -> dict[str, Any]:
+    """Check ``source``, store the job and its chunks, and queue one task per chunk.
+
+    ``label`` is what the view calls the input (an upload's name, a server path). Raises
+    InvalidInput (nothing stored, nothing queued) when the file does not fit the model.
+    """
+    if output_format not in OUTPUT_FORMATS:
+        raise InvalidInput(
+            f"output_format must be parquet or csv, not {output_format!r}", field="output_format"
+        )
+    served = svc.registry.resolve(name, version=version, alias=alias)
+    settings = svc.settings
+    job_id = job_id or uuid.uuid4()
+    directory = job_dir(settings, job_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        normalized = bulkfiles.normalize(
+            source, fmt, directory / INPUT_FILE, served.signature, settings.batch_chunk_rows, id_column
+        )
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    now = utcnow()
+    chunk_rows = settings.batch_chunk_rows
+    with svc.engine.begin() as conn:
+        conn.execute(
+            insert(BulkJob),
+            {"id": job_id, "model_name": name, "model_version": served.version, "status": "queued",
+             "source": label[:1000], "id_column": normalized.id_column, "output_format": output_format,
+             "rows_total": normalized.rows, "chunk_rows": chunk_rows, "chunks_total": normalized.chunks,
+             "owner_key_id": owner, "created_at": now},
+        )  # fmt: skip
+        conn.execute(
+            insert(BulkChunk),
+            [
+                {"job_id": job_id, "index": i, "status": "queued", "attempts": 0, "queued_at": now,
+                 "rows": min(chunk_rows, normalized.rows - i * chunk_rows)}
+                for i in range(normalized.chunks)
+            ],
+        )  # fmt: skip
+    for index in range(normalized.chunks):
+        send_chunk(svc, job_id, index, name, min(chunk_rows, normalized.rows - index * chunk_rows))
+    log.info(
+        "batch job %s: %s v%s, %d rows in %d chunks from %s",
+        job_id,
+        name,
+        served.version,
+        normalized.rows,
+        normalized.chunks,
+        label,
+        extra={"batch_job_id": str(job_id), "rows": normalized.rows},
+    )
+    return get(svc, str(job_id), None)
+
+
+def send_chunk(svc: Services, job_id: uuid.UUID, index: int, model: str, rows: int) -> bool:
+    """One bulk task for a chunk (the model and rows ride along so Flower shows them)."""
+    try:
+        svc.celery.send_task(SCORE_CHUNK, args=[str(job_id), index], kwargs={"model": model, "rows": rows})
+    except BrokerError as exc:
+        # The chunk is stored as queued: the sweeper sends it again (workers/bulk.py).
+        log.warning("could not queue chunk %d of batch job %s: %s", index, job_id, exc)
+        return False
+    return True
+
+
+def get(svc: Services, job_id: str, reader: Principal | None) -> dict[str, Any]:
+    """A batch job's public view: status, progress, speed, ETA and where the result is."""
+    job = _job(svc, job_id, reader)
+    with svc.engine.connect() as conn:
+        by_status = conn.execute(
+            select(BulkChunk.status, func.count(), func.sum(BulkChunk.rows))
+            .where(BulkChunk.job_id == job.id)
+            .group_by(BulkChunk.status)
+        ).all()
+        failed = conn.execute(
+            select(BulkChunk.index, BulkChunk.rows, BulkChunk.error)
+            .where(BulkChunk.job_id == job.id, BulkChunk.status == "failed")
+            .order_by(BulkChunk.index)
+            .limit(_FAILED_SHOWN)
+        ).all()
+    counts = {status: count for status, count, _ in by_status}
+    rows_done = sum(int(rows) for status, _, rows in by_status if status == "succeeded")
+    return view(job, counts, rows_done, failed)
+
+
+def view(job: Any, counts: dict[str, int], rows_done: int, failed: list[Any]) -> dict[str, Any]:
+    """The public JSON of a batch job, from its row and its chunks' counts."""
+    elapsed = _seconds_between(job.started_at, job.completed_at or utcnow()) if job.started_at else None
+    rate = rows_done / elapsed if elapsed else None
+    left = job.rows_total - rows_done - sum(f.rows for f in failed)
+    finished = job.status in FINISHED
+    return {
+        "id": str(job.id),
+        "status": job.status,
+        "model": {"name": job.model_name, "version": job.model_version},
+        "source": job.source,
+        "id_column": job.id_column,
+        "rows": {"total": job.rows_total, "done": rows_done},
+        "chunks": {
+            "total": job.chunks_total,
+            "chunk_rows": job.chunk_rows,
+            **{
+                status: counts.get(status, 0)
+                for status in ("queued", "running", "succeeded", "failed", "cancelled")
+            },
+        },
+        "rows_per_second": round(rate, 1) if rate else None,
+        "eta_seconds": round(left / rate, 1) if rate and not finished else None,
+        "failed_chunks": [
+            {"index": f.index, "first_row": f.index * job.chunk_rows, "rows": f.rows, "error": f.error}
+            for f in failed
+        ],
+        "result": (
+            {"url": f"/v1/batch-jobs/{job.id}/result", "format": job.output_format, "path": job.result_path}
+            if job.result_path
+            else None
+        ),
+        "error": job.error,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "completed_at": _iso(job.completed_at),
+    }
+
+
+def cancel(svc: Services, job_id: str, reader: Principal | None) -> dict[str, Any]:
+    """Cancel a job: its queued chunks are dropped, running ones finish; 409 once it has finished."""
+    job = _job(svc, job_id, reader)
+    now = utcnow()
+    with svc.engine.begin() as conn:
+        cancelled = conn.execute(
+            update(BulkJob)
+            .where(BulkJob.id == job.id, BulkJob.status.in_(("queued", "running")))
+            .values(status="cancelled", completed_at=now)
+        ).rowcount
+        if cancelled:
+            conn.execute(
+                update(BulkChunk)
+                .where(BulkChunk.job_id == job.id, BulkChunk.status == "queued")
+                .values(status="cancelled", completed_at=now)
+            )
+    if not cancelled:
+        raise BatchJobFinished(f"batch job {job_id} has already finished ({job.status})", status=job.status)
+    log.info("batch job %s cancelled", job_id, extra={"batch_job_id": job_id})
+    return get(svc, job_id, reader)
+
+
+def result_file(svc: Services, job_id: str, reader: Principal | None) -> tuple[Path, str]:
+    """The finished job's result file and its format; BatchJobNotFound while there is none."""
+    job = _job(svc, job_id, reader)
+    if not job.result_path:
+        raise BatchJobNotFound(
+            f"batch job {job_id} has no result ({job.status})", id=job_id, status=job.status
+        )
+    return Path(svc.settings.batch_root) / job.result_path, job.output_format
+
+
+def _job(svc: Services, job_id: str, reader: Principal | None) -> Any:
+    try:
+        parsed = uuid.UUID(job_id)
+    except ValueError:
+        raise BatchJobNotFound(f"no batch job with id {job_id!r}", id=job_id) from None
+    with svc.engine.connect() as conn:
+        job = conn.execute(select(BulkJob.__table__).where(BulkJob.id == parsed)).first()
+    if job is None or not may_read(reader, job.owner_key_id):
+        # Another key's job is answered as no job: ids do not leak.
+        raise BatchJobNotFound(f"no batch job with id {job_id!r}", id=job_id)
+    return job
+
+
+def _seconds_between(start: datetime, end: datetime) -> float:
+    if start.tzinfo is None:  # SQLite returns naive UTC datetimes
+        start = start.replace(tzinfo=end.tzinfo)
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=start.tzinfo)
+    return max(0.0, (end - start).total_seconds())
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None

@@ -1,0 +1,330 @@
+"""Batch jobs: a whole file scored by bulk workers, checked at submit, followed, cancelled, swept."""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+from sqlalchemy import func, select
+
+from app import create_app
+from app.db import BulkChunk, BulkJob
+from tests.conftest import client_for, stored_estimator
+from tests.slow_model import MARKER, refuse_marked_rows
+from workers import bulk as bulk_scoring
+
+FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+PARQUET = "application/vnd.apache.parquet"
+
+
+def iris_table(rows: int, seed: int = 0, id_column: str | None = None) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    low, high = np.array([4.3, 2.0, 1.0, 0.1]), np.array([7.9, 4.4, 6.9, 2.5])
+    data = {name: rng.uniform(low[j], high[j], rows).round(2) for j, name in enumerate(FEATURES)}
+    if id_column:
+        data = {id_column: [f"o-{i}" for i in range(rows)], **data}
+    return pa.table(data)
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, row_group_size=1500)  # row groups unlike the chunks
+    return sink.getvalue()
+
+
+def csv_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pa_csv.write_csv(table, sink)
+    return sink.getvalue()
+
+
+def wait_until_finished(client, job_id: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/batch-jobs/{job_id}").json
+        if job["status"] in ("succeeded", "partial", "failed", "cancelled"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"batch job {job_id} did not finish: {job}")
+
+
+def result_table(client, job_id: str) -> pa.Table:
+    response = client.get(f"/v1/batch-jobs/{job_id}/result")
+    assert response.status_code == 200
+    return pq.read_table(io.BytesIO(response.data))
+
+
+def test_a_parquet_file_is_scored_end_to_end_like_predict_proba_in_process(
+    client, svc, registered, bulk_worker
+):
+    table = iris_table(3500, id_column="order_id")
+
+    response = client.post(
+        "/v1/models/iris/batch-jobs?id_column=order_id", data=parquet_bytes(table), content_type=PARQUET
+    )
+
+    assert response.status_code == 202, response.json
+    submitted = response.json
+    assert response.headers["Location"] == f"/v1/batch-jobs/{submitted['id']}"
+    assert submitted["rows"]["total"] == 3500 and submitted["chunks"]["total"] == 4
+    done = wait_until_finished(client, submitted["id"])
+    assert done["status"] == "succeeded", done
+    assert done["rows"]["done"] == 3500 and done["chunks"]["succeeded"] == 4
+    assert done["rows_per_second"] > 0 and done["eta_seconds"] is None
+
+    result = result_table(client, submitted["id"])
+    estimator = stored_estimator(svc, "iris")
+    features = table.select(FEATURES).to_pandas()
+    expected_proba = estimator.predict_proba(features)
+    assert result.column("order_id").to_pylist() == table.column("order_id").to_pylist(), "input order, once"
+    assert result.column("prediction").to_pylist() == estimator.predict(features).tolist()
+    for j, label in enumerate(estimator.classes_):
+        assert np.array_equal(result.column(f"probability_{label}").to_numpy(), expected_proba[:, j])
+
+
+def test_a_csv_upload_is_scored_into_csv_with_row_numbers(client, svc, registered, bulk_worker):
+    table = iris_table(1200, seed=1, id_column=None)
+
+    response = client.post(
+        "/v1/models/iris/batch-jobs",
+        data={"file": (io.BytesIO(csv_bytes(table)), "rows.csv"), "output_format": "csv"},
+        content_type="multipart/form-data",
+    )
+
+    assert response.status_code == 202, response.json
+    done = wait_until_finished(client, response.json["id"])
+    assert done["status"] == "succeeded" and done["source"] == "rows.csv"
+    downloaded = client.get(f"/v1/batch-jobs/{done['id']}/result")
+    assert downloaded.mimetype == "text/csv"
+    result = pa_csv.read_csv(io.BytesIO(downloaded.data))
+    assert result.column("row").to_pylist() == list(range(1200))
+    expected = stored_estimator(svc, "iris").predict(table.to_pandas()[FEATURES])
+    assert result.column("prediction").to_pylist() == expected.tolist()
+
+
+def _bad_input_cases(tmp_path: Path) -> list[tuple[str, dict, int, str]]:
+    good = iris_table(10, id_column=None)
+    strings = good.set_column(1, FEATURES[1], pa.array(["3.1"] * 5 + ["abc"] + ["3.0"] * 4))
+    with_null = good.set_column(2, FEATURES[2], pa.array([1.0] * 7 + [None] + [1.0] * 2))
+    lines = csv_bytes(good).split(b"\n")
+    lines[4] = lines[4].rsplit(b",", 1)[0] + b",oops"  # data row 3, the last column
+    return [
+        ("not a file type we read", {"data": b"{}", "content_type": "application/xml"}, 415,
+         "not application/xml"),
+        ("garbage sent as parquet", {"data": b"PAR1 not really", "content_type": PARQUET}, 422, "PARQUET"),
+        ("a missing feature", {"data": parquet_bytes(good.drop_columns([FEATURES[0]])), "content_type": PARQUET},
+         422, "missing sepal length (cm)"),
+        ("an extra column", {"data": parquet_bytes(good.append_column("color", pa.array([1.0] * 10))),
+                             "content_type": PARQUET}, 422, "extra color"),
+        ("a string column", {"data": parquet_bytes(strings), "content_type": PARQUET}, 422,
+         "row 5: 'abc'"),
+        ("a missing value", {"data": parquet_bytes(with_null), "content_type": PARQUET}, 422,
+         "row 7, column 'petal length (cm)'"),
+        ("a word in a csv", {"data": b"\n".join(lines), "content_type": "text/csv"}, 422,
+         "row 3, column 'petal width (cm)': 'oops'"),
+        ("an empty csv", {"data": b"", "content_type": "text/csv"}, 422, "no rows"),
+        ("a header only", {"data": csv_bytes(good).split(b"\n")[0] + b"\n", "content_type": "text/csv"}, 422,
+         "no rows"),
+        ("an infinite value", {"data": parquet_bytes(good.set_column(0, FEATURES[0], pa.array([np.inf] * 10))),
+                               "content_type": PARQUET}, 422, "is not finite"),
+        ("beyond float32 for a forest",
+         {"data": parquet_bytes(good.set_column(0, FEATURES[0], pa.array([1e300] * 10))),
+          "content_type": PARQUET}, 422, "within"),
+        ("an unknown option", {"data": parquet_bytes(good), "content_type": PARQUET, "query_string": "color=red"},
+         422, "unknown options"),
+        ("an id column that is not there",
+         {"data": parquet_bytes(good), "content_type": PARQUET, "query_string": "id_column=nope"}, 422, "nope"),
+        ("a server path with no root set", {"json": {"path": str(tmp_path / "x.parquet")}}, 403, "BATCH_INPUT_ROOT"),
+    ]  # fmt: skip
+
+
+def test_bad_input_gets_a_clear_error_and_stores_and_queues_nothing(
+    client, svc, settings, registered, tmp_path
+):
+    jobs_before = _count(svc, BulkJob)
+    dirs_before = set(Path(settings.batch_root).iterdir()) if Path(settings.batch_root).exists() else set()
+
+    for label, request, status, words in _bad_input_cases(tmp_path):
+        response = client.post("/v1/models/iris/batch-jobs", **request)
+        assert response.status_code == status, (label, response.json)
+        assert words in response.json["error"]["message"], (label, response.json)
+
+    assert _count(svc, BulkJob) == jobs_before
+    left = {p for p in Path(settings.batch_root).iterdir() if p.name != "uploads"} - dirs_before
+    assert not left, "no job directory is left behind"
+    assert not any((Path(settings.batch_root) / "uploads").iterdir()), "no upload is left behind"
+
+
+def test_a_file_larger_than_the_limit_gets_413(settings, tokens, registered):
+    small = client_for(create_app(settings.replace(batch_max_bytes=1000)), tokens["predict"])
+
+    response = small.post(
+        "/v1/models/iris/batch-jobs", data=csv_bytes(iris_table(200)), content_type="text/csv"
+    )
+
+    assert response.status_code == 413
+    assert response.json["error"]["code"] in ("file_too_large", "payload_too_large")
+
+
+def test_a_server_path_is_read_only_under_the_allowed_root(
+    settings, tokens, registered, bulk_worker, tmp_path
+):
+    root = tmp_path / "inputs"
+    root.mkdir()
+    pq.write_table(iris_table(50, id_column="order_id"), root / "orders.parquet")
+    (tmp_path / "secret.parquet").write_bytes(parquet_bytes(iris_table(5)))
+    allowed = client_for(create_app(settings.replace(batch_input_root=str(root))), tokens["predict"])
+
+    outside = allowed.post("/v1/models/iris/batch-jobs", json={"path": "../secret.parquet"})
+    inside = allowed.post(
+        "/v1/models/iris/batch-jobs", json={"path": "orders.parquet", "id_column": "order_id"}
+    )
+
+    assert outside.status_code == 403 and outside.json["error"]["code"] == "forbidden"
+    assert inside.status_code == 202, inside.json
+    assert wait_until_finished(allowed, inside.json["id"])["rows"]["done"] == 50
+
+
+def test_another_key_cannot_see_a_batch_job(app, client, svc, registered, bulk_worker):
+    other = client_for(app, svc.keys.create(f"bulk-other-{uuid.uuid4().hex[:6]}", ["predict"])[1])
+    job = client.post(
+        "/v1/models/iris/batch-jobs", data=parquet_bytes(iris_table(20)), content_type=PARQUET
+    ).json
+
+    for response in (
+        other.get(f"/v1/batch-jobs/{job['id']}"),
+        other.get(f"/v1/batch-jobs/{job['id']}/result"),
+        other.delete(f"/v1/batch-jobs/{job['id']}"),
+    ):
+        assert response.status_code == 404 and response.json["error"]["code"] == "batch_job_not_found"
+    assert wait_until_finished(client, job["id"])["status"] == "succeeded"
+
+
+@pytest.fixture
+def unserved(settings, tokens):
+    """An app whose bulk tasks go to an in-memory broker no worker reads: chunks stay queued."""
+    app = create_app(settings.replace(broker_url="memory://"))
+    return app, client_for(app, tokens["predict"])
+
+
+def test_cancel_drops_queued_chunks_and_a_late_message_scores_nothing(unserved, svc, registered):
+    app, client = unserved
+    job = client.post(
+        "/v1/models/iris/batch-jobs", data=parquet_bytes(iris_table(2500)), content_type=PARQUET
+    ).json
+    assert job["chunks"]["queued"] == 3
+
+    cancelled = client.delete(f"/v1/batch-jobs/{job['id']}")
+    again = client.delete(f"/v1/batch-jobs/{job['id']}")
+    late = bulk_scoring.score_chunk(svc, job["id"], 0)
+
+    assert cancelled.status_code == 200 and cancelled.json["status"] == "cancelled"
+    assert cancelled.json["chunks"]["cancelled"] == 3
+    assert again.status_code == 409 and again.json["error"]["code"] == "batch_job_finished"
+    assert late["status"] == "skipped"
+    assert client.get(f"/v1/batch-jobs/{job['id']}/result").status_code == 404
+
+
+def test_chunks_whose_messages_were_lost_are_sent_again_by_the_sweeper(
+    unserved, client, svc, registered, bulk_worker
+):
+    """As after Redis was wiped: the chunks are in the database, their messages nowhere."""
+    _, lost = unserved
+    data = parquet_bytes(iris_table(2100, id_column="order_id"))
+    job = lost.post("/v1/models/iris/batch-jobs?id_column=order_id", data=data, content_type=PARQUET).json
+    time.sleep(0.1)
+
+    swept = _with_settings(svc, stuck_job_seconds=0.05)
+    assert bulk_scoring.requeue_stuck_chunks(swept) == 3
+    done = wait_until_finished(client, job["id"])
+
+    assert done["status"] == "succeeded" and done["rows"]["done"] == 2100
+    assert result_table(client, job["id"]).column("order_id").to_pylist() == [f"o-{i}" for i in range(2100)]
+
+
+def test_a_chunk_the_model_refuses_fails_alone_and_the_job_is_partial(
+    client, svc, registered, bulk_worker, tmp_path
+):
+    iris = load_iris(as_frame=True)
+    model = make_pipeline(FunctionTransformer(refuse_marked_rows), RandomForestClassifier(n_estimators=5))
+    joblib.dump(model.fit(iris.data, iris.target), tmp_path / "picky.joblib")
+    name = f"picky-{uuid.uuid4().hex[:6]}"
+    svc.registry.register(name, tmp_path / "picky.joblib")
+    table = iris_table(2500, id_column="order_id")
+    marked = table.column(FEATURES[0]).to_numpy().copy()
+    marked[1234] = MARKER  # in the second chunk
+    table = table.set_column(1, FEATURES[0], pa.array(marked))
+
+    job = client.post(
+        f"/v1/models/{name}/batch-jobs?id_column=order_id", data=parquet_bytes(table), content_type=PARQUET
+    ).json
+    done = wait_until_finished(client, job["id"])
+
+    assert done["status"] == "partial", done
+    assert done["chunks"]["failed"] == 1 and done["rows"]["done"] == 1500
+    assert done["failed_chunks"][0]["index"] == 1 and done["failed_chunks"][0]["first_row"] == 1000
+    assert "refuses rows holding the marker" in done["failed_chunks"][0]["error"]["message"]
+    ids = result_table(client, job["id"]).column("order_id").to_pylist()
+    assert ids == [f"o-{i}" for i in range(1000)] + [f"o-{i}" for i in range(2000, 2500)]
+
+
+def _with_settings(svc, **changes):
+    import dataclasses
+
+    return dataclasses.replace(svc, settings=svc.settings.replace(**changes))
+
+
+def _count(svc, table) -> int:
+    with svc.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def test_chunk_rows_are_recorded_per_chunk(svc, unserved, registered):
+    _, client = unserved
+    job = client.post(
+        "/v1/models/iris/batch-jobs", data=parquet_bytes(iris_table(2345)), content_type=PARQUET
+    ).json
+    with svc.engine.connect() as conn:
+        rows = conn.execute(
+            select(BulkChunk.rows).where(BulkChunk.job_id == uuid.UUID(job["id"])).order_by(BulkChunk.index)
+        ).scalars()
+        assert list(rows) == [1000, 1000, 345]
+    client.delete(f"/v1/batch-jobs/{job['id']}")
+
+
+def test_the_cli_scores_a_file_and_writes_the_result(app, svc, registered, bulk_worker, tmp_path):
+    source, output = tmp_path / "in.parquet", tmp_path / "out.csv"
+    pq.write_table(iris_table(1500, seed=3, id_column="order_id"), source)
+
+    result = app.test_cli_runner().invoke(
+        args=[
+            "models",
+            "score",
+            "iris",
+            str(source),
+            "-o",
+            str(output),
+            "--id-column",
+            "order_id",
+            "--no-progress",
+        ]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "succeeded; 1500 rows written" in result.output
+    written = pa_csv.read_csv(output)
+    assert written.column("order_id").to_pylist() == [f"o-{i}" for i in range(1500)]
+    expected = stored_estimator(svc, "iris").predict(iris_table(1500, seed=3).to_pandas()[FEATURES])
+    assert written.column("prediction").to_pylist() == expected.tolist()

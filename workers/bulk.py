@@ -1,0 +1,270 @@
+"""Batch jobs, the workers' side: score one chunk into a part file; the last chunk merges them.
+
+Exactly once in effect, whatever is redelivered or re-sent: a chunk is claimed unless it
+already finished (a crashed worker's chunk is claimed again), its part file is written to
+a temporary name and renamed (a half-written part is never taken for a finished one; a
+chunk scored twice writes the same part twice), and the job is finished by whoever sees
+no chunk left while holding the job's row lock. The merge reads the parts in chunk order,
+so the result holds every scored row once, in input order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+from kombu.exceptions import ChannelError
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy import func, select, update
+
+from app import bulk, bulkfiles
+from app.celery_app import BULK_QUEUE
+from app.db import BulkChunk, BulkJob, utcnow
+from app.errors import PredqError
+from app.inference import predict_arrays
+from app.metrics import BULK_CHUNKS, BULK_ROWS
+from app.services import Services
+
+log = logging.getLogger(__name__)
+
+_UNFINISHED = ("queued", "running")
+
+
+def score_chunk(svc: Services, job_id: str, index: int) -> dict[str, Any]:
+    """Score chunk ``index`` of a batch job into its part file; finish the job if it was the last."""
+    parsed = uuid.UUID(job_id)
+    job = _claim(svc, parsed, index)
+    if job is None:
+        return {"job": job_id, "chunk": index, "status": "skipped"}
+    directory = bulk.job_dir(svc.settings, parsed)
+    tick = time.perf_counter()
+    try:
+        estimator, served = svc.registry.load(job.model_name, job.model_version)
+        matrix, ids = bulkfiles.read_chunk(directory / bulk.INPUT_FILE, index, served.signature)
+        predictions, proba = predict_arrays(estimator, served.signature, matrix)
+        table = output_table(job, index, ids, predictions, proba, served.signature)
+        _write_atomically(table, bulk.part_path(directory, index))
+    except Exception as exc:  # the model refused the rows, or the file could not be read
+        log.warning("chunk %d of batch job %s failed: %s", index, job_id, exc)
+        status, error, rows = "failed", _error_of(exc), 0
+    else:
+        status, error, rows = "succeeded", None, len(matrix)
+    seconds = time.perf_counter() - tick
+    last = _record(svc, parsed, index, status, error, seconds)
+    BULK_CHUNKS.labels(job.model_name, status).inc()
+    BULK_ROWS.labels(job.model_name).inc(rows)
+    if last:
+        finish(svc, parsed)
+    return {"job": job_id, "chunk": index, "status": status, "rows": rows, "seconds": round(seconds, 3)}
+
+
+def output_table(
+    job: Any,
+    index: int,
+    ids: pa.Array | None,
+    predictions: np.ndarray,
+    proba: np.ndarray | None,
+    signature: dict[str, Any],
+) -> pa.Table:
+    """A chunk's output: the input's id (or row number), the prediction, one column per class probability."""
+    if ids is None:
+        first = index * job.chunk_rows
+        ids = pa.array(np.arange(first, first + len(predictions), dtype=np.int64))
+    columns = {job.id_column or bulkfiles.ROW_COLUMN: ids, "prediction": pa.array(predictions)}
+    if proba is not None:
+        for j, label in enumerate(signature["classes"]):
+            columns[f"probability_{label}"] = pa.array(proba[:, j])
+    return pa.table(columns)
+
+
+def finish(svc: Services, job_id: uuid.UUID) -> str | None:
+    """Merge the parts into the result and settle the job's status; idempotent.
+
+    Returns the status it set, or None when the job had already finished (or still has
+    chunks to score).
+    """
+    with svc.engine.connect() as conn:
+        job = conn.execute(select(BulkJob.__table__).where(BulkJob.id == job_id)).first()
+        chunks = conn.execute(
+            select(BulkChunk.index, BulkChunk.status)
+            .where(BulkChunk.job_id == job_id)
+            .order_by(BulkChunk.index)
+        ).all()
+    if job is None or job.status in bulk.FINISHED or any(c.status in _UNFINISHED for c in chunks):
+        return None
+    directory = bulk.job_dir(svc.settings, job_id)
+    scored = [c.index for c in chunks if c.status == "succeeded"]
+    status = "succeeded" if len(scored) == len(chunks) else "partial" if scored else "failed"
+    result_path = None
+    if scored:
+        result = directory / f"result.{job.output_format}"
+        _merge([bulk.part_path(directory, i) for i in scored], result, job.output_format)
+        result_path = str(result.relative_to(svc.settings.batch_root))
+    failed = len(chunks) - len(scored)
+    error = (
+        {"code": "chunks_failed", "message": f"{failed} of {len(chunks)} chunks failed", "details": {}}
+        if failed
+        else None
+    )
+    with svc.engine.begin() as conn:
+        settled = conn.execute(
+            update(BulkJob)
+            .where(BulkJob.id == job_id, BulkJob.status.in_(_UNFINISHED))
+            .values(status=status, result_path=result_path, error=error, completed_at=utcnow())
+        ).rowcount
+    if not settled:
+        return None
+    # The result holds every scored row: the rewritten input and the parts are not needed.
+    (directory / bulk.INPUT_FILE).unlink(missing_ok=True)
+    shutil.rmtree(directory / "parts", ignore_errors=True)
+    log.info(
+        "batch job %s %s: %d rows, %d of %d chunks failed",
+        job_id,
+        status,
+        job.rows_total,
+        failed,
+        len(chunks),
+        extra={"batch_job_id": str(job_id), "status": status},
+    )
+    return status
+
+
+def requeue_stuck_chunks(svc: Services) -> int:
+    """Send again the chunks whose task was lost; finish jobs whose last chunk's worker died
+    before finishing them. Returns how many chunks were sent.
+
+    A chunk queued longer than STUCK_JOB_SECONDS is sent again only when the bulk queue
+    holds no message (say, Redis was wiped): while messages wait, a long file's last
+    chunks are merely waiting their turn. A chunk running longer than
+    BULK_CHUNK_TIMEOUT_SECONDS lost its worker (a redelivered one is claimed again).
+    """
+    settings = svc.settings
+    now = utcnow()
+    stuck = (BulkChunk.status == "running") & (
+        BulkChunk.started_at < now - timedelta(seconds=settings.bulk_chunk_timeout_seconds)
+    )
+    if _bulk_messages_waiting(svc) == 0:
+        stuck |= (BulkChunk.status == "queued") & (
+            BulkChunk.queued_at < now - timedelta(seconds=settings.stuck_job_seconds)
+        )
+    with svc.engine.begin() as conn:
+        chunks = conn.execute(
+            select(BulkChunk.job_id, BulkChunk.index, BulkChunk.rows, BulkJob.model_name)
+            .join(BulkJob, BulkJob.id == BulkChunk.job_id)
+            .where(stuck, BulkJob.status.in_(_UNFINISHED))
+            .order_by(BulkChunk.job_id, BulkChunk.index)
+            .limit(1000)
+        ).all()
+        for chunk in chunks:
+            conn.execute(
+                update(BulkChunk)
+                .where(BulkChunk.job_id == chunk.job_id, BulkChunk.index == chunk.index)
+                .values(queued_at=now)
+            )
+        # Every chunk done but the job not finished: the worker that was finishing it died.
+        unsettled = conn.execute(
+            select(BulkJob.id)
+            .where(BulkJob.status.in_(_UNFINISHED))
+            .where(
+                ~select(BulkChunk.index)
+                .where(BulkChunk.job_id == BulkJob.id, BulkChunk.status.in_(_UNFINISHED))
+                .exists()
+            )
+        ).scalars()
+        unsettled = list(unsettled)
+    sent = sum(bulk.send_chunk(svc, c.job_id, c.index, c.model_name, c.rows) for c in chunks)
+    for job_id in unsettled:
+        finish(svc, job_id)
+    if chunks:
+        log.warning("sweeper re-sent %d batch-job chunks", len(chunks))
+    return sent
+
+
+def _claim(svc: Services, job_id: uuid.UUID, index: int) -> Any:
+    """Mark the chunk running and return its job, or None when there is nothing to do (the
+    chunk finished or was cancelled, or the job is gone)."""
+    now = utcnow()
+    with svc.engine.begin() as conn:
+        claimed = conn.execute(
+            update(BulkChunk)
+            .where(BulkChunk.job_id == job_id, BulkChunk.index == index, BulkChunk.status.in_(_UNFINISHED))
+            .values(status="running", started_at=now, attempts=BulkChunk.attempts + 1)
+        ).rowcount
+        if not claimed:
+            return None
+        conn.execute(
+            update(BulkJob)
+            .where(BulkJob.id == job_id, BulkJob.status == "queued")
+            .values(status="running", started_at=now)
+        )
+        return conn.execute(select(BulkJob.__table__).where(BulkJob.id == job_id)).first()
+
+
+def _record(
+    svc: Services, job_id: uuid.UUID, index: int, status: str, error: dict[str, Any] | None, seconds: float
+) -> bool:
+    """Store the chunk's outcome; True when no chunk of the job is left to score.
+
+    The job's row is locked first, so of two chunks finishing at once exactly one sees
+    none left (SQLite serializes writers anyway).
+    """
+    with svc.engine.begin() as conn:
+        conn.execute(select(BulkJob.id).where(BulkJob.id == job_id).with_for_update())
+        conn.execute(
+            update(BulkChunk)
+            .where(BulkChunk.job_id == job_id, BulkChunk.index == index, BulkChunk.status == "running")
+            .values(status=status, error=error, completed_at=utcnow(), seconds=seconds)
+        )
+        left = conn.execute(
+            select(func.count())
+            .select_from(BulkChunk)
+            .where(BulkChunk.job_id == job_id, BulkChunk.status.in_(_UNFINISHED))
+        ).scalar_one()
+    return left == 0
+
+
+def _write_atomically(table: pa.Table, path: Path) -> None:
+    """Write a part under a temporary name, then rename: readers see all of it or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    pq.write_table(table, temporary)
+    os.replace(temporary, path)
+
+
+def _merge(parts: list[Path], result: Path, fmt: str) -> None:
+    """The parts, in order, as one file; one part in memory at a time."""
+    temporary = result.with_name(f".{result.name}.{uuid.uuid4().hex}.tmp")
+    schema = pq.read_schema(parts[0])
+    writer = pq.ParquetWriter(temporary, schema) if fmt == "parquet" else pa_csv.CSVWriter(temporary, schema)
+    with writer:
+        for part in parts:
+            writer.write_table(pq.read_table(part))
+    os.replace(temporary, result)
+
+
+def _bulk_messages_waiting(svc: Services) -> int | None:
+    """Messages on the bulk queue (None when the broker cannot say)."""
+    try:
+        with svc.celery.connection_for_read() as conn:
+            return conn.default_channel.queue_declare(queue=BULK_QUEUE, passive=True).message_count
+    except (BrokerError, OSError) as exc:
+        log.warning("could not count the bulk queue: %s", exc)
+        return None
+    except ChannelError:  # Redis: the queue's list is gone when it is empty (NOT_FOUND)
+        return 0
+
+
+def _error_of(exc: Exception) -> dict[str, Any]:
+    if isinstance(exc, PredqError):
+        return {"code": exc.code, "message": exc.message, "details": exc.details}
+    return {"code": "prediction_failed", "message": f"{type(exc).__name__}: {exc}"[:1000], "details": {}}
