@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from app import logs, traffic
+from app import bulkfiles, logs, traffic
 from app.celery_app import RUN_BATCH
 from app.db import Job, ShadowOutput, dialect_insert, utcnow
 from app.errors import IdempotencyConflict, JobNotFound, Overloaded, PredqError
@@ -42,6 +42,8 @@ from app.services import Services
 from app.signature import largest_value, rows_to_matrix
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from app.auth import Principal
     from app.ratelimit import RateCharge
 
@@ -63,7 +65,7 @@ class Peek(NamedTuple):
 def submit(
     svc: Services,
     name: str,
-    inputs: list[Any],
+    inputs: list[Any] | pa.Table,
     version: int | None = None,
     alias: str | None = None,
     idempotency_key: str | None = None,
@@ -75,6 +77,7 @@ def submit(
 ) -> dict[str, Any]:
     """Store a job for ``inputs`` and queue it; returns the job's public view.
 
+    ``inputs`` are JSON rows, or an Arrow table whose columns are the model's features.
     Without ``version`` or ``alias`` the model's traffic policy picks the version (sticky
     by ``routing_key``). ``request_id`` travels with the queued rows, so the worker's log
     line names it too. With ``wait`` > 0 the view is the finished job's when it finishes
@@ -89,13 +92,17 @@ def submit(
         route = traffic.choose(policy, name, routing_key)
         target_version, target_alias = route.version, route.alias
     served = svc.registry.resolve(name, version=target_version, alias=target_alias)
-    matrix = rows_to_matrix(
-        inputs,
-        served.signature["n_features"],
-        served.feature_index,
-        svc.settings.max_rows_per_request,
-        largest_value(served.signature),
-    )
+    if isinstance(inputs, list):
+        matrix = rows_to_matrix(
+            inputs,
+            served.signature["n_features"],
+            served.feature_index,
+            svc.settings.max_rows_per_request,
+            largest_value(served.signature),
+        )
+    else:  # an Arrow table: its columns are the features
+        matrix = bulkfiles.table_matrix(inputs, served.signature, svc.settings.max_rows_per_request)
+        inputs = matrix.tolist()
     # Only an Idempotency-Key needs the body's hash; skip the extra serialization otherwise.
     # It hashes what the client sent, not the route drawn for it: a replay may draw another.
     request_hash = (

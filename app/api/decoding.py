@@ -19,10 +19,11 @@ import re
 from typing import Annotated, Any
 
 import msgspec
+import pyarrow as pa
 from flask import Request
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from app.errors import InvalidInput, MalformedJSON
+from app.errors import InvalidInput, MalformedArrow, MalformedJSON
 
 #: Versions are stored as 32-bit integers.
 Version = Annotated[int, Meta(ge=1, le=2**31 - 1)]
@@ -47,6 +48,33 @@ class PredictionRequest(Struct, forbid_unknown_fields=True):
         """The field's value, None when the body left it out."""
         value = getattr(self, field)
         return None if value is UNSET else value
+
+
+#: The content type of a prediction request's rows as an Arrow IPC stream (big requests).
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+
+
+class ArrowOptions(Struct, forbid_unknown_fields=True):
+    """What an Arrow request's query string may say besides ``wait``: which version serves it."""
+
+    version: Version | UnsetType = UNSET
+    alias: Annotated[str, Meta(min_length=1, max_length=100)] | UnsetType = UNSET
+    routing_key: Annotated[str, Meta(max_length=200)] | UnsetType = UNSET
+
+    def get(self, field: str) -> Any:
+        value = getattr(self, field)
+        return None if value is UNSET else value
+
+
+def arrow_request(body: bytes, args: dict[str, str]) -> tuple[Any, ArrowOptions]:
+    """An Arrow IPC stream body as a table (its columns the model's features) and the query's
+    options; MalformedArrow (400) when the body is not such a stream."""
+    try:
+        table = pa.ipc.open_stream(body).read_all()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise MalformedArrow("request body is not an Arrow IPC stream", reason=str(exc)[:200]) from None
+    options = {key: value for key, value in args.items() if key != "wait"}
+    return table, _convert(options, ArrowOptions, "query string does not match the schema")
 
 
 Wait = Annotated[
@@ -147,7 +175,12 @@ SUBMIT_DOC: dict[str, Any] = {
     ],
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": {"$ref": _REF.format(name=PredictionRequest.__name__)}}},
+        "content": {
+            "application/json": {"schema": {"$ref": _REF.format(name=PredictionRequest.__name__)}},
+            # Many rows at once: one column per feature (by name, or in order for a model
+            # fitted without names); version, alias and routing_key in the query string.
+            ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}},
+        },
     },
 }  # fmt: skip
 POLL_DOC: dict[str, Any] = {"parameters": [_WAIT_PARAMETER]}

@@ -18,11 +18,15 @@ blp = Blueprint("predictions", __name__, url_prefix="/v1", description="Submit a
 
 @blp.before_request
 def _require_json() -> None:
-    # Checked before the body is read, so a non-JSON body is never parsed.
-    if request.method == "POST" and not request.is_json:
-        raise UnsupportedMediaType(
-            f"send the body as application/json, not {request.mimetype or 'no content type'}"
-        )
+    # Checked before the body is read, so a body of another type is never parsed.
+    if request.method != "POST" or request.is_json:
+        return
+    if request.mimetype == decoding.ARROW_STREAM and request.endpoint == "predictions.submit_prediction":
+        return
+    raise UnsupportedMediaType(
+        f"send the body as application/json (or, to submit, {decoding.ARROW_STREAM}),"
+        f" not {request.mimetype or 'no content type'}"
+    )
 
 
 @blp.route("/models/<string:name>/predictions", methods=["POST"])
@@ -33,17 +37,21 @@ def _require_json() -> None:
 @blp.alt_response(404, schema="Error", description="Unknown model, version or alias.")
 @blp.alt_response(409, schema="Error", description="Idempotency-Key reused with another body.")
 @blp.alt_response(413, schema="Error", description="Too many rows or bytes.")
-@blp.alt_response(415, schema="Error", description="Body is not JSON.")
+@blp.alt_response(415, schema="Error", description="Body is neither JSON nor an Arrow IPC stream.")
 @blp.alt_response(422, schema="Error", description="A row does not fit the model's signature.")
 def submit_prediction(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     svc = services()
     wait = decoding.wait_seconds(request.args.get("wait"))
     idempotency_key = decoding.idempotency_key(request.headers.get("Idempotency-Key"))
-    body = decoding.prediction_request(decoding.body_of(request))
+    if request.mimetype == decoding.ARROW_STREAM:
+        inputs, body = decoding.arrow_request(decoding.body_of(request), request.args.to_dict())
+    else:
+        body = decoding.prediction_request(decoding.body_of(request))
+        inputs = body.inputs
     view = jobs.submit(
         svc,
         name,
-        body.inputs,
+        inputs,
         version=body.get("version"),
         alias=body.get("alias"),
         idempotency_key=idempotency_key,
