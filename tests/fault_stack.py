@@ -167,6 +167,7 @@ class Stack:
         )
         self._stack = ExitStack()
         self.worker: subprocess.Popen | None = None
+        self.bulk_worker: subprocess.Popen | None = None
         self._workers_started = 0
 
     def _bin(self, argv: list[str]) -> list[str]:
@@ -188,6 +189,19 @@ class Stack:
         argv = self._bin(PROCESSES["worker"]) + ["-c", "2", "-n", f"fault{self._workers_started}@%h"]
         log = self.directory / f"worker{self._workers_started}.log"
         self.worker = self._stack.enter_context(process_group(argv, self.env, log))
+
+    def start_bulk_worker(self) -> None:
+        """A bulk worker (batch-job chunks), 2 processes, as in production."""
+        argv = self._bin(PROCESSES["bulk-worker"]) + ["-c", "2", "-n", "faultbulk@%h"]
+        self.bulk_worker = self._stack.enter_context(
+            process_group(argv, self.env, self.directory / "bulk.log")
+        )
+
+    def kill_bulk_pool(self) -> None:
+        """SIGKILL the bulk worker's pool processes; its main process starts new ones."""
+        assert self.bulk_worker is not None
+        for child in psutil.Process(self.bulk_worker.pid).children():
+            child.kill()
 
     def kill_worker(self, whole: bool) -> None:
         """SIGKILL the worker's pool processes (the main process restarts them), or all of it."""

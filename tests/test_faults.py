@@ -27,7 +27,7 @@ from app.db import Job
 from app.migrate import upgrade
 from scripts.local import scratch_database
 from tests.conftest import ADMIN_URL
-from tests.fault_stack import FaultOutcome, LocalPostgres, LocalRedis, Stack, Traffic, postgres_bin
+from tests.fault_stack import REPORT, FaultOutcome, LocalPostgres, LocalRedis, Stack, Traffic, postgres_bin
 from tests.slow_model import slow_identity
 from tests.test_end_to_end import expected_outputs
 
@@ -183,3 +183,118 @@ def test_broker_unreachable_when_the_worker_starts(slow_model, redis_server, tmp
         time.sleep(3)
         redis_server.start()
         time.sleep(3)
+
+
+# -- batch jobs -------------------------------------------------------------------------
+
+BULK_ROWS, BULK_CHUNK_ROWS = 3000, 500
+
+
+@contextmanager
+def bulk_job_under_fault(
+    fault: str, database_url: str, redis_url: str, tmp_path: Path, slow_model: tuple[Any, Path]
+) -> Iterator[tuple[Stack, Callable[[], None], dict[str, Any]]]:
+    """A stack with a bulk worker scoring a file of the slow model (each chunk ~0.4 s); the block
+    breaks something (``wait_running()`` returns once a chunk runs). After it, the job must end
+    with every input row scored exactly once, in order, with the model's own outputs; the
+    dict yielded then holds the most attempts a chunk took and the stack's logs."""
+    import httpx
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    model, artifact = slow_model
+    env, token = prepare(database_url, redis_url, tmp_path, artifact)
+    stack = Stack(tmp_path, env | {"BATCH_CHUNK_ROWS": str(BULK_CHUNK_ROWS)})
+    X = (
+        np.random.default_rng(5)
+        .uniform([4.3, 2.0, 1.0, 0.1], [7.9, 4.4, 6.9, 2.5], size=(BULK_ROWS, 4))
+        .round(2)
+    )
+    source = tmp_path / "input.parquet"
+    pq.write_table(pa.table({"id": np.arange(BULK_ROWS), **{f"x{j}": X[:, j] for j in range(4)}}), source)
+    outcome = FaultOutcome(f"batch job: {fault}", submitted=BULK_ROWS)
+    try:
+        stack.start()
+        stack.start_bulk_worker()
+        http = httpx.Client(base_url=stack.base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        response = http.post(
+            f"/v1/models/{MODEL}/batch-jobs?id_column=id",
+            content=source.read_bytes(),
+            headers={"Content-Type": "application/vnd.apache.parquet"},
+        )
+        assert response.status_code == 202, response.text
+        outcome.accepted = BULK_ROWS
+        job_id = response.json()["id"]
+
+        def wait_running() -> None:
+            deadline = time.monotonic() + 30
+            while http.get(f"/v1/batch-jobs/{job_id}").json()["chunks"]["running"] == 0:
+                assert time.monotonic() < deadline, "no chunk started running"
+                time.sleep(0.05)
+
+        found: dict[str, Any] = {}
+        yield stack, wait_running, found
+        deadline = time.monotonic() + 120
+        while (job := http.get(f"/v1/batch-jobs/{job_id}").json())["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, f"{job}\n{stack.logs()}"
+            time.sleep(0.5)
+        assert job["status"] == "succeeded", f"{job}\n{stack.logs()}"
+        result = pq.read_table(pa.BufferReader(http.get(f"/v1/batch-jobs/{job_id}/result").content))
+        ids = result.column("id").to_pylist()
+        outcome.succeeded = len(set(ids))
+        outcome.lost = BULK_ROWS - len(set(ids))
+        outcome.answered_twice_differently = len(ids) - len(set(ids))
+        expected = model.predict(X)
+        outcome.wrong_output = int((np.asarray(result.column("prediction")) != expected[ids]).sum())
+        REPORT.append(outcome)
+        found["logs"] = "\n".join(log.read_text() for log in tmp_path.glob("*.log"))
+        found["attempts"] = max(c["attempts"] for c in _chunks(database_url, job_id))
+        assert ids == list(range(BULK_ROWS)), "every row once, in input order"
+        assert outcome.wrong_output == 0, outcome
+    finally:
+        stack.stop()
+
+
+def test_bulk_worker_killed_mid_chunk(slow_model, redis_server, tmp_path):
+    redis_server.start()
+    with (
+        scratch_database(ADMIN_URL, "predq_fault") as database_url,
+        bulk_job_under_fault(
+            "bulk worker SIGKILL mid-chunk", database_url, redis_server.url, tmp_path, slow_model
+        ) as (stack, wait_running, found),
+    ):
+        wait_running()
+        stack.kill_bulk_pool()
+    assert found["attempts"] >= 2, "the killed chunk was scored again"
+
+
+def test_redis_wiped_mid_batch_job(slow_model, redis_server, tmp_path):
+    redis_server.start()
+    with (
+        scratch_database(ADMIN_URL, "predq_fault") as database_url,
+        bulk_job_under_fault(
+            "Redis restarted mid-job, data gone", database_url, redis_server.url, tmp_path, slow_model
+        ) as (_, wait_running, found),
+    ):
+        wait_running()
+        redis_server.kill()  # the queued chunks' messages go with it
+        time.sleep(1.5)
+        redis_server.start()
+    assert "sweeper re-sent" in found["logs"], "the lost chunks came back from the database"
+
+
+def _chunks(database_url: str, job_id: str) -> list[dict[str, Any]]:
+    import uuid
+
+    from sqlalchemy import create_engine
+
+    from app.db import BulkChunk
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(BulkChunk.__table__).where(BulkChunk.job_id == uuid.UUID(job_id)))
+            return [dict(row._mapping) for row in rows]
+    finally:
+        engine.dispose()
