@@ -31,10 +31,11 @@ faults: venv
 	bash scripts/ensure-services.sh
 	$(BIN)/pytest -m faults $(PYTEST_ARGS)
 
-## Benchmark predq against BentoML, the tutorial design and the bare-Flask ceiling (~7 minutes).
+## Benchmark predq against BentoML, the tutorial design and the bare-Flask ceiling, then batch jobs (~10 minutes).
 bench: venv $(VENV)/.bench-installed $(BENTOML_VENV)/.installed
 	bash scripts/ensure-services.sh
-	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.run $(BENCH_ARGS); status=$$?; \
+	$(BIN)/python -m bench.bulk && exit $$status
 
 $(VENV)/.bench-installed: bench/requirements.txt
 	$(BIN)/pip install --quiet -r bench/requirements.txt

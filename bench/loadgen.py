@@ -57,6 +57,34 @@ def predq_scenario(model: str, rows_per_request: int, token: str) -> Scenario:
     return round_trip
 
 
+def predq_arrow_scenario(model: str, rows_per_request: int, token: str) -> Scenario:
+    """As predq_scenario, with the rows sent as an Arrow IPC stream (one column per feature)."""
+    import pyarrow as pa
+
+    auth = {"Authorization": f"Bearer {token}"}
+    post_headers = auth | {"Content-Type": "application/vnd.apache.arrow.stream"}
+    names = [f"f{j}" for j in range(N_FEATURES)]
+
+    async def round_trip(session: aiohttp.ClientSession, rng: np.random.Generator) -> int:
+        X = rng.normal(0, 1.5, size=(rows_per_request, N_FEATURES)).round(6)
+        table = pa.Table.from_arrays([pa.array(X[:, j]) for j in range(N_FEATURES)], names=names)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        async with session.post(
+            f"/v1/models/{model}/predictions?wait=30", data=sink.getvalue().to_pybytes(), headers=post_headers
+        ) as response:
+            job = orjson.loads(await response.read())
+            if response.status not in (200, 202):
+                return 0
+        while job["status"] not in ("succeeded", "failed"):
+            async with session.get(f"/v1/predictions/{job['id']}?wait=30", headers=auth) as response:
+                job = orjson.loads(await response.read())
+        return len(job["outputs"]) if job["status"] == "succeeded" else 0
+
+    return round_trip
+
+
 def bentoml_scenario(rows_per_request: int = 1) -> Scenario:
     """POST /predict and read the probabilities in the answer (BentoML's synchronous API)."""
     headers = {"Content-Type": "application/json"}

@@ -1,0 +1,286 @@
+"""`make bench` (second part): bulk scoring through batch jobs, against the model in process.
+
+In one run, on this machine, with the benchmark's model (RandomForest, 100 trees, 20
+features) and predq's real processes (API under granian, an online worker, a bulk worker):
+
+- the model's own speed: batched ``predict_proba`` in this process, in chunks of
+  BATCH_CHUNK_ROWS rows (the baseline the target is a ratio of);
+- a 1,000,000-row Parquet file through ``POST /v1/models/{name}/batch-jobs``, end to end:
+  upload, check and rewrite, chunks scored by the bulk worker, merge, result downloaded;
+- the bulk worker's peak memory (RSS of its pool processes) while it scores 1M and 5M rows:
+  bounded by the chunk, it must not grow with the file;
+- 1,000-row online requests sent as Arrow IPC streams, against ``predict_proba`` on
+  1,000-row batches in process;
+- single-row online p99 at 8 clients, alone and while a batch job runs.
+
+Writes bench/results/bulk.{json,md}; exits non-zero when a target of issue 16 is missed
+(unless --no-assert).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bench import loadgen
+from bench.run import (
+    ADMIN_URL,
+    BIN,
+    MODEL,
+    PORT,
+    RESULTS,
+    granian,
+    in_process_rates,
+    measure,
+    prepare,
+    running,
+)
+from scripts.local import scratch_database
+
+CHUNK_ROWS = 50_000
+BASE_URL = f"http://127.0.0.1:{PORT}"
+
+
+def worker(queues: str, concurrency: int, name: str) -> list[str]:
+    return [
+        str(BIN / "celery"), "-A", "workers", "worker", "-Q", queues, "-n", f"{name}@%h",
+        f"--concurrency={concurrency}", "--loglevel=WARNING",
+    ]  # fmt: skip
+
+
+def write_file(path: Path, rows: int, seed: int = 0) -> None:
+    """A Parquet file of ``rows`` random rows of the benchmark's 20 features and an id, written
+    a chunk at a time."""
+    rng = np.random.default_rng(seed)
+    schema = pa.schema([("id", pa.int64())] + [(f"f{j}", pa.float64()) for j in range(loadgen.N_FEATURES)])
+    with pq.ParquetWriter(path, schema) as writer:
+        for start in range(0, rows, 100_000):
+            n = min(100_000, rows - start)
+            X = rng.normal(0, 1.5, size=(n, loadgen.N_FEATURES)).round(6)
+            columns = [pa.array(np.arange(start, start + n))] + [pa.array(X[:, j]) for j in range(X.shape[1])]
+            writer.write_table(pa.Table.from_arrays(columns, schema=schema))
+
+
+def in_process_rows_per_second(model: Any, path: Path, repeats: int = 3) -> float:
+    """The model alone: predict_proba over the file's rows in chunks, single process (median of runs)."""
+    table = pq.read_table(path)
+    X = np.column_stack([table.column(f"f{j}").to_numpy() for j in range(loadgen.N_FEATURES)])
+    timings = []
+    for _ in range(repeats):
+        tick = time.perf_counter()
+        for start in range(0, len(X), CHUNK_ROWS):
+            model.predict_proba(X[start : start + CHUNK_ROWS])
+        timings.append(time.perf_counter() - tick)
+    return len(X) / statistics.median(timings)
+
+
+def bulk_pool() -> list[psutil.Process]:
+    """The bulk worker's processes (main and pool)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "-Q" in cmdline and "bulk" in cmdline:
+            found.append(proc)
+    return found
+
+
+@contextmanager
+def peak_rss(processes: list[psutil.Process]) -> Iterator[dict[str, float]]:
+    """Sample the largest RSS any of ``processes`` (and their children) reaches, in MiB."""
+    peak = {"mib": 0.0}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            for proc in processes:
+                try:
+                    for p in [proc, *proc.children(recursive=True)]:
+                        peak["mib"] = max(peak["mib"], p.memory_info().rss / 2**20)
+                except psutil.Error:
+                    pass
+            stop.wait(0.1)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        thread.join()
+
+
+def submit(client: httpx.Client, path: Path) -> dict[str, Any]:
+    with open(path, "rb") as body:
+        response = client.post(
+            f"/v1/models/{MODEL}/batch-jobs?id_column=id",
+            content=body,
+            headers={"Content-Type": "application/vnd.apache.parquet"},
+            timeout=600,
+        )
+    response.raise_for_status()
+    return response.json()
+
+
+def wait_finished(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    while True:
+        job = client.get(f"/v1/batch-jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "partial", "failed", "cancelled"):
+            return job
+        time.sleep(0.2)
+
+
+def score_file(client: httpx.Client, path: Path, out: Path) -> tuple[float, dict[str, Any]]:
+    """Upload to downloaded result, in seconds; and the finished job."""
+    tick = time.perf_counter()
+    job = wait_finished(client, submit(client, path)["id"])
+    with client.stream("GET", f"/v1/batch-jobs/{job['id']}/result", timeout=600) as response:
+        response.raise_for_status()
+        with open(out, "wb") as sink:
+            for piece in response.iter_bytes(1 << 20):
+                sink.write(piece)
+    return time.perf_counter() - tick, job
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the end-to-end file")
+    parser.add_argument(
+        "--big-rows", type=int, default=5_000_000, help="rows of the memory check's larger file"
+    )
+    parser.add_argument("--bulk-concurrency", type=int, default=2, help="bulk worker processes")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per latency point")
+    parser.add_argument(
+        "--arrow-clients", type=int, default=8, help="clients sending 1,000-row Arrow requests"
+    )
+    parser.add_argument("--no-assert", action="store_true", help="exit 0 even when a target is missed")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="predq-bench-bulk-"))
+    print(f"writing {args.rows:,} and {args.big_rows:,}-row Parquet files ...", flush=True)
+    small, big = work / "rows-small.parquet", work / "rows-big.parquet"
+    write_file(small, args.rows, seed=1)
+    write_file(big, args.big_rows, seed=2)
+    started = time.monotonic()
+    with scratch_database(ADMIN_URL, "predq_bench_bulk") as database_url:
+        stage = prepare(database_url, work)
+        model_rate = in_process_rows_per_second(stage.model, small)
+        print(f"  in-process predict_proba, chunks of {CHUNK_ROWS}: {model_rate:,.0f} rows/s", flush=True)
+        rate_1000 = in_process_rates(stage.model.predict_proba, "predict_proba", [1000])[1000]
+        env = stage.env | {
+            "BATCH_CHUNK_ROWS": str(CHUNK_ROWS),
+            "BATCH_MAX_BYTES": str(16 << 30),
+            "WORKER_METRICS_BIND": "",
+        }
+        commands = {
+            "api": granian("app.wsgi:app"),
+            "worker": worker("inference,maintenance,training", 2, "online"),
+            "bulk": worker("bulk", args.bulk_concurrency, "bulk"),
+        }
+        auth = {"Authorization": f"Bearer {stage.token}"}
+        scenario = loadgen.predq_scenario(MODEL, 1, stage.token)
+        with (
+            running(commands, env, f"{BASE_URL}/healthz", work),
+            httpx.Client(base_url=BASE_URL, headers=auth) as client,
+        ):
+            pool = bulk_pool()
+            with peak_rss(pool) as rss_small:
+                seconds, job = score_file(client, small, work / "result-small.parquet")
+            e2e_rate = args.rows / seconds
+            print(f"  batch job, {args.rows:,} rows: {seconds:.1f} s end to end, {e2e_rate:,.0f} rows/s, "
+                  f"peak RSS {rss_small['mib']:.0f} MiB ({job['status']})", flush=True)  # fmt: skip
+            with peak_rss(pool) as rss_big:
+                big_seconds, big_job = score_file(client, big, work / "result-big.parquet")
+            print(f"  batch job, {args.big_rows:,} rows: {big_seconds:.1f} s, peak RSS {rss_big['mib']:.0f} MiB "
+                  f"({big_job['status']})", flush=True)  # fmt: skip
+
+            arrow_scenario = loadgen.predq_arrow_scenario(MODEL, 1000, stage.token)
+            arrow = measure(
+                "predq arrow", BASE_URL, arrow_scenario, args.arrow_clients, 1000, args.seconds, 2.0
+            )
+            alone = measure("predq alone", BASE_URL, scenario, 8, 1, args.seconds, 2.0)
+            running_job = submit(client, big)
+            beside = measure("predq + bulk", BASE_URL, scenario, 8, 1, args.seconds, 2.0)
+            still = client.get(f"/v1/batch-jobs/{running_job['id']}").json()
+            overlapped = still["status"] in ("queued", "running")
+            client.delete(f"/v1/batch-jobs/{running_job['id']}")
+
+    report = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": psutil.cpu_count(), "python": sys.version.split()[0]},
+        "seconds": round(time.monotonic() - started),
+        "chunk_rows": CHUNK_ROWS,
+        "bulk_concurrency": args.bulk_concurrency,
+        "in_process_rows_per_s": round(model_rate),
+        "in_process_rows_per_s_1000": round(rate_1000),
+        "arrow_1000_rows": {
+            "clients": args.arrow_clients,
+            "rows_per_s": round(arrow.predictions_per_s),
+            "p50_ms": round(arrow.p50_ms, 1),
+            "errors": arrow.errors,
+        },
+        "end_to_end": {"rows": args.rows, "seconds": round(seconds, 2), "rows_per_s": round(e2e_rate)},
+        "peak_rss_mib": {str(args.rows): round(rss_small["mib"]), str(args.big_rows): round(rss_big["mib"])},
+        "online_p99_ms": {"alone": round(alone.p99_ms, 1), "during_bulk": round(beside.p99_ms, 1)},
+        "bulk_job_overlapped_the_measurement": overlapped,
+    }
+    ratio = e2e_rate / model_rate
+    p99_ratio = beside.p99_ms / alone.p99_ms
+    arrow_ratio = arrow.predictions_per_s / rate_1000
+    growth = rss_big["mib"] / max(rss_small["mib"], 1)
+    report["targets"] = [
+        {"target": "1M-row file end to end >= 0.7x in-process predict_proba", "value": round(ratio, 2),
+         "met": ratio >= 0.7},
+        {"target": "1,000-row Arrow requests >= 0.5x in-process predict_proba (1,000-row batches)",
+         "value": round(arrow_ratio, 2), "met": arrow_ratio >= 0.5},
+        {"target": f"bulk worker peak RSS does not grow with the file ({args.big_rows:,} vs {args.rows:,} rows, "
+                   "within 1.25x)", "value": round(growth, 2), "met": growth <= 1.25},
+        {"target": "online p99 at 8 clients during a batch job <= 2x alone", "value": round(p99_ratio, 2),
+         "met": p99_ratio <= 2 and overlapped},
+    ]  # fmt: skip
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bulk.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / "bulk.md").write_text(markdown(report))
+    print(markdown(report), flush=True)
+    missed = [t for t in report["targets"] if not t["met"]]
+    return 1 if missed and not args.no_assert else 0
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"Bulk scoring, {report['when']} ({report['machine']['cpus']} CPUs, {report['seconds']} s;"
+        f" chunks of {report['chunk_rows']:,} rows, {report['bulk_concurrency']} bulk processes)",
+        "",
+        "| target | value | met |",
+        "|---|---|---|",
+        *[f"| {t['target']} | {t['value']} | {'yes' if t['met'] else 'no'} |" for t in report["targets"]],
+        "",
+        f"In process {report['in_process_rows_per_s']:,} rows/s; end to end "
+        f"{report['end_to_end']['rows_per_s']:,} rows/s ({report['end_to_end']['seconds']} s for "
+        f"{report['end_to_end']['rows']:,} rows). Peak RSS of the bulk worker by file size (MiB): "
+        f"{report['peak_rss_mib']}. Online p99 at 8 clients: {report['online_p99_ms']} ms. 1,000-row Arrow"
+        f" requests: {report['arrow_1000_rows']} against {report['in_process_rows_per_s_1000']:,} rows/s in process.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
