@@ -102,7 +102,6 @@ def create(
     id_column: str | None = None,
     output_format: str = "parquet",
     owner: int | None = None,
-    job_id: uuid.UUID | None = None,
 ) -> dict[str, Any]:
     """Check ``source``, store the job and its chunks, and queue one task per chunk.
 
@@ -115,36 +114,37 @@ def create(
         )
     served = svc.registry.resolve(name, version=version, alias=alias)
     settings = svc.settings
-    job_id = job_id or uuid.uuid4()
+    job_id = uuid.uuid4()
     directory = job_dir(settings, job_id)
     directory.mkdir(parents=True, exist_ok=True)
     try:
         normalized = bulkfiles.normalize(
             source, fmt, directory / INPUT_FILE, served.signature, settings.batch_chunk_rows, id_column
         )
+        chunk_sizes = [
+            min(settings.batch_chunk_rows, normalized.rows - i * settings.batch_chunk_rows)
+            for i in range(normalized.chunks)
+        ]
+        now = utcnow()
+        with svc.engine.begin() as conn:
+            conn.execute(
+                insert(BulkJob),
+                {"id": job_id, "model_name": name, "model_version": served.version, "status": "queued",
+                 "source": label[:1000], "id_column": normalized.id_column, "output_format": output_format,
+                 "rows_total": normalized.rows, "chunk_rows": settings.batch_chunk_rows,
+                 "chunks_total": normalized.chunks, "owner_key_id": owner, "created_at": now},
+            )  # fmt: skip
+            conn.execute(
+                insert(BulkChunk),
+                [{"job_id": job_id, "index": i, "status": "queued", "attempts": 0, "queued_at": now,
+                  "rows": rows} for i, rows in enumerate(chunk_sizes)],
+            )  # fmt: skip
     except BaseException:
+        # A file refused (or a database down) leaves nothing behind.
         shutil.rmtree(directory, ignore_errors=True)
         raise
-    now = utcnow()
-    chunk_rows = settings.batch_chunk_rows
-    with svc.engine.begin() as conn:
-        conn.execute(
-            insert(BulkJob),
-            {"id": job_id, "model_name": name, "model_version": served.version, "status": "queued",
-             "source": label[:1000], "id_column": normalized.id_column, "output_format": output_format,
-             "rows_total": normalized.rows, "chunk_rows": chunk_rows, "chunks_total": normalized.chunks,
-             "owner_key_id": owner, "created_at": now},
-        )  # fmt: skip
-        conn.execute(
-            insert(BulkChunk),
-            [
-                {"job_id": job_id, "index": i, "status": "queued", "attempts": 0, "queued_at": now,
-                 "rows": min(chunk_rows, normalized.rows - i * chunk_rows)}
-                for i in range(normalized.chunks)
-            ],
-        )  # fmt: skip
-    for index in range(normalized.chunks):
-        send_chunk(svc, job_id, index, name, min(chunk_rows, normalized.rows - index * chunk_rows))
+    for index, rows in enumerate(chunk_sizes):
+        send_chunk(svc, job_id, index, name, rows)
     log.info(
         "batch job %s: %s v%s, %d rows in %d chunks from %s",
         job_id,
