@@ -11,6 +11,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /srv/predq
 COPY requirements.txt .
+# requirements.txt installs the client package (client/) too.
+COPY client/ client/
 RUN pip install -r requirements.txt
 
 COPY . .

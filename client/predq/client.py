@@ -1,0 +1,407 @@
+"""``predq.Client``: predictions, batch jobs and the registry over one httpx connection pool.
+
+Every call has one deadline (``timeout``): retries, backoff and long-polls all fit in it.
+A submit always carries an Idempotency-Key (the caller's, or one made here), so a retry
+after a timeout or a dropped connection gets the job the first attempt created, never a
+second one. ``429`` and ``503`` are retried when the server says (Retry-After), connection
+errors and other ``5xx`` with jittered exponential backoff; other ``4xx`` raise at once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import as_completed as futures_completed
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from predq import _rows
+from predq._policy import Backoff, Deadline, error_of, give_up, retryable
+from predq.errors import DeadlineExceeded, InvalidInput, JobFailed
+
+FINISHED = ("succeeded", "failed")
+BATCH_FINISHED = ("succeeded", "partial", "failed", "cancelled")
+_FILE_TYPES = {
+    ".csv": "text/csv",
+    ".parquet": "application/vnd.apache.parquet",
+    ".pq": "application/vnd.apache.parquet",
+}
+
+
+def default_url() -> str:
+    return os.environ.get("PREDQ_URL", "http://127.0.0.1:8000")
+
+
+class Job:
+    """A submitted prediction job: ``result()`` waits for its outputs."""
+
+    def __init__(self, client: Client, view: dict[str, Any]) -> None:
+        self.client = client
+        self.view = view
+        self.id: str = view["id"]
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.view['status']}>"
+
+    def status(self) -> str:
+        """The job's status now (one request)."""
+        self.view = self.client._json("GET", f"/v1/predictions/{self.id}", Deadline(self.client.timeout))
+        return self.view["status"]
+
+    def result(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        """The outputs once the job finishes; JobFailed if it failed, DeadlineExceeded after ``timeout``."""
+        deadline = Deadline(self.client.timeout if timeout is None else timeout)
+        while self.view["status"] not in FINISHED:
+            if deadline.remaining() <= 0.1:
+                raise DeadlineExceeded(
+                    f"job {self.id} is still {self.view['status']} after {deadline.seconds:g} s",
+                    code="deadline_exceeded",
+                    details={"job_id": self.id},
+                )
+            hold, asked_at = deadline.hold(30), time.monotonic()
+            self.view = self.client._json(
+                "GET", f"/v1/predictions/{self.id}", deadline, params={"wait": hold}
+            )
+            if self.view["status"] not in FINISHED and time.monotonic() - asked_at < hold / 2:
+                # The server could not hold the poll (its Redis is down): poll, but not in a tight loop.
+                time.sleep(min(0.25, deadline.remaining()))
+        if self.view["status"] == "failed":
+            raise JobFailed(self.view)
+        return self.view["outputs"]
+
+
+def wait_all(jobs: Iterable[Job], timeout: float | None = None) -> list[list[dict[str, Any]]]:
+    """Every job's outputs, in order, within one deadline."""
+    jobs = list(jobs)
+    deadline = Deadline(timeout if timeout is not None else max((j.client.timeout for j in jobs), default=0))
+    return [job.result(deadline.remaining()) for job in jobs]
+
+
+def as_completed(jobs: Iterable[Job], timeout: float | None = None) -> Iterator[Job]:
+    """The jobs as they finish (their ``result()`` then answers at once), within one deadline."""
+    jobs = list(jobs)
+    if not jobs:
+        return
+    deadline = Deadline(timeout if timeout is not None else jobs[0].client.timeout)
+    with ThreadPoolExecutor(max_workers=min(16, len(jobs))) as pool:
+        futures = {pool.submit(_settle, job, deadline): job for job in jobs}
+        for future in futures_completed(futures):
+            future.result()
+            yield futures[future]
+
+
+def _settle(job: Job, deadline: Deadline) -> None:
+    try:
+        job.result(deadline.remaining())
+    except JobFailed:
+        pass  # finished all the same: its result() raises it to the caller
+
+
+class Client:
+    """A predq server: ``Client(base_url, api_key)``; both default to PREDQ_URL and PREDQ_API_KEY.
+
+    ``timeout`` is each call's deadline in seconds; ``max_rows`` the rows per request
+    (larger inputs are split and sent ``max_concurrency`` at a time); ``transport`` an
+    httpx transport (say, ``httpx.WSGITransport`` for an app in this process).
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        max_rows: int = 1000,
+        max_concurrency: int = 8,
+        backoff: Backoff | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        api_key = api_key if api_key is not None else os.environ.get("PREDQ_API_KEY")
+        self.timeout = timeout
+        self.max_rows = max_rows
+        self.max_concurrency = max_concurrency
+        self.backoff = backoff or Backoff()
+        self._http = httpx.Client(
+            base_url=base_url or default_url(),
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+            limits=httpx.Limits(max_connections=max(10, max_concurrency * 2)),
+            transport=transport,
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- predictions ------------------------------------------------------------------------
+
+    def predict(
+        self,
+        model: str,
+        rows: Any,
+        *,
+        version: int | None = None,
+        alias: str | None = None,
+        routing_key: str | None = None,
+        wait: float = 30.0,
+        timeout: float | None = None,
+    ) -> Any:
+        """The outputs of ``rows`` (a list per row; a DataFrame aligned to a DataFrame's index).
+
+        Submits and waits (``wait`` seconds per request, at most 30), then long-polls until
+        every job is done or ``timeout`` (default: the client's) passes.
+        """
+        deadline = Deadline(self.timeout if timeout is None else timeout)
+        inputs = _rows.to_inputs(rows)
+
+        def one(part: list[Any]) -> list[dict[str, Any]]:
+            job = self._submit(model, part, version, alias, routing_key, None, wait, deadline)
+            return job.result(deadline.remaining())
+
+        try:
+            outputs = self._in_parts(inputs, one)
+        except InvalidInput as exc:
+            if not _rows.fewer_rows_allowed(exc, self.max_rows):
+                raise
+            # The server takes fewer rows per request than assumed: split by its limit from now on.
+            self.max_rows = exc.details["limit"]
+            outputs = self._in_parts(inputs, one)
+        return _rows.to_frame(outputs, rows.index) if _rows.is_frame(rows) else outputs
+
+    def _in_parts(self, inputs: list[Any], one: Callable[[list[Any]], list[Any]]) -> list[Any]:
+        """``one`` over requests of at most ``max_rows`` rows, ``max_concurrency`` at a time, in order."""
+        parts = _rows.split(inputs, self.max_rows)
+        if len(parts) == 1:
+            return one(parts[0])
+        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+            return [o for part_outputs in pool.map(one, parts) for o in part_outputs]
+
+    def submit(
+        self,
+        model: str,
+        rows: Any,
+        *,
+        version: int | None = None,
+        alias: str | None = None,
+        routing_key: str | None = None,
+        idempotency_key: str | None = None,
+        wait: float = 0.0,
+        timeout: float | None = None,
+    ) -> Job:
+        """Submit one job (at most the server's rows per request) and return its handle."""
+        deadline = Deadline(self.timeout if timeout is None else timeout)
+        inputs = _rows.to_inputs(rows)
+        return self._submit(model, inputs, version, alias, routing_key, idempotency_key, wait, deadline)
+
+    def job(self, job_id: str) -> Job:
+        """A handle on a job submitted earlier (by this key)."""
+        return Job(self, self._json("GET", f"/v1/predictions/{job_id}", Deadline(self.timeout)))
+
+    def _submit(
+        self,
+        model: str,
+        inputs: list[Any],
+        version: int | None,
+        alias: str | None,
+        routing_key: str | None,
+        idempotency_key: str | None,
+        wait: float,
+        deadline: Deadline,
+    ) -> Job:
+        body: dict[str, Any] = {"inputs": inputs}
+        for key, value in (("version", version), ("alias", alias), ("routing_key", routing_key)):
+            if value is not None:
+                body[key] = value
+        headers = {"Idempotency-Key": idempotency_key or f"predq-client-{uuid.uuid4()}"}
+        view = self._json(
+            "POST",
+            f"/v1/models/{model}/predictions",
+            deadline,
+            json=body,
+            headers=headers,
+            params={"wait": deadline.hold(wait)} if wait > 0 else None,
+        )
+        return Job(self, view)
+
+    # -- batch jobs -------------------------------------------------------------------------
+
+    def score_file(
+        self,
+        model: str,
+        path: str | Path,
+        output_path: str | Path,
+        *,
+        id_column: str | None = None,
+        version: int | None = None,
+        alias: str | None = None,
+        progress: bool = True,
+        poll_seconds: float = 1.0,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Score a .csv or .parquet file as a batch job and write the result to ``output_path``
+        (CSV when it ends in .csv, else Parquet); returns the finished batch job.
+
+        ``timeout`` defaults to none: a big file takes as long as it takes.
+        """
+        path, output_path = Path(path), Path(output_path)
+        content_type = _FILE_TYPES.get(path.suffix.lower())
+        if content_type is None:
+            raise ValueError(f"{path} is neither .csv nor .parquet")
+        deadline = Deadline(float("inf") if timeout is None else timeout)
+        params = {"id_column": id_column, "version": version, "alias": alias,
+                  "output_format": "csv" if output_path.suffix.lower() == ".csv" else None}  # fmt: skip
+        with open(path, "rb") as body:
+            # No Idempotency-Key for batch jobs: only a request that never reached the
+            # server (a connection refused) is sent again, rewound.
+            job = self._json(
+                "POST",
+                f"/v1/models/{model}/batch-jobs",
+                deadline,
+                content=body,
+                headers={"Content-Type": content_type},
+                params={k: v for k, v in params.items() if v is not None},
+                transport_retries=False,
+                before_retry=lambda: body.seek(0),
+            )
+        job = self._follow(job, deadline, progress, poll_seconds)
+        if job["result"] is not None:
+            with self._http.stream("GET", job["result"]["url"], timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise error_of(response)
+                with open(output_path, "wb") as sink:
+                    for piece in response.iter_bytes(1 << 20):
+                        sink.write(piece)
+        return job
+
+    def batch_job(self, job_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/batch-jobs/{job_id}", Deadline(self.timeout))
+
+    def cancel_batch_job(self, job_id: str) -> dict[str, Any]:
+        return self._json("DELETE", f"/v1/batch-jobs/{job_id}", Deadline(self.timeout))
+
+    def _follow(self, job: dict[str, Any], deadline: Deadline, progress: bool, poll: float) -> dict[str, Any]:
+        bar = _progress(job["rows"]["total"], progress)
+        try:
+            while job["status"] not in BATCH_FINISHED:
+                if deadline.remaining() <= poll:
+                    raise DeadlineExceeded(
+                        f"batch job {job['id']} is still {job['status']}", code="deadline_exceeded"
+                    )
+                time.sleep(poll)
+                job = self._json("GET", f"/v1/batch-jobs/{job['id']}", Deadline(self.timeout))
+                bar(job["rows"]["done"])
+        finally:
+            bar(None)
+        return job
+
+    # -- the registry and admin verbs ------------------------------------------------------
+
+    def models(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/v1/models", Deadline(self.timeout))["models"]
+
+    def model(self, name: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/models/{name}", Deadline(self.timeout))
+
+    def promote(
+        self, name: str, version: int, alias: str = "champion", reason: str | None = None
+    ) -> dict[str, Any]:
+        body = {"version": version} | ({"reason": reason} if reason else {})
+        return self._json("PUT", f"/v1/models/{name}/aliases/{alias}", Deadline(self.timeout), json=body)
+
+    def rollback(self, name: str, alias: str = "champion", reason: str | None = None) -> dict[str, Any]:
+        body = {"reason": reason} if reason else {}
+        return self._json(
+            "POST", f"/v1/models/{name}/aliases/{alias}/rollback", Deadline(self.timeout), json=body
+        )
+
+    def set_traffic(
+        self, name: str, routes: list[dict[str, Any]], shadow: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        body = {"routes": routes} | ({"shadow": shadow} if shadow else {})
+        return self._json("PUT", f"/v1/models/{name}/traffic", Deadline(self.timeout), json=body)
+
+    def feedback(self, job_id: str, labels: list[Any]) -> dict[str, Any]:
+        return self._json(
+            "POST", f"/v1/predictions/{job_id}/feedback", Deadline(self.timeout), json={"labels": labels}
+        )
+
+    def quality(self, name: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/models/{name}/quality", Deadline(self.timeout))
+
+    def ab_report(self, name: str, a: int, b: int) -> dict[str, Any]:
+        return self._json(
+            "GET", f"/v1/models/{name}/ab-report", Deadline(self.timeout), params={"a": a, "b": b}
+        )
+
+    def drift(self, name: str) -> list[dict[str, Any]]:
+        return self._json("GET", f"/v1/models/{name}/drift", Deadline(self.timeout))["reports"]
+
+    # -- one call, with retries ----------------------------------------------------------
+
+    def _json(
+        self,
+        method: str,
+        path: str,
+        deadline: Deadline,
+        *,
+        transport_retries: bool = True,
+        before_retry: Callable[[], Any] | None = None,
+        **request: Any,
+    ) -> Any:
+        """The JSON answer of one call, tried again while the error allows and the deadline lasts."""
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(method, path, timeout=deadline.timeout(), **request)
+            except httpx.TransportError as exc:
+                error: BaseException = exc
+            else:
+                if response.status_code < 400:
+                    return response.json()
+                error = error_of(response)
+            delay = self.backoff.delay(attempt, error)
+            if not retryable(error, transport_retries) or delay >= deadline.remaining():
+                raise give_up(error, deadline) from None
+            time.sleep(delay)
+            attempt += 1
+            if before_retry is not None:
+                before_retry()
+
+
+def _progress(total: int, shown: bool) -> Callable[[int | None], None]:
+    """A progress bar over ``total`` rows: tqdm when installed, else a line on stderr; None closes it."""
+    if not shown:
+        return lambda done: None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        last = [-1]
+
+        def line(done: int | None) -> None:
+            if done is None:
+                print(file=sys.stderr)
+            elif done != last[0]:
+                last[0] = done
+                print(f"\r{done:,} / {total:,} rows", end="", file=sys.stderr, flush=True)
+
+        return line
+    bar = tqdm(total=total, unit="rows", unit_scale=True)
+
+    def update(done: int | None) -> None:
+        if done is None:
+            bar.close()
+        else:
+            bar.update(done - bar.n)
+
+    return update
