@@ -203,6 +203,17 @@ class Stack:
         for child in psutil.Process(self.bulk_worker.pid).children():
             child.kill()
 
+    def restart_dead_worker(self) -> bool:
+        """Start the worker again if it exited, as compose's restart policy would; True if it had.
+
+        Celery's worker can exit on a Redis restart ("Unrecoverable error" while kombu
+        restores unacknowledged messages on a connection already gone).
+        """
+        if self.worker is None or self.worker.poll() is None:
+            return False
+        self.start_worker()
+        return True
+
     def kill_worker(self, whole: bool) -> None:
         """SIGKILL the worker's pool processes (the main process restarts them), or all of it."""
         assert self.worker is not None
@@ -341,3 +352,60 @@ def _until(check: Any, timeout: float, message: str) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(message)
         time.sleep(0.1)
+
+
+class ClientTraffic:
+    """Callers using ``predq.Client.predict`` (submit-and-wait, its retries and deadline) in a
+    background thread; counts what they saw: every call must return the right outputs."""
+
+    def __init__(self, base: str, token: str, model: str, outcome: FaultOutcome, seed: int = 1) -> None:
+        import predq
+
+        self.client = predq.Client(base, token, timeout=60)
+        self.model = model
+        self.outcome = outcome
+        self.rng = random.Random(seed)
+        self.calls: list[tuple[list[list[float]], Any]] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                rows = [
+                    [round(self.rng.uniform(lo, hi), 4) for lo, hi in ((4, 8), (2, 4.5), (1, 7), (0.1, 2.5))]
+                ]
+                self.outcome.submitted += 1
+            try:
+                outputs = self.client.predict(self.model, rows, wait=2)
+            except Exception as exc:  # any: the client is meant to absorb every fault here
+                with self._lock:
+                    counts = Counter(self.outcome.other_answers)
+                    counts[f"{type(exc).__name__}: {str(exc)[:60]}"] += 1
+                    self.outcome.other_answers = dict(counts)
+            else:
+                with self._lock:
+                    self.calls.append((rows, outputs))
+            time.sleep(0.05)
+
+    def start(self, callers: int = 4) -> None:
+        self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(callers)]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=120)
+        self.client.close()
+
+    def settle(self, expected_outputs: Any, jobs_stored: int) -> FaultOutcome:
+        """Fill in the outcome: ``jobs_stored`` is how many jobs the database holds for the
+        callers' key (one per call, or a retry made a second job)."""
+        outcome = self.outcome
+        outcome.accepted = outcome.succeeded = len(self.calls)
+        outcome.wrong_output = sum(outputs != expected_outputs(rows) for rows, outputs in self.calls)
+        outcome.answered_twice_differently = max(0, jobs_stored - outcome.submitted)
+        REPORT.append(outcome)
+        return outcome

@@ -27,7 +27,16 @@ from app.db import Job
 from app.migrate import upgrade
 from scripts.local import scratch_database
 from tests.conftest import ADMIN_URL
-from tests.fault_stack import REPORT, FaultOutcome, LocalPostgres, LocalRedis, Stack, Traffic, postgres_bin
+from tests.fault_stack import (
+    REPORT,
+    ClientTraffic,
+    FaultOutcome,
+    LocalPostgres,
+    LocalRedis,
+    Stack,
+    Traffic,
+    postgres_bin,
+)
 from tests.slow_model import slow_identity
 from tests.test_end_to_end import expected_outputs
 
@@ -298,3 +307,77 @@ def _chunks(database_url: str, job_id: str) -> list[dict[str, Any]]:
             return [dict(row._mapping) for row in rows]
     finally:
         engine.dispose()
+
+
+# -- through the Python client ------------------------------------------------------------
+
+
+@contextmanager
+def client_under_fault(
+    fault: str, database_url: str, redis_url: str, tmp_path: Path, slow_model: tuple[Any, Path]
+) -> Iterator[Stack]:
+    """A stack and callers using ``predq.Client``; after the block they must have seen no
+    exception, every output right, and exactly one job per call in the database."""
+    from sqlalchemy import create_engine
+
+    model, artifact = slow_model
+    env, token = prepare(database_url, redis_url, tmp_path, artifact)
+    stack = Stack(tmp_path, env)
+    callers = ClientTraffic(stack.base, token, MODEL, FaultOutcome(f"client: {fault}"))
+    try:
+        stack.start()
+        callers.start()
+        yield stack
+        time.sleep(1)
+        if stack.restart_dead_worker():
+            callers.outcome.fault += " (worker exited, restarted)"
+        time.sleep(2)  # calls made after the repair finish too
+        callers.stop()
+        engine = create_engine(database_url)
+        with engine.connect() as conn:
+            stored = conn.execute(select(func.count()).select_from(Job)).scalar_one()
+        engine.dispose()
+        outcome = callers.settle(expected_for(model), stored)
+        assert outcome.succeeded > 0
+        assert outcome.other_answers == {}, f"no exception reached a caller: {outcome}\n{stack.logs()}"
+        assert outcome.wrong_output == 0, outcome
+        assert stored <= outcome.submitted, (
+            f"a retry made a second job: {stored} jobs for {outcome.submitted} calls"
+        )
+    finally:
+        callers.stop()
+        stack.stop()
+
+
+@pytest.mark.skipif(postgres_bin() is None, reason="needs PostgreSQL's initdb and pg_ctl")
+def test_client_callers_ride_out_postgres_stopped(slow_model, redis_server, tmp_path):
+    redis_server.start()
+    postgres = LocalPostgres(postgres_bin())
+    try:
+        postgres.init()
+        postgres.start()
+        with client_under_fault(
+            "PostgreSQL stopped 3 s", postgres.url, redis_server.url, tmp_path, slow_model
+        ):
+            time.sleep(2)
+            postgres.stop()
+            time.sleep(3)
+            postgres.start()
+            time.sleep(2)
+    finally:
+        postgres.remove()
+
+
+def test_client_callers_ride_out_redis_restarted_empty(slow_model, redis_server, tmp_path):
+    redis_server.start()
+    with (
+        scratch_database(ADMIN_URL, "predq_fault") as database_url,
+        client_under_fault(
+            "Redis restarted, data gone", database_url, redis_server.url, tmp_path, slow_model
+        ),
+    ):
+        time.sleep(2)
+        redis_server.kill()
+        time.sleep(1.5)
+        redis_server.start()
+        time.sleep(2)
