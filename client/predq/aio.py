@@ -18,10 +18,11 @@ from predq import _rows
 from predq._policy import Backoff, Deadline, error_of, give_up, retryable
 from predq.client import FINISHED, default_url
 from predq.errors import DeadlineExceeded, InvalidInput, JobFailed
+from predq.types import JobView, Model, Output
 
 
 class AsyncJob:
-    def __init__(self, client: AsyncClient, view: dict[str, Any]) -> None:
+    def __init__(self, client: AsyncClient, view: JobView) -> None:
         self.client = client
         self.view = view
         self.id: str = view["id"]
@@ -32,7 +33,7 @@ class AsyncJob:
         )
         return self.view["status"]
 
-    async def result(self, timeout: float | None = None) -> list[dict[str, Any]]:
+    async def result(self, timeout: float | None = None) -> list[Output]:
         deadline = Deadline(self.client.timeout if timeout is None else timeout)
         while self.view["status"] not in FINISHED:
             if deadline.remaining() <= 0.1:
@@ -50,7 +51,7 @@ class AsyncJob:
                 await asyncio.sleep(min(0.25, deadline.remaining()))
         if self.view["status"] == "failed":
             raise JobFailed(self.view)
-        return self.view["outputs"]
+        return self.view["outputs"] or []
 
 
 class AsyncClient:
@@ -140,10 +141,10 @@ class AsyncClient:
     async def job(self, job_id: str) -> AsyncJob:
         return AsyncJob(self, await self._json("GET", f"/v1/predictions/{job_id}", Deadline(self.timeout)))
 
-    async def models(self) -> list[dict[str, Any]]:
+    async def models(self) -> list[Model]:
         return (await self._json("GET", "/v1/models", Deadline(self.timeout)))["models"]
 
-    async def model(self, name: str) -> dict[str, Any]:
+    async def model(self, name: str) -> Model:
         return await self._json("GET", f"/v1/models/{name}", Deadline(self.timeout))
 
     async def _submit(

@@ -24,6 +24,7 @@ import httpx
 from predq import _rows
 from predq._policy import Backoff, Deadline, error_of, give_up, retryable
 from predq.errors import DeadlineExceeded, InvalidInput, JobFailed
+from predq.types import BatchJob, DriftReport, FeedbackRecorded, JobView, Model, Output, Quality
 
 FINISHED = ("succeeded", "failed")
 BATCH_FINISHED = ("succeeded", "partial", "failed", "cancelled")
@@ -41,7 +42,7 @@ def default_url() -> str:
 class Job:
     """A submitted prediction job: ``result()`` waits for its outputs."""
 
-    def __init__(self, client: Client, view: dict[str, Any]) -> None:
+    def __init__(self, client: Client, view: JobView) -> None:
         self.client = client
         self.view = view
         self.id: str = view["id"]
@@ -54,7 +55,7 @@ class Job:
         self.view = self.client._json("GET", f"/v1/predictions/{self.id}", Deadline(self.client.timeout))
         return self.view["status"]
 
-    def result(self, timeout: float | None = None) -> list[dict[str, Any]]:
+    def result(self, timeout: float | None = None) -> list[Output]:
         """The outputs once the job finishes; JobFailed if it failed, DeadlineExceeded after ``timeout``."""
         deadline = Deadline(self.client.timeout if timeout is None else timeout)
         while self.view["status"] not in FINISHED:
@@ -76,7 +77,7 @@ class Job:
         return self.view["outputs"]
 
 
-def wait_all(jobs: Iterable[Job], timeout: float | None = None) -> list[list[dict[str, Any]]]:
+def wait_all(jobs: Iterable[Job], timeout: float | None = None) -> list[list[Output]]:
     """Every job's outputs, in order, within one deadline."""
     jobs = list(jobs)
     deadline = Deadline(timeout if timeout is not None else max((j.client.timeout for j in jobs), default=0))
@@ -247,7 +248,7 @@ class Client:
         progress: bool = True,
         poll_seconds: float = 1.0,
         timeout: float | None = None,
-    ) -> dict[str, Any]:
+    ) -> BatchJob:
         """Score a .csv or .parquet file as a batch job and write the result to ``output_path``
         (CSV when it ends in .csv, else Parquet); returns the finished batch job.
 
@@ -284,10 +285,10 @@ class Client:
                         sink.write(piece)
         return job
 
-    def batch_job(self, job_id: str) -> dict[str, Any]:
+    def batch_job(self, job_id: str) -> BatchJob:
         return self._json("GET", f"/v1/batch-jobs/{job_id}", Deadline(self.timeout))
 
-    def cancel_batch_job(self, job_id: str) -> dict[str, Any]:
+    def cancel_batch_job(self, job_id: str) -> BatchJob:
         return self._json("DELETE", f"/v1/batch-jobs/{job_id}", Deadline(self.timeout))
 
     def _follow(self, job: dict[str, Any], deadline: Deadline, progress: bool, poll: float) -> dict[str, Any]:
@@ -307,19 +308,17 @@ class Client:
 
     # -- the registry and admin verbs ------------------------------------------------------
 
-    def models(self) -> list[dict[str, Any]]:
+    def models(self) -> list[Model]:
         return self._json("GET", "/v1/models", Deadline(self.timeout))["models"]
 
-    def model(self, name: str) -> dict[str, Any]:
+    def model(self, name: str) -> Model:
         return self._json("GET", f"/v1/models/{name}", Deadline(self.timeout))
 
-    def promote(
-        self, name: str, version: int, alias: str = "champion", reason: str | None = None
-    ) -> dict[str, Any]:
+    def promote(self, name: str, version: int, alias: str = "champion", reason: str | None = None) -> Model:
         body = {"version": version} | ({"reason": reason} if reason else {})
         return self._json("PUT", f"/v1/models/{name}/aliases/{alias}", Deadline(self.timeout), json=body)
 
-    def rollback(self, name: str, alias: str = "champion", reason: str | None = None) -> dict[str, Any]:
+    def rollback(self, name: str, alias: str = "champion", reason: str | None = None) -> Model:
         body = {"reason": reason} if reason else {}
         return self._json(
             "POST", f"/v1/models/{name}/aliases/{alias}/rollback", Deadline(self.timeout), json=body
@@ -331,12 +330,12 @@ class Client:
         body = {"routes": routes} | ({"shadow": shadow} if shadow else {})
         return self._json("PUT", f"/v1/models/{name}/traffic", Deadline(self.timeout), json=body)
 
-    def feedback(self, job_id: str, labels: list[Any]) -> dict[str, Any]:
+    def feedback(self, job_id: str, labels: list[Any]) -> FeedbackRecorded:
         return self._json(
             "POST", f"/v1/predictions/{job_id}/feedback", Deadline(self.timeout), json={"labels": labels}
         )
 
-    def quality(self, name: str) -> dict[str, Any]:
+    def quality(self, name: str) -> Quality:
         return self._json("GET", f"/v1/models/{name}/quality", Deadline(self.timeout))
 
     def ab_report(self, name: str, a: int, b: int) -> dict[str, Any]:
@@ -344,7 +343,7 @@ class Client:
             "GET", f"/v1/models/{name}/ab-report", Deadline(self.timeout), params={"a": a, "b": b}
         )
 
-    def drift(self, name: str) -> list[dict[str, Any]]:
+    def drift(self, name: str) -> list[DriftReport]:
         return self._json("GET", f"/v1/models/{name}/drift", Deadline(self.timeout))["reports"]
 
     # -- one call, with retries ----------------------------------------------------------

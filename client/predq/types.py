@@ -1,0 +1,93 @@
+"""The shapes of the server's answers, for type checkers and editors (they are plain dicts)."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+
+class ModelRef(TypedDict):
+    name: str
+    version: int
+
+
+class Output(TypedDict, total=False):
+    prediction: Any
+    probabilities: dict[str, float]  # classifiers with predict_proba only
+
+
+class ErrorBody(TypedDict):
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class JobView(TypedDict):
+    id: str
+    status: str  # queued, running, succeeded, failed
+    model: ModelRef
+    outputs: list[Output] | None
+    error: ErrorBody | None
+    created_at: str
+    completed_at: str | None
+
+
+class Version(TypedDict):
+    version: int
+    sha256: str
+    format: str  # joblib or skops
+    lineage: dict[str, Any] | None
+    signature: dict[str, Any]
+    metrics: dict[str, Any]
+    aliases: list[str]
+    created_at: str
+
+
+class Model(TypedDict):
+    name: str
+    created_at: str
+    aliases: dict[str, int]
+    traffic_policy: dict[str, Any]
+    retraining: dict[str, Any]
+    versions: list[Version]
+
+
+class FeedbackRecorded(TypedDict):
+    job_id: str
+    recorded_rows: int
+    model: ModelRef
+
+
+class Quality(TypedDict):
+    model: str
+    task: str
+    versions: list[dict[str, Any]]  # version, n, and accuracy/f1_macro or mae/rmse
+
+
+class DriftReport(TypedDict):
+    id: int
+    model_version: int
+    created_at: str
+    status: str  # ok, drift, insufficient_data, no_reference
+    drifted: bool
+    drifted_share: float | None
+    reference_rows: int
+    window_rows: int
+    features: list[dict[str, Any]]
+
+
+class BatchJob(TypedDict):
+    id: str
+    status: str  # queued, running, succeeded, partial, failed, cancelled
+    model: ModelRef
+    source: str
+    id_column: str | None
+    rows: dict[str, int]  # total, done
+    chunks: dict[str, int]  # total, chunk_rows, and a count per chunk status
+    rows_per_second: float | None
+    eta_seconds: float | None
+    failed_chunks: list[dict[str, Any]]
+    result: dict[str, Any] | None  # url, format, path
+    error: ErrorBody | None
+    created_at: str
+    started_at: str | None
+    completed_at: str | None
