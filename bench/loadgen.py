@@ -38,41 +38,39 @@ def random_rows(rng: np.random.Generator, n: int) -> list[list[float]]:
 
 def predq_scenario(model: str, rows_per_request: int, token: str) -> Scenario:
     """POST ?wait=30 (one round trip when the queue is fast), then GET ?wait until done."""
-    auth = {"Authorization": f"Bearer {token}"}
-    post_headers = auth | {"Content-Type": "application/json"}
 
-    async def round_trip(session: aiohttp.ClientSession, rng: np.random.Generator) -> int:
-        body = orjson.dumps({"inputs": random_rows(rng, rows_per_request)})
-        async with session.post(
-            f"/v1/models/{model}/predictions?wait=30", data=body, headers=post_headers
-        ) as response:
-            job = orjson.loads(await response.read())
-            if response.status not in (200, 202):
-                return 0
-        while job["status"] not in ("succeeded", "failed"):
-            async with session.get(f"/v1/predictions/{job['id']}?wait=30", headers=auth) as response:
-                job = orjson.loads(await response.read())
-        return len(job["outputs"]) if job["status"] == "succeeded" else 0
+    def body(rng: np.random.Generator) -> bytes:
+        return orjson.dumps({"inputs": random_rows(rng, rows_per_request)})
 
-    return round_trip
+    return _submit_and_wait(model, token, "application/json", body)
 
 
 def predq_arrow_scenario(model: str, rows_per_request: int, token: str) -> Scenario:
     """As predq_scenario, with the rows sent as an Arrow IPC stream (one column per feature)."""
     import pyarrow as pa
 
-    auth = {"Authorization": f"Bearer {token}"}
-    post_headers = auth | {"Content-Type": "application/vnd.apache.arrow.stream"}
     names = [f"f{j}" for j in range(N_FEATURES)]
 
-    async def round_trip(session: aiohttp.ClientSession, rng: np.random.Generator) -> int:
+    def body(rng: np.random.Generator) -> bytes:
         X = rng.normal(0, 1.5, size=(rows_per_request, N_FEATURES)).round(6)
         table = pa.Table.from_arrays([pa.array(X[:, j]) for j in range(N_FEATURES)], names=names)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
+        return sink.getvalue().to_pybytes()
+
+    return _submit_and_wait(model, token, "application/vnd.apache.arrow.stream", body)
+
+
+def _submit_and_wait(
+    model: str, token: str, content_type: str, body: Callable[[np.random.Generator], bytes]
+) -> Scenario:
+    auth = {"Authorization": f"Bearer {token}"}
+    post_headers = auth | {"Content-Type": content_type}
+
+    async def round_trip(session: aiohttp.ClientSession, rng: np.random.Generator) -> int:
         async with session.post(
-            f"/v1/models/{model}/predictions?wait=30", data=sink.getvalue().to_pybytes(), headers=post_headers
+            f"/v1/models/{model}/predictions?wait=30", data=body(rng), headers=post_headers
         ) as response:
             job = orjson.loads(await response.read())
             if response.status not in (200, 202):
