@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -156,8 +158,58 @@ def models_history(name: str) -> None:
 def models_import_data(name: str, path: str, label: str) -> None:
     """Add the labeled rows of a .csv or .parquet file to NAME's training set."""
     with _cli_errors():
-        count = training.import_examples(current_app.extensions["predq"], name, _read_table(path), label)
-    click.echo(f"{name}: {count} training examples imported")
+        done = training.import_examples(current_app.extensions["predq"], name, _read_table(path), label, path)
+    carved = f", {done['evaluation_rows']} more became the evaluation set" if done["evaluation_rows"] else ""
+    warnings = f"; checks: {'; '.join(done['problems'])}" if done["problems"] else ""
+    click.echo(f"{name}: import {done['id']}: {done['rows']} training examples{carved}{warnings}")
+
+
+@models_cli.command("eval-set")
+@click.argument("name")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--label", required=True, help="The column holding the true label or value.")
+def models_eval_set(name: str, path: str, label: str) -> None:
+    """Make the labeled rows of a .csv or .parquet file NAME's evaluation set (a new version)."""
+    with _cli_errors():
+        made = training.register_evaluation_set(
+            current_app.extensions["predq"], name, _read_table(path), label, path
+        )
+    click.echo(f"{name}: evaluation set v{made['version']}, {made['rows']} rows")
+
+
+@models_cli.command("imports")
+@click.argument("name")
+def models_imports(name: str) -> None:
+    """NAME's imports, newest first: rows, checks, dropped or not."""
+    with _cli_errors():
+        found = training.imports(current_app.extensions["predq"], name)
+    for i in found:
+        state = f"dropped {i['dropped_at']:%Y-%m-%d %H:%M}" if i["dropped_at"] else "in use"
+        problems = "; ".join(i["checks"].get("problems", [])) or "checks passed"
+        click.echo(
+            f"{i['id']:>6}  {i['created_at']:%Y-%m-%d %H:%M:%S}  {i['rows']:>8} rows  {state:<22} {problems}"
+        )
+
+
+@models_cli.command("drop-import")
+@click.argument("name")
+@click.argument("import_id", type=int)
+def models_drop_import(name: str, import_id: int) -> None:
+    """Take import IMPORT_ID's rows out of every later training run of NAME."""
+    with _cli_errors():
+        dropped = training.drop_import(current_app.extensions["predq"], name, import_id)
+    click.echo(f"{name}: import {import_id} dropped ({dropped['rows']} rows no longer trained on)")
+
+
+@models_cli.command("drift-check")
+@click.argument("name")
+def models_drift_check(name: str) -> None:
+    """Check NAME's champion for drift now (as beat does), store and print the report."""
+    from app.drift import check_model
+
+    with _cli_errors(), _logs_to_stderr():
+        report = check_model(current_app.extensions["predq"], name)
+    click.echo(json.dumps(report, default=str, indent=2))
 
 
 @models_cli.command("retrain")
@@ -168,7 +220,8 @@ def models_retrain(name: str, here: bool) -> None:
     svc = current_app.extensions["predq"]
     with _cli_errors():
         if here:
-            run = training.retrain(svc, name, trigger="manual")
+            with _logs_to_stderr():  # stdout holds only the decision line
+                run = training.retrain(svc, name, trigger="manual")
             click.echo(f"{name}: run {run['id']} {run['status']}: {run['reason']}")
             return
         run_id = training.start_run(svc, name)
@@ -255,6 +308,24 @@ def _follow(svc: Any, job: dict[str, Any], progress: bool) -> dict[str, Any]:
 
 def _actor() -> str:
     return f"cli:{getpass.getuser()}"
+
+
+@contextmanager
+def _logs_to_stderr() -> Iterator[None]:
+    """Log lines to stderr for the block (predq's processes log to stdout), so a command's
+    answer is alone on stdout."""
+    moved = [
+        handler
+        for handler in logging.getLogger().handlers
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout
+    ]
+    for handler in moved:
+        handler.setStream(sys.stderr)
+    try:
+        yield
+    finally:
+        for handler in moved:
+            handler.setStream(sys.stdout)
 
 
 @contextmanager

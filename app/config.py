@@ -150,6 +150,12 @@ class Settings:
     training_margin: float = 0.01
     """Promote when the candidate's accuracy is this much higher (regressors: RMSE this share lower)."""
 
+    training_alpha: float = 0.05
+    """Promote only when a paired test of candidate against champion rejects at this level ..."""
+
+    training_eval_share: float = 0.2
+    """... on the model's evaluation set; without one, this share of its first import becomes it."""
+
     training_lock_seconds: float = 3600.0
     """Longest a training run may hold its model's lock (a crashed run frees it after this)."""
 

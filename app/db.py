@@ -229,7 +229,40 @@ class TrainingExample(Base):
     label: Mapped[Any] = mapped_column(JSON)
     source: Mapped[str] = mapped_column(String(16))
     """import or feedback."""
+    import_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    """The import it came with (training_imports); None for feedback."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class TrainingImport(Base):
+    """One import of labeled rows: its size and checks; dropping it takes its rows out of every later run."""
+
+    __tablename__ = "training_imports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(100), index=True)
+    source: Mapped[str] = mapped_column(String(1000), default="")
+    rows: Mapped[int] = mapped_column(Integer)
+    """Rows added to the training set (rows carved into the evaluation set not counted)."""
+    checks: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    dropped_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class EvaluationSet(Base):
+    """A model's fixed evaluation rows, never trained on: each retrain scores both models on them."""
+
+    __tablename__ = "evaluation_sets"
+    __table_args__ = (UniqueConstraint("model_name", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(1000), default="")
+    rows: Mapped[int] = mapped_column(Integer)
+    features: Mapped[list[list[float]]] = mapped_column(JSON, deferred=True)
+    labels: Mapped[list[Any]] = mapped_column(JSON, deferred=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class TrainingRun(Base):
@@ -243,12 +276,14 @@ class TrainingRun(Base):
     trigger: Mapped[str] = mapped_column(String(16))
     """manual, schedule or drift."""
     status: Mapped[str] = mapped_column(String(16))
-    """queued, running, promoted, kept (candidate stays challenger), skipped or failed."""
+    """queued, running, promoted, kept (candidate stays challenger), skipped, rejected_data or failed."""
     reason: Mapped[str] = mapped_column(String(1000), default="")
     parent_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     candidate_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     rows: Mapped[int] = mapped_column(Integer, default=0)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    imports: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+    """The imports whose rows it trained on."""
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(nullable=True)
 

@@ -1,11 +1,17 @@
 """Retraining: fit a fresh copy of the champion and promote it only when it is better.
 
-A run (:func:`retrain`) clones the champion's estimator (``sklearn.base.clone``: same
-class and parameters, no fitted state), fits it on the newest ``training_window_rows``
-examples of the model's training set, scores candidate and champion on the same held-out
-split, registers the candidate with its metrics and lineage, and points ``champion`` at it
-only when it beats the champion by ``training_margin``; otherwise it becomes ``challenger``.
-Every run is a ``training_runs`` row with its decision and the numbers behind it.
+A run (:func:`retrain`) checks the newest ``training_window_rows`` examples of the model's
+training set (imports not dropped, and feedback; app/evaluation.py), clones the champion's
+estimator (``sklearn.base.clone``: same class and parameters, no fitted state), fits it,
+scores candidate and champion on the model's fixed evaluation set (and, beside it, on a
+held-out split of the new data), registers the candidate with its metrics and lineage, and
+points ``champion`` at it only when it beats the champion by ``training_margin`` *and* a
+paired test on the evaluation rows rejects at ``training_alpha``; otherwise it becomes
+``challenger``. Every run is a ``training_runs`` row with its decision, the numbers behind
+it and the imports it trained on.
+
+Each import is a ``training_imports`` row that can be dropped; a model's first import,
+when it has no evaluation set yet, gives ``training_eval_share`` of its rows to one.
 
 One run at a time per model (a Redis lock), and a run id given twice trains once: a
 redelivered Celery message finds its run already recorded.
@@ -25,12 +31,13 @@ import skops.io
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, mean_squared_error
 from sklearn.model_selection import train_test_split
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from app import evaluation
 from app.celery_app import RETRAIN
-from app.db import Model, TrainingExample, TrainingRun, newest_rows, utcnow
-from app.errors import InvalidInput
+from app.db import Model, TrainingExample, TrainingImport, TrainingRun, newest_rows, utcnow
+from app.errors import InvalidInput, NotFound
 from app.metrics import TRAINING_RUNS
 from app.services import Services
 from app.signature import in_feature_order, rows_to_matrix
@@ -38,29 +45,102 @@ from app.signature import in_feature_order, rows_to_matrix
 log = logging.getLogger(__name__)
 
 
-def import_examples(svc: Services, name: str, table: Any, label: str) -> int:
-    """Add the rows of ``table`` (a DataFrame) to the model's training set; returns how many.
+def import_examples(svc: Services, name: str, table: Any, label: str, source: str = "") -> dict[str, Any]:
+    """Add the rows of ``table`` (a DataFrame) to the model's training set, as one import.
 
     Features are taken by the champion's feature names, or as the first columns in order
-    when it has none; ``label`` names the target column.
+    when it has none; ``label`` names the target column. When the model has no evaluation
+    set yet, ``training_eval_share`` of these rows become it (and are not trained on).
+    Returns the import: its id, the rows trained on and those given to the evaluation set.
     """
     served = svc.registry.resolve(name)
-    if label not in table.columns:
-        raise InvalidInput(f"no column {label!r} in the training data", column=label)
-    features = in_feature_order(table.drop(columns=[label]), served.signature, "the training data")
-    if served.signature["feature_names"] is None:
-        features = features.iloc[:, : served.signature["n_features"]]
-    matrix = rows_to_matrix(features.to_numpy().tolist(), served.signature["n_features"], None, len(features))
-    labels = table[label].tolist()
+    matrix, labels = _labeled_rows(table, label, served.signature)
+    evaluation_rows = 0
+    train = np.arange(len(labels))
+    if evaluation.latest_set(svc, name) is None and len(labels) >= 10:
+        classifier = served.signature["task"] == "classification"
+        stratify = labels if classifier and min(np.unique(labels, return_counts=True)[1]) >= 2 else None
+        train, held = train_test_split(
+            train, test_size=svc.settings.training_eval_share, random_state=0, stratify=stratify
+        )
+        train.sort()
+        evaluation.store_set(
+            svc,
+            name,
+            matrix[held],
+            [_plain(v) for v in labels[held]],
+            f"carved from {source or 'the first import'}",
+        )
+        evaluation_rows = len(held)
     with svc.engine.begin() as conn:
+        import_id = conn.execute(
+            insert(TrainingImport).returning(TrainingImport.id),
+            {"model_name": name, "source": source[:1000], "rows": len(train), "checks": {}},
+        ).scalar_one()
         conn.execute(
             insert(TrainingExample),
             [
-                {"model_name": name, "features": row, "label": _plain(value), "source": "import"}
-                for row, value in zip(matrix.tolist(), labels, strict=True)
+                {"model_name": name, "features": matrix[i].tolist(), "label": _plain(labels[i]),
+                 "source": "import", "import_id": import_id}
+                for i in train
             ],
+        )  # fmt: skip
+        problems, checks = evaluation.data_problems(
+            matrix[train], labels[train], evaluation.latest_set(svc, name), served.signature
         )
-    return len(labels)
+        conn.execute(
+            update(TrainingImport)
+            .where(TrainingImport.id == import_id)
+            .values(checks=checks | {"problems": problems})
+        )
+    return {
+        "id": import_id,
+        "rows": len(train),
+        "evaluation_rows": evaluation_rows,
+        "checks": checks,
+        "problems": problems,
+    }
+
+
+def register_evaluation_set(
+    svc: Services, name: str, table: Any, label: str, source: str = ""
+) -> dict[str, Any]:
+    """A new version of the model's evaluation set from ``table`` (a DataFrame); returns it."""
+    served = svc.registry.resolve(name)
+    matrix, labels = _labeled_rows(table, label, served.signature)
+    version = evaluation.store_set(svc, name, matrix, [_plain(v) for v in labels], source)
+    return {"model": name, "version": version, "rows": len(labels)}
+
+
+def _labeled_rows(table: Any, label: str, signature: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    if label not in table.columns:
+        raise InvalidInput(f"no column {label!r} in the training data", column=label)
+    features = in_feature_order(table.drop(columns=[label]), signature, "the training data")
+    if signature["feature_names"] is None:
+        features = features.iloc[:, : signature["n_features"]]
+    matrix = rows_to_matrix(features.to_numpy().tolist(), signature["n_features"], None, len(features))
+    return matrix, np.asarray(table[label].tolist())
+
+
+def imports(svc: Services, name: str) -> list[dict[str, Any]]:
+    """A model's imports, newest first, with their checks and whether they were dropped."""
+    svc.registry.require(name)
+    return newest_rows(svc.engine, TrainingImport, name, TrainingImport.id, 1000)
+
+
+def drop_import(svc: Services, name: str, import_id: int) -> dict[str, Any]:
+    """Take an import's rows out of every later run (they stay stored, marked dropped)."""
+    svc.registry.require(name)
+    with svc.engine.begin() as conn:
+        found = conn.execute(
+            update(TrainingImport)
+            .where(TrainingImport.id == import_id, TrainingImport.model_name == name)
+            .values(dropped_at=func.coalesce(TrainingImport.dropped_at, utcnow()))
+            .returning(TrainingImport.id)
+        ).first()
+    if found is None:
+        raise NotFound(f"model {name!r} has no import {import_id}", model=name, import_id=import_id)
+    return next(i for i in imports(svc, name) if i["id"] == import_id)
 
 
 def _plain(value: Any) -> Any:
@@ -69,7 +149,9 @@ def _plain(value: Any) -> Any:
 
 
 def training_set(svc: Services, name: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """The newest ``training_window_rows`` examples of a model, oldest first, and their window."""
+    """The newest ``training_window_rows`` examples of a model (none of a dropped import),
+    oldest first, and their window (with the imports they came from)."""
+    dropped = select(TrainingImport.id).where(TrainingImport.dropped_at.is_not(None))
     with svc.engine.connect() as conn:
         rows = conn.execute(
             select(
@@ -77,8 +159,12 @@ def training_set(svc: Services, name: str) -> tuple[np.ndarray, np.ndarray, dict
                 TrainingExample.created_at,
                 TrainingExample.features,
                 TrainingExample.label,
+                TrainingExample.import_id,
             )
-            .where(TrainingExample.model_name == name)
+            .where(
+                TrainingExample.model_name == name,
+                or_(TrainingExample.import_id.is_(None), TrainingExample.import_id.not_in(dropped)),
+            )
             .order_by(TrainingExample.id.desc())
             .limit(svc.settings.training_window_rows)
         ).all()
@@ -92,6 +178,7 @@ def training_set(svc: Services, name: str) -> tuple[np.ndarray, np.ndarray, dict
             "last_example_id": rows[-1].id,
             "from": rows[0].created_at.isoformat(),
             "to": rows[-1].created_at.isoformat(),
+            "imports": sorted({r.import_id for r in rows if r.import_id is not None}),
         }
     return x, y, window
 
@@ -124,10 +211,16 @@ def _train(svc: Services, name: str, run_id: uuid.UUID) -> dict[str, Any]:
     settings = svc.settings
     champion, served = svc.registry.load(name, svc.registry.resolve(name).version)
     x, y, window = training_set(svc, name)
+    base = {"parent_version": served.version, "rows": len(x), "imports": window.get("imports", [])}
     if len(x) < settings.training_min_rows:
-        return _finish(svc, run_id, name, "skipped",
-                       f"{len(x)} training examples; at least {settings.training_min_rows} are needed",
-                       parent_version=served.version, rows=len(x))  # fmt: skip
+        reason = f"{len(x)} training examples; at least {settings.training_min_rows} are needed"
+        return _finish(svc, run_id, name, "skipped", reason, **base)
+    fixed = evaluation.latest_set(svc, name)
+    problems, checks = evaluation.data_problems(x, y, fixed, served.signature)
+    if problems:
+        return _finish(
+            svc, run_id, name, "rejected_data", "; ".join(problems), metrics={"checks": checks}, **base
+        )
     classifier = served.signature["task"] == "classification"
     stratify = y if classifier and min(np.unique(y, return_counts=True)[1]) >= 2 else None
     x_train, x_test, y_train, y_test = train_test_split(
@@ -136,16 +229,34 @@ def _train(svc: Services, name: str, run_id: uuid.UUID) -> dict[str, Any]:
     names = served.signature["feature_names"]
     # Fitted on a DataFrame when the champion was, so the candidate keeps the feature names.
     candidate = clone(champion).fit(_frame(x_train, names), y_train)
-    scores = {
-        "candidate": _score(candidate, _frame(x_test, names), y_test, classifier),
-        "champion": _score(champion, _frame(x_test, names), y_test, classifier),
+    # Judged on the fixed evaluation set when there is one, else on the held-out new rows.
+    judged_x, judged_y = (fixed.x, fixed.y) if fixed is not None else (x_test, y_test)
+    judged_on = f"evaluation set v{fixed.version}" if fixed is not None else "held-out new rows"
+    predictions = {
+        "candidate": np.asarray(candidate.predict(_frame(judged_x, names))),
+        "champion": np.asarray(champion.predict(_frame(judged_x, names))),
     }
+    judged_y = _typed_like(judged_y, predictions["champion"])
+    scores = {who: quality_metrics(judged_y, predicted, classifier) for who, predicted in predictions.items()}
+    test, p_value = evaluation.paired_test(
+        judged_y, predictions["champion"], predictions["candidate"], classifier
+    )
     key = "accuracy" if classifier else "rmse"
     gain = scores["candidate"][key] - scores["champion"][key]
     if not classifier:
         gain = -gain / max(scores["champion"][key], 1e-12)  # relative RMSE reduction
-    better = gain >= settings.training_margin
+    better = gain >= settings.training_margin and p_value < settings.training_alpha
     alias = "champion" if better else "challenger"
+    metrics = {
+        **scores,
+        "judged_on": {"what": judged_on, "rows": len(judged_y), "test": test, "p_value": p_value},
+        "holdout": {
+            "rows": len(y_test),
+            "candidate": _score(candidate, _frame(x_test, names), y_test, classifier),
+            "champion": _score(champion, _frame(x_test, names), y_test, classifier),
+        },
+        "checks": checks,
+    }
     lineage = {
         "parent_version": served.version,
         "training_run": str(run_id),
@@ -153,6 +264,7 @@ def _train(svc: Services, name: str, run_id: uuid.UUID) -> dict[str, Any]:
         "rows": len(x),
         "train_rows": len(x_train),
         "holdout_rows": len(x_test),
+        "evaluation_set": fixed.version if fixed is not None else None,
         "params": {k: repr(v) for k, v in candidate.get_params(deep=False).items()},
     }
     candidate_version = _register(svc, name, served, candidate, scores["candidate"], lineage, x_train, alias)
@@ -160,11 +272,22 @@ def _train(svc: Services, name: str, run_id: uuid.UUID) -> dict[str, Any]:
     what = "accuracy gain" if classifier else "relative RMSE reduction"
     reason = (
         f"candidate v{candidate_version} {key} {scores['candidate'][key]:.4f} vs champion v{served.version} "
-        f"{scores['champion'][key]:.4f} on {len(x_test)} held-out rows: {what} {gain:+.4f} "
-        f"{'≥' if better else '<'} margin {settings.training_margin}; {verb}"
+        f"{scores['champion'][key]:.4f} on {len(judged_y)} rows of the {judged_on}: {what} {gain:+.4f} "
+        f"{'≥' if gain >= settings.training_margin else '<'} margin {settings.training_margin}, "
+        f"{test} p={p_value:.3g} {'<' if p_value < settings.training_alpha else '≥'} alpha "
+        f"{settings.training_alpha}; {verb}"
     )
-    return _finish(svc, run_id, name, "promoted" if better else "kept", reason, parent_version=served.version,
-                   candidate_version=candidate_version, rows=len(x), metrics=scores)  # fmt: skip
+    return _finish(svc, run_id, name, "promoted" if better else "kept", reason,
+                   candidate_version=candidate_version, metrics=metrics, **base)  # fmt: skip
+
+
+def _typed_like(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    """Stored labels compared with predictions: as the predictions' type (JSON may have made
+    ints of a float target, strings stay strings)."""
+    try:
+        return labels.astype(predictions.dtype)
+    except (TypeError, ValueError):
+        return labels
 
 
 def _frame(x: np.ndarray, names: list[str] | None) -> Any:

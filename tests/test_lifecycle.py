@@ -35,8 +35,10 @@ def register(svc, tmp_path: Path, name: str, estimator, data: pd.DataFrame) -> N
     svc.registry.register(name, path)
 
 
-def import_examples(svc, name: str, data: pd.DataFrame) -> None:
-    assert training.import_examples(svc, name, data, label="y") == len(data)
+def import_examples(svc, name: str, data: pd.DataFrame) -> dict:
+    done = training.import_examples(svc, name, data, label="y")
+    assert done["rows"] + done["evaluation_rows"] == len(data)
+    return done
 
 
 def test_promote_and_rollback_are_audited_and_serving_follows_without_restart(app, svc, tokens, artifacts):
@@ -81,13 +83,21 @@ def test_a_retrain_on_data_where_a_fresh_fit_is_better_promotes_it(app, svc, cli
     rng = np.random.default_rng(0)
     # The champion learned a boundary a linear model cannot draw, from little data ...
     register(svc, tmp_path, "ringy", RandomForestClassifier(n_estimators=30, random_state=0), ring(rng, 60))
-    # ... and the training set has since grown.
-    import_examples(svc, "ringy", ring(rng, 3000))
+    # ... and the training set has since grown (a fifth of the first import becomes the
+    # evaluation set, never trained on).
+    imported = import_examples(svc, "ringy", ring(rng, 3000))
+    assert imported["evaluation_rows"] == 600
 
     run = training.retrain(svc, "ringy")
 
     assert run["status"] == "promoted", run["reason"]
-    assert run["candidate_version"] == 2 and run["parent_version"] == 1 and run["rows"] == 3000
+    assert run["candidate_version"] == 2 and run["parent_version"] == 1 and run["rows"] == 2400
+    assert run["imports"] == [imported["id"]]
+    assert (
+        run["metrics"]["judged_on"]["what"] == "evaluation set v1"
+        and run["metrics"]["judged_on"]["rows"] == 600
+    )
+    assert run["metrics"]["judged_on"]["p_value"] < 0.05 and "mcnemar_exact p=" in run["reason"]
     assert run["metrics"]["candidate"]["accuracy"] > run["metrics"]["champion"]["accuracy"] + 0.01
     assert "promoted to champion" in run["reason"]
     described = svc.registry.describe("ringy")
@@ -96,11 +106,12 @@ def test_a_retrain_on_data_where_a_fresh_fit_is_better_promotes_it(app, svc, cli
     assert (
         lineage["parent_version"] == 1
         and lineage["training_run"] == str(run["id"])
-        and lineage["rows"] == 3000
+        and lineage["rows"] == 2400
+        and lineage["evaluation_set"] == 1
     )
     assert lineage["params"]["n_estimators"] == "30", "cloned: the champion's parameters"
     window = lineage["data_window"]
-    assert window["last_example_id"] - window["first_example_id"] == 2999 and window["from"] <= window["to"]
+    assert window["last_example_id"] - window["first_example_id"] >= 2399 and window["from"] <= window["to"]
     served = client.post("/v1/models/ringy/predictions", json={"inputs": [{"x0": 0.1, "x1": 0.2}]}).json
     assert served["model"]["version"] == 2
 

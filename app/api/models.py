@@ -14,12 +14,15 @@ from app.api.schemas import (
     AliasUpdateSchema,
     DriftListSchema,
     DriftQuerySchema,
+    DriftReportSchema,
     ModelListSchema,
     ModelSchema,
     QualitySchema,
     ReasonSchema,
     ShadowComparisonSchema,
     TrafficPolicySchema,
+    TrainingImportListSchema,
+    TrainingImportSchema,
     TrainingRunListSchema,
     TrainingStartedSchema,
 )
@@ -136,6 +139,36 @@ def start_retrain(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Queue a training run; it shows in GET /v1/models/{name}/training-runs."""
     run_id = training.start_run(services(), name)
     return {"run_id": str(run_id), "status": "queued"}, 202, {"Location": f"/v1/models/{name}/training-runs"}
+
+
+@blp.route("/models/<string:name>/imports", methods=["GET"])
+@requires_scope("admin")
+@blp.response(200, TrainingImportListSchema)
+@blp.alt_response(403, schema="Error", description="The API key lacks the admin scope.")
+@blp.alt_response(404, schema="Error", description="Unknown model.")
+def list_imports(name: str) -> dict[str, Any]:
+    """The model's imports of training data, newest first, with their checks."""
+    return {"model": name, "imports": training.imports(services(), name)}
+
+
+@blp.route("/models/<string:name>/imports/<int:import_id>", methods=["DELETE"])
+@requires_scope("admin")
+@blp.response(200, TrainingImportSchema)
+@blp.alt_response(403, schema="Error", description="The API key lacks the admin scope.")
+@blp.alt_response(404, schema="Error", description="Unknown model or import.")
+def drop_import(name: str, import_id: int) -> dict[str, Any]:
+    """Drop an import: its rows are left out of every later training run."""
+    return training.drop_import(services(), name, import_id)
+
+
+@blp.route("/models/<string:name>/drift-checks", methods=["POST"])
+@requires_scope("admin")
+@blp.response(200, DriftReportSchema)
+@blp.alt_response(403, schema="Error", description="The API key lacks the admin scope.")
+@blp.alt_response(404, schema="Error", description="Unknown model.")
+def run_drift_check(name: str) -> dict[str, Any]:
+    """Check the champion for drift now, as beat does on its schedule; the report is stored too."""
+    return drift.check_model(services(), name)
 
 
 @blp.route("/models/<string:name>/training-runs", methods=["GET"])

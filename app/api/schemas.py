@@ -180,12 +180,17 @@ class TrainingStartedSchema(Schema):
 class TrainingRunSchema(Schema):
     id = fields.String()
     trigger = fields.String(metadata={"enum": ["manual", "schedule", "drift"]})
-    status = fields.String(metadata={"enum": ["queued", "running", "promoted", "kept", "skipped", "failed"]})
+    status = fields.String(
+        metadata={"enum": ["queued", "running", "promoted", "kept", "skipped", "rejected_data", "failed"]}
+    )
     reason = fields.String()
     parent_version = fields.Integer(allow_none=True)
     candidate_version = fields.Integer(allow_none=True)
     rows = fields.Integer()
     metrics = fields.Dict()
+    imports = fields.List(
+        fields.Integer(), allow_none=True, metadata={"description": "The imports it trained on."}
+    )
     started_at = fields.DateTime()
     completed_at = fields.DateTime(allow_none=True)
 
@@ -193,6 +198,22 @@ class TrainingRunSchema(Schema):
 class TrainingRunListSchema(Schema):
     model = fields.String()
     runs = fields.List(fields.Nested(TrainingRunSchema), metadata={"description": "Newest first."})
+
+
+class TrainingImportSchema(Schema):
+    id = fields.Integer()
+    source = fields.String()
+    rows = fields.Integer()
+    checks = fields.Dict(
+        metadata={"description": "Label distribution test, duplicate share, problems found."}
+    )
+    created_at = fields.DateTime()
+    dropped_at = fields.DateTime(allow_none=True)
+
+
+class TrainingImportListSchema(Schema):
+    model = fields.String()
+    imports = fields.List(fields.Nested(TrainingImportSchema), metadata={"description": "Newest first."})
 
 
 class DriftFeatureSchema(Schema):
