@@ -19,6 +19,7 @@
     │   └── FileTooLarge                 file_too_large (a batch job's file)
     ├── UnsupportedMediaType         415 unsupported_media_type
     ├── InvalidInput                 422 invalid_input (row and field in details)
+    │   └── ExplanationUnsupported       explanation_unsupported (the model type in details)
     ├── RateLimited                  429 rate_limited (with Retry-After)
     ├── ServiceUnavailable           503 service_unavailable (with Retry-After)
     │   └── Overloaded                   overloaded (a model's queue is too deep)
@@ -136,6 +137,10 @@ class UnsupportedMediaType(PredqError):
 
 class InvalidInput(PredqError):
     status, code = 422, "invalid_input"
+
+
+class ExplanationUnsupported(InvalidInput):
+    code = "explanation_unsupported"
 
 
 class _RetryLater(PredqError):

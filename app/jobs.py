@@ -35,7 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from app import bulkfiles, logs, traffic
 from app.celery_app import RUN_BATCH
 from app.db import Job, ShadowOutput, dialect_insert, utcnow
-from app.errors import IdempotencyConflict, JobNotFound, Overloaded, PredqError
+from app.errors import ExplanationUnsupported, IdempotencyConflict, JobNotFound, Overloaded, PredqError
 from app.metrics import CACHE_HITS, CACHE_MISSES, JOBS
 from app.rqueue import RowQueue, cache_keys, decode_view, done_key, encode_item, encode_view, result_key
 from app.services import Services
@@ -74,6 +74,7 @@ def submit(
     wait: float = 0.0,
     rate: RateCharge | None = None,
     owner: int | None = None,
+    explain: bool = False,
 ) -> dict[str, Any]:
     """Store a job for ``inputs`` and queue it; returns the job's public view.
 
@@ -84,6 +85,8 @@ def submit(
     within ``wait`` seconds. ``rate`` is the request's rate-limit count, sent in the same
     Redis call as the cache lookup (raises RateLimited when a limit is spent). ``owner``
     is the submitting API key's id (None with auth off); ``idempotency_key`` is its own.
+    With ``explain`` each output carries its row's explanation, computed by the worker
+    (never from the row cache, which holds outputs only).
     """
     policy = None
     target_version, target_alias = version, alias
@@ -92,6 +95,14 @@ def submit(
         route = traffic.choose(policy, name, routing_key)
         target_version, target_alias = route.version, route.alias
     served = svc.registry.resolve(name, version=target_version, alias=target_alias)
+    if explain and not served.signature.get("explainer"):
+        raise ExplanationUnsupported(
+            f"{served.signature.get('estimator', 'this model')} ({name} v{served.version}) has no fast"
+            " explainer;"
+            " explanations are computed for tree ensembles, gradient boosting, linear models and pipelines"
+            " ending in one (a version registered before explanations existed: register it again)",
+            estimator=served.signature.get("estimator"),
+        )
     if isinstance(inputs, list):
         matrix = rows_to_matrix(
             inputs,
@@ -114,12 +125,14 @@ def submit(
         if existing is not None:
             return _replay(existing, request_hash, idempotency_key)
 
-    # With the cache off there is nothing to look up, so no row is hashed.
-    keys = cache_keys(name, served.version, matrix) if svc.settings.cache_ttl_seconds > 0 else []
+    # With the cache off (or explanations asked for) there is nothing to look up: no row is hashed.
+    use_cache = svc.settings.cache_ttl_seconds > 0 and not explain
+    keys = cache_keys(name, served.version, matrix) if use_cache else []
     rows = matrix.tolist()
-    if wait > 0 and stored_key is None and (policy is None or policy.shadow is None):
-        # Neither an Idempotency-Key (its row is what finds a replay) nor a shadow (its
-        # outputs refer to the job's row) can wait for the worker to store the job.
+    if wait > 0 and stored_key is None and not explain and (policy is None or policy.shadow is None):
+        # Neither an Idempotency-Key (its row is what finds a replay), a shadow (its outputs
+        # refer to the job's row) nor explanations (rare: kept off this road) can wait for
+        # the worker to store the job.
         deferred = _submit_deferred(svc, name, served.version, rows, keys, request_id, wait, rate, owner)
         if not isinstance(deferred, Peek):
             return deferred
@@ -165,7 +178,7 @@ def submit(
         JOBS.labels(name, str(served.version), "succeeded").inc()
         _publish_result(svc, view, owner)
         return view
-    _queue_rows(svc, name, served.version, view, rows, cached, request_id, owner)
+    _queue_rows(svc, name, served.version, view, rows, cached, request_id, owner, explain)
     if wait > 0:
         # Just stored, so nothing to read first: wait for the worker's hand-off.
         view = wait_for(svc, view["id"], wait) or view
@@ -181,12 +194,15 @@ def _queue_rows(
     cached: list[Any],
     request_id: str | None,
     owner: int | None,
+    explain: bool = False,
 ) -> None:
     """Push a stored job's uncached rows (with its cached outputs beside them) for a worker."""
     job_id = view["id"]
     pending = [i for i, c in enumerate(cached) if c is None]
     if len(pending) == len(rows):
-        item = encode_item(job_id, rows, len(rows), view["created_at"], request_id=request_id, owner=owner)
+        item = encode_item(
+            job_id, rows, len(rows), view["created_at"], request_id=request_id, owner=owner, explain=explain
+        )
     else:
         item = encode_item(
             job_id,

@@ -8,7 +8,8 @@ A queue item is one job's rows that still need the model, encoded as
      "t": enqueue unix time, "r": the submitting request's id (for logs) | null,
      "s": true when a shadow version scores the rows (outputs stored apart, never returned),
      "d": true when the job has no database row yet (the worker inserts it, see app/jobs.py),
-     "o": the id of the API key that owns the job | null}
+     "o": the id of the API key that owns the job | null,
+     "x": true when each row's explanation is asked for (app/explain.py)}
 
 ``slots``/``pre`` are set only when part of the job was answered from the cache.
 
@@ -234,6 +235,7 @@ class QueuedRows:
     shadow: bool = False
     deferred: bool = False
     owner: int | None = None
+    explain: bool = False
 
 
 def encode_item(
@@ -247,6 +249,7 @@ def encode_item(
     shadow: bool = False,
     deferred: bool = False,
     owner: int | None = None,
+    explain: bool = False,
 ) -> bytes:
     body = orjson.dumps(
         {
@@ -261,6 +264,7 @@ def encode_item(
             "s": shadow,
             "d": deferred,
             "o": owner,
+            "x": explain,
         }
     )
     return str(len(rows)).encode() + b"|" + body
@@ -280,6 +284,7 @@ def decode_item(raw: bytes) -> QueuedRows:
         body.get("s", False),
         body.get("d", False),
         body.get("o"),
+        body.get("x", False),
     )
 
 

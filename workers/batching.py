@@ -22,6 +22,7 @@ from app import logs
 from app.celery_app import RUN_BATCH
 from app.db import INSERT_BY_DIALECT, Batch, Job, ShadowOutput, dialect_insert, utcnow
 from app.errors import PredqError
+from app.explain import ExplanationFailed, explanations
 from app.inference import predict_by_job
 from app.jobs import job_view
 from app.metrics import BATCH_ROWS, INFERENCE, JOB_DURATION, JOBS, QUEUE_WAIT
@@ -187,6 +188,8 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
         log.exception("model %s v%s failed on a batch of %d rows", name, version, len(rows))
         outcomes = [exc] * (len(items) + len(shadows))
     served_outcomes, shadow_outcomes = outcomes[: len(items)], outcomes[len(items) :]
+    if any(item.explain for item in items):
+        served_outcomes = explain_outcomes(svc, name, version, items, served_outcomes)
     shadow_outputs = [(item, out) for item, out in zip(shadows, shadow_outcomes, strict=True)
                       if not isinstance(out, Exception)]  # fmt: skip
 
@@ -241,6 +244,38 @@ def run_batch(svc: Services, name: str, version: int, worker: str = "") -> Batch
         },
     )
     return BatchReport(name, version, str(batch_id), len(rows), len(items), status, inference_seconds)
+
+
+def explain_outcomes(
+    svc: Services, name: str, version: int, items: list[QueuedRows], outcomes: list[list[Any] | Exception]
+) -> list[list[Any] | Exception]:
+    """Add each row's explanation to the outputs of the items that asked, in one shap call;
+    when it fails, those items fail (the others keep their outputs)."""
+    asking = [i for i, item in enumerate(items) if item.explain and not isinstance(outcomes[i], Exception)]
+    if not asking:
+        return outcomes
+    rows = [row for i in asking for row in items[i].rows]
+    predictions = [output["prediction"] for i in asking for output in outcomes[i]]  # type: ignore[union-attr]
+    try:
+        estimator, served = svc.registry.load(name, version)
+        found = explanations(
+            estimator, served, np.asarray(rows, dtype=np.float64), predictions,
+            lambda: svc.registry.reference(name, version),
+        )  # fmt: skip
+    except Exception as exc:
+        log.exception("explanations for %s v%s failed", name, version)
+        failure = exc if isinstance(exc, PredqError) else ExplanationFailed(f"{type(exc).__name__}: {exc}")
+        return [failure if i in asking else outcome for i, outcome in enumerate(outcomes)]
+    explained = list(outcomes)
+    offset = 0
+    for i in asking:
+        outputs = outcomes[i]
+        explained[i] = [
+            output | {"explanation": found[offset + j]}
+            for j, output in enumerate(outputs)  # type: ignore[arg-type]
+        ]
+        offset += len(outputs)  # type: ignore[arg-type]
+    return explained
 
 
 def finish_jobs(
@@ -423,7 +458,8 @@ def publish(
     if keys:
         offset = 0
         for item, outputs in zip(items, outcomes, strict=True):
-            if not isinstance(outputs, Exception):
+            # The cache holds outputs only: explained outputs are not cached.
+            if not isinstance(outputs, Exception) and not item.explain:
                 mine = keys[offset : offset + len(item.rows)]
                 cache.update((key, orjson.dumps(output)) for key, output in zip(mine, outputs, strict=True))
             offset += len(item.rows)

@@ -43,6 +43,9 @@ class PredictionRequest(Struct, forbid_unknown_fields=True):
     version: Version | UnsetType = UNSET
     alias: Annotated[str, Meta(min_length=1, max_length=100)] | UnsetType = UNSET
     routing_key: Annotated[str, Meta(max_length=200)] | UnsetType = UNSET
+    explain: Annotated[
+        bool, Meta(description="Each row's feature contributions too (shap; tree and linear models).")
+    ] = False
 
     def get(self, field: str) -> Any:
         """The field's value, None when the body left it out."""
@@ -60,6 +63,7 @@ class ArrowOptions(Struct, forbid_unknown_fields=True):
     version: Version | UnsetType = UNSET
     alias: Annotated[str, Meta(min_length=1, max_length=100)] | UnsetType = UNSET
     routing_key: Annotated[str, Meta(max_length=200)] | UnsetType = UNSET
+    explain: bool = False
 
     def get(self, field: str) -> Any:
         value = getattr(self, field)

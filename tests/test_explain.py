@@ -1,0 +1,119 @@
+"""Explanations: each row's feature contributions, computed by the worker with shap."""
+
+from __future__ import annotations
+
+import uuid
+
+import joblib
+import numpy as np
+import pyarrow as pa
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from tests.conftest import count_jobs, stored_estimator
+from tests.test_arrow_requests import arrow_body
+
+IRIS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+
+
+def fresh_iris_rows(n: int) -> list[list[float]]:
+    rng = np.random.default_rng(uuid.uuid4().int % 2**32)  # never cached
+    return rng.uniform([4.3, 2.0, 1.0, 0.1], [7.9, 4.4, 6.9, 2.5], size=(n, 4)).round(4).tolist()
+
+
+def test_a_forest_explains_the_predicted_class_probability(client, svc, registered, worker):
+    rows = fresh_iris_rows(5)
+
+    job = client.post("/v1/models/iris/predictions?wait=20", json={"inputs": rows, "explain": True}).json
+
+    assert job["status"] == "succeeded", job
+    proba = stored_estimator(svc, "iris").predict_proba(np.asarray(rows))
+    classes = list(stored_estimator(svc, "iris").classes_)
+    for row, output in zip(proba, job["outputs"], strict=True):
+        explanation = output["explanation"]
+        assert explanation["class"] == output["prediction"]
+        assert list(explanation["contributions"]) == IRIS
+        total = explanation["base_value"] + sum(explanation["contributions"].values())
+        assert total == pytest.approx(row[classes.index(output["prediction"])], abs=1e-6), "shap is additive"
+
+
+def test_a_linear_regressor_explains_its_prediction(client, svc, registered, worker):
+    rows = (np.random.default_rng(7).normal(0, 0.05, (3, 10))).tolist()
+
+    job = client.post("/v1/models/diabetes/predictions?wait=20", json={"inputs": rows, "explain": True}).json
+
+    assert job["status"] == "succeeded", job
+    for output in job["outputs"]:
+        explanation = output["explanation"]
+        assert "class" not in explanation
+        total = explanation["base_value"] + sum(explanation["contributions"].values())
+        assert total == pytest.approx(output["prediction"], rel=1e-6)
+
+
+def test_a_pipeline_is_explained_through_its_one_to_one_steps(client, svc, worker, tmp_path):
+    iris = load_iris(as_frame=True)
+    name = f"scaled-{uuid.uuid4().hex[:6]}"
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(iris.data, iris.target)
+    joblib.dump(model, tmp_path / "scaled.joblib")
+    svc.registry.register(name, tmp_path / "scaled.joblib", reference=iris.data)
+
+    job = client.post(
+        f"/v1/models/{name}/predictions?wait=20", json={"inputs": fresh_iris_rows(2), "explain": True}
+    ).json
+
+    assert job["status"] == "succeeded", job
+    for output in job["outputs"]:
+        assert output["explanation"]["class"] == output["prediction"]
+        assert list(output["explanation"]["contributions"]) == IRIS
+
+
+def test_a_model_without_a_fast_explainer_is_refused_at_submit(client, svc, tmp_path):
+    iris = load_iris(as_frame=True)
+    name = f"knn-{uuid.uuid4().hex[:6]}"
+    joblib.dump(KNeighborsClassifier().fit(iris.data, iris.target), tmp_path / "knn.joblib")
+    svc.registry.register(name, tmp_path / "knn.joblib")
+    before = count_jobs(svc)
+
+    response = client.post(
+        f"/v1/models/{name}/predictions", json={"inputs": fresh_iris_rows(1), "explain": True}
+    )
+
+    assert response.status_code == 422
+    assert response.json["error"]["code"] == "explanation_unsupported"
+    assert response.json["error"]["details"]["estimator"] == "KNeighborsClassifier"
+    assert count_jobs(svc) == before
+
+
+def test_a_request_without_explain_pays_nothing_for_them_and_explained_outputs_are_not_cached(
+    client, registered, worker
+):
+    rows = fresh_iris_rows(2)
+    explained = client.post(
+        "/v1/models/iris/predictions?wait=20", json={"inputs": rows, "explain": True}
+    ).json
+    assert explained["status"] == "succeeded"
+
+    plain = client.post("/v1/models/iris/predictions", json={"inputs": rows})
+
+    assert plain.status_code == 202, "not answered from an explained job's outputs"
+    done = client.get(f"/v1/predictions/{plain.json['id']}?wait=20").json
+    assert all("explanation" not in output for output in done["outputs"])
+    assert [o["prediction"] for o in done["outputs"]] == [o["prediction"] for o in explained["outputs"]]
+
+
+def test_an_arrow_request_asks_for_explanations_in_its_query_string(client, registered, worker):
+    rows = np.asarray(fresh_iris_rows(3))
+    table = pa.table({name: rows[:, j] for j, name in enumerate(IRIS)})
+
+    response = client.post(
+        "/v1/models/iris/predictions?wait=20&explain=true",
+        data=arrow_body(table),
+        content_type="application/vnd.apache.arrow.stream",
+    )
+
+    assert response.status_code == 200, response.json
+    assert all(set(o["explanation"]["contributions"]) == set(IRIS) for o in response.json["outputs"])
