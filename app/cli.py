@@ -66,6 +66,12 @@ def db_upgrade(revision: str) -> None:
     default=None,
     help="Training inputs (.csv or .parquet) to sample as the baseline for drift checks.",
 )
+@click.option(
+    "--card-notes",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A Markdown file: the version's intended use and limitations, for its model card.",
+)
 def models_register(
     name: str,
     path: str,
@@ -73,6 +79,7 @@ def models_register(
     metrics: str | None,
     trust: tuple[str, ...],
     reference: str | None,
+    card_notes: str | None,
 ) -> None:
     """Store an artifact (.skops, or joblib/pickle: it runs code on load) as the next version of NAME."""
     registry = current_app.extensions["predq"].registry
@@ -84,6 +91,7 @@ def models_register(
             metrics=json.loads(metrics) if metrics else None,
             trust=list(trust),
             reference=_read_table(reference) if reference else None,
+            card_notes=Path(card_notes).read_text() if card_notes else None,
         )
     sig = served.signature
     click.echo(
@@ -199,6 +207,25 @@ def models_drop_import(name: str, import_id: int) -> None:
     with _cli_errors():
         dropped = training.drop_import(current_app.extensions["predq"], name, import_id)
     click.echo(f"{name}: import {import_id} dropped ({dropped['rows']} rows no longer trained on)")
+
+
+@models_cli.command("card")
+@click.argument("name")
+@click.option("--version", type=int, default=None, help="The version (default: the champion).")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write it here, not to stdout."
+)
+def models_card(name: str, version: int | None, output: str | None) -> None:
+    """NAME's model card, in Markdown."""
+    from app.cards import card
+
+    with _cli_errors(), _logs_to_stderr():
+        made = card(current_app.extensions["predq"], name, version)
+    if output:
+        Path(output).write_text(made["markdown"])
+        click.echo(f"{name} v{made['version']}: card written to {output}")
+    else:
+        click.echo(made["markdown"])
 
 
 @models_cli.command("drift-check")

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
     create_engine,
     event,
@@ -112,6 +113,8 @@ class ModelVersion(Base):
     """For skops: the types beyond skops' defaults approved at registration; loading allows only these."""
     signature: Mapped[dict[str, Any]] = mapped_column(JSON)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    card_notes: Mapped[str | None] = mapped_column(Text, nullable=True, deferred=True)
+    """Intended use and limitations, in the registrant's words (the model card shows them)."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     model: Mapped[Model] = relationship(back_populates="versions")

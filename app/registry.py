@@ -109,6 +109,7 @@ class Registry:
         reference: Any = None,
         lineage: dict[str, Any] | None = None,
         actor: str = "register",
+        card_notes: str | None = None,
     ) -> ServedVersion:
         """Store ``source`` as the next version of ``name``; the first version becomes champion.
 
@@ -160,6 +161,7 @@ class Registry:
                     lineage=lineage,
                     signature=signature,
                     metrics=metrics or {},
+                    card_notes=card_notes,
                 )
             )
             aliases = [alias] if alias else []
@@ -182,6 +184,15 @@ class Registry:
         if len(matrix) > self.reference_rows:
             matrix = matrix[np.random.default_rng(0).choice(len(matrix), self.reference_rows, replace=False)]
         return matrix.tolist()
+
+    def card_notes(self, name: str, version: int) -> str | None:
+        """What the registrant wrote of the version's intended use and limitations, if anything."""
+        with Session(self.engine) as session:
+            return session.scalar(
+                select(ModelVersion.card_notes)
+                .join(Model, Model.id == ModelVersion.model_id)
+                .where(Model.name == name, ModelVersion.version == version)
+            )
 
     def reference(self, name: str, version: int) -> np.ndarray | None:
         """The version's reference sample for drift checks, or None when it has none."""

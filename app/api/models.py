@@ -171,6 +171,21 @@ def run_drift_check(name: str) -> dict[str, Any]:
     return drift.check_model(services(), name)
 
 
+@blp.route("/models/<string:name>/versions/<int:version>/card", methods=["GET"])
+@blp.alt_response(200, description="The version's model card: JSON, or Markdown with Accept: text/markdown.")
+@blp.alt_response(404, schema="Error", description="Unknown model or version.")
+def get_card(name: str, version: int) -> Any:
+    """A version's model card, from what the registry knows (built with skops.card)."""
+    from flask import Response, request
+
+    from app.cards import card
+
+    made = card(services(), name, version)
+    if request.accept_mimetypes.best_match(["application/json", "text/markdown"]) == "text/markdown":
+        return Response(made["markdown"], mimetype="text/markdown")
+    return made
+
+
 @blp.route("/models/<string:name>/training-runs", methods=["GET"])
 @blp.response(200, TrainingRunListSchema)
 @blp.alt_response(404, schema="Error", description="Unknown model.")
