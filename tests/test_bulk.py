@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import os
 import time
 import uuid
 from pathlib import Path
 
 import joblib
 import numpy as np
+import psutil
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
@@ -23,6 +25,7 @@ from app import create_app
 from app.db import BulkChunk, BulkJob
 from tests.conftest import client_for, stored_estimator
 from tests.slow_model import MARKER, refuse_marked_rows
+from tests.test_metrics import scrape_test_client
 from workers import bulk as bulk_scoring
 
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
@@ -301,7 +304,32 @@ def test_chunk_rows_are_recorded_per_chunk(svc, unserved, registered):
             select(BulkChunk.rows).where(BulkChunk.job_id == uuid.UUID(job["id"])).order_by(BulkChunk.index)
         ).scalars()
         assert list(rows) == [1000, 1000, 345]
+    queued = scrape_test_client(client)[("predq_bulk_chunks_queued", frozenset({("model", "iris")}))]
+    assert queued >= 3, "the scrape counts the chunks waiting, from the database"
     client.delete(f"/v1/batch-jobs/{job['id']}")
+
+
+def test_the_bulk_worker_runs_niced_and_takes_the_chunks(client, registered, bulk_worker, worker):
+    job = client.post(
+        "/v1/models/iris/batch-jobs", data=parquet_bytes(iris_table(1500)), content_type=PARQUET
+    ).json
+    assert wait_until_finished(client, job["id"])["status"] == "succeeded"
+
+    bulk = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "bulk" in (p.info["cmdline"] or []) and "-Q" in p.info["cmdline"]
+    ]
+    online = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "inference,maintenance,training" in (p.info["cmdline"] or [])
+    ]
+
+    ours = os.nice(0)
+    assert bulk and all(p.nice() >= ours + 10 for p in bulk), "the bulk worker and its pool run niced"
+    assert online and all(p.nice() == ours for p in online), "the online worker does not"
+    assert "predq.score_chunk" in bulk_worker.read_text(), "the bulk worker took the chunks"
 
 
 def test_the_cli_scores_a_file_and_writes_the_result(app, svc, registered, bulk_worker, tmp_path):
