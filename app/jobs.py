@@ -85,8 +85,8 @@ def submit(
     within ``wait`` seconds. ``rate`` is the request's rate-limit count, sent in the same
     Redis call as the cache lookup (raises RateLimited when a limit is spent). ``owner``
     is the submitting API key's id (None with auth off); ``idempotency_key`` is its own.
-    With ``explain`` each output carries its row's explanation, computed by the worker
-    (never from the row cache, which holds outputs only).
+    With ``explain`` each output carries its row's explanation, computed by the worker or
+    cached under keys of their own.
     """
     policy = None
     target_version, target_alias = version, alias
@@ -125,9 +125,8 @@ def submit(
         if existing is not None:
             return _replay(existing, request_hash, idempotency_key)
 
-    # With the cache off (or explanations asked for) there is nothing to look up: no row is hashed.
-    use_cache = svc.settings.cache_ttl_seconds > 0 and not explain
-    keys = cache_keys(name, served.version, matrix) if use_cache else []
+    # With the cache off there is nothing to look up, so no row is hashed.
+    keys = cache_keys(name, served.version, matrix, explain) if svc.settings.cache_ttl_seconds > 0 else []
     rows = matrix.tolist()
     if wait > 0 and stored_key is None and not explain and (policy is None or policy.shadow is None):
         # Neither an Idempotency-Key (its row is what finds a replay), a shadow (its outputs

@@ -88,17 +88,18 @@ def test_a_model_without_a_fast_explainer_is_refused_at_submit(client, svc, tmp_
     assert count_jobs(svc) == before
 
 
-def test_a_request_without_explain_pays_nothing_for_them_and_explained_outputs_are_not_cached(
-    client, registered, worker
-):
+def test_explained_outputs_are_cached_apart_from_plain_ones(client, registered, worker):
     rows = fresh_iris_rows(2)
     explained = client.post(
         "/v1/models/iris/predictions?wait=20", json={"inputs": rows, "explain": True}
     ).json
     assert explained["status"] == "succeeded"
 
+    again = client.post("/v1/models/iris/predictions", json={"inputs": rows, "explain": True})
     plain = client.post("/v1/models/iris/predictions", json={"inputs": rows})
 
+    assert again.status_code == 200, "the same rows explained again come from the cache at once"
+    assert again.json["outputs"] == explained["outputs"]
     assert plain.status_code == 202, "not answered from an explained job's outputs"
     done = client.get(f"/v1/predictions/{plain.json['id']}?wait=20").json
     assert all("explanation" not in output for output in done["outputs"])

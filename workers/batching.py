@@ -458,9 +458,10 @@ def publish(
     if keys:
         offset = 0
         for item, outputs in zip(items, outcomes, strict=True):
-            # The cache holds outputs only: explained outputs are not cached.
-            if not isinstance(outputs, Exception) and not item.explain:
+            if not isinstance(outputs, Exception):
                 mine = keys[offset : offset + len(item.rows)]
+                if item.explain:  # explained outputs have keys of their own (app/rqueue.py)
+                    mine = cache_keys(name, version, np.asarray(item.rows, dtype=np.float64), explained=True)
                 cache.update((key, orjson.dumps(output)) for key, output in zip(mine, outputs, strict=True))
             offset += len(item.rows)
     views = {
