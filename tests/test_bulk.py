@@ -356,3 +356,39 @@ def test_the_cli_scores_a_file_and_writes_the_result(app, svc, registered, bulk_
     assert written.column("order_id").to_pylist() == [f"o-{i}" for i in range(1500)]
     expected = stored_estimator(svc, "iris").predict(iris_table(1500, seed=3).to_pandas()[FEATURES])
     assert written.column("prediction").to_pylist() == expected.tolist()
+
+
+def test_finished_batch_jobs_past_retention_are_deleted_with_their_files(
+    unserved, client, svc, registered, bulk_worker
+):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from app.db import utcnow
+
+    done = wait_until_finished(
+        client,
+        client.post(
+            "/v1/models/iris/batch-jobs", data=parquet_bytes(iris_table(50)), content_type=PARQUET
+        ).json["id"],
+    )
+    _, queued_client = unserved
+    waiting = queued_client.post(
+        "/v1/models/iris/batch-jobs", data=parquet_bytes(iris_table(50)), content_type=PARQUET
+    ).json
+    long_ago = utcnow() - timedelta(days=30)
+    with svc.engine.begin() as conn:
+        conn.execute(update(BulkJob).where(BulkJob.id == uuid.UUID(done["id"])).values(completed_at=long_ago))
+        conn.execute(
+            update(BulkJob).where(BulkJob.id == uuid.UUID(waiting["id"])).values(created_at=long_ago)
+        )
+    directory = Path(svc.settings.batch_root) / done["id"]
+    assert (directory / "result.parquet").exists()
+
+    assert bulk_scoring.expire_old_batch_jobs(svc) >= 1
+
+    assert not directory.exists()
+    assert client.get(f"/v1/batch-jobs/{done['id']}").status_code == 404
+    assert client.get(f"/v1/batch-jobs/{waiting['id']}").json["status"] == "queued", "unfinished jobs stay"
+    client.delete(f"/v1/batch-jobs/{waiting['id']}")

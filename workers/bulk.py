@@ -25,7 +25,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from kombu.exceptions import ChannelError
 from kombu.exceptions import OperationalError as BrokerError
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from app import bulk, bulkfiles
 from app.celery_app import BULK_QUEUE
@@ -188,6 +188,35 @@ def requeue_stuck_chunks(svc: Services) -> int:
     if chunks:
         log.warning("sweeper re-sent %d batch-job chunks", len(chunks))
     return sent
+
+
+def expire_old_batch_jobs(svc: Services, limit: int = 100) -> int:
+    """Delete up to ``limit`` finished batch jobs older than ``job_retention_seconds``: their
+    files under BATCH_ROOT (result included), then their rows. Returns how many.
+
+    As with prediction jobs, queued and running ones are never deleted; ``0`` keeps them all.
+    """
+    if svc.settings.job_retention_seconds <= 0:
+        return 0
+    cutoff = utcnow() - timedelta(seconds=svc.settings.job_retention_seconds)
+    with svc.engine.connect() as conn:
+        expired = list(
+            conn.execute(
+                select(BulkJob.id)
+                .where(BulkJob.status.in_(bulk.FINISHED), BulkJob.completed_at < cutoff)
+                .limit(limit)
+            ).scalars()
+        )
+    for job_id in expired:
+        # Files first: a sweep that dies between the two leaves rows to try again, never
+        # files no row points at.
+        shutil.rmtree(bulk.job_dir(svc.settings, job_id), ignore_errors=True)
+        with svc.engine.begin() as conn:
+            conn.execute(delete(BulkChunk).where(BulkChunk.job_id == job_id))
+            conn.execute(delete(BulkJob).where(BulkJob.id == job_id))
+    if expired:
+        log.info("sweeper deleted %d batch jobs older than the retention", len(expired))
+    return len(expired)
 
 
 def _claim(svc: Services, job_id: uuid.UUID, index: int) -> Any:

@@ -36,6 +36,7 @@ def sweep() -> dict[str, int]:
         "expired": sweeper.expire_old_jobs(svc),
         "stale_training_runs": sweeper.fail_stale_training_runs(svc),
         "bulk_chunks_resent": bulk.requeue_stuck_chunks(svc),
+        "bulk_jobs_expired": bulk.expire_old_batch_jobs(svc),
     }
 
 
