@@ -185,15 +185,17 @@ def get(svc: Services, job_id: str, reader: Principal | None) -> dict[str, Any]:
             .limit(_FAILED_SHOWN)
         ).all()
     counts = {status: count for status, count, _ in by_status}
-    rows_done = sum(int(rows) for status, _, rows in by_status if status == "succeeded")
-    return view(job, counts, rows_done, failed)
+    rows = {status: int(total) for status, _, total in by_status}
+    return view(job, counts, rows, failed)
 
 
-def view(job: Any, counts: dict[str, int], rows_done: int, failed: list[Any]) -> dict[str, Any]:
-    """The public JSON of a batch job, from its row and its chunks' counts."""
+def view(job: Any, counts: dict[str, int], rows: dict[str, int], failed: list[Any]) -> dict[str, Any]:
+    """The public JSON of a batch job, from its row and its chunks' counts and rows by status
+    (``failed``: the first failed chunks, shown)."""
+    rows_done = rows.get("succeeded", 0)
     elapsed = _seconds_between(job.started_at, job.completed_at or utcnow()) if job.started_at else None
     rate = rows_done / elapsed if elapsed else None
-    left = job.rows_total - rows_done - sum(f.rows for f in failed)
+    left = rows.get("queued", 0) + rows.get("running", 0)
     finished = job.status in FINISHED
     return {
         "id": str(job.id),
@@ -205,10 +207,7 @@ def view(job: Any, counts: dict[str, int], rows_done: int, failed: list[Any]) ->
         "chunks": {
             "total": job.chunks_total,
             "chunk_rows": job.chunk_rows,
-            **{
-                status: counts.get(status, 0)
-                for status in ("queued", "running", "succeeded", "failed", "cancelled")
-            },
+            **{status: counts.get(status, 0) for status in CHUNK_STATUSES},
         },
         "rows_per_second": round(rate, 1) if rate else None,
         "eta_seconds": round(left / rate, 1) if rate and not finished else None,

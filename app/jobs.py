@@ -113,7 +113,9 @@ def submit(
         )
     else:  # an Arrow table: its columns are the features
         matrix = bulkfiles.table_matrix(inputs, served.signature, svc.settings.max_rows_per_request)
-        inputs = matrix.tolist()
+    rows = matrix.tolist()
+    if not isinstance(inputs, list):
+        inputs = rows  # what an Idempotency-Key's hash reads
     # Only an Idempotency-Key needs the body's hash; skip the extra serialization otherwise.
     # It hashes what the client sent, not the route drawn for it: a replay may draw another.
     request_hash = (
@@ -127,7 +129,6 @@ def submit(
 
     # With the cache off there is nothing to look up, so no row is hashed.
     keys = cache_keys(name, served.version, matrix, explain) if svc.settings.cache_ttl_seconds > 0 else []
-    rows = matrix.tolist()
     if wait > 0 and stored_key is None and not explain and (policy is None or policy.shadow is None):
         # Neither an Idempotency-Key (its row is what finds a replay), a shadow (its outputs
         # refer to the job's row) nor explanations (rare: kept off this road) can wait for

@@ -55,28 +55,27 @@ def import_examples(svc: Services, name: str, table: Any, label: str, source: st
     """
     served = svc.registry.resolve(name)
     matrix, labels = _labeled_rows(table, label, served.signature)
-    evaluation_rows = 0
     train = np.arange(len(labels))
-    if evaluation.latest_set(svc, name) is None and len(labels) >= 10:
+    fixed = evaluation.latest_set(svc, name)
+    if fixed is None and len(labels) >= 10:
         classifier = served.signature["task"] == "classification"
         stratify = labels if classifier and min(np.unique(labels, return_counts=True)[1]) >= 2 else None
         train, held = train_test_split(
             train, test_size=svc.settings.training_eval_share, random_state=0, stratify=stratify
         )
         train.sort()
-        evaluation.store_set(
-            svc,
-            name,
-            matrix[held],
-            [_plain(v) for v in labels[held]],
-            f"carved from {source or 'the first import'}",
-        )
-        evaluation_rows = len(held)
+        held_labels = [_plain(v) for v in labels[held]]
+        carved = f"carved from {source or 'the first import'}"
+        version = evaluation.store_set(svc, name, matrix[held], held_labels, carved)
+        fixed = evaluation.EvalRows(version, matrix[held], labels[held])
+    evaluation_rows = len(labels) - len(train)
+    problems, checks = evaluation.data_problems(matrix[train], labels[train], fixed, served.signature)
     with svc.engine.begin() as conn:
         import_id = conn.execute(
             insert(TrainingImport).returning(TrainingImport.id),
-            {"model_name": name, "source": source[:1000], "rows": len(train), "checks": {}},
-        ).scalar_one()
+            {"model_name": name, "source": source[:1000], "rows": len(train),
+             "checks": checks | {"problems": problems}},
+        ).scalar_one()  # fmt: skip
         conn.execute(
             insert(TrainingExample),
             [
@@ -85,14 +84,6 @@ def import_examples(svc: Services, name: str, table: Any, label: str, source: st
                 for i in train
             ],
         )  # fmt: skip
-        problems, checks = evaluation.data_problems(
-            matrix[train], labels[train], evaluation.latest_set(svc, name), served.signature
-        )
-        conn.execute(
-            update(TrainingImport)
-            .where(TrainingImport.id == import_id)
-            .values(checks=checks | {"problems": problems})
-        )
     return {
         "id": import_id,
         "rows": len(train),

@@ -6,6 +6,7 @@ dropped) by this run, and the Redis DB number is flushed at the start.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -174,13 +175,21 @@ def worker(
         worker_name,
     ]
     env = settings_env(settings) | {"WORKER_METRICS_BIND": worker_metrics_url.split("/")[2]}
-    with process_group(argv, env, log_path) as proc:
-        celery = app.extensions["celery"]
-        deadline = time.monotonic() + 60
-        while not celery.control.ping(destination=[worker_name], timeout=0.5):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not start:\n{log_path.read_text()}")
+    with _celery_worker(app, argv, env, worker_name, log_path):
         yield log_path
+
+
+@contextlib.contextmanager
+def _celery_worker(
+    app: Any, argv: list[str], env: dict[str, str], name: str, log_path: Path
+) -> Iterator[None]:
+    """A Celery worker process, once it answers a ping by its node name; stopped after."""
+    with process_group(argv, env, log_path) as proc:
+        deadline = time.monotonic() + 60
+        while not app.extensions["celery"].control.ping(destination=[name], timeout=0.5):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker {name} did not start:\n{log_path.read_text()}")
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -190,12 +199,7 @@ def bulk_worker(settings: Settings, app: Any, tmp_path_factory: pytest.TempPathF
     name = f"bulk-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
     argv = [_bin(PROCESSES["bulk-worker"][0]), *PROCESSES["bulk-worker"][1:], "-c", "2", "-n", name]
     env = settings_env(settings) | {"WORKER_METRICS_BIND": f"127.0.0.1:{free_port()}"}
-    with process_group(argv, env, log_path) as proc:
-        celery = app.extensions["celery"]
-        deadline = time.monotonic() + 60
-        while not celery.control.ping(destination=[name], timeout=0.5):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"bulk worker did not start:\n{log_path.read_text()}")
+    with _celery_worker(app, argv, env, name, log_path):
         yield log_path
 
 

@@ -23,7 +23,7 @@ from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from app import create_app
 from app.db import Job
@@ -239,8 +239,3 @@ def test_the_predq_command(api_server, tokens, settings, svc, registered, worker
     scored = predq_command("score", "iris", str(tmp_path / "in.csv"), str(tmp_path / "out.csv"), "--quiet")
     assert scored.returncode == 0, scored.stderr
     assert len(Path(tmp_path / "out.csv").read_text().splitlines()) == 1201
-
-
-def _count_jobs(svc) -> int:
-    with svc.engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(Job)).scalar_one()

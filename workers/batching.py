@@ -410,7 +410,7 @@ def _job_results(items: list[QueuedRows], outcomes: list[list[Any] | Exception])
     results = []
     for item, mine in zip(items, outcomes, strict=True):
         if isinstance(mine, Exception):
-            results.append({"id": item.job_id, "status": "failed", "outputs": None, "error": _error_of(mine)})
+            results.append({"id": item.job_id, "status": "failed", "outputs": None, "error": error_of(mine)})
             continue
         if item.slots is None:
             job_outputs = mine
@@ -432,10 +432,11 @@ def _job_results(items: list[QueuedRows], outcomes: list[list[Any] | Exception])
     return results
 
 
-def _error_of(exc: Exception) -> dict[str, Any]:
+def error_of(exc: Exception) -> dict[str, Any]:
+    """An exception as the error a job (or a batch-job chunk) records."""
     if isinstance(exc, PredqError):
         return {"code": exc.code, "message": exc.message, "details": exc.details}
-    return {"code": "prediction_failed", "message": f"{type(exc).__name__}: {exc}", "details": {}}
+    return {"code": "prediction_failed", "message": f"{type(exc).__name__}: {exc}"[:1000], "details": {}}
 
 
 def publish(

@@ -30,10 +30,10 @@ from sqlalchemy import delete, func, select, update
 from app import bulk, bulkfiles
 from app.celery_app import BULK_QUEUE
 from app.db import BulkChunk, BulkJob, utcnow
-from app.errors import PredqError
 from app.inference import predict_arrays
 from app.metrics import BULK_CHUNKS, BULK_ROWS
 from app.services import Services
+from workers.batching import error_of
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def score_chunk(svc: Services, job_id: str, index: int) -> dict[str, Any]:
         _write_atomically(table, bulk.part_path(directory, index))
     except Exception as exc:  # the model refused the rows, or the file could not be read
         log.warning("chunk %d of batch job %s failed: %s", index, job_id, exc)
-        status, error, rows = "failed", _error_of(exc), 0
+        status, error, rows = "failed", error_of(exc), 0
     else:
         status, error, rows = "succeeded", None, len(matrix)
     seconds = time.perf_counter() - tick
@@ -291,9 +291,3 @@ def _bulk_messages_waiting(svc: Services) -> int | None:
         return None
     except ChannelError:  # Redis: the queue's list is gone when it is empty (NOT_FOUND)
         return 0
-
-
-def _error_of(exc: Exception) -> dict[str, Any]:
-    if isinstance(exc, PredqError):
-        return {"code": exc.code, "message": exc.message, "details": exc.details}
-    return {"code": "prediction_failed", "message": f"{type(exc).__name__}: {exc}"[:1000], "details": {}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 
@@ -17,6 +18,27 @@ def to_inputs(rows: Any) -> list[Any]:
     if hasattr(rows, "tolist") and not isinstance(rows, list):
         return rows.tolist()
     return list(rows)
+
+
+def submit_request(
+    inputs: list[Any],
+    version: int | None,
+    alias: str | None,
+    routing_key: str | None,
+    idempotency_key: str | None,
+    hold: float,
+) -> dict[str, Any]:
+    """The body, headers and query of a submit (both clients send the same): the caller's
+    Idempotency-Key or a fresh one, so every retry of this submit is the same request."""
+    body: dict[str, Any] = {"inputs": inputs}
+    for key, value in (("version", version), ("alias", alias), ("routing_key", routing_key)):
+        if value is not None:
+            body[key] = value
+    return {
+        "json": body,
+        "headers": {"Idempotency-Key": idempotency_key or f"predq-client-{uuid.uuid4()}"},
+        "params": {"wait": hold} if hold > 0 else None,
+    }
 
 
 def split(inputs: list[Any], size: int) -> list[list[Any]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import uuid
 from typing import Any
 
 import httpx
@@ -158,19 +157,12 @@ class AsyncClient:
         wait: float,
         deadline: Deadline,
     ) -> AsyncJob:
-        body: dict[str, Any] = {"inputs": inputs}
-        for key, value in (("version", version), ("alias", alias), ("routing_key", routing_key)):
-            if value is not None:
-                body[key] = value
-        view = await self._json(
-            "POST",
-            f"/v1/models/{model}/predictions",
-            deadline,
-            json=body,
-            headers={"Idempotency-Key": idempotency_key or f"predq-client-{uuid.uuid4()}"},
-            params={"wait": deadline.hold(wait)} if wait > 0 else None,
+        request = _rows.submit_request(
+            inputs, version, alias, routing_key, idempotency_key, deadline.hold(wait) if wait > 0 else 0
         )
-        return AsyncJob(self, view)
+        return AsyncJob(
+            self, await self._json("POST", f"/v1/models/{model}/predictions", deadline, **request)
+        )
 
     async def _json(self, method: str, path: str, deadline: Deadline, **request: Any) -> Any:
         attempt = 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import as_completed as futures_completed
@@ -219,20 +218,10 @@ class Client:
         wait: float,
         deadline: Deadline,
     ) -> Job:
-        body: dict[str, Any] = {"inputs": inputs}
-        for key, value in (("version", version), ("alias", alias), ("routing_key", routing_key)):
-            if value is not None:
-                body[key] = value
-        headers = {"Idempotency-Key": idempotency_key or f"predq-client-{uuid.uuid4()}"}
-        view = self._json(
-            "POST",
-            f"/v1/models/{model}/predictions",
-            deadline,
-            json=body,
-            headers=headers,
-            params={"wait": deadline.hold(wait)} if wait > 0 else None,
+        request = _rows.submit_request(
+            inputs, version, alias, routing_key, idempotency_key, deadline.hold(wait) if wait > 0 else 0
         )
-        return Job(self, view)
+        return Job(self, self._json("POST", f"/v1/models/{model}/predictions", deadline, **request))
 
     # -- batch jobs -------------------------------------------------------------------------
 
