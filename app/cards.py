@@ -5,11 +5,13 @@ and lineage, the metrics recorded at registration or training, live quality from
 feedback, the newest drift report, the version's traffic share, the intended use and
 limitations its registrant wrote (``--card-notes``), and global feature importance: the
 mean absolute SHAP contribution of each feature over the version's reference sample
-(when the model has a fast explainer and a reference sample).
+(when the model has a fast explainer and a reference sample), as a table and a bar chart
+(PNG, drawn by matplotlib: ``GET .../card/importance.png``, or beside the CLI's card file).
 """
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -17,15 +19,31 @@ import numpy as np
 from skops.card import Card
 
 from app import drift, feedback
+from app.errors import NotFound
 from app.services import Services
+
+#: Where the REST card's Markdown finds its plot: relative to .../versions/V/card.
+PLOT_LINK = "card/importance.png"
+#: The plot shows this many features at most, the largest.
+PLOT_FEATURES = 20
+
+
+class ImportanceUnavailable(NotFound):
+    code = "importance_unavailable"
+
 
 _NO_NOTES = (
     "Not given: register the version with `--card-notes notes.md` to say what it is for and where it fails."
 )
 
 
-def card(svc: Services, name: str, version: int | None = None) -> dict[str, Any]:
-    """The card of ``name`` ``version`` (default: the champion): its sections as data, and as Markdown."""
+def card(
+    svc: Services, name: str, version: int | None = None, plot_link: str | None = PLOT_LINK
+) -> dict[str, Any]:
+    """The card of ``name`` ``version`` (default: the champion): its sections as data, and as Markdown.
+
+    The Markdown shows the importance plot from ``plot_link`` (None: the table only).
+    """
     served = svc.registry.resolve(name, version=version)
     estimator, _ = svc.registry.load(name, served.version)
     described = svc.registry.describe(name)
@@ -57,8 +75,39 @@ def card(svc: Services, name: str, version: int | None = None) -> dict[str, Any]
         "model": name,
         "version": served.version,
         "sections": _plain(sections),
-        "markdown": _markdown(estimator, sections),
+        "markdown": _markdown(estimator, sections, plot_link),
     }
+
+
+def importance_png(svc: Services, name: str, version: int) -> bytes:
+    """The version's importance plot; ImportanceUnavailable (404) when its card has none."""
+    served = svc.registry.resolve(name, version=version)
+    estimator, _ = svc.registry.load(name, served.version)
+    importance = _importance(svc, name, served, estimator)
+    if not importance:
+        raise ImportanceUnavailable(
+            f"{name} v{served.version} has no feature importance: it needs a fast explainer and a"
+            " reference sample",
+            model=name,
+            version=served.version,
+        )
+    return plot(importance)
+
+
+def plot(importance: list[dict[str, Any]]) -> bytes:
+    """A horizontal bar per feature (the largest PLOT_FEATURES, largest on top), as PNG."""
+    from matplotlib.figure import Figure  # no pyplot: no global state shared between threads
+
+    shown = importance[:PLOT_FEATURES][::-1]
+    figure = Figure(figsize=(6.4, 1.2 + 0.3 * len(shown)))
+    axes = figure.subplots()
+    axes.barh([row["feature"] for row in shown], [row["mean_abs_shap"] for row in shown], color="#4c72b0")
+    axes.set_xlabel("mean |SHAP| over the reference sample")
+    axes.set_title("Global feature importance")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
 
 
 def _traffic_share(policy: dict[str, Any], version: int, aliases: list[str]) -> float | None:
@@ -89,7 +138,7 @@ def _importance(svc: Services, name: str, served: Any, estimator: Any) -> list[d
     ]
 
 
-def _markdown(estimator: Any, sections: dict[str, Any]) -> str:
+def _markdown(estimator: Any, sections: dict[str, Any], plot_link: str | None) -> str:
     model = sections["model"]
     built = Card(estimator, model_diagram=False, template=None)
     built.add(**{
@@ -114,6 +163,10 @@ def _markdown(estimator: Any, sections: dict[str, Any]) -> str:
                 "mean |SHAP|": [row["mean_abs_shap"] for row in importance],
             }},
         )  # fmt: skip
+        if plot_link:
+            built.add_plot(
+                **{"Global feature importance/Plot": plot_link}, alt_text="Global feature importance"
+            )
     else:
         missing = "Not computed: the version needs a fast explainer and a reference sample."
         built.add(**{"Global feature importance": missing})

@@ -216,16 +216,21 @@ def models_drop_import(name: str, import_id: int) -> None:
     "-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write it here, not to stdout."
 )
 def models_card(name: str, version: int | None, output: str | None) -> None:
-    """NAME's model card, in Markdown."""
-    from app.cards import card
+    """NAME's model card, in Markdown (with -o, its importance plot is written beside it)."""
+    from app.cards import card, plot
 
+    target = Path(output) if output else None
+    plot_path = target.with_name(f"{target.stem}-importance.png") if target else None
     with _cli_errors(), _logs_to_stderr():
-        made = card(current_app.extensions["predq"], name, version)
-    if output:
-        Path(output).write_text(made["markdown"])
-        click.echo(f"{name} v{made['version']}: card written to {output}")
-    else:
+        made = card(current_app.extensions["predq"], name, version, plot_path.name if plot_path else None)
+    if target is None:
         click.echo(made["markdown"])
+        return
+    target.write_text(made["markdown"])
+    importance = made["sections"]["feature_importance"]
+    if importance and plot_path is not None:
+        plot_path.write_bytes(plot(importance))
+    click.echo(f"{name} v{made['version']}: card written to {output}")
 
 
 @models_cli.command("drift-check")

@@ -12,6 +12,9 @@ A row's explanation: ``base_value`` plus the sum of ``contributions`` is the mod
 for the row: for a classifier, the output of the predicted class (``class``) as the model
 computes it (a forest's probability; log-odds for a linear or boosted classifier with two
 classes, where the output explained is the second class's), for a regressor the prediction.
+Asked for every class (``explain_classes: "all"``), a classifier's explanation also holds
+``by_class``: each class's own base value and contributions, by class label (the full
+matrix; a model with one output, as above, has the one class it explains).
 """
 
 from __future__ import annotations
@@ -34,11 +37,17 @@ _LOCK = threading.Lock()
 
 
 def explanations(
-    estimator: Any, served: Any, matrix: np.ndarray, predictions: list[Any], reference: Any
+    estimator: Any,
+    served: Any,
+    matrix: np.ndarray,
+    predictions: list[Any],
+    reference: Any,
+    every_class: list[bool] | None = None,
 ) -> list[dict[str, Any]]:
     """One explanation per row of ``matrix`` (``predictions`` are the rows' predicted values).
 
     ``reference`` gives the version's reference sample when a linear explainer needs it.
+    A row whose ``every_class`` is true gets ``by_class`` too (classifiers only).
     """
     signature = served.signature
     final, rows = _final_step(estimator, matrix)
@@ -61,8 +70,25 @@ def explanations(
         }
         if label is not None:
             explanation["class"] = label
+            if every_class is not None and every_class[i]:
+                explanation["by_class"] = _by_class(values[i], base, classes, names)
         out.append(explanation)
     return out
+
+
+def _by_class(values: np.ndarray, base: np.ndarray, classes: list[Any], names: list[str]) -> dict[str, Any]:
+    """One row's explanation of every output, by class label (as JSON object keys: text)."""
+    if values.ndim == 1:  # one output: the second class's, as above
+        explained = [(classes[-1], values, base[0])]
+    else:
+        explained = [(label, values[:, k], base[k]) for k, label in enumerate(classes)]
+    return {
+        str(label): {
+            "base_value": float(b),
+            "contributions": {name: float(v) for name, v in zip(names, row, strict=True)},
+        }
+        for label, row, b in explained
+    }
 
 
 def _final_step(estimator: Any, matrix: np.ndarray) -> tuple[Any, np.ndarray]:

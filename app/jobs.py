@@ -74,7 +74,7 @@ def submit(
     wait: float = 0.0,
     rate: RateCharge | None = None,
     owner: int | None = None,
-    explain: bool = False,
+    explain: str | None = None,
 ) -> dict[str, Any]:
     """Store a job for ``inputs`` and queue it; returns the job's public view.
 
@@ -85,8 +85,8 @@ def submit(
     within ``wait`` seconds. ``rate`` is the request's rate-limit count, sent in the same
     Redis call as the cache lookup (raises RateLimited when a limit is spent). ``owner``
     is the submitting API key's id (None with auth off); ``idempotency_key`` is its own.
-    With ``explain`` each output carries its row's explanation, computed by the worker or
-    cached under keys of their own.
+    With ``explain`` ("predicted", or "all" for every class too) each output carries its
+    row's explanation, computed by the worker or cached under keys of their own.
     """
     policy = None
     target_version, target_alias = version, alias
@@ -194,7 +194,7 @@ def _queue_rows(
     cached: list[Any],
     request_id: str | None,
     owner: int | None,
-    explain: bool = False,
+    explain: str | None = None,
 ) -> None:
     """Push a stored job's uncached rows (with its cached outputs beside them) for a worker."""
     job_id = view["id"]
@@ -213,6 +213,7 @@ def _queue_rows(
             pre={str(i): c for i, c in enumerate(cached) if c is not None},
             request_id=request_id,
             owner=owner,
+            explain=explain,
         )
     enqueue(svc, name, version, item)
 

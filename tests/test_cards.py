@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import uuid
 
 import joblib
+import matplotlib.image
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 
@@ -53,6 +55,33 @@ def test_a_versions_card_shows_what_the_registry_knows(app, tokens, tmp_path):
         importance[0]["feature"],
     ):
         assert words in markdown.text, words
+    assert "![Global feature importance](card/importance.png)" in markdown.text
+    plot = client.get(f"/v1/models/{name}/versions/1/card/importance.png")
+    assert plot.status_code == 200 and plot.mimetype == "image/png"
+    assert _png_size(plot.data) == (640, 240), "a 6.4-inch-wide chart, a bar per feature"
     written = runner.invoke(args=["models", "card", name, "-o", str(tmp_path / "card.md")])
     assert written.exit_code == 0 and NOTES in (tmp_path / "card.md").read_text()
+    assert "![Global feature importance](card-importance.png)" in (tmp_path / "card.md").read_text()
+    assert _png_size((tmp_path / "card-importance.png").read_bytes()) == (640, 240)
     assert client.get(f"/v1/models/{name}/versions/9/card").status_code == 404
+    assert client.get(f"/v1/models/{name}/versions/9/card/importance.png").status_code == 404
+
+
+def test_a_card_without_a_reference_sample_has_no_plot(app, tokens, tmp_path):
+    iris = load_iris(as_frame=True)
+    joblib.dump(RandomForestClassifier(n_estimators=3).fit(iris.data, iris.target), tmp_path / "m.joblib")
+    name = f"bare-{uuid.uuid4().hex[:6]}"
+    app.extensions["predq"].registry.register(name, tmp_path / "m.joblib")
+    client = client_for(app, tokens["predict"])
+
+    markdown = client.get(f"/v1/models/{name}/versions/1/card", headers={"Accept": "text/markdown"}).text
+    plot = client.get(f"/v1/models/{name}/versions/1/card/importance.png")
+
+    assert "importance.png" not in markdown and "Not computed" in markdown
+    assert plot.status_code == 404 and plot.json["error"]["code"] == "importance_unavailable"
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data.startswith(b"\x89PNG"), data[:8]
+    height, width, _ = matplotlib.image.imread(io.BytesIO(data), format="png").shape
+    return width, height

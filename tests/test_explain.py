@@ -118,3 +118,81 @@ def test_an_arrow_request_asks_for_explanations_in_its_query_string(client, regi
 
     assert response.status_code == 200, response.json
     assert all(set(o["explanation"]["contributions"]) == set(IRIS) for o in response.json["outputs"])
+
+
+def test_every_class_is_explained_on_request_and_equals_shap_in_process(client, svc, registered, worker):
+    import shap
+
+    rows = fresh_iris_rows(4)
+
+    job = client.post(
+        "/v1/models/iris/predictions?wait=20",
+        json={"inputs": rows, "explain": True, "explain_classes": "all"},
+    ).json
+
+    assert job["status"] == "succeeded", job
+    model = stored_estimator(svc, "iris")
+    proba = model.predict_proba(np.asarray(rows))
+    # (rows, features, classes)
+    expected = np.asarray(shap.TreeExplainer(model).shap_values(np.asarray(rows)))
+    for i, output in enumerate(job["outputs"]):
+        by_class = output["explanation"]["by_class"]
+        assert list(by_class) == [str(c) for c in model.classes_]
+        for k, label in enumerate(model.classes_):
+            explained = by_class[str(label)]
+            total = explained["base_value"] + sum(explained["contributions"].values())
+            assert total == pytest.approx(proba[i, k], abs=1e-6), "each class's output is explained"
+            assert list(explained["contributions"].values()) == pytest.approx(expected[i, :, k], abs=1e-9)
+        predicted = by_class[str(output["prediction"])]
+        assert predicted["contributions"] == output["explanation"]["contributions"]
+
+
+def test_explaining_every_class_is_cached_apart_from_the_predicted_class_only(client, registered, worker):
+    rows = fresh_iris_rows(2)
+    first = client.post("/v1/models/iris/predictions?wait=20", json={"inputs": rows, "explain": True}).json
+    assert first["status"] == "succeeded" and "by_class" not in first["outputs"][0]["explanation"]
+
+    every = client.post(
+        "/v1/models/iris/predictions?wait=20",
+        json={"inputs": rows, "explain": True, "explain_classes": "all"},
+    )
+    again = client.post(
+        "/v1/models/iris/predictions", json={"inputs": rows, "explain": True, "explain_classes": "all"}
+    )
+
+    assert every.json["status"] == "succeeded", every.json
+    assert all("by_class" in output["explanation"] for output in every.json["outputs"])
+    assert again.status_code == 200 and again.json["outputs"] == every.json["outputs"], "now from the cache"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"explain_classes": "all"},  # without explain
+        {"explain": True, "explain_classes": "some"},
+        {"explain": "yes"},
+    ],
+)
+def test_bad_explain_options_are_refused_and_store_nothing(client, svc, registered, body):
+    before = count_jobs(svc)
+
+    response = client.post("/v1/models/iris/predictions", json={"inputs": fresh_iris_rows(1), **body})
+
+    assert response.status_code == 422, response.json
+    assert response.json["error"]["code"] == "invalid_input"
+    assert set(response.json["error"]["details"]["fields"]) <= {"explain", "explain_classes"}
+    assert count_jobs(svc) == before
+
+
+def test_an_arrow_request_asks_for_every_class_in_its_query_string(client, registered, worker):
+    rows = np.asarray(fresh_iris_rows(2))
+    table = pa.table({name: rows[:, j] for j, name in enumerate(IRIS)})
+
+    response = client.post(
+        "/v1/models/iris/predictions?wait=20&explain=true&explain_classes=all",
+        data=arrow_body(table),
+        content_type="application/vnd.apache.arrow.stream",
+    )
+
+    assert response.status_code == 200, response.json
+    assert all(len(o["explanation"]["by_class"]) == 3 for o in response.json["outputs"])

@@ -256,11 +256,12 @@ def explain_outcomes(
         return outcomes
     rows = [row for i in asking for row in items[i].rows]
     predictions = [output["prediction"] for i in asking for output in outcomes[i]]  # type: ignore[union-attr]
+    every_class = [items[i].explain == "all" for i in asking for _ in items[i].rows]
     try:
         estimator, served = svc.registry.load(name, version)
         found = explanations(
             estimator, served, np.asarray(rows, dtype=np.float64), predictions,
-            lambda: svc.registry.reference(name, version),
+            lambda: svc.registry.reference(name, version), every_class,
         )  # fmt: skip
     except Exception as exc:
         log.exception("explanations for %s v%s failed", name, version)
@@ -462,7 +463,7 @@ def publish(
             if not isinstance(outputs, Exception):
                 mine = keys[offset : offset + len(item.rows)]
                 if item.explain:  # explained outputs have keys of their own (app/rqueue.py)
-                    mine = cache_keys(name, version, np.asarray(item.rows, dtype=np.float64), explained=True)
+                    mine = cache_keys(name, version, np.asarray(item.rows, dtype=np.float64), item.explain)
                 cache.update((key, orjson.dumps(output)) for key, output in zip(mine, outputs, strict=True))
             offset += len(item.rows)
     views = {

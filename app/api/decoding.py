@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import pyarrow as pa
@@ -27,6 +27,26 @@ from app.errors import InvalidInput, MalformedArrow, MalformedJSON
 
 #: Versions are stored as 32-bit integers.
 Version = Annotated[int, Meta(ge=1, le=2**31 - 1)]
+
+
+ExplainClasses = Annotated[
+    Literal["predicted", "all"],
+    Meta(
+        description="With explain, a classifier's rows are explained for the predicted class, or for"
+        " every class too (by_class)."
+    ),
+]
+
+
+def explain_mode(explain: bool, classes: str) -> str | None:
+    """What the worker explains: None (nothing), "predicted" or "all" (every class too)."""
+    if not explain:
+        if classes != "predicted":
+            raise InvalidInput(
+                "explain_classes needs explain: true", fields={"explain_classes": ["Needs explain: true."]}
+            )
+        return None
+    return classes
 
 
 class PredictionRequest(Struct, forbid_unknown_fields=True):
@@ -46,11 +66,15 @@ class PredictionRequest(Struct, forbid_unknown_fields=True):
     explain: Annotated[
         bool, Meta(description="Each row's feature contributions too (shap; tree and linear models).")
     ] = False
+    explain_classes: ExplainClasses = "predicted"
 
     def get(self, field: str) -> Any:
         """The field's value, None when the body left it out."""
         value = getattr(self, field)
         return None if value is UNSET else value
+
+    def explain_mode(self) -> str | None:
+        return explain_mode(self.explain, self.explain_classes)
 
 
 #: The content type of a prediction request's rows as an Arrow IPC stream (big requests).
@@ -64,10 +88,14 @@ class ArrowOptions(Struct, forbid_unknown_fields=True):
     alias: Annotated[str, Meta(min_length=1, max_length=100)] | UnsetType = UNSET
     routing_key: Annotated[str, Meta(max_length=200)] | UnsetType = UNSET
     explain: bool = False
+    explain_classes: ExplainClasses = "predicted"
 
     def get(self, field: str) -> Any:
         value = getattr(self, field)
         return None if value is UNSET else value
+
+    def explain_mode(self) -> str | None:
+        return explain_mode(self.explain, self.explain_classes)
 
 
 def arrow_request(body: bytes, args: dict[str, str]) -> tuple[Any, ArrowOptions]:

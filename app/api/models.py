@@ -186,6 +186,18 @@ def get_card(name: str, version: int) -> Any:
     return made
 
 
+@blp.route("/models/<string:name>/versions/<int:version>/card/importance.png", methods=["GET"])
+@blp.alt_response(200, description="The card's global feature importance plot (image/png).")
+@blp.alt_response(404, schema="Error", description="Unknown model or version, or no importance to plot.")
+def get_card_plot(name: str, version: int) -> Any:
+    """The version's global feature importance (mean |SHAP| over its reference sample) as a bar chart."""
+    from flask import Response
+
+    from app.cards import importance_png
+
+    return Response(importance_png(services(), name, version), mimetype="image/png")
+
+
 @blp.route("/models/<string:name>/training-runs", methods=["GET"])
 @blp.response(200, TrainingRunListSchema)
 @blp.alt_response(404, schema="Error", description="Unknown model.")

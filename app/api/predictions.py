@@ -60,7 +60,7 @@ def submit_prediction(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
         wait=min(wait, svc.settings.max_wait_seconds),
         rate=ratelimit.pending_charge(),
         owner=_caller_key_id(),
-        explain=body.explain,
+        explain=body.explain_mode(),
     )
     location = {"Location": f"/v1/predictions/{view['id']}"}
     return view, 200 if view["status"] in jobs.FINISHED else 202, location
