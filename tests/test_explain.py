@@ -196,3 +196,17 @@ def test_an_arrow_request_asks_for_every_class_in_its_query_string(client, regis
 
     assert response.status_code == 200, response.json
     assert all(len(o["explanation"]["by_class"]) == 3 for o in response.json["outputs"])
+
+
+def test_a_partly_cached_explained_request_explains_its_uncached_rows_too(client, registered, worker):
+    seen, fresh = fresh_iris_rows(1), fresh_iris_rows(1)
+    first = client.post("/v1/models/iris/predictions?wait=20", json={"inputs": seen, "explain": True}).json
+    assert first["status"] == "succeeded"
+
+    job = client.post(
+        "/v1/models/iris/predictions?wait=20", json={"inputs": seen + fresh, "explain": True}
+    ).json
+
+    assert job["status"] == "succeeded", job
+    assert job["outputs"][0] == first["outputs"][0], "the seen row from the cache"
+    assert set(job["outputs"][1]["explanation"]["contributions"]) == set(IRIS), "the fresh row explained"
