@@ -13,6 +13,7 @@ from kombu import Queue
 from app.config import Settings
 
 RUN_BATCH = "predq.run_batch"
+RUN_EXPLAINED_BATCH = "predq.run_explained_batch"
 SWEEP = "predq.sweep"
 CHECK_DRIFT = "predq.check_drift"
 RETRAIN = "predq.retrain"
@@ -22,6 +23,12 @@ INFERENCE_QUEUE = "inference"
 MAINTENANCE_QUEUE = "maintenance"
 TRAINING_QUEUE = "training"
 BULK_QUEUE = "bulk"
+EXPLAIN_QUEUE = "explain"
+
+
+def batch_task(explained: bool) -> str:
+    """The task that drains a version's plain rows, or its explained rows (app/rqueue.py)."""
+    return RUN_EXPLAINED_BATCH if explained else RUN_BATCH
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -41,7 +48,9 @@ def make_celery(settings: Settings) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         # Without -Q a worker consumes every queue listed here.
-        task_queues=[Queue(q) for q in (INFERENCE_QUEUE, MAINTENANCE_QUEUE, TRAINING_QUEUE, BULK_QUEUE)],
+        task_queues=[
+            Queue(q) for q in (INFERENCE_QUEUE, MAINTENANCE_QUEUE, TRAINING_QUEUE, BULK_QUEUE, EXPLAIN_QUEUE)
+        ],
         task_default_queue=INFERENCE_QUEUE,
         task_routes={
             RUN_BATCH: {"queue": INFERENCE_QUEUE},
@@ -54,6 +63,9 @@ def make_celery(settings: Settings) -> Celery:
             # Batch-job chunks have theirs, so online batches never wait behind bulk work
             # (`-Q bulk` makes a worker that only scores files; see app/processes.py).
             SCORE_CHUNK: {"queue": BULK_QUEUE},
+            # Explained rows too (shap is slow on deep forests): the bulk worker takes them,
+            # between chunks, and online batches never wait behind an explanation.
+            RUN_EXPLAINED_BATCH: {"queue": EXPLAIN_QUEUE},
         },
         beat_schedule={
             "sweep-stuck-jobs": {

@@ -70,6 +70,10 @@ class Settings:
     max_rows_per_request: int = 1000
     """Rows one prediction request may carry (more gets 413)."""
 
+    explain_max_rows: int = 100
+    """Rows one request asking for explanations may carry (more gets 413), and most rows in
+    one batch of explained rows: shap on a deep forest takes ~70 ms a row."""
+
     max_body_bytes: int = 8 * 1024 * 1024
     """Largest request body accepted (more gets 413)."""
 

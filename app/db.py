@@ -153,6 +153,8 @@ class Job(Base):
     cached_rows: Mapped[int] = mapped_column(Integer, default=0)
     owner_key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     """The API key that submitted the job (None with auth off): only it or an admin key reads it."""
+    explain: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """What the job asked to be explained: "predicted", "all" (every class too), or None."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(nullable=True)

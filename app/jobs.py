@@ -33,9 +33,16 @@ from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from app import bulkfiles, logs, traffic
-from app.celery_app import RUN_BATCH
+from app.celery_app import batch_task
 from app.db import Job, ShadowOutput, dialect_insert, utcnow
-from app.errors import ExplanationUnsupported, IdempotencyConflict, JobNotFound, Overloaded, PredqError
+from app.errors import (
+    ExplanationUnsupported,
+    IdempotencyConflict,
+    JobNotFound,
+    Overloaded,
+    PayloadTooLarge,
+    PredqError,
+)
 from app.metrics import CACHE_HITS, CACHE_MISSES, JOBS
 from app.rqueue import RowQueue, cache_keys, decode_view, done_key, encode_item, encode_view, result_key
 from app.services import Services
@@ -103,6 +110,9 @@ def submit(
             " ending in one (a version registered before explanations existed: register it again)",
             estimator=served.signature.get("estimator"),
         )
+    if explain:
+        n_rows = len(inputs) if isinstance(inputs, list) else inputs.num_rows
+        _check_explained_rows(n_rows, svc.settings.explain_max_rows)
     if isinstance(inputs, list):
         matrix = rows_to_matrix(
             inputs,
@@ -138,7 +148,7 @@ def submit(
             return deferred
         peek = deferred
     else:
-        peek = _peek(svc, name, served.version, keys, len(rows), rate)
+        peek = _peek(svc, name, served.version, keys, len(rows), rate, explained=explain is not None)
     cached, queued_jobs = peek
     all_cached = all(c is not None for c in cached)
     if not all_cached and queued_jobs >= svc.settings.max_queued_jobs:
@@ -153,6 +163,7 @@ def submit(
         request_hash=request_hash,
         created_at=utcnow(),
         owner=owner,
+        explain=explain,
     )
     # A database that cannot be reached raises here, before anything is queued; the
     # error handler in app/errors.py answers 503 for it.
@@ -185,6 +196,16 @@ def submit(
     return view
 
 
+def _check_explained_rows(n_rows: int, limit: int) -> None:
+    if n_rows > limit:
+        raise PayloadTooLarge(
+            f"{n_rows} rows sent with explain; at most {limit} per request that asks for explanations"
+            " (EXPLAIN_MAX_ROWS)",
+            rows=n_rows,
+            limit=limit,
+        )
+
+
 def _queue_rows(
     svc: Services,
     name: str,
@@ -215,7 +236,7 @@ def _queue_rows(
             owner=owner,
             explain=explain,
         )
-    enqueue(svc, name, version, item)
+    enqueue(svc, name, version, item, explained=explain is not None)
 
 
 def _submit_deferred(
@@ -276,8 +297,12 @@ def _record(
     request_hash: str | None = None,
     created_at: datetime,
     owner: int | None,
+    explain: str | None = None,
 ) -> dict[str, Any]:
-    """A new job's row: finished already when every row's output was cached, else queued."""
+    """A new job's row: finished already when every row's output was cached, else queued.
+
+    ``explain`` is kept so that a job the sweeper queues again is explained all the same.
+    """
     all_cached = all(c is not None for c in cached)
     return {
         "id": job_id,
@@ -291,6 +316,7 @@ def _record(
         "request_hash": request_hash,
         "cached_rows": sum(c is not None for c in cached),
         "owner_key_id": owner,
+        "explain": explain,
         "created_at": created_at,
         "completed_at": created_at if all_cached else None,
     }
@@ -303,21 +329,24 @@ def _insert_if_absent(conn: Connection, records: list[dict[str, Any]]) -> int:
     ).rowcount
 
 
-def enqueue(svc: Services, name: str, version: int, item: bytes) -> None:
-    """Push rows and wake a worker when none holds the queue (no Celery message per request)."""
+def enqueue(svc: Services, name: str, version: int, item: bytes, *, explained: bool = False) -> None:
+    """Push rows and wake a worker when none holds the queue (no Celery message per request).
+
+    ``explained``: the item asks for explanations, and goes to the version's explained rows.
+    """
     try:
-        woke = RowQueue(svc.redis, name, version).push(item)
+        woke = RowQueue(svc.redis, name, version, explained).push(item)
     except RedisError as exc:
         # The job is committed; the sweeper re-queues it from the database.
         log.warning("could not queue job rows for %s v%s: %s", name, version, exc)
         return
     if woke:
-        _wake_worker(svc, name, version)
+        _wake_worker(svc, name, version, explained=explained)
 
 
-def _wake_worker(svc: Services, name: str, version: int) -> None:
+def _wake_worker(svc: Services, name: str, version: int, *, explained: bool = False) -> None:
     try:
-        svc.celery.send_task(RUN_BATCH, args=[name, version])
+        svc.celery.send_task(batch_task(explained), args=[name, version])
     except BrokerError as exc:
         # The rows are queued; the sweeper wakes a worker for every non-empty queue.
         log.warning("could not wake a worker for %s v%s: %s", name, version, exc)
@@ -435,15 +464,23 @@ def _iso(value: datetime | str | None) -> str | None:
 
 
 def _peek(
-    svc: Services, name: str, version: int, keys: list[str], n_rows: int, rate: RateCharge | None
+    svc: Services,
+    name: str,
+    version: int,
+    keys: list[str],
+    n_rows: int,
+    rate: RateCharge | None,
+    *,
+    explained: bool = False,
 ) -> Peek:
     """Cached outputs of the ``n_rows`` rows and the queue's depth, in one round trip with the
     request's rate-limit count (raises RateLimited when a limit is spent).
 
     ``keys`` are the rows' cache keys; none (the cache is off) means nothing is looked up.
+    ``explained``: the depth is that of the version's explained rows' queue.
     """
     try:
-        admission = RowQueue(svc.redis, name, version).admit(None, keys, rate=rate)
+        admission = RowQueue(svc.redis, name, version, explained).admit(None, keys, rate=rate)
     except RedisError as exc:
         # Redis is the fast path only: compute every row, and queue depth is unknown.
         log.warning("cache unavailable, computing every row: %s", exc)

@@ -94,12 +94,16 @@ class LiveState:
             labels=["model", "version"],
         )
         try:
-            versions = queued_versions(self.svc.redis)
+            queues = queued_versions(self.svc.redis)
             with self.svc.redis.pipeline(transaction=False) as pipe:
-                for name, version in versions:
-                    pipe.llen(queue_key(name, version))
+                for name, version, explained in queues:
+                    pipe.llen(queue_key(name, version, explained))
                 lengths = pipe.execute()
-            for (name, version), length in zip(versions, lengths, strict=True):
+            # Plain and explained rows wait on two lists; a version's depth is both.
+            by_version: dict[tuple[str, int], int] = {}
+            for (name, version, _), length in zip(queues, lengths, strict=True):
+                by_version[name, version] = by_version.get((name, version), 0) + length
+            for (name, version), length in by_version.items():
                 depth.add_metric([name, str(version)], length)
         except Exception as exc:  # a scrape must still answer when Redis is down
             log.warning("queue depth unavailable: %s", exc)

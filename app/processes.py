@@ -21,7 +21,8 @@ PROCESSES: dict[str, list[str]] = {  # fmt: skip
         "inference,maintenance,training",
         "--loglevel=INFO",
     ],
-    # Bulk scoring (batch jobs), at a lower CPU priority (BULK_WORKER_NICE) than the rest.
+    # Bulk scoring (batch jobs) and explained rows, at a lower CPU priority
+    # (BULK_WORKER_NICE) than the rest: the slow work, kept off the online path.
     "bulk-worker": [
         "celery",
         "-A",
@@ -29,7 +30,7 @@ PROCESSES: dict[str, list[str]] = {  # fmt: skip
         "--quiet",
         "worker",
         "-Q",
-        "bulk",
+        "bulk,explain",
         "-n",
         "bulk@%h",
         "--loglevel=INFO",

@@ -37,24 +37,33 @@ if TYPE_CHECKING:
 PREFIX = "predq"
 
 
-def queue_key(name: str, version: int) -> str:
-    return f"{PREFIX}:queue:{name}:{version}"
+# Rows whose explanations are asked for wait on lists of their own ("x" keys), taken by
+# other workers (the bulk worker's, see app/celery_app.py): shap takes a thousand times
+# the model's time on a deep forest, and plain predictions must not wait behind it.
 
 
-def queued_versions(redis: Redis) -> list[tuple[str, int]]:
-    """(model, version) of every row queue that holds items.
+_QUEUE_PREFIXES = {False: f"{PREFIX}:queue:", True: f"{PREFIX}:xqueue:"}
+
+
+def queue_key(name: str, version: int, explained: bool = False) -> str:
+    return f"{_QUEUE_PREFIXES[explained]}{name}:{version}"
+
+
+def queued_versions(redis: Redis) -> list[tuple[str, int, bool]]:
+    """(model, version, explained) of every row queue that holds items.
 
     Redis deletes a list when its last item is popped, so every key found is non-empty.
     """
     found = []
-    for key in redis.scan_iter(match=f"{PREFIX}:queue:*", count=1000):
-        _, _, name, version = key.decode().rsplit(":", 3)
-        found.append((name, int(version)))
+    for explained, prefix in _QUEUE_PREFIXES.items():
+        for key in redis.scan_iter(match=f"{prefix}*", count=1000):
+            name, _, version = key.decode().removeprefix(prefix).rpartition(":")
+            found.append((name, int(version), explained))
     return found
 
 
-def active_key(name: str, version: int) -> str:
-    return f"{PREFIX}:active:{name}:{version}"
+def active_key(name: str, version: int, explained: bool = False) -> str:
+    return f"{PREFIX}:{'xactive' if explained else 'active'}:{name}:{version}"
 
 
 def result_key(job_id: str) -> str:
@@ -322,12 +331,12 @@ class Admission:
 
 
 class RowQueue:
-    """The Redis list of pending rows for one model version."""
+    """The Redis list of pending rows for one model version (``explained``: of its explained rows)."""
 
-    def __init__(self, redis: Redis, name: str, version: int) -> None:
+    def __init__(self, redis: Redis, name: str, version: int, explained: bool = False) -> None:
         self.redis = redis
-        self.key = queue_key(name, version)
-        self.active = active_key(name, version)
+        self.key = queue_key(name, version, explained)
+        self.active = active_key(name, version, explained)
 
     def push(self, item: bytes) -> bool:
         """Append an item; True when no worker holds the queue, so the caller must wake one."""

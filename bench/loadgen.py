@@ -36,11 +36,15 @@ def random_rows(rng: np.random.Generator, n: int) -> list[list[float]]:
     return rng.normal(0, 1.5, size=(n, N_FEATURES)).round(6).tolist()
 
 
-def predq_scenario(model: str, rows_per_request: int, token: str) -> Scenario:
-    """POST ?wait=30 (one round trip when the queue is fast), then GET ?wait until done."""
+def predq_scenario(model: str, rows_per_request: int, token: str, explain: bool = False) -> Scenario:
+    """POST ?wait=30 (one round trip when the queue is fast), then GET ?wait until done.
+
+    With ``explain`` every request asks for its rows' explanations.
+    """
+    extra = {"explain": True} if explain else {}
 
     def body(rng: np.random.Generator) -> bytes:
-        return orjson.dumps({"inputs": random_rows(rng, rows_per_request)})
+        return orjson.dumps({"inputs": random_rows(rng, rows_per_request), **extra})
 
     return _submit_and_wait(model, token, "application/json", body)
 

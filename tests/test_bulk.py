@@ -318,7 +318,7 @@ def test_the_bulk_worker_runs_niced_and_takes_the_chunks(client, registered, bul
     bulk = [
         p
         for p in psutil.process_iter(["cmdline"])
-        if "bulk" in (p.info["cmdline"] or []) and "-Q" in p.info["cmdline"]
+        if "bulk,explain" in (p.info["cmdline"] or []) and "-Q" in p.info["cmdline"]
     ]
     online = [
         p

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import joblib
 import numpy as np
@@ -13,11 +14,19 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sqlalchemy import insert, select
 
-from tests.conftest import count_jobs, stored_estimator
+from app import jobs
+from app.db import Batch, Job, utcnow
+from tests.conftest import client_for, count_jobs, stored_estimator
 from tests.test_arrow_requests import arrow_body
 
 IRIS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+
+
+@pytest.fixture
+def workers(worker, bulk_worker):
+    """Explained rows are taken by the bulk worker (app/celery_app.py), plain ones by the online one."""
 
 
 def fresh_iris_rows(n: int) -> list[list[float]]:
@@ -25,7 +34,7 @@ def fresh_iris_rows(n: int) -> list[list[float]]:
     return rng.uniform([4.3, 2.0, 1.0, 0.1], [7.9, 4.4, 6.9, 2.5], size=(n, 4)).round(4).tolist()
 
 
-def test_a_forest_explains_the_predicted_class_probability(client, svc, registered, worker):
+def test_a_forest_explains_the_predicted_class_probability(client, svc, registered, workers):
     rows = fresh_iris_rows(5)
 
     job = client.post("/v1/models/iris/predictions?wait=20", json={"inputs": rows, "explain": True}).json
@@ -41,7 +50,7 @@ def test_a_forest_explains_the_predicted_class_probability(client, svc, register
         assert total == pytest.approx(row[classes.index(output["prediction"])], abs=1e-6), "shap is additive"
 
 
-def test_a_linear_regressor_explains_its_prediction(client, svc, registered, worker):
+def test_a_linear_regressor_explains_its_prediction(client, svc, registered, workers):
     rows = (np.random.default_rng(7).normal(0, 0.05, (3, 10))).tolist()
 
     job = client.post("/v1/models/diabetes/predictions?wait=20", json={"inputs": rows, "explain": True}).json
@@ -54,7 +63,7 @@ def test_a_linear_regressor_explains_its_prediction(client, svc, registered, wor
         assert total == pytest.approx(output["prediction"], rel=1e-6)
 
 
-def test_a_pipeline_is_explained_through_its_one_to_one_steps(client, svc, worker, tmp_path):
+def test_a_pipeline_is_explained_through_its_one_to_one_steps(client, svc, workers, tmp_path):
     iris = load_iris(as_frame=True)
     name = f"scaled-{uuid.uuid4().hex[:6]}"
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(iris.data, iris.target)
@@ -88,7 +97,7 @@ def test_a_model_without_a_fast_explainer_is_refused_at_submit(client, svc, tmp_
     assert count_jobs(svc) == before
 
 
-def test_explained_outputs_are_cached_apart_from_plain_ones(client, registered, worker):
+def test_explained_outputs_are_cached_apart_from_plain_ones(client, registered, workers):
     rows = fresh_iris_rows(2)
     explained = client.post(
         "/v1/models/iris/predictions?wait=20", json={"inputs": rows, "explain": True}
@@ -106,7 +115,7 @@ def test_explained_outputs_are_cached_apart_from_plain_ones(client, registered, 
     assert [o["prediction"] for o in done["outputs"]] == [o["prediction"] for o in explained["outputs"]]
 
 
-def test_an_arrow_request_asks_for_explanations_in_its_query_string(client, registered, worker):
+def test_an_arrow_request_asks_for_explanations_in_its_query_string(client, registered, workers):
     rows = np.asarray(fresh_iris_rows(3))
     table = pa.table({name: rows[:, j] for j, name in enumerate(IRIS)})
 
@@ -120,7 +129,7 @@ def test_an_arrow_request_asks_for_explanations_in_its_query_string(client, regi
     assert all(set(o["explanation"]["contributions"]) == set(IRIS) for o in response.json["outputs"])
 
 
-def test_every_class_is_explained_on_request_and_equals_shap_in_process(client, svc, registered, worker):
+def test_every_class_is_explained_on_request_and_equals_shap_in_process(client, svc, registered, workers):
     import shap
 
     rows = fresh_iris_rows(4)
@@ -147,7 +156,7 @@ def test_every_class_is_explained_on_request_and_equals_shap_in_process(client, 
         assert predicted["contributions"] == output["explanation"]["contributions"]
 
 
-def test_explaining_every_class_is_cached_apart_from_the_predicted_class_only(client, registered, worker):
+def test_explaining_every_class_is_cached_apart_from_the_predicted_class_only(client, registered, workers):
     rows = fresh_iris_rows(2)
     first = client.post("/v1/models/iris/predictions?wait=20", json={"inputs": rows, "explain": True}).json
     assert first["status"] == "succeeded" and "by_class" not in first["outputs"][0]["explanation"]
@@ -184,7 +193,7 @@ def test_bad_explain_options_are_refused_and_store_nothing(client, svc, register
     assert count_jobs(svc) == before
 
 
-def test_an_arrow_request_asks_for_every_class_in_its_query_string(client, registered, worker):
+def test_an_arrow_request_asks_for_every_class_in_its_query_string(client, registered, workers):
     rows = np.asarray(fresh_iris_rows(2))
     table = pa.table({name: rows[:, j] for j, name in enumerate(IRIS)})
 
@@ -198,7 +207,7 @@ def test_an_arrow_request_asks_for_every_class_in_its_query_string(client, regis
     assert all(len(o["explanation"]["by_class"]) == 3 for o in response.json["outputs"])
 
 
-def test_a_partly_cached_explained_request_explains_its_uncached_rows_too(client, registered, worker):
+def test_a_partly_cached_explained_request_explains_its_uncached_rows_too(client, registered, workers):
     seen, fresh = fresh_iris_rows(1), fresh_iris_rows(1)
     first = client.post("/v1/models/iris/predictions?wait=20", json={"inputs": seen, "explain": True}).json
     assert first["status"] == "succeeded"
@@ -210,3 +219,61 @@ def test_a_partly_cached_explained_request_explains_its_uncached_rows_too(client
     assert job["status"] == "succeeded", job
     assert job["outputs"][0] == first["outputs"][0], "the seen row from the cache"
     assert set(job["outputs"][1]["explanation"]["contributions"]) == set(IRIS), "the fresh row explained"
+
+
+def test_explained_rows_are_run_by_the_bulk_worker_and_plain_ones_by_the_online_worker(
+    client, svc, registered, workers, worker_name
+):
+    explained = client.post(
+        "/v1/models/iris/predictions?wait=20", json={"inputs": fresh_iris_rows(2), "explain": True}
+    ).json
+    plain = client.post("/v1/models/iris/predictions?wait=20", json={"inputs": fresh_iris_rows(2)}).json
+
+    assert explained["status"] == plain["status"] == "succeeded"
+    with svc.engine.connect() as conn:
+        ran_by = dict(
+            conn.execute(
+                select(Job.id, Batch.worker)
+                .join(Batch, Batch.id == Job.batch_id)
+                .where(Job.id.in_([uuid.UUID(explained["id"]), uuid.UUID(plain["id"])]))
+            ).all()
+        )
+    assert ran_by[uuid.UUID(explained["id"])].startswith("bulk-"), ran_by
+    assert ran_by[uuid.UUID(plain["id"])] == worker_name, ran_by
+
+
+def test_an_explained_job_queued_again_by_the_sweeper_is_explained_all_the_same(
+    app, tokens, svc, registered, workers
+):
+    from workers import sweeper
+
+    # A job Redis lost (say, wiped): stored as queued long ago, nothing on any queue.
+    served = svc.registry.resolve("iris")
+    record = jobs._record(
+        uuid.uuid4(), "iris", served.version, fresh_iris_rows(2), [None, None],
+        created_at=utcnow() - timedelta(seconds=svc.settings.stuck_job_seconds + 60),
+        owner=None, explain="all",
+    )  # fmt: skip
+    with svc.engine.begin() as conn:
+        conn.execute(insert(Job), record)
+
+    assert sweeper.requeue_stuck_jobs(svc) >= 1
+    done = client_for(app, tokens["admin"]).get(f"/v1/predictions/{record['id']}?wait=20").json
+
+    assert done["status"] == "succeeded", done
+    assert all(len(output["explanation"]["by_class"]) == 3 for output in done["outputs"])
+
+
+def test_a_request_asking_for_explanations_has_a_row_cap_of_its_own(client, svc, registered):
+    limit = svc.settings.explain_max_rows
+    before = count_jobs(svc)
+
+    refused = client.post(
+        "/v1/models/iris/predictions", json={"inputs": fresh_iris_rows(limit + 1), "explain": True}
+    )
+
+    assert refused.status_code == 413, refused.json
+    assert refused.json["error"]["code"] == "too_many_rows"
+    assert refused.json["error"]["details"]["limit"] == limit
+    assert "EXPLAIN_MAX_ROWS" in refused.json["error"]["message"]
+    assert count_jobs(svc) == before

@@ -17,6 +17,7 @@ use_multiprocess_metrics("celery")
 from celery.signals import celeryd_init, setup_logging, worker_process_init, worker_ready  # noqa: E402
 
 from app import create_app  # noqa: E402
+from app.celery_app import BULK_QUEUE, EXPLAIN_QUEUE  # noqa: E402
 
 flask_app = create_app()
 celery = flask_app.extensions["celery"]
@@ -35,12 +36,13 @@ def _json_logs(**_: object) -> None:
 
 @celeryd_init.connect
 def _bulk_worker_yields_the_cpu(options: dict[str, object] | None = None, **_: object) -> None:
-    # A worker that only scores files (-Q bulk) runs niced, its pool processes too (they
-    # inherit it): on shared cores the online batches get the CPU first.
+    # A worker that only scores files and explains rows (-Q bulk, or bulk,explain) runs
+    # niced, its pool processes too (they inherit it): on shared cores the online batches
+    # get the CPU first.
     queues = (options or {}).get("queues") or []
     names = queues.split(",") if isinstance(queues, str) else list(queues)  # type: ignore[call-overload]
     nice = flask_app.extensions["predq"].settings.bulk_worker_nice
-    if names == ["bulk"] and nice > 0:
+    if names and set(names) <= {BULK_QUEUE, EXPLAIN_QUEUE} and nice > 0:
         os.nice(nice)
         logging.getLogger(__name__).info("bulk worker: running at nice +%d", nice)
 

@@ -19,7 +19,7 @@ import orjson
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from app import logs
-from app.celery_app import RUN_BATCH
+from app.celery_app import batch_task
 from app.db import INSERT_BY_DIALECT, Batch, Job, ShadowOutput, dialect_insert, utcnow
 from app.errors import PredqError
 from app.explain import ExplanationFailed, explanations
@@ -119,8 +119,12 @@ class DrainReport:
         return self.__dict__.copy()
 
 
-def drain(svc: Services, name: str, version: int, worker: str = "") -> DrainReport:
+def drain(
+    svc: Services, name: str, version: int, worker: str = "", *, explained: bool = False
+) -> DrainReport:
     """Run batches back to back until the queue is empty; the work of one batch task.
+
+    ``explained``: the queue of the version's explained rows (app/rqueue.py), not its plain rows.
 
     While a worker holds a queue, pushes send no task, so this loop is what keeps up with
     steady traffic without a Celery message per batch. After ``max_task_seconds`` it
@@ -130,28 +134,30 @@ def drain(svc: Services, name: str, version: int, worker: str = "") -> DrainRepo
     report = DrainReport(name, version)
     deadline = time.monotonic() + svc.settings.max_task_seconds
     while True:
-        batch = run_batch(svc, name, version, worker)
+        batch = run_batch(svc, name, version, worker, explained=explained)
         report.add(batch)
         if batch.status == "empty":
             return report
         if time.monotonic() >= deadline:
-            svc.celery.send_task(RUN_BATCH, args=[name, version])
+            svc.celery.send_task(batch_task(explained), args=[name, version])
             report.handed_on = True
             return report
 
 
-def run_batch(svc: Services, name: str, version: int, worker: str = "") -> BatchReport:
+def run_batch(
+    svc: Services, name: str, version: int, worker: str = "", *, explained: bool = False
+) -> BatchReport:
     logs.reset(model=name, version=version)  # a pool process runs one task after another
-    queue = RowQueue(svc.redis, name, version)
+    queue = RowQueue(svc.redis, name, version, explained)
     settings = svc.settings
-    items, left = collect(
-        queue, settings.max_batch_rows, settings.max_batch_delay, settings.queue_linger_seconds
-    )
+    # Explained rows cost shap's time each: their batches stay small (one request's worth).
+    max_rows = settings.explain_max_rows if explained else settings.max_batch_rows
+    items, left = collect(queue, max_rows, settings.max_batch_delay, settings.queue_linger_seconds)
     if not items:
         return BatchReport(name, version, None, 0, 0, "empty", 0.0)
     if left > 0:
         # More is waiting: let another worker process start on it while this one predicts.
-        svc.celery.send_task(RUN_BATCH, args=[name, version])
+        svc.celery.send_task(batch_task(explained), args=[name, version])
 
     batch_id = uuid.uuid4()
     logs.bind(batch_id=str(batch_id))

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from sqlalchemy import delete, exists, or_, select, update
 
-from app.celery_app import RUN_BATCH
+from app.celery_app import batch_task
 from app.db import Batch, Job, TrainingRun, utcnow
 from app.jobs import enqueue
 from app.rqueue import encode_item, queued_versions
@@ -29,10 +29,10 @@ def wake_workers(svc: Services) -> int:
     none while the queue is still marked as held (up to ACTIVE_TTL_SECONDS), and if no
     push comes after that, nothing but this would drain the rows already waiting.
     """
-    versions = queued_versions(svc.redis)
-    for name, version in versions:
-        svc.celery.send_task(RUN_BATCH, args=[name, version])
-    return len(versions)
+    queues = queued_versions(svc.redis)
+    for name, version, explained in queues:
+        svc.celery.send_task(batch_task(explained), args=[name, version])
+    return len(queues)
 
 
 def requeue_stuck_jobs(svc: Services, limit: int = 1000) -> int:
@@ -48,6 +48,7 @@ def requeue_stuck_jobs(svc: Services, limit: int = 1000) -> int:
                 Job.n_rows,
                 Job.created_at,
                 Job.owner_key_id,
+                Job.explain,
             )
             .where(
                 or_(
@@ -60,9 +61,14 @@ def requeue_stuck_jobs(svc: Services, limit: int = 1000) -> int:
         ).all()
     for job in stuck:
         item = encode_item(
-            str(job.id), job.inputs, job.n_rows, job.created_at.isoformat(), owner=job.owner_key_id
+            str(job.id),
+            job.inputs,
+            job.n_rows,
+            job.created_at.isoformat(),
+            owner=job.owner_key_id,
+            explain=job.explain,
         )
-        enqueue(svc, job.model_name, job.model_version, item)
+        enqueue(svc, job.model_name, job.model_version, item, explained=job.explain is not None)
     if stuck:
         log.warning("sweeper re-queued %d stuck jobs", len(stuck))
     return len(stuck)

@@ -9,7 +9,15 @@ from typing import Any
 from celery import Task, shared_task
 
 from app import drift, training
-from app.celery_app import CHECK_DRIFT, RETRAIN, RUN_BATCH, SCHEDULE_RETRAINS, SCORE_CHUNK, SWEEP
+from app.celery_app import (
+    CHECK_DRIFT,
+    RETRAIN,
+    RUN_BATCH,
+    RUN_EXPLAINED_BATCH,
+    SCHEDULE_RETRAINS,
+    SCORE_CHUNK,
+    SWEEP,
+)
 from app.services import Services
 from workers import batching, bulk, sweeper
 
@@ -24,6 +32,13 @@ def services() -> Services:
 def run_batch(self: Task, model: str, version: int) -> dict[str, Any]:
     """Batches of queued rows for one model version until its queue is empty (Flower shows the summary)."""
     return batching.drain(services(), model, version, worker=self.request.hostname or "").as_dict()
+
+
+@shared_task(name=RUN_EXPLAINED_BATCH, bind=True)
+def run_explained_batch(self: Task, model: str, version: int) -> dict[str, Any]:
+    """As run_batch, for the version's rows that asked for explanations (the bulk worker runs it)."""
+    worker = self.request.hostname or ""
+    return batching.drain(services(), model, version, worker=worker, explained=True).as_dict()
 
 
 @shared_task(name=SWEEP)
