@@ -38,7 +38,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json = OrjsonProvider(app)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
-        PREDQ_SETTINGS=settings,
         **settings.extra,
     )
     celery = make_celery(settings)

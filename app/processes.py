@@ -14,7 +14,7 @@ PROCESSES: dict[str, list[str]] = {  # fmt: skip
     "worker": [
         "celery",
         "-A",
-        "workers",
+        "workers.main",
         "--quiet",
         "worker",
         "-Q",
@@ -26,7 +26,7 @@ PROCESSES: dict[str, list[str]] = {  # fmt: skip
     "bulk-worker": [
         "celery",
         "-A",
-        "workers",
+        "workers.main",
         "--quiet",
         "worker",
         "-Q",
@@ -35,6 +35,6 @@ PROCESSES: dict[str, list[str]] = {  # fmt: skip
         "bulk@%h",
         "--loglevel=INFO",
     ],
-    "beat": ["celery", "-A", "workers", "--quiet", "beat", "--loglevel=INFO"],
-    "flower": ["celery", "-A", "workers", "flower"],
+    "beat": ["celery", "-A", "workers.main", "--quiet", "beat", "--loglevel=INFO"],
+    "flower": ["celery", "-A", "workers.main", "flower"],
 }

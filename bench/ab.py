@@ -61,7 +61,9 @@ def main() -> int:
             for name in alternating(list(trees), args.pairs):
                 tree = trees[name]
                 env = stage.env | {"PYTHONPATH": str(tree)}
-                commands = {"api": api, "worker": celery("workers", 2)}
+                # Trees before workers/main.py load their worker as the package itself.
+                entry = "workers.main" if (tree / "workers" / "main.py").exists() else "workers"
+                commands = {"api": api, "worker": celery(entry, 2)}
                 with running(commands, env, f"{url}/readyz", work, cwd=tree):
                     scenario = loadgen.predq_scenario(MODEL, args.rows, stage.token)
                     point = measure(

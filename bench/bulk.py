@@ -59,7 +59,7 @@ BASE_URL = f"http://127.0.0.1:{PORT}"
 
 def worker(queues: str, concurrency: int, name: str) -> list[str]:
     return [
-        str(BIN / "celery"), "-A", "workers", "worker", "-Q", queues, "-n", f"{name}@%h",
+        str(BIN / "celery"), "-A", "workers.main", "worker", "-Q", queues, "-n", f"{name}@%h",
         f"--concurrency={concurrency}", "--loglevel=WARNING",
     ]  # fmt: skip
 

@@ -349,7 +349,7 @@ def prepare(database_url: str, work: Path) -> Stage:
 
 
 def predq_commands(server: str = "granian") -> dict[str, list[str]]:
-    return {"api": SERVERS[server]("app.wsgi:app"), "worker": celery("workers", 2)}
+    return {"api": SERVERS[server]("app.wsgi:app"), "worker": celery("workers.main", 2)}
 
 
 def measure_all(

@@ -53,7 +53,7 @@ def main() -> int:
                                     args.seconds, args.warmup)  # fmt: skip
                 points.setdefault(("flask", server), []).append(point)
             if args.only in (None, "predq"):
-                commands = {"api": serve("app.wsgi:app"), "worker": celery("workers", 2)}
+                commands = {"api": serve("app.wsgi:app"), "worker": celery("workers.main", 2)}
                 with running(commands, stage.env, f"{base}/readyz", work):
                     scenario = loadgen.predq_scenario(MODEL, 1, stage.token)
                     point = measure(f"predq/{server}", base, scenario, args.concurrency, 1,

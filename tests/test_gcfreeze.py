@@ -18,7 +18,7 @@ HOOKS = {
         " runpy.run_path('gunicorn.conf.py')['post_worker_init'](None); print(gc.get_freeze_count())"
     ),
     "celery worker_process_init": (
-        "import gc, workers; from celery.signals import worker_process_init;"
+        "import gc, workers.main; from celery.signals import worker_process_init;"
         " worker_process_init.send(sender=None); print(gc.get_freeze_count())"
     ),
 }

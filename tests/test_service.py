@@ -123,7 +123,15 @@ def test_alembic_upgrade_head_builds_the_schema(tmp_path):
 
 def test_the_worker_liveness_command_answers_for_a_live_worker_only(settings, worker, worker_name):
     """The liveness check compose runs in each worker container (docker-compose.yml)."""
-    ping = [str(Path(sys.executable).parent / "celery"), "-A", "workers", "inspect", "ping", "--timeout", "5"]
+    ping = [
+        str(Path(sys.executable).parent / "celery"),
+        "-A",
+        "workers.main",
+        "inspect",
+        "ping",
+        "--timeout",
+        "5",
+    ]
 
     alive = subprocess.run([*ping, "--destination", worker_name], env=settings_env(settings),
                            capture_output=True, text=True, timeout=60)  # fmt: skip

@@ -23,7 +23,7 @@ from workers import batching, bulk, sweeper
 
 
 def services() -> Services:
-    from workers import flask_app  # the entry point module, imported before the tasks
+    from workers.main import flask_app  # the entry point: built once, when a worker starts
 
     return flask_app.extensions["predq"]
 
