@@ -24,6 +24,7 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -108,11 +109,15 @@ def decode_view(raw: bytes) -> tuple[int | None, dict[str, Any]]:
     return (int(owner) if owner else None), orjson.loads(view)
 
 
-def _script(lua: str) -> Script:
+#: The Lua scripts, a file each, its KEYS, ARGV and reply described at its top.
+LUA = Path(__file__).parent / "lua"
+
+
+def _script(file_name: str) -> Script:
     # Built once per process: redis-py's register_script hashes the source on every call,
     # and the queue scripts run several times per batch. Given bytes, Script needs no
     # client until it is called with one.
-    return Script(None, lua.encode())  # type: ignore[arg-type]
+    return Script(None, (LUA / file_name).read_bytes())  # type: ignore[arg-type]
 
 
 # A worker that is taking batches from a queue holds its "active" key; a push that finds
@@ -123,98 +128,10 @@ def _script(lua: str) -> Script:
 # task per push); the sweeper wakes a worker for any queue left non-empty.
 ACTIVE_TTL_SECONDS = 10
 
-# A submit's whole Redis side before the wait, in one call: count the request against its
-# caller's rate limits (the same fixed-window counters, keys and expiry as the `limits`
-# library's), look up the rows' cached outputs and the queue's depth, and append the item
-# unless a row is cached or the queue is too deep; the push holds the queue for a worker
-# when none holds it. The reply's first element says what happened (see Admission).
-# KEYS: queue, active, the caller's rate-limit counters (ARGV[4] of them), then the rows'
-# cache keys. ARGV: item ('' only counts and looks), active ttl, most jobs a queue may hold
-# (-1: no bound), number of counters, then each counter's limit and window in seconds.
-_ADMIT = _script("""
-local n_limits = tonumber(ARGV[4])
-for i = 1, n_limits do
-  local key = KEYS[2 + i]
-  local count = redis.call('INCRBY', key, 1)
-  if count == 1 then redis.call('EXPIRE', key, ARGV[4 + 2 * i]) end
-  if count > tonumber(ARGV[3 + 2 * i]) then return {'limited', i, redis.call('TTL', key)} end
-end
-local depth = redis.call('LLEN', KEYS[1])
-local look_only = ARGV[1] == ''
-local first_cache_key = 3 + n_limits
-if #KEYS >= first_cache_key then
-  local cached = redis.call('MGET', unpack(KEYS, first_cache_key))
-  local answer = look_only and 'looked' or nil
-  for i = 1, #cached do
-    if cached[i] then answer = answer or 'cached' end
-  end
-  if answer then
-    table.insert(cached, 1, depth)
-    table.insert(cached, 1, answer)
-    return cached
-  end
-end
-if look_only then return {'looked', depth} end
-local bound = tonumber(ARGV[3])
-if bound >= 0 and depth >= bound then return {'overloaded', depth} end
-redis.call('RPUSH', KEYS[1], ARGV[1])
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return {'queued', depth, 1} end
-return {'queued', depth, 0}
-""")
-
-# Pops whole items from the head of the list until adding the next one would pass
-# max_rows (always at least one), atomically, so concurrent workers never split a job.
-# A pop that finds items (re)marks the queue as held. A pop with release = 1 that finds
-# nothing lets go of the queue in the same atomic step, so a push either lands before it
-# (and is popped) or finds the queue free (and wakes a worker): none is stranded.
-# The first element of the reply is how many items are left, so the worker knows whether
-# to wake another without a second round trip.
-_POP_BATCH = _script("""
-local out, total = {}, 0
-local max_rows = tonumber(ARGV[1])
-while true do
-  local item = redis.call('LINDEX', KEYS[1], 0)
-  if not item then break end
-  local n = tonumber(string.match(item, '^(%d+)|'))
-  if total > 0 and total + n > max_rows then break end
-  redis.call('LPOP', KEYS[1])
-  out[#out + 1] = item
-  total = total + n
-  if total >= max_rows then break end
-end
-if #out > 0 then
-  redis.call('SET', KEYS[2], '1', 'EX', ARGV[3])
-elseif ARGV[2] == '1' then
-  redis.call('DEL', KEYS[2])
-end
-table.insert(out, 1, redis.call('LLEN', KEYS[1]))
-return out
-""")
-
-
-# A finished batch in one command: each row's output into the cache, each job's view
-# under its result key and onto its done list (long-polls BLMOVE that list onto itself).
-# One call instead of a pipeline of 1 + 3 per job commands: redis-py spends more time
-# packing each command than Redis spends running it.
-# KEYS: cache keys..., then per job its result key and done key.
-# ARGV: cache ttl, result ttl, done-list ttl, number of cache keys, then one value per
-# cache key, then one view per job.
-_PUBLISH = _script("""
-local cache_ttl, result_ttl, done_ttl = ARGV[1], ARGV[2], ARGV[3]
-local n_cache = tonumber(ARGV[4])
-for i = 1, n_cache do
-  redis.call('SET', KEYS[i], ARGV[4 + i], 'EX', cache_ttl)
-end
-local job = 0
-for i = n_cache + 1, #KEYS, 2 do
-  local view = ARGV[4 + n_cache + job + 1]
-  redis.call('SET', KEYS[i], view, 'EX', result_ttl)
-  redis.call('RPUSH', KEYS[i + 1], view)
-  redis.call('EXPIRE', KEYS[i + 1], done_ttl)
-  job = job + 1
-end
-return job
-""")
+# What each does: the top of its file (app/lua/).
+_ADMIT = _script("admit.lua")
+_POP_BATCH = _script("pop_batch.lua")
+_PUBLISH = _script("publish.lua")
 
 # A waiting long-poll reads a job's done list for this long after the job finished.
 DONE_TTL_SECONDS = 60
