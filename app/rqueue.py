@@ -67,6 +67,11 @@ def active_key(name: str, version: int, explained: bool = False) -> str:
     return f"{PREFIX}:{'xactive' if explained else 'active'}:{name}:{version}"
 
 
+def training_lock_key(name: str) -> str:
+    """The lock one training run of a model holds (app/training.py): one run at a time."""
+    return f"{PREFIX}:lock:train:{name}"
+
+
 def result_key(job_id: str) -> str:
     return f"{PREFIX}:result:{job_id}"
 

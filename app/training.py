@@ -39,6 +39,7 @@ from app.celery_app import RETRAIN
 from app.db import Model, TrainingExample, TrainingImport, TrainingRun, newest_rows, utcnow
 from app.errors import InvalidInput, NotFound
 from app.metrics import TRAINING_RUNS
+from app.rqueue import training_lock_key
 from app.services import Services
 from app.signature import in_feature_order, rows_to_matrix
 
@@ -184,9 +185,7 @@ def retrain(
         log.info("training run %s of %s already started; not training again", run_id, name)
         return run_record(svc, run_id)
 
-    lock = svc.redis.lock(
-        f"predq:lock:train:{name}", timeout=svc.settings.training_lock_seconds, blocking=False
-    )
+    lock = svc.redis.lock(training_lock_key(name), timeout=svc.settings.training_lock_seconds, blocking=False)
     if not lock.acquire():
         return _finish(svc, run_id, name, "skipped", "another training run of this model is in progress")
     try:
