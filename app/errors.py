@@ -15,8 +15,8 @@
     ├── NothingToRollBack            409 nothing_to_roll_back
     ├── FeedbackConflict             409 feedback_conflict
     ├── BatchJobFinished             409 batch_job_finished (cannot be cancelled)
-    ├── PayloadTooLarge              413 too_many_rows
-    │   └── FileTooLarge                 file_too_large (a batch job's file)
+    ├── PayloadTooLarge              413 payload_too_large (rows and the limit in details)
+    │   └── FileTooLarge                 (a batch job's file)
     ├── UnsupportedMediaType         415 unsupported_media_type
     ├── InvalidInput                 422 invalid_input (row and field in details)
     │   └── ExplanationUnsupported       explanation_unsupported (the model type in details)
@@ -124,11 +124,13 @@ class FeedbackConflict(PredqError):
 
 
 class PayloadTooLarge(PredqError):
-    status, code = 413, "too_many_rows"
+    # One code for every 413, werkzeug's for a body too large too (_HTTP_CODES below):
+    # too many rows has ``rows`` and ``limit`` in details, a file too large its ``limit``.
+    status, code = 413, "payload_too_large"
 
 
 class FileTooLarge(PayloadTooLarge):
-    code = "file_too_large"
+    pass
 
 
 class UnsupportedMediaType(PredqError):

@@ -72,7 +72,7 @@ CASES = [
     ("version beyond 32 bits", "post", IRIS, body({"inputs": [GOOD_ROW], "version": 2**31}), 422, "invalid_input", {}),
     ("unknown top-level field", "post", IRIS, body({"inputs": [GOOD_ROW], "model": "x"}), 422, "invalid_input", {}),
     ("wait too long", "post", IRIS + "?wait=31", body({"inputs": [GOOD_ROW]}), 422, "invalid_input", {}),
-    ("too many rows", "post", IRIS, body({"inputs": [GOOD_ROW] * 501}), 413, "too_many_rows", {"rows": 501, "limit": 500}),
+    ("too many rows", "post", IRIS, body({"inputs": [GOOD_ROW] * 501}), 413, "payload_too_large", {"rows": 501, "limit": 500}),
     ("body too large", "post", IRIS, body({"inputs": [GOOD_ROW], "pad": "x" * (9 * 1024 * 1024)}), 413, "payload_too_large", {}),
     ("unknown model", "post", "/v1/models/nope/predictions", body({"inputs": [GOOD_ROW]}), 404, "model_not_found", {"model": "nope"}),
     ("unknown version", "post", IRIS, body({"inputs": [GOOD_ROW], "version": 99}), 404, "version_not_found", {"version": 99}),

@@ -273,7 +273,7 @@ def test_a_request_asking_for_explanations_has_a_row_cap_of_its_own(client, svc,
     )
 
     assert refused.status_code == 413, refused.json
-    assert refused.json["error"]["code"] == "too_many_rows"
+    assert refused.json["error"]["code"] == "payload_too_large"
     assert refused.json["error"]["details"]["limit"] == limit
     assert "EXPLAIN_MAX_ROWS" in refused.json["error"]["message"]
     assert count_jobs(svc) == before

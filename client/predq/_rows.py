@@ -58,4 +58,6 @@ def to_frame(outputs: list[dict[str, Any]], index: Any) -> Any:
 def fewer_rows_allowed(error: Any, max_rows: int) -> bool:
     """Whether ``error`` is the server's 413 for too many rows, with a smaller limit than ``max_rows``."""
     limit = error.details.get("limit")
-    return error.code == "too_many_rows" and isinstance(limit, int) and 0 < limit < max_rows
+    # "too_many_rows": the code servers before the one 413 code sent for rows.
+    too_many_rows = error.code in ("payload_too_large", "too_many_rows") and "rows" in error.details
+    return too_many_rows and isinstance(limit, int) and 0 < limit < max_rows
