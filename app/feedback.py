@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.db import Feedback, Job, TrainingExample
 from app.errors import FeedbackConflict, InvalidInput, JobNotFound
+from app.job_view import JobStatus
 from app.jobs import may_read
 from app.services import Services
 from app.training import quality_metrics
@@ -45,7 +46,7 @@ def record(svc: Services, job_id: str, labels: list[Any], reader: Principal | No
         job = conn.execute(select(Job.__table__).where(Job.id == parsed)).mappings().first()
     if job is None or not may_read(reader, job["owner_key_id"]):
         raise JobNotFound(f"no job with id {job_id!r}", id=job_id)
-    if job["status"] != "succeeded":
+    if job["status"] != JobStatus.SUCCEEDED:
         raise InvalidInput(
             f"job {job_id} is {job['status']}; feedback needs a succeeded job", status=job["status"]
         )

@@ -43,6 +43,7 @@ from app.errors import (
     PayloadTooLarge,
     PredqError,
 )
+from app.job_view import FINISHED, JobStatus, job_view
 from app.metrics import CACHE_HITS, CACHE_MISSES, JOBS
 from app.rqueue import RowQueue, cache_keys, decode_view, done_key, encode_item, encode_view, result_key
 from app.services import Services
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FINISHED = ("succeeded", "failed")
 # Built once: constructing the statement per request shows up in profiles.
 _INSERT_JOB = insert(Job)
 
@@ -186,7 +186,7 @@ def submit(
     CACHE_HITS.labels(name).inc(hits)
     CACHE_MISSES.labels(name).inc(len(rows) - hits)
     if all_cached:
-        JOBS.labels(name, str(served.version), "succeeded").inc()
+        JOBS.labels(name, str(served.version), JobStatus.SUCCEEDED).inc()
         _publish_result(svc, view, owner)
         return view
     _queue_rows(svc, name, served.version, view, rows, cached, request_id, owner, explain)
@@ -308,7 +308,7 @@ def _record(
         "id": job_id,
         "model_name": name,
         "model_version": version,
-        "status": "succeeded" if all_cached else "queued",
+        "status": JobStatus.SUCCEEDED if all_cached else JobStatus.QUEUED,
         "n_rows": len(rows),
         "inputs": rows,
         "outputs": cached if all_cached else None,
@@ -445,24 +445,6 @@ def _read(svc: Services, job_id: uuid.UUID, reader: Principal | None) -> dict[st
     return found[1]
 
 
-def job_view(row: Any) -> dict[str, Any]:
-    """The public JSON of a job (DESIGN.md §3), from a jobs row or its dict."""
-    finished = row["status"] in FINISHED
-    return {
-        "id": str(row["id"]),
-        "status": row["status"],
-        "model": {"name": row["model_name"], "version": row["model_version"]},
-        "outputs": row["outputs"] if finished else None,
-        "error": row.get("error"),
-        "created_at": _iso(row["created_at"]),
-        "completed_at": _iso(row.get("completed_at")),
-    }
-
-
-def _iso(value: datetime | str | None) -> str | None:
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
 def _peek(
     svc: Services,
     name: str,
@@ -540,7 +522,7 @@ def shadow_comparisons(svc: Services, name: str, limit: int = 50) -> dict[str, A
             select(ShadowOutput.job_id, ShadowOutput.model_version, ShadowOutput.outputs,
                    Job.model_version.label("served_version"), Job.outputs.label("served_outputs"))
             .join(Job, Job.id == ShadowOutput.job_id)
-            .where(ShadowOutput.model_name == name, Job.status == "succeeded")
+            .where(ShadowOutput.model_name == name, Job.status == JobStatus.SUCCEEDED)
             .order_by(ShadowOutput.id.desc())
             .limit(limit)
         ).all()  # fmt: skip

@@ -26,6 +26,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import func, select
 
 from app.db import BulkChunk, BulkJob, DriftReport, Job, utcnow
+from app.job_view import JobStatus
 from app.rqueue import queue_key, queued_versions
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ class LiveState:
             with self.svc.engine.connect() as conn:
                 rows = conn.execute(
                     select(Job.model_name, Job.model_version, func.min(Job.created_at))
-                    .where(Job.status == "queued")
+                    .where(Job.status == JobStatus.QUEUED)
                     .group_by(Job.model_name, Job.model_version)
                 ).all()
             now = utcnow()

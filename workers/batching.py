@@ -24,7 +24,7 @@ from app.db import INSERT_BY_DIALECT, Batch, Job, ShadowOutput, dialect_insert, 
 from app.errors import PredqError
 from app.explain import ExplanationFailed, explanations
 from app.inference import predict_by_job
-from app.jobs import job_view
+from app.job_view import FINISHED, JobStatus, job_view
 from app.metrics import BATCH_ROWS, INFERENCE, JOB_DURATION, JOBS, QUEUE_WAIT
 from app.rqueue import QueuedRows, RowQueue, cache_keys, encode_view, publish_results
 from app.services import Services
@@ -43,18 +43,18 @@ _CLAIM_JOBS = (
     .where(
         Job.id.in_(
             select(Job.id)
-            .where(Job.id.in_(bindparam("job_ids", expanding=True)), Job.status != "succeeded")
+            .where(Job.id.in_(bindparam("job_ids", expanding=True)), Job.status != JobStatus.SUCCEEDED)
             .order_by(Job.id)
             .with_for_update()
             .scalar_subquery()
         )
     )
-    .values(status="running", started_at=bindparam("started_at"))
+    .values(status=JobStatus.RUNNING, started_at=bindparam("started_at"))
     .returning(Job.id)
 )
 _FINISH_JOB = (
     update(Job)
-    .where(Job.id == bindparam("job_id"), Job.status != "succeeded")
+    .where(Job.id == bindparam("job_id"), Job.status != JobStatus.SUCCEEDED)
     .values(
         status=bindparam("new_status"),
         outputs=bindparam("new_outputs"),
@@ -73,7 +73,7 @@ def _store_deferred_statement(insert_of_dialect: Any) -> Any:
     return statement.on_conflict_do_update(
         index_elements=[Job.id],
         set_={column: statement.excluded[column] for column in result_columns},
-        where=Job.status != "succeeded",
+        where=Job.status != JobStatus.SUCCEEDED,
     )
 
 
@@ -200,7 +200,7 @@ def run_batch(
                       if not isinstance(out, Exception)]  # fmt: skip
 
     results = _job_results(items, served_outcomes)
-    failed = sum(result["status"] == "failed" for result in results)
+    failed = sum(result["status"] == JobStatus.FAILED for result in results)
     status = "succeeded" if not failed else "failed" if failed == len(results) else "partly_failed"
     for item, outcome in zip(items, served_outcomes, strict=True):
         if isinstance(outcome, Exception) and not isinstance(outcome, PredqError):
@@ -363,7 +363,7 @@ def observe(
     """Record the batch in Prometheus: its size and model time, each job's status, wait and total time."""
     BATCH_ROWS.labels(name).observe(n_rows)
     INFERENCE.labels(name).observe(inference_seconds)
-    for status in ("succeeded", "failed"):
+    for status in FINISHED:
         count = sum(result["status"] == status for result in results)
         if count:
             JOBS.labels(name, str(version), status).inc(count)
@@ -417,7 +417,9 @@ def _job_results(items: list[QueuedRows], outcomes: list[list[Any] | Exception])
     results = []
     for item, mine in zip(items, outcomes, strict=True):
         if isinstance(mine, Exception):
-            results.append({"id": item.job_id, "status": "failed", "outputs": None, "error": error_of(mine)})
+            results.append(
+                {"id": item.job_id, "status": JobStatus.FAILED, "outputs": None, "error": error_of(mine)}
+            )
             continue
         if item.slots is None:
             job_outputs = mine
@@ -431,7 +433,7 @@ def _job_results(items: list[QueuedRows], outcomes: list[list[Any] | Exception])
         results.append(
             {
                 "id": item.job_id,
-                "status": "succeeded",
+                "status": JobStatus.SUCCEEDED,
                 "outputs": job_outputs,
                 "error": None,
             }

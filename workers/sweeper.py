@@ -14,6 +14,7 @@ from sqlalchemy import delete, exists, or_, select, update
 
 from app.celery_app import batch_task
 from app.db import Batch, Job, TrainingRun, utcnow
+from app.job_view import FINISHED, JobStatus
 from app.jobs import enqueue
 from app.rqueue import encode_item, queued_versions
 from app.services import Services
@@ -52,8 +53,8 @@ def requeue_stuck_jobs(svc: Services, limit: int = 1000) -> int:
             )
             .where(
                 or_(
-                    (Job.status == "queued") & (Job.created_at < cutoff),
-                    (Job.status == "running") & (Job.started_at < cutoff),
+                    (Job.status == JobStatus.QUEUED) & (Job.created_at < cutoff),
+                    (Job.status == JobStatus.RUNNING) & (Job.started_at < cutoff),
                 )
             )
             .order_by(Job.created_at)
@@ -86,7 +87,7 @@ def expire_old_jobs(svc: Services, limit: int = 10_000) -> int:
     cutoff = utcnow() - timedelta(seconds=svc.settings.job_retention_seconds)
     expired = (
         select(Job.id)
-        .where(Job.status.in_(("succeeded", "failed")), Job.completed_at < cutoff)
+        .where(Job.status.in_(FINISHED), Job.completed_at < cutoff)
         .limit(limit)
         .scalar_subquery()
     )

@@ -12,6 +12,7 @@ from app.api.blueprint import Blueprint
 from app.api.schemas import FeedbackRecordedSchema, FeedbackSchema, JobSchema
 from app.auth import current_principal
 from app.errors import UnsupportedMediaType
+from app.job_view import FINISHED
 
 blp = Blueprint("predictions", __name__, url_prefix="/v1", description="Submit and poll predictions")
 
@@ -63,7 +64,7 @@ def submit_prediction(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
         explain=body.explain_mode(),
     )
     location = {"Location": f"/v1/predictions/{view['id']}"}
-    return view, 200 if view["status"] in jobs.FINISHED else 202, location
+    return view, 200 if view["status"] in FINISHED else 202, location
 
 
 @blp.route("/predictions/<string:job_id>/feedback", methods=["POST"])
