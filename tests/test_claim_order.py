@@ -9,7 +9,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.db import utcnow
 from tests.conftest import insert_queued_job
-from workers.batching import claim, finish_jobs
+from workers.batch_store import claim, finish_jobs
 
 
 def test_claims_and_finishes_of_the_same_jobs_in_opposite_orders_do_not_deadlock(svc):

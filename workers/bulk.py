@@ -33,7 +33,7 @@ from app.db import BulkChunk, BulkJob, utcnow
 from app.inference import predict_arrays
 from app.metrics import BULK_CHUNKS, BULK_ROWS
 from app.services import Services
-from workers.batching import error_of
+from workers.batch_work import error_of
 
 log = logging.getLogger(__name__)
 

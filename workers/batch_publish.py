@@ -1,0 +1,71 @@
+"""A finished batch handed on: outputs into the cache, views to pollers, numbers to Prometheus."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import orjson
+
+from app.job_view import FINISHED, job_view
+from app.metrics import BATCH_ROWS, INFERENCE, JOB_DURATION, JOBS, QUEUE_WAIT
+from app.rqueue import cache_keys, encode_view, publish_results
+from app.services import Services
+from workers.batch_work import BatchWork
+
+
+def observe(work: BatchWork, results: list[dict[str, Any]], completed_at: datetime) -> None:
+    """Record the batch in Prometheus: its size and model time, each job's status, wait and total time."""
+    name = work.name
+    BATCH_ROWS.labels(name).observe(len(work.rows))
+    INFERENCE.labels(name).observe(work.inference_seconds)
+    for status in FINISHED:
+        count = sum(result["status"] == status for result in results)
+        if count:
+            JOBS.labels(name, str(work.version), status).inc(count)
+    started = work.started_at.timestamp()
+    for item in work.items:
+        QUEUE_WAIT.labels(name).observe(max(0.0, started - item.enqueued_at))
+        created = datetime.fromisoformat(item.created_at)
+        JOB_DURATION.labels(name).observe(max(0.0, (completed_at - created).total_seconds()))
+
+
+def publish(svc: Services, work: BatchWork, results: list[dict[str, Any]], completed_at: Any) -> None:
+    """Cache row outputs, hand finished jobs to pollers, and wake long-polls, in one round trip.
+
+    An item whose outcome is an error caches nothing; its job's view carries the error.
+    """
+    settings = svc.settings
+    name, version, items, keys, outcomes = work.name, work.version, work.items, work.keys, work.outcomes
+    cache: dict[str, bytes] = {}
+    if keys:
+        offset = 0
+        for item, outputs in zip(items, outcomes, strict=True):
+            if not isinstance(outputs, Exception):
+                mine = keys[offset : offset + len(item.rows)]
+                if item.explain:  # explained outputs have keys of their own (app/rqueue.py)
+                    mine = cache_keys(name, version, np.asarray(item.rows, dtype=np.float64), item.explain)
+                cache.update((key, orjson.dumps(output)) for key, output in zip(mine, outputs, strict=True))
+            offset += len(item.rows)
+    views = {
+        item.job_id: encode_view(
+            item.owner,
+            orjson.dumps(
+                job_view(
+                    {
+                        "id": result["id"],
+                        "status": result["status"],
+                        "model_name": name,
+                        "model_version": version,
+                        "outputs": result["outputs"],
+                        "error": result["error"],
+                        "created_at": item.created_at,
+                        "completed_at": completed_at,
+                    }
+                )
+            ),
+        )
+        for item, result in zip(items, results, strict=True)
+    }
+    publish_results(svc.redis, cache, views, settings.cache_ttl_seconds, settings.result_ttl_seconds)

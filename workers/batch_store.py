@@ -1,0 +1,179 @@
+"""A batch's writes to the database: claiming its jobs, then the batch, its jobs' results
+and its shadows' outputs in one transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, insert, select, update
+
+from app.db import INSERT_BY_DIALECT, Batch, Job, ShadowOutput, dialect_insert, utcnow
+from app.job_view import JobStatus
+from app.rqueue import QueuedRows
+from app.services import Services
+from workers.batch_work import BatchStatus, BatchWork
+
+# Built once: constructing these statements per batch shows up in profiles. Both are
+# idempotent: a job that already succeeded (say, re-queued by the sweeper and answered
+# by another worker) is neither claimed again nor given a second answer.
+# Every statement that writes several job rows takes their locks in job id order (the
+# claim through a locking subquery, the others by sorting their rows): two pool processes
+# writing overlapping jobs in different orders deadlocked (PostgreSQL's DeadlockDetected)
+# when a sweep queued the same stuck jobs twice.
+_CLAIM_JOBS = (
+    update(Job)
+    .where(
+        Job.id.in_(
+            select(Job.id)
+            .where(Job.id.in_(bindparam("job_ids", expanding=True)), Job.status != JobStatus.SUCCEEDED)
+            .order_by(Job.id)
+            .with_for_update()
+            .scalar_subquery()
+        )
+    )
+    .values(status=JobStatus.RUNNING, started_at=bindparam("started_at"))
+    .returning(Job.id)
+)
+_FINISH_JOB = (
+    update(Job)
+    .where(Job.id == bindparam("job_id"), Job.status != JobStatus.SUCCEEDED)
+    .values(
+        status=bindparam("new_status"),
+        outputs=bindparam("new_outputs"),
+        error=bindparam("new_error"),
+        batch_id=bindparam("new_batch_id"),
+        completed_at=bindparam("new_completed_at"),
+    )
+)
+
+_INSERT_BATCH = insert(Batch)
+
+
+def _store_deferred_statement(insert_of_dialect: Any) -> Any:
+    statement = insert_of_dialect(Job)
+    result_columns = ("status", "outputs", "error", "batch_id", "started_at", "completed_at")
+    return statement.on_conflict_do_update(
+        index_elements=[Job.id],
+        set_={column: statement.excluded[column] for column in result_columns},
+        where=Job.status != JobStatus.SUCCEEDED,
+    )
+
+
+# Per dialect, since each spells ON CONFLICT with its own insert().
+_STORE_DEFERRED = {name: _store_deferred_statement(of) for name, of in INSERT_BY_DIALECT.items()}
+
+
+def store(
+    svc: Services,
+    work: BatchWork,
+    results: list[dict[str, Any]],
+    status: BatchStatus,
+    worker: str,
+    completed_at: datetime,
+) -> None:
+    """The batch, its shadows' outputs and its jobs' results, in one transaction."""
+    shadow_outputs = [(item, out) for item, out in zip(work.shadows, work.shadow_outcomes, strict=True)
+                      if not isinstance(out, Exception)]  # fmt: skip
+    with svc.engine.begin() as conn:
+        conn.execute(
+            _INSERT_BATCH,
+            {
+                "id": work.id,
+                "model_name": work.name,
+                "model_version": work.version,
+                "n_rows": len(work.rows) + len(work.shadow_rows),
+                "n_jobs": len(work.items) + len(work.shadows),
+                "worker": worker,
+                "status": status,
+                "inference_seconds": work.inference_seconds,
+                "started_at": work.started_at,
+                "completed_at": completed_at,
+            },
+        )
+        if shadow_outputs:
+            store_shadow_outputs(conn, work.name, work.version, work.id, shadow_outputs)
+        finished = [r for item, r in zip(work.items, results, strict=True) if not item.deferred]
+        if finished:
+            finish_jobs(conn, finished, work.id, completed_at)
+        deferred = [(item, r) for item, r in zip(work.items, results, strict=True) if item.deferred]
+        if deferred:
+            store_deferred_jobs(
+                conn, work.name, work.version, work.id, deferred, work.started_at, completed_at
+            )
+
+
+def finish_jobs(
+    conn: Connection, results: list[dict[str, Any]], batch_id: uuid.UUID | None, completed_at: Any
+) -> None:
+    """Write stored jobs' results (unless a job already succeeded), in job id order (see _CLAIM_JOBS)."""
+    conn.execute(
+        _FINISH_JOB,
+        [
+            {
+                "job_id": uuid.UUID(r["id"]),
+                "new_status": r["status"],
+                "new_outputs": r["outputs"],
+                "new_error": r["error"],
+                "new_batch_id": batch_id,
+                "new_completed_at": completed_at,
+            }
+            for r in sorted(results, key=lambda r: uuid.UUID(r["id"]))
+        ],
+    )
+
+
+def store_deferred_jobs(
+    conn: Connection,
+    name: str,
+    version: int,
+    batch_id: uuid.UUID,
+    finished: list[tuple[QueuedRows, dict[str, Any]]],
+    started_at: datetime,
+    completed_at: datetime,
+) -> None:
+    """Insert the rows of finished deferred jobs, outputs and all.
+
+    The API may have inserted one as queued meanwhile (its client's wait ran out), and the
+    sweeper may have queued that row again: the existing row takes the result unless it
+    already succeeded, so a job is never answered twice differently.
+    """
+    # A deferred item carries all of its job's rows: it is queued only when none was cached.
+    records = [
+        {"id": uuid.UUID(item.job_id), "model_name": name, "model_version": version,
+         "status": r["status"], "n_rows": item.n_rows, "inputs": item.rows, "outputs": r["outputs"],
+         "error": r["error"], "idempotency_key": None, "request_hash": None, "batch_id": batch_id,
+         "cached_rows": 0, "owner_key_id": item.owner, "created_at": datetime.fromisoformat(item.created_at),
+         "started_at": started_at, "completed_at": completed_at}
+        for item, r in finished
+    ]  # fmt: skip
+    records.sort(key=lambda record: record["id"])  # lock order: see _CLAIM_JOBS
+    conn.execute(_STORE_DEFERRED[conn.dialect.name], records)
+
+
+def store_shadow_outputs(
+    conn: Connection,
+    name: str,
+    version: int,
+    batch_id: uuid.UUID,
+    shadows: list[tuple[QueuedRows, list[Any]]],
+) -> None:
+    """Store what the shadow version answered (each item with its outputs), once per job and
+    version (a re-queue adds nothing)."""
+    records = [
+        {"job_id": uuid.UUID(item.job_id), "model_name": name, "model_version": version,
+         "outputs": outputs, "batch_id": batch_id, "created_at": utcnow()}
+        for item, outputs in shadows
+    ]  # fmt: skip
+    conn.execute(dialect_insert(conn)(ShadowOutput).on_conflict_do_nothing(), records)
+
+
+def claim(svc: Services, job_ids: list[str], started_at: Any) -> set[str]:
+    """Mark the jobs running; returns those not already succeeded (only those are computed)."""
+    with svc.engine.begin() as conn:
+        claimed = conn.execute(
+            _CLAIM_JOBS, {"job_ids": [uuid.UUID(j) for j in job_ids], "started_at": started_at}
+        ).scalars()
+        return {str(j) for j in claimed}
