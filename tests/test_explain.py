@@ -16,7 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sqlalchemy import insert, select
 
-from app import jobs
+from app import submit
 from app.db import Batch, Job, utcnow
 from tests.conftest import client_for, count_jobs, stored_estimator
 from tests.test_arrow_requests import arrow_body
@@ -249,7 +249,7 @@ def test_an_explained_job_queued_again_by_the_sweeper_is_explained_all_the_same(
 
     # A job Redis lost (say, wiped): stored as queued long ago, nothing on any queue.
     served = svc.registry.resolve("iris")
-    record = jobs._record(
+    record = submit._record(
         uuid.uuid4(), "iris", served.version, fresh_iris_rows(2), [None, None],
         created_at=utcnow() - timedelta(seconds=svc.settings.stuck_job_seconds + 60),
         owner=None, explain="all",

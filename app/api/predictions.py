@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import g, request
 
-from app import feedback, jobs, ratelimit
+from app import feedback, jobs, ratelimit, submit
 from app.api import decoding, services
 from app.api.blueprint import Blueprint
 from app.api.schemas import FeedbackRecordedSchema, FeedbackSchema, JobSchema
@@ -49,7 +49,7 @@ def submit_prediction(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     else:
         body = decoding.prediction_request(decoding.body_of(request))
         inputs = body.inputs
-    view = jobs.submit(
+    view = submit.submit(
         svc,
         name,
         inputs,
