@@ -1,9 +1,9 @@
 """`python -m app.serve`: the API under granian, a Rust HTTP server, running the Flask app over WSGI.
 
 granian parses HTTP and manages connections in Rust; only the app's own work runs in
-Python. Under the same processes and threads, bare Flask served 2.3x the requests
-gunicorn's gthread workers did, and predq 1.5x the single-row predictions at 37% less
-API CPU each (`python -m bench.servers --pairs 3`, alternating runs; numbers in the README).
+Python, so under the same processes and threads it serves more predictions than
+gunicorn's gthread workers at less API CPU each (`python -m bench.servers`; the numbers
+are in the README's Benchmark section).
 
 ``WEB_CONCURRENCY`` processes (default 2), each running requests on ``API_THREADS``
 Python threads (default 32; a ``?wait=S`` long-poll holds one while it waits); ``BIND``
