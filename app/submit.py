@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from app.ratelimit import RateCharge
-    from app.registry import ServedModel
+    from app.registry import ServedVersion
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def submit(
 
 
 def _validated(
-    svc: Services, served: ServedModel, inputs: list[Any] | pa.Table, explain: str | None
+    svc: Services, served: ServedVersion, inputs: list[Any] | pa.Table, explain: str | None
 ) -> tuple[np.ndarray, list[Any] | None]:
     """The rows as the model's float64 matrix, and the JSON rows as sent (None for Arrow:
     an Idempotency-Key then hashes the matrix's rows). Raises 413/422 naming what is wrong."""
