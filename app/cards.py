@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from skops.card import Card
 
-from app import drift, feedback
 from app.errors import NotFound
+from app.lifecycle import drift, feedback
 from app.services import Services
 
 #: Where the REST card's Markdown finds its plot: relative to .../versions/V/card.

@@ -18,9 +18,10 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from tqdm import tqdm
 
-from app import bulk, bulkfiles, traffic, training
+from app import bulk, bulkfiles
 from app.auth import SCOPES
 from app.errors import PredqError
+from app.lifecycle import traffic, training
 from app.migrate import upgrade
 
 db_cli = AppGroup("db", help="Database schema (Alembic migrations).")
@@ -237,7 +238,7 @@ def models_card(name: str, version: int | None, output: str | None) -> None:
 @click.argument("name")
 def models_drift_check(name: str) -> None:
     """Check NAME's champion for drift now (as beat does), store and print the report."""
-    from app.drift import check_model
+    from app.lifecycle.drift import check_model
 
     with _cli_errors(), _logs_to_stderr():
         report = check_model(current_app.extensions["predq"], name)

@@ -68,7 +68,7 @@ def active_key(name: str, version: int, explained: bool = False) -> str:
 
 
 def training_lock_key(name: str) -> str:
-    """The lock one training run of a model holds (app/training.py): one run at a time."""
+    """The lock one training run of a model holds (app/lifecycle/training.py): one run at a time."""
     return f"{PREFIX}:lock:train:{name}"
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from app.auth import ApiKeys
 from app.config import Settings
 from app.db import make_engine
-from app.registry import Registry
+from app.lifecycle.registry import Registry
 
 
 @dataclass

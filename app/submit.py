@@ -33,11 +33,12 @@ from redis.exceptions import RedisError
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from app import bulkfiles, logs, traffic
+from app import bulkfiles, logs
 from app.db import Job, dialect_insert, utcnow
 from app.errors import ExplanationUnsupported, IdempotencyConflict, Overloaded, PayloadTooLarge, PredqError
 from app.job_view import JobStatus, job_view
 from app.jobs import enqueue, read, wait_for, wake_worker
+from app.lifecycle import traffic
 from app.metrics import CACHE_HITS, CACHE_MISSES, JOBS
 from app.rqueue import RowQueue, cache_keys, encode_item, encode_view, result_key
 from app.services import Services
@@ -47,8 +48,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
+    from app.lifecycle.registry import ServedVersion
     from app.ratelimit import RateCharge
-    from app.registry import ServedVersion
 
 log = logging.getLogger(__name__)
 

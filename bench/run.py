@@ -334,8 +334,8 @@ def prepare(database_url: str, work: Path) -> Stage:
     from app.auth import ApiKeys
     from app.config import Settings
     from app.db import make_engine
+    from app.lifecycle.registry import Registry
     from app.migrate import upgrade
-    from app.registry import Registry
 
     upgrade(database_url)
     settings = Settings.from_env(env)

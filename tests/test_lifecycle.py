@@ -14,9 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
-from app import training
 from app.celery_app import RETRAIN, SCHEDULE_RETRAINS
-from app.drift import check_model
+from app.lifecycle import training
+from app.lifecycle.drift import check_model
 from tests.conftest import client_for
 
 FEATURES = ["x0", "x1"]

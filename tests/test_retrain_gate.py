@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from app import training
+from app.lifecycle import training
 from tests.conftest import client_for
 
 SEEDS = range(20)

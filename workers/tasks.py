@@ -8,7 +8,6 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from app import drift, training
 from app.celery_app import (
     CHECK_DRIFT,
     RETRAIN,
@@ -18,6 +17,7 @@ from app.celery_app import (
     SCORE_CHUNK,
     SWEEP,
 )
+from app.lifecycle import drift, training
 from app.services import Services
 from workers import batching, bulk, sweeper
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app import drift, feedback, jobs, traffic, training
+from app import jobs
 from app.api import services
 from app.api.blueprint import Blueprint
 from app.api.schemas import (
@@ -27,6 +27,7 @@ from app.api.schemas import (
     TrainingStartedSchema,
 )
 from app.auth import current_principal, requires_scope
+from app.lifecycle import drift, feedback, traffic, training
 
 blp = Blueprint("models", __name__, url_prefix="/v1", description="The model registry")
 

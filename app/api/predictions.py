@@ -6,13 +6,14 @@ from typing import Any
 
 from flask import g, request
 
-from app import feedback, jobs, ratelimit, submit
+from app import jobs, ratelimit, submit
 from app.api import decoding, services
 from app.api.blueprint import Blueprint
 from app.api.schemas import FeedbackRecordedSchema, FeedbackSchema, JobSchema
 from app.auth import current_principal
 from app.errors import UnsupportedMediaType
 from app.job_view import FINISHED
+from app.lifecycle import feedback
 
 blp = Blueprint("predictions", __name__, url_prefix="/v1", description="Submit and poll predictions")
 

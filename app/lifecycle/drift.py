@@ -24,8 +24,8 @@ from scipy.stats import ks_2samp
 from sqlalchemy import insert, select
 
 from app.db import DriftReport, Job, Model, newest_rows, utcnow
+from app.lifecycle.training import start_run
 from app.services import Services
-from app.training import start_run
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,6 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload
 
-from app import traffic
 from app.db import AliasEvent, Model, ModelAlias, ModelVersion, newest_rows, utcnow
 from app.errors import (
     AliasNotFound,
@@ -40,8 +39,9 @@ from app.errors import (
     RegistryError,
     VersionNotFound,
 )
+from app.lifecycle import traffic
+from app.lifecycle.traffic import DEFAULT_POLICY, Policy
 from app.signature import feature_index, in_feature_order, signature_of
-from app.traffic import DEFAULT_POLICY, Policy
 
 DEFAULT_ALIAS = "champion"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")

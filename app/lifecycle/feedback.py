@@ -26,8 +26,8 @@ from app.db import Feedback, Job, TrainingExample
 from app.errors import FeedbackConflict, InvalidInput, JobNotFound
 from app.job_view import JobStatus
 from app.jobs import may_read
+from app.lifecycle.training import quality_metrics
 from app.services import Services
-from app.training import quality_metrics
 
 if TYPE_CHECKING:
     from app.auth import Principal

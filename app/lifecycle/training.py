@@ -1,7 +1,7 @@
 """Retraining: fit a fresh copy of the champion and promote it only when it is better.
 
 A run (:func:`retrain`) checks the newest ``training_window_rows`` examples of the model's
-training set (imports not dropped, and feedback; app/evaluation.py), clones the champion's
+training set (imports not dropped, and feedback; app/lifecycle/evaluation.py), clones the champion's
 estimator (``sklearn.base.clone``: same class and parameters, no fitted state), fits it,
 scores candidate and champion on the model's fixed evaluation set (and, beside it, on a
 held-out split of the new data), registers the candidate with its metrics and lineage, and
@@ -34,10 +34,10 @@ from sklearn.model_selection import train_test_split
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app import evaluation
 from app.celery_app import RETRAIN
 from app.db import Model, TrainingExample, TrainingImport, TrainingRun, newest_rows, utcnow
 from app.errors import InvalidInput, NotFound
+from app.lifecycle import evaluation
 from app.metrics import TRAINING_RUNS
 from app.rqueue import training_lock_key
 from app.services import Services
