@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.cli import register_cli
     from app.errors import register_error_handlers
     from app.logs import configure_logging
-    from app.ratelimit import RateLimits, failed_key_guard, init_rate_limits
+    from app.ratelimit import failed_key_guard, init_rate_limits
     from app.services import build_services
 
     settings = settings or Settings.from_env()
@@ -47,9 +47,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     observe_requests(app, settings.log_requests)  # first, so refused requests are timed too
     # Auth next: the rate limiter counts per key, so it needs to know the caller. Auth asks
     # the limiter too, before looking up a token it has not seen (made-up keys).
-    limits = RateLimits(settings.redis_url)
-    init_auth(app, svc.keys, settings.auth_enabled, lambda: failed_key_guard(limits, settings))
-    init_rate_limits(app, settings, limits)
+    init_auth(app, svc.keys, settings.auth_enabled, lambda: failed_key_guard(svc.limits, settings))
+    init_rate_limits(app, settings, svc.limits)
     register_api(app)
     register_cli(app)
     if not logging.getLogger().handlers:  # gunicorn and Celery configure it before this

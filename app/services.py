@@ -12,6 +12,7 @@ from app.auth import ApiKeys
 from app.config import Settings
 from app.db import make_engine
 from app.lifecycle.registry import Registry
+from app.ratelimit import RateLimits
 
 
 @dataclass
@@ -23,6 +24,8 @@ class Services:
     registry: Registry
     keys: ApiKeys
     celery: Celery
+    limits: RateLimits
+    """Per-key rate limits and the failed-key guard, counted in Redis (app/ratelimit.py)."""
 
 
 def build_services(settings: Settings, celery: Celery) -> Services:
@@ -42,4 +45,5 @@ def build_services(settings: Settings, celery: Celery) -> Services:
         reference_rows=settings.drift_reference_rows,
     )
     keys = ApiKeys(engine, settings.auth_cache_seconds)
-    return Services(settings, engine, redis, redis_wait, registry, keys, celery)
+    limits = RateLimits(settings.redis_url)
+    return Services(settings, engine, redis, redis_wait, registry, keys, celery, limits)
