@@ -124,8 +124,13 @@ def rows_to_matrix(
             limit=max_rows,
         )
     fast = _plain_number_rows(rows, n_features, largest)
-    if fast is not None:
-        return fast
+    return fast if fast is not None else _checked_rows(rows, n_features, names, largest)
+
+
+def _checked_rows(
+    rows: list[Any], n_features: int, names: dict[str, int] | None, largest: float | None
+) -> np.ndarray:
+    """Value by value: the matrix, or 422 naming the first bad row and field (rows_to_matrix)."""
     n = n_features
     ordered = list(names) if names is not None else None
     matrix = np.empty((len(rows), n), dtype=np.float64)

@@ -113,25 +113,14 @@ def submit(
     owner: int | None = None,
     explain: str | None = None,
 ) -> dict[str, Any]:
-    """Store a job for ``inputs`` and queue it; returns the job's public view.
-
-    ``inputs`` are JSON rows, or an Arrow table whose columns are the model's features.
-    Without ``version`` or ``alias`` the model's traffic policy picks the version (sticky
-    by ``routing_key``). ``request_id`` travels with the queued rows, so the worker's log
-    line names it too. With ``wait`` > 0 the view is the finished job's when it finishes
-    within ``wait`` seconds. ``rate`` is the request's rate-limit count, sent in the same
-    Redis call as the cache lookup (raises RateLimited when a limit is spent). ``owner``
-    is the submitting API key's id (None with auth off); ``idempotency_key`` is its own.
-    With ``explain`` ("predicted", or "all" for every class too) each output carries its
-    row's explanation, computed by the worker or cached under keys of their own.
+    """Store a job for ``inputs`` (JSON rows, or an Arrow table of the model's features) and
+    queue it; returns the job's public view, the finished job's when it finishes within
+    ``wait`` seconds. ``rate`` is the request's rate-limit count, sent with the cache lookup
+    (RateLimited when spent); ``owner`` the submitting API key's id (None with auth off);
+    ``request_id`` names the request in the worker's log; ``explain`` ("predicted" or "all")
+    asks for each row's explanation. Routing: see ``_route``.
     """
-    policy = None
-    if version is None and alias is None:
-        policy = svc.registry.policy(name)
-        route = traffic.choose(policy, name, routing_key)
-        served = svc.registry.resolve(name, version=route.version, alias=route.alias)
-    else:
-        served = svc.registry.resolve(name, version=version, alias=alias)
+    served, shadow = _route(svc, name, version, alias, routing_key)
     matrix, hashed = _validated(svc, served, inputs, explain)
     rows = matrix.tolist()
     sub = Submission(
@@ -145,7 +134,7 @@ def submit(
         explain,
         rate,
         wait,
-        shadow=policy.shadow if policy is not None else None,
+        shadow=shadow,
     )
     if idempotency_key is not None:
         # It hashes what the client sent, not the route drawn for it: a replay may draw another.
@@ -165,6 +154,21 @@ def submit(
     else:
         peek = _peek(svc, sub)
     return submit_stored(svc, sub, peek)
+
+
+def _route(
+    svc: Services, name: str, version: int | None, alias: str | None, routing_key: str | None
+) -> tuple[ServedVersion, traffic.Route | None]:
+    """The version that serves the request, and the one its model's policy shadows (if any).
+
+    A request naming neither version nor alias is routed by the policy (sticky by
+    ``routing_key``); one that names either is served as named, with no shadow.
+    """
+    if version is not None or alias is not None:
+        return svc.registry.resolve(name, version=version, alias=alias), None
+    policy = svc.registry.policy(name)
+    route = traffic.choose(policy, name, routing_key)
+    return svc.registry.resolve(name, version=route.version, alias=route.alias), policy.shadow
 
 
 def _validated(
