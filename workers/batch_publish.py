@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import numpy as np
 import orjson
 
 from app.job_view import FINISHED, job_view
 from app.metrics import BATCH_ROWS, INFERENCE, JOB_DURATION, JOBS, QUEUE_WAIT
-from app.rqueue import cache_keys, encode_view, publish_results
+from app.rqueue import encode_view, publish_results
 from app.services import Services
 from workers.batch_work import BatchWork
 
@@ -43,9 +42,7 @@ def publish(svc: Services, work: BatchWork, results: list[dict[str, Any]], compl
         offset = 0
         for item, outputs in zip(items, outcomes, strict=True):
             if not isinstance(outputs, Exception):
-                mine = keys[offset : offset + len(item.rows)]
-                if item.explain:  # explained outputs have keys of their own (app/rqueue.py)
-                    mine = cache_keys(name, version, np.asarray(item.rows, dtype=np.float64), item.explain)
+                mine = keys[offset : offset + len(item.rows)]  # each of its item's kind
                 cache.update((key, orjson.dumps(output)) for key, output in zip(mine, outputs, strict=True))
             offset += len(item.rows)
     views = {

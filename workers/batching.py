@@ -172,7 +172,7 @@ def predict(svc: Services, work: BatchWork) -> None:
         matrix = np.asarray(rows + work.shadow_rows, dtype=np.float64)
         if svc.settings.cache_ttl_seconds > 0:
             # The matrix the model reads, built once (predict_outputs leaves it as it was).
-            work.keys = cache_keys(work.name, work.version, matrix[: len(rows)])
+            work.keys = _cache_keys(work, matrix[: len(rows)])
         estimator, served = svc.registry.load(work.name, work.version)
         tick = time.perf_counter()
         sizes = [len(item.rows) for item in [*work.items, *work.shadows]]
@@ -189,6 +189,23 @@ def predict(svc: Services, work: BatchWork) -> None:
             log.warning(
                 "model %s v%s refused the rows of job %s: %s", work.name, work.version, item.job_id, outcome
             )
+
+
+def _cache_keys(work: BatchWork, matrix: np.ndarray) -> list[str]:
+    """The served rows' cache keys, each of its item's kind (plain or explained, app/rqueue.py).
+
+    A batch holds one kind, but on the explained rows' queue "predicted" and "all" items
+    may share a batch: those are keyed item by item.
+    """
+    kinds = {item.explain for item in work.items}
+    if len(kinds) <= 1:
+        return cache_keys(work.name, work.version, matrix, kinds.pop() if kinds else None)
+    keys, start = [], 0
+    for item in work.items:
+        end = start + len(item.rows)
+        keys += cache_keys(work.name, work.version, matrix[start:end], item.explain)
+        start = end
+    return keys
 
 
 def _log_batch(work: BatchWork, status: BatchStatus) -> None:
