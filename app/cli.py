@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import AppGroup
 from tqdm import tqdm
 
@@ -23,7 +23,7 @@ from app.auth import SCOPES
 from app.errors import PredqError
 from app.lifecycle import traffic, training
 from app.migrate import upgrade
-from app.services import Services
+from app.services import current_services
 
 db_cli = AppGroup("db", help="Database schema (Alembic migrations).")
 models_cli = AppGroup("models", help="The model registry.")
@@ -34,7 +34,7 @@ keys_cli = AppGroup("keys", help="API keys (shown once at creation, stored hashe
 @click.argument("revision", default="head")
 def db_upgrade(revision: str) -> None:
     """Apply migrations up to REVISION (default: head)."""
-    upgrade(_services().settings.database_url, revision)
+    upgrade(current_services().settings.database_url, revision)
     click.echo(f"database upgraded to {revision}")
 
 
@@ -84,7 +84,7 @@ def models_register(
     card_notes: str | None,
 ) -> None:
     """Store an artifact (.skops, or joblib/pickle: it runs code on load) as the next version of NAME."""
-    registry = _services().registry
+    registry = current_services().registry
     with _cli_errors():
         served = registry.register(
             name,
@@ -116,7 +116,7 @@ def _read_table(path: str) -> Any:
 def models_promote(name: str, version: int, alias: str, reason: str) -> None:
     """Point ALIAS of NAME at VERSION (API processes pick it up within REGISTRY_CACHE_SECONDS)."""
     with _cli_errors():
-        _services().registry.set_alias(name, alias, version, _actor(), reason)
+        current_services().registry.set_alias(name, alias, version, _actor(), reason)
     click.echo(f"{name}: {alias} -> v{version}")
 
 
@@ -128,7 +128,7 @@ def models_promote(name: str, version: int, alias: str, reason: str) -> None:
 )
 def models_traffic(name: str, routes: tuple[str, ...], shadow: str | None) -> None:
     """Split NAME's traffic: ROUTES like champion=90 challenger=10 (or v7=10 for a version)."""
-    svc = _services()
+    svc = current_services()
     with _cli_errors():
         policy = traffic.parse_cli(routes, shadow)
         svc.registry.set_policy(name, policy)
@@ -142,7 +142,7 @@ def models_traffic(name: str, routes: tuple[str, ...], shadow: str | None) -> No
 def models_rollback(name: str, alias: str, reason: str) -> None:
     """Point ALIAS of NAME back at the version it pointed at before its last move."""
     with _cli_errors():
-        version = _services().registry.rollback(name, alias, _actor(), reason)
+        version = current_services().registry.rollback(name, alias, _actor(), reason)
     click.echo(f"{name}: {alias} -> v{version} (rolled back)")
 
 
@@ -151,7 +151,7 @@ def models_rollback(name: str, alias: str, reason: str) -> None:
 def models_history(name: str) -> None:
     """The audit trail of NAME's aliases, newest first."""
     with _cli_errors():
-        events = _services().registry.alias_history(name)
+        events = current_services().registry.alias_history(name)
     for e in events:
         moved = (
             f"v{e['from_version']} -> v{e['to_version']}" if e["from_version"] else f"-> v{e['to_version']}"
@@ -168,7 +168,7 @@ def models_history(name: str) -> None:
 def models_import_data(name: str, path: str, label: str) -> None:
     """Add the labeled rows of a .csv or .parquet file to NAME's training set."""
     with _cli_errors():
-        done = training.import_examples(_services(), name, _read_table(path), label, path)
+        done = training.import_examples(current_services(), name, _read_table(path), label, path)
     carved = f", {done['evaluation_rows']} more became the evaluation set" if done["evaluation_rows"] else ""
     warnings = f"; checks: {'; '.join(done['problems'])}" if done["problems"] else ""
     click.echo(f"{name}: import {done['id']}: {done['rows']} training examples{carved}{warnings}")
@@ -181,7 +181,7 @@ def models_import_data(name: str, path: str, label: str) -> None:
 def models_eval_set(name: str, path: str, label: str) -> None:
     """Make the labeled rows of a .csv or .parquet file NAME's evaluation set (a new version)."""
     with _cli_errors():
-        made = training.register_evaluation_set(_services(), name, _read_table(path), label, path)
+        made = training.register_evaluation_set(current_services(), name, _read_table(path), label, path)
     click.echo(f"{name}: evaluation set v{made['version']}, {made['rows']} rows")
 
 
@@ -190,7 +190,7 @@ def models_eval_set(name: str, path: str, label: str) -> None:
 def models_imports(name: str) -> None:
     """NAME's imports, newest first: rows, checks, dropped or not."""
     with _cli_errors():
-        found = training.imports(_services(), name)
+        found = training.imports(current_services(), name)
     for i in found:
         state = f"dropped {i['dropped_at']:%Y-%m-%d %H:%M}" if i["dropped_at"] else "in use"
         problems = "; ".join(i["checks"].get("problems", [])) or "checks passed"
@@ -205,7 +205,7 @@ def models_imports(name: str) -> None:
 def models_drop_import(name: str, import_id: int) -> None:
     """Take import IMPORT_ID's rows out of every later training run of NAME."""
     with _cli_errors():
-        dropped = training.drop_import(_services(), name, import_id)
+        dropped = training.drop_import(current_services(), name, import_id)
     click.echo(f"{name}: import {import_id} dropped ({dropped['rows']} rows no longer trained on)")
 
 
@@ -222,7 +222,7 @@ def models_card(name: str, version: int | None, output: str | None) -> None:
     target = Path(output) if output else None
     plot_path = target.with_name(f"{target.stem}-importance.png") if target else None
     with _cli_errors(), _logs_to_stderr():
-        made = card(_services(), name, version, plot_path.name if plot_path else None)
+        made = card(current_services(), name, version, plot_path.name if plot_path else None)
     if target is None:
         click.echo(made["markdown"])
         return
@@ -240,7 +240,7 @@ def models_drift_check(name: str) -> None:
     from app.lifecycle.drift import check_model
 
     with _cli_errors(), _logs_to_stderr():
-        report = check_model(_services(), name)
+        report = check_model(current_services(), name)
     click.echo(json.dumps(report, default=str, indent=2))
 
 
@@ -249,7 +249,7 @@ def models_drift_check(name: str) -> None:
 @click.option("--here", is_flag=True, help="Train in this process and print the decision (no worker needed).")
 def models_retrain(name: str, here: bool) -> None:
     """Start a training run of NAME (queued for a worker unless --here)."""
-    svc = _services()
+    svc = current_services()
     with _cli_errors():
         if here:
             with _logs_to_stderr():  # stdout holds only the decision line
@@ -271,7 +271,7 @@ def models_retrain(name: str, here: bool) -> None:
 def models_schedule(name: str, every: float | None, on_drift: bool) -> None:
     """Set when NAME retrains by itself."""
     with _cli_errors():
-        training.set_schedule(_services(), name, every, on_drift)
+        training.set_schedule(current_services(), name, every, on_drift)
     click.echo(f"{name}: retrain {'every ' + str(every) + ' s' if every else 'not on a schedule'}"
                f"{', and on drift' if on_drift else ''}")  # fmt: skip
 
@@ -281,7 +281,7 @@ def models_schedule(name: str, every: float | None, on_drift: bool) -> None:
 def models_runs(name: str) -> None:
     """NAME's training runs, newest first, with their decisions."""
     with _cli_errors():
-        found = training.runs(_services(), name)
+        found = training.runs(current_services(), name)
     for r in found:
         started = f"{r['started_at']:%Y-%m-%d %H:%M:%S}"
         click.echo(f"{started}  {r['id']}  {r['trigger']:<8} {r['status']:<9} {r['reason']}")
@@ -306,7 +306,7 @@ def models_score(
 ) -> None:
     """Score the .csv or .parquet file PATH with NAME as a batch job (bulk workers do the work);
     write the result to OUTPUT (.parquet or .csv, by its suffix) when it finishes."""
-    svc = _services()
+    svc = current_services()
     fmt = bulkfiles.SUFFIXES.get(Path(path).suffix.lower())
     output_format = "csv" if Path(output).suffix.lower() == ".csv" else "parquet"
     if fmt is None:
@@ -372,7 +372,7 @@ def _cli_errors() -> Iterator[None]:
 @models_cli.command("list")
 def models_list() -> None:
     """Show every model, its versions and aliases."""
-    models = _services().registry.list_models()
+    models = current_services().registry.list_models()
     if not models:
         click.echo("no models registered")
         return
@@ -406,7 +406,7 @@ def models_list() -> None:
 def keys_create(name: str, scopes: tuple[str, ...], rate_limit: str | None) -> None:
     """Create an API key called NAME and print its token (the only time it is shown)."""
     with _cli_errors():
-        principal, token = _services().keys.create(name, list(scopes), rate_limit)
+        principal, token = current_services().keys.create(name, list(scopes), rate_limit)
     scopes_shown = ", ".join(sorted(principal.scopes))
     click.echo(f"created API key {principal.name!r} with scopes {scopes_shown}", err=True)
     click.echo("store this token now; it cannot be shown again:", err=True)
@@ -418,14 +418,14 @@ def keys_create(name: str, scopes: tuple[str, ...], rate_limit: str | None) -> N
 def keys_revoke(name: str) -> None:
     """Revoke the API key called NAME (API processes stop accepting it within AUTH_CACHE_SECONDS)."""
     with _cli_errors():
-        _services().keys.revoke(name)
+        current_services().keys.revoke(name)
     click.echo(f"revoked API key {name!r}")
 
 
 @keys_cli.command("list")
 def keys_list() -> None:
     """Show every API key (never the token)."""
-    keys = _services().keys.list()
+    keys = current_services().keys.list()
     if not keys:
         click.echo("no API keys")
         return
@@ -442,8 +442,3 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(db_cli)
     app.cli.add_command(models_cli)
     app.cli.add_command(keys_cli)
-
-
-def _services() -> Services:
-    """The app's services (app/services.py), for every command."""
-    return current_app.extensions["predq"]

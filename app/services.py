@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from celery import Celery
+from flask import current_app
 from redis import Redis
 from sqlalchemy.engine import Engine
 
@@ -26,6 +27,11 @@ class Services:
     celery: Celery
     limits: RateLimits
     """Per-key rate limits and the failed-key guard, counted in Redis (app/ratelimit.py)."""
+
+
+def current_services() -> Services:
+    """The services of the app handling this request or command."""
+    return current_app.extensions["predq"]
 
 
 def build_services(settings: Settings, celery: Celery) -> Services:

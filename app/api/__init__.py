@@ -7,7 +7,7 @@ import time
 import uuid
 from typing import Any
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, g, request
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
@@ -15,7 +15,6 @@ from app import logs
 from app.api.schemas import ErrorSchema
 from app.errors import http_exception_body
 from app.metrics import HTTP_DURATION, HTTP_REQUESTS
-from app.services import Services
 
 log = logging.getLogger("predq.requests")
 
@@ -27,10 +26,6 @@ class PredqApi(Api):
 
     def handle_http_exception(self, error: HTTPException) -> Any:
         return http_exception_body(error)
-
-
-def services() -> Services:
-    return current_app.extensions["predq"]
 
 
 def observe_requests(app: Flask, log_requests: bool = True) -> None:

@@ -10,11 +10,11 @@ from flask import request, send_file
 from flask.typing import ResponseReturnValue
 
 from app import bulk, bulkfiles
-from app.api import services
 from app.api.blueprint import Blueprint
 from app.api.decoding import body_of
 from app.auth import current_principal
 from app.errors import InvalidInput, MalformedJSON, UnsupportedMediaType
+from app.services import current_services
 
 blp = Blueprint("batch_jobs", __name__, url_prefix="/v1", description="Score whole files (bulk)")
 
@@ -66,7 +66,7 @@ _SUBMIT_DOC = {
 @blp.alt_response(415, schema="Error", description="Neither CSV, Parquet, a multipart upload nor JSON.")
 @blp.alt_response(422, schema="Error", description="The file does not fit the model (row and column named).")
 def submit_batch_job(name: str) -> ResponseReturnValue:
-    svc = services()
+    svc = current_services()
     settings = svc.settings
     mimetype = request.mimetype
     if mimetype != "application/json":
@@ -111,7 +111,7 @@ def submit_batch_job(name: str) -> ResponseReturnValue:
 @blp.alt_response(200, schema="BatchJob", description="Status, progress, speed, ETA, where the result is.")
 @blp.alt_response(404, schema="Error", description="No such batch job (or another API key's).")
 def get_batch_job(job_id: str) -> ResponseReturnValue:
-    return bulk.get(services(), job_id, current_principal()), 200
+    return bulk.get(current_services(), job_id, current_principal()), 200
 
 
 @blp.route("/batch-jobs/<string:job_id>", methods=["DELETE"])
@@ -119,14 +119,14 @@ def get_batch_job(job_id: str) -> ResponseReturnValue:
 @blp.alt_response(404, schema="Error", description="No such batch job (or another API key's).")
 @blp.alt_response(409, schema="Error", description="The batch job has already finished.")
 def cancel_batch_job(job_id: str) -> ResponseReturnValue:
-    return bulk.cancel(services(), job_id, current_principal()), 200
+    return bulk.cancel(current_services(), job_id, current_principal()), 200
 
 
 @blp.route("/batch-jobs/<string:job_id>/result", methods=["GET"])
 @blp.alt_response(200, description="The result file (Parquet or CSV), streamed.")
 @blp.alt_response(404, schema="Error", description="No such batch job, or no result (yet).")
 def get_batch_job_result(job_id: str) -> ResponseReturnValue:
-    path, fmt = bulk.result_file(services(), job_id, current_principal())
+    path, fmt = bulk.result_file(current_services(), job_id, current_principal())
     return send_file(path, mimetype=_RESULT_TYPES[fmt], as_attachment=True, download_name=f"{job_id}.{fmt}")
 
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from sqlalchemy import text
 
-from app.api import services
 from app.api.blueprint import Blueprint
 from app.metrics import exposition
+from app.services import current_services
 
 blp = Blueprint("health", __name__, description="Health checks")
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def healthz() -> dict[str, Any]:
 )
 def metrics() -> tuple[bytes, int, dict[str, str]]:
     """Prometheus metrics of the API processes, plus queue depth and the oldest queued job."""
-    body, headers = exposition(services())
+    body, headers = exposition(current_services())
     return body, 200, headers
 
 
@@ -40,7 +40,7 @@ def metrics() -> tuple[bytes, int, dict[str, str]]:
 @blp.alt_response(503, description="A dependency is down; the body names it.")
 def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:
     """Database, Redis and at least one worker are reachable."""
-    svc = services()
+    svc = current_services()
     checks: dict[str, str] = {}
     try:
         with svc.engine.connect() as conn:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from app import jobs
-from app.api import services
 from app.api.blueprint import Blueprint
 from app.api.schemas import (
     AbQuerySchema,
@@ -28,6 +27,7 @@ from app.api.schemas import (
 )
 from app.auth import current_principal, requires_scope
 from app.lifecycle import drift, feedback, traffic, training
+from app.services import current_services
 
 blp = Blueprint("models", __name__, url_prefix="/v1", description="The model registry")
 
@@ -35,14 +35,14 @@ blp = Blueprint("models", __name__, url_prefix="/v1", description="The model reg
 @blp.route("/models", methods=["GET"])
 @blp.response(200, ModelListSchema)
 def list_models() -> dict[str, Any]:
-    return {"models": services().registry.list_models()}
+    return {"models": current_services().registry.list_models()}
 
 
 @blp.route("/models/<string:name>", methods=["GET"])
 @blp.response(200, ModelSchema)
 @blp.alt_response(404, schema="Error", description="Unknown model.")
 def get_model(name: str) -> dict[str, Any]:
-    return services().registry.describe(name)
+    return current_services().registry.describe(name)
 
 
 @blp.route("/models/<string:name>/drift", methods=["GET"])
@@ -51,7 +51,7 @@ def get_model(name: str) -> dict[str, Any]:
 @blp.alt_response(404, schema="Error", description="Unknown model.")
 def get_drift(name: str, limit: int) -> dict[str, Any]:
     """The newest drift reports (beat runs a check every DRIFT_INTERVAL_SECONDS)."""
-    return {"model": name, "reports": drift.latest_reports(services(), name, limit)}
+    return {"model": name, "reports": drift.latest_reports(current_services(), name, limit)}
 
 
 @blp.route("/models/<string:name>/aliases/<string:alias>", methods=["PUT"])
@@ -62,7 +62,7 @@ def get_drift(name: str, limit: int) -> dict[str, Any]:
 @blp.alt_response(404, schema="Error", description="Unknown model or version.")
 def set_alias(body: dict[str, Any], name: str, alias: str) -> dict[str, Any]:
     """Point ALIAS at a version (promotion); serving follows within REGISTRY_CACHE_SECONDS."""
-    registry = services().registry
+    registry = current_services().registry
     registry.set_alias(name, alias, body["version"], _actor(), body.get("reason", ""))
     return registry.describe(name)
 
@@ -76,7 +76,7 @@ def set_alias(body: dict[str, Any], name: str, alias: str) -> dict[str, Any]:
 @blp.alt_response(409, schema="Error", description="The alias has never moved: nothing to go back to.")
 def rollback_alias(body: dict[str, Any], name: str, alias: str) -> dict[str, Any]:
     """Point ALIAS back at the version it pointed at before its last move."""
-    registry = services().registry
+    registry = current_services().registry
     registry.rollback(name, alias, _actor(), body.get("reason", ""))
     return registry.describe(name)
 
@@ -92,7 +92,7 @@ def rollback_alias(body: dict[str, Any], name: str, alias: str) -> dict[str, Any
 @blp.alt_response(422, schema="Error", description="Not a valid policy.")
 def set_traffic(body: dict[str, Any], name: str) -> dict[str, Any]:
     """Weights over aliases or versions, and an optional shadow; applies within REGISTRY_CACHE_SECONDS."""
-    registry = services().registry
+    registry = current_services().registry
     registry.set_policy(name, traffic.parse(body))
     return registry.describe(name)
 
@@ -103,7 +103,7 @@ def set_traffic(body: dict[str, Any], name: str) -> dict[str, Any]:
 @blp.alt_response(404, schema="Error", description="Unknown model.")
 def shadow_outputs(name: str) -> dict[str, Any]:
     """The shadow version's outputs beside what served the same jobs (clients never see them)."""
-    return jobs.shadow_comparisons(services(), name)
+    return jobs.shadow_comparisons(current_services(), name)
 
 
 @blp.route("/models/<string:name>/quality", methods=["GET"])
@@ -111,7 +111,7 @@ def shadow_outputs(name: str) -> dict[str, Any]:
 @blp.alt_response(404, schema="Error", description="Unknown model.")
 def get_quality(name: str) -> dict[str, Any]:
     """Live quality of each version from feedback: accuracy and F1, or MAE and RMSE."""
-    return feedback.quality(services(), name)
+    return feedback.quality(current_services(), name)
 
 
 @blp.route("/models/<string:name>/ab-report", methods=["GET"])
@@ -120,7 +120,7 @@ def get_quality(name: str) -> dict[str, Any]:
 @blp.alt_response(404, schema="Error", description="Unknown model or version.")
 def get_ab_report(name: str, a: int, b: int) -> dict[str, Any]:
     """Versions A and B compared on feedback: each metric with a 95% interval, and a significance test."""
-    return feedback.ab_report(services(), name, a, b)
+    return feedback.ab_report(current_services(), name, a, b)
 
 
 @blp.route("/models/<string:name>/alias-events", methods=["GET"])
@@ -128,7 +128,7 @@ def get_ab_report(name: str, a: int, b: int) -> dict[str, Any]:
 @blp.alt_response(404, schema="Error", description="Unknown model.")
 def alias_events(name: str) -> dict[str, Any]:
     """The audit trail of the model's aliases: who moved which, when, from where, to where, why."""
-    return {"model": name, "events": services().registry.alias_history(name)}
+    return {"model": name, "events": current_services().registry.alias_history(name)}
 
 
 @blp.route("/models/<string:name>/retrain", methods=["POST"])
@@ -138,7 +138,7 @@ def alias_events(name: str) -> dict[str, Any]:
 @blp.alt_response(404, schema="Error", description="Unknown model.")
 def start_retrain(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Queue a training run; it shows in GET /v1/models/{name}/training-runs."""
-    run_id = training.start_run(services(), name)
+    run_id = training.start_run(current_services(), name)
     return {"run_id": str(run_id), "status": "queued"}, 202, {"Location": f"/v1/models/{name}/training-runs"}
 
 
@@ -149,7 +149,7 @@ def start_retrain(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
 @blp.alt_response(404, schema="Error", description="Unknown model.")
 def list_imports(name: str) -> dict[str, Any]:
     """The model's imports of training data, newest first, with their checks."""
-    return {"model": name, "imports": training.imports(services(), name)}
+    return {"model": name, "imports": training.imports(current_services(), name)}
 
 
 @blp.route("/models/<string:name>/imports/<int:import_id>", methods=["DELETE"])
@@ -159,7 +159,7 @@ def list_imports(name: str) -> dict[str, Any]:
 @blp.alt_response(404, schema="Error", description="Unknown model or import.")
 def drop_import(name: str, import_id: int) -> dict[str, Any]:
     """Drop an import: its rows are left out of every later training run."""
-    return training.drop_import(services(), name, import_id)
+    return training.drop_import(current_services(), name, import_id)
 
 
 @blp.route("/models/<string:name>/drift-checks", methods=["POST"])
@@ -169,7 +169,7 @@ def drop_import(name: str, import_id: int) -> dict[str, Any]:
 @blp.alt_response(404, schema="Error", description="Unknown model.")
 def run_drift_check(name: str) -> dict[str, Any]:
     """Check the champion for drift now, as beat does on its schedule; the report is stored too."""
-    return drift.check_model(services(), name)
+    return drift.check_model(current_services(), name)
 
 
 @blp.route("/models/<string:name>/versions/<int:version>/card", methods=["GET"])
@@ -181,7 +181,7 @@ def get_card(name: str, version: int) -> Any:
 
     from app.cards import card
 
-    made = card(services(), name, version)
+    made = card(current_services(), name, version)
     if request.accept_mimetypes.best_match(["application/json", "text/markdown"]) == "text/markdown":
         return Response(made["markdown"], mimetype="text/markdown")
     return made
@@ -196,7 +196,7 @@ def get_card_plot(name: str, version: int) -> Any:
 
     from app.cards import importance_png
 
-    return Response(importance_png(services(), name, version), mimetype="image/png")
+    return Response(importance_png(current_services(), name, version), mimetype="image/png")
 
 
 @blp.route("/models/<string:name>/training-runs", methods=["GET"])
@@ -204,7 +204,7 @@ def get_card_plot(name: str, version: int) -> Any:
 @blp.alt_response(404, schema="Error", description="Unknown model.")
 def training_runs(name: str) -> dict[str, Any]:
     """The model's training runs, newest first, each with its decision and the numbers behind it."""
-    return {"model": name, "runs": training.runs(services(), name)}
+    return {"model": name, "runs": training.runs(current_services(), name)}
 
 
 def _actor() -> str:

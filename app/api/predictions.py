@@ -7,13 +7,14 @@ from typing import Any
 from flask import g, request
 
 from app import jobs, ratelimit, submit
-from app.api import decoding, services
+from app.api import decoding
 from app.api.blueprint import Blueprint
 from app.api.schemas import FeedbackRecordedSchema, FeedbackSchema, JobSchema
 from app.auth import current_principal
 from app.errors import UnsupportedMediaType
 from app.job_view import FINISHED
 from app.lifecycle import feedback
+from app.services import current_services
 
 blp = Blueprint("predictions", __name__, url_prefix="/v1", description="Submit and poll predictions")
 
@@ -42,7 +43,7 @@ def _require_json() -> None:
 @blp.alt_response(415, schema="Error", description="Body is neither JSON nor an Arrow IPC stream.")
 @blp.alt_response(422, schema="Error", description="A row does not fit the model's signature.")
 def submit_prediction(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
-    svc = services()
+    svc = current_services()
     wait = decoding.wait_seconds(request.args.get("wait"))
     idempotency_key = decoding.idempotency_key(request.headers.get("Idempotency-Key"))
     if request.mimetype == decoding.ARROW_STREAM:
@@ -80,7 +81,7 @@ def submit_prediction(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
 )
 def post_feedback(body: dict[str, Any], job_id: str) -> tuple[dict[str, Any], int]:
     """The true label (classifiers) or value (regressors) of each row; null skips a row."""
-    return feedback.record(services(), job_id, body["labels"], current_principal()), 201
+    return feedback.record(current_services(), job_id, body["labels"], current_principal()), 201
 
 
 @blp.route("/predictions/<string:job_id>", methods=["GET"])
@@ -88,7 +89,7 @@ def post_feedback(body: dict[str, Any], job_id: str) -> tuple[dict[str, Any], in
 @blp.alt_response(200, schema=JobSchema, description="The job, finished or not.")
 @blp.alt_response(404, schema="Error", description="No such job (or another API key's).")
 def get_prediction(job_id: str) -> tuple[dict[str, Any], int]:
-    svc = services()
+    svc = current_services()
     wait = decoding.wait_seconds(request.args.get("wait"))
     wait = min(wait, svc.settings.max_wait_seconds)
     return jobs.get(svc, job_id, wait=wait, reader=current_principal()), 200
