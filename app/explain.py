@@ -64,10 +64,7 @@ def explanations(
         else:  # one output: a regressor, or a two-class model's second class
             row, b = values[i], base[0]
             label = classes[-1] if classes else None
-        explanation: dict[str, Any] = {
-            "base_value": float(b),
-            "contributions": {name: float(v) for name, v in zip(names, row, strict=True)},
-        }
+        explanation = _explained(row, b, names)
         if label is not None:
             explanation["class"] = label
             if every_class is not None and every_class[i]:
@@ -82,12 +79,14 @@ def _by_class(values: np.ndarray, base: np.ndarray, classes: list[Any], names: l
         explained = [(classes[-1], values, base[0])]
     else:
         explained = [(label, values[:, k], base[k]) for k, label in enumerate(classes)]
+    return {str(label): _explained(row, b, names) for label, row, b in explained}
+
+
+def _explained(values: np.ndarray, base: Any, names: list[str]) -> dict[str, Any]:
+    """One output's explanation: its base value and each feature's contribution."""
     return {
-        str(label): {
-            "base_value": float(b),
-            "contributions": {name: float(v) for name, v in zip(names, row, strict=True)},
-        }
-        for label, row, b in explained
+        "base_value": float(base),
+        "contributions": {name: float(v) for name, v in zip(names, values, strict=True)},
     }
 
 
