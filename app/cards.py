@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from typing import Any
 
 import numpy as np
@@ -120,8 +121,26 @@ def _traffic_share(policy: dict[str, Any], version: int, aliases: list[str]) -> 
     return round(mine / total, 4)
 
 
+# A version's importance never changes (its artifact and reference sample are fixed), and
+# computing it runs shap over up to 500 rows: seconds to minutes on a deep forest. So each
+# API process computes it once per version, not once per card and again for its plot.
+_IMPORTANCE: dict[tuple[str, int, str], list[dict[str, Any]] | None] = {}
+_IMPORTANCE_LOCK = threading.Lock()
+
+
 def _importance(svc: Services, name: str, served: Any, estimator: Any) -> list[dict[str, Any]] | None:
     """Mean |SHAP| per feature over the reference sample, largest first (None when not computable)."""
+    key = (name, served.version, served.sha256)
+    with _IMPORTANCE_LOCK:
+        if key in _IMPORTANCE:
+            return _IMPORTANCE[key]
+    found = _compute_importance(svc, name, served, estimator)
+    with _IMPORTANCE_LOCK:
+        _IMPORTANCE[key] = found
+    return found
+
+
+def _compute_importance(svc: Services, name: str, served: Any, estimator: Any) -> list[dict[str, Any]] | None:
     reference = svc.registry.reference(name, served.version)
     if reference is None or not served.signature.get("explainer"):
         return None
