@@ -277,3 +277,30 @@ def test_a_request_asking_for_explanations_has_a_row_cap_of_its_own(client, svc,
     assert refused.json["error"]["details"]["limit"] == limit
     assert "EXPLAIN_MAX_ROWS" in refused.json["error"]["message"]
     assert count_jobs(svc) == before
+
+
+def test_the_sweeper_wakes_a_worker_for_explained_rows_left_on_their_queue(
+    app, tokens, svc, registered, workers
+):
+    from app.rqueue import RowQueue, encode_item
+    from workers import sweeper
+
+    # Rows on the explained queue whose wake-up was lost (no task was sent for them).
+    served = svc.registry.resolve("iris")
+    record = submit._record(
+        uuid.uuid4(), "iris", served.version, fresh_iris_rows(1), [None],
+        created_at=utcnow(), owner=None, explain="predicted",
+    )  # fmt: skip
+    with svc.engine.begin() as conn:
+        conn.execute(insert(Job), record)
+    item = encode_item(
+        str(record["id"]), record["inputs"], 1, record["created_at"].isoformat(), explain="predicted"
+    )
+    held = not RowQueue(svc.redis, "iris", served.version, explained=True).push(item)
+    assert not held, "no worker holds the queue, so only a wake-up drains it"
+
+    assert sweeper.wake_workers(svc) >= 1
+    done = client_for(app, tokens["admin"]).get(f"/v1/predictions/{record['id']}?wait=20").json
+
+    assert done["status"] == "succeeded", done
+    assert set(done["outputs"][0]["explanation"]["contributions"]) == set(IRIS)
