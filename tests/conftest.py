@@ -260,13 +260,16 @@ def stored_estimator(svc: Any, name: str, version: int = 1) -> Any:
     return joblib.load(Path(svc.settings.artifact_root) / served.artifact_path)
 
 
-def wait_until_no_worker_holds(svc: Any, model: str, version: int, timeout: float = 10.0) -> None:
+def wait_until_no_worker_holds(
+    svc: Any, model: str, version: int, timeout: float = 15.0, *, explained: bool = False
+) -> None:
     """A worker that emptied a queue lingers on it briefly (QUEUE_LINGER_SECONDS) and would
-    take rows a test pushes by hand; tests that mean those rows to sit wait it out."""
+    take rows a test pushes by hand; tests that mean those rows to sit wait it out.
+    ``explained``: the version's explained rows' queue."""
     from app.rqueue import active_key
 
     deadline = time.monotonic() + timeout
-    while svc.redis.exists(active_key(model, version)):
+    while svc.redis.exists(active_key(model, version, explained)):
         assert time.monotonic() < deadline, f"a worker still holds {model} v{version}'s queue"
         time.sleep(0.01)
 

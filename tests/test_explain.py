@@ -18,7 +18,7 @@ from sqlalchemy import insert, select
 
 from app import submit
 from app.db import Batch, Job, utcnow
-from tests.conftest import client_for, count_jobs, stored_estimator
+from tests.conftest import client_for, count_jobs, stored_estimator, wait_until_no_worker_holds
 from tests.test_arrow_requests import arrow_body
 
 IRIS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
@@ -296,6 +296,7 @@ def test_the_sweeper_wakes_a_worker_for_explained_rows_left_on_their_queue(
     item = encode_item(
         str(record["id"]), record["inputs"], 1, record["created_at"].isoformat(), explain="predicted"
     )
+    wait_until_no_worker_holds(svc, "iris", served.version, explained=True)  # an earlier test's
     held = not RowQueue(svc.redis, "iris", served.version, explained=True).push(item)
     assert not held, "no worker holds the queue, so only a wake-up drains it"
 
