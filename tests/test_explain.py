@@ -16,8 +16,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sqlalchemy import insert, select
 
-from app import submit
 from app.db import Batch, Job, utcnow
+from app.submission import job_record
 from tests.conftest import client_for, count_jobs, stored_estimator, wait_until_no_worker_holds
 from tests.test_arrow_requests import arrow_body
 
@@ -249,7 +249,7 @@ def test_an_explained_job_queued_again_by_the_sweeper_is_explained_all_the_same(
 
     # A job Redis lost (say, wiped): stored as queued long ago, nothing on any queue.
     served = svc.registry.resolve("iris")
-    record = submit._record(
+    record = job_record(
         uuid.uuid4(), "iris", served.version, fresh_iris_rows(2), [None, None],
         created_at=utcnow() - timedelta(seconds=svc.settings.stuck_job_seconds + 60),
         owner=None, explain="all",
@@ -287,7 +287,7 @@ def test_the_sweeper_wakes_a_worker_for_explained_rows_left_on_their_queue(
 
     # Rows on the explained queue whose wake-up was lost (no task was sent for them).
     served = svc.registry.resolve("iris")
-    record = submit._record(
+    record = job_record(
         uuid.uuid4(), "iris", served.version, fresh_iris_rows(1), [None],
         created_at=utcnow(), owner=None, explain="predicted",
     )  # fmt: skip

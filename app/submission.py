@@ -1,0 +1,111 @@
+"""What both of a submit's roads share: the routed, validated request, what Redis holds
+for its rows, and the job row built from it (app/submit.py routes and validates)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import orjson
+from sqlalchemy import Connection
+
+from app.db import Job, dialect_insert
+from app.errors import Overloaded
+from app.job_view import JobStatus
+
+if TYPE_CHECKING:
+    from app.lifecycle import traffic
+    from app.ratelimit import RateCharge
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A routed, validated request: what either road needs to take it on."""
+
+    name: str
+    version: int
+    rows: list[list[float]]
+    keys: list[str]
+    """The rows' cache keys (none when the cache is off)."""
+    request_id: str | None
+    owner: int | None
+    """The submitting API key's id (None with auth off)."""
+    explain: str | None
+    rate: RateCharge | None
+    wait: float
+    idempotency_key: str | None = None
+    """The client's Idempotency-Key, as sent (None: none sent)."""
+    stored_key: str | None = None
+    """The Idempotency-Key as stored: its API key's own."""
+    request_hash: str | None = None
+    shadow: traffic.Route | None = None
+    """The version the model's policy shadows, if any: it scores the same rows apart."""
+
+
+class Peek(NamedTuple):
+    """What Redis holds for a submit's rows: their cached outputs (None where missing) and
+    how many jobs wait on the model version's queue."""
+
+    cached: list[Any]
+    queued_jobs: int
+
+
+def job_record(
+    job_id: uuid.UUID,
+    name: str,
+    version: int,
+    rows: list[list[float]],
+    cached: list[Any],
+    *,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+    created_at: datetime,
+    owner: int | None,
+    explain: str | None = None,
+) -> dict[str, Any]:
+    """A new job's row: finished already when every row's output was cached, else queued.
+
+    ``explain`` is kept so that a job the sweeper queues again is explained all the same.
+    """
+    all_cached = all(c is not None for c in cached)
+    return {
+        "id": job_id,
+        "model_name": name,
+        "model_version": version,
+        "status": JobStatus.SUCCEEDED if all_cached else JobStatus.QUEUED,
+        "n_rows": len(rows),
+        "inputs": rows,
+        "outputs": cached if all_cached else None,
+        "idempotency_key": idempotency_key,
+        "request_hash": request_hash,
+        "cached_rows": sum(c is not None for c in cached),
+        "owner_key_id": owner,
+        "explain": explain,
+        "created_at": created_at,
+        "completed_at": created_at if all_cached else None,
+    }
+
+
+def insert_if_absent(conn: Connection, records: list[dict[str, Any]]) -> int:
+    """Insert job rows whose id is not stored yet; returns how many were inserted."""
+    return conn.execute(
+        dialect_insert(conn)(Job).on_conflict_do_nothing(index_elements=[Job.id]), records
+    ).rowcount
+
+
+def overloaded(name: str, version: int, queued_jobs: int) -> Overloaded:
+    # Backpressure: refuse before storing anything, so the client can retry elsewhere or later.
+    return Overloaded(
+        f"model {name!r} v{version} has {queued_jobs} jobs waiting; retry shortly",
+        retry_after=2,
+        model=name,
+        version=version,
+        queued_jobs=queued_jobs,
+    )
+
+
+def decoded_outputs(outputs: list[bytes | None]) -> list[Any]:
+    """Cached outputs as the cache holds them (encoded, None where missing), decoded."""
+    return [orjson.loads(v) if v is not None else None for v in outputs]

@@ -1,0 +1,152 @@
+"""The stored road: the job's row first, then its rows queued (see app/submit.py)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import orjson
+from redis.exceptions import RedisError
+from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
+
+from app import logs
+from app.db import Job, utcnow
+from app.errors import PredqError
+from app.idempotency import find_by_key, replay
+from app.job_view import JobStatus, job_view
+from app.jobs import enqueue, wait_for
+from app.lifecycle import traffic
+from app.metrics import CACHE_HITS, CACHE_MISSES, JOBS
+from app.rqueue import RowQueue, encode_item, encode_view, result_key
+from app.services import Services
+from app.submission import Peek, Submission, decoded_outputs, job_record, overloaded
+
+log = logging.getLogger(__name__)
+
+# Built once: constructing the statement per request shows up in profiles.
+_INSERT_JOB = insert(Job)
+
+
+def submit_stored(svc: Services, sub: Submission, peek: Peek) -> dict[str, Any]:
+    """The stored road: the job's row first (finished at once when every row is cached), then
+    its rows queued."""
+    cached, queued_jobs = peek
+    all_cached = all(c is not None for c in cached)
+    if not all_cached and queued_jobs >= svc.settings.max_queued_jobs:
+        raise overloaded(sub.name, sub.version, queued_jobs)
+    record = job_record(
+        uuid.uuid4(),
+        sub.name,
+        sub.version,
+        sub.rows,
+        cached,
+        idempotency_key=sub.stored_key,
+        request_hash=sub.request_hash,
+        created_at=utcnow(),
+        owner=sub.owner,
+        explain=sub.explain,
+    )
+    # A database that cannot be reached raises here, before anything is queued; the
+    # error handler in app/errors.py answers 503 for it.
+    try:
+        # One statement, autocommitted: one round trip instead of BEGIN/INSERT/COMMIT.
+        with svc.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(_INSERT_JOB, record)
+    except IntegrityError:
+        # Another request with the same Idempotency-Key won the race.
+        existing = find_by_key(svc, sub.stored_key) if sub.stored_key else None
+        if existing is None or sub.request_hash is None:
+            raise
+        return replay(existing, sub.request_hash, sub.idempotency_key or "")
+
+    view = job_view(record)
+    logs.bind(job_id=view["id"], model=sub.name, version=sub.version)
+    if sub.shadow is not None:
+        _shadow(svc, sub.name, sub.shadow, sub.version, view, sub.rows)
+    hits = record["cached_rows"]
+    CACHE_HITS.labels(sub.name).inc(hits)
+    CACHE_MISSES.labels(sub.name).inc(len(sub.rows) - hits)
+    if all_cached:
+        JOBS.labels(sub.name, str(sub.version), JobStatus.SUCCEEDED).inc()
+        _publish_result(svc, view, sub.owner)
+        return view
+    _queue_rows(svc, sub, view, cached)
+    if sub.wait > 0:
+        # Just stored, so nothing to read first: wait for the worker's hand-off.
+        view = wait_for(svc, view["id"], sub.wait) or view
+    return view
+
+
+def _queue_rows(svc: Services, sub: Submission, view: dict[str, Any], cached: list[Any]) -> None:
+    """Push a stored job's uncached rows (with its cached outputs beside them) for a worker."""
+    rows = sub.rows
+    pending = [i for i, c in enumerate(cached) if c is None]
+    partly_cached = len(pending) < len(rows)
+    item = encode_item(
+        view["id"],
+        [rows[i] for i in pending] if partly_cached else rows,
+        len(rows),
+        view["created_at"],
+        slots=pending if partly_cached else None,
+        pre={str(i): c for i, c in enumerate(cached) if c is not None} if partly_cached else None,
+        request_id=sub.request_id,
+        owner=sub.owner,
+        explain=sub.explain,
+    )
+    enqueue(svc, sub.name, sub.version, item, explained=sub.explain is not None)
+
+
+def peek_at(svc: Services, sub: Submission) -> Peek:
+    """Cached outputs of the rows and the queue's depth, in one round trip with the
+    request's rate-limit count (raises RateLimited when a limit is spent).
+
+    With no cache keys (the cache is off) nothing is looked up. An explained request's
+    depth is that of the version's explained rows' queue.
+    """
+    n_rows = len(sub.rows)
+    try:
+        queue = RowQueue(svc.redis, sub.name, sub.version, sub.explain is not None)
+        admission = queue.admit(None, sub.keys, rate=sub.rate)
+    except RedisError as exc:
+        # Redis is the fast path only: compute every row, and queue depth is unknown.
+        log.warning("cache unavailable, computing every row: %s", exc)
+        return Peek([None] * n_rows, 0)
+    return Peek(decoded_outputs(admission.outputs) if sub.keys else [None] * n_rows, admission.depth)
+
+
+def _shadow(
+    svc: Services,
+    name: str,
+    shadow: traffic.Route,
+    served_version: int,
+    view: dict[str, Any],
+    rows: list[Any],
+) -> None:
+    """Queue the same rows for the shadow version; the worker stores its outputs apart.
+
+    Best effort: the job is already stored, so a shadow that cannot be resolved (its alias
+    removed) is logged, never turned into an error for the client. Redis losing a shadow
+    item loses that comparison only; the sweeper re-queues served jobs, not shadows.
+    """
+    try:
+        target = svc.registry.resolve(name, version=shadow.version, alias=shadow.alias)
+    except PredqError as exc:
+        log.warning("shadow of %s not queued: %s", name, exc.message)
+        return
+    if target.version == served_version:
+        return  # the shadow is the version serving this request: nothing to compare
+    item = encode_item(view["id"], rows, len(rows), view["created_at"], shadow=True)
+    enqueue(svc, name, target.version, item)
+
+
+def _publish_result(svc: Services, view: dict[str, Any], owner: int | None) -> None:
+    try:
+        svc.redis.set(
+            result_key(view["id"]),
+            encode_view(owner, orjson.dumps(view)),
+            ex=svc.settings.result_ttl_seconds,
+        )
+    except RedisError:
+        pass
