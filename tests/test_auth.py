@@ -57,17 +57,19 @@ def test_a_predict_key_may_predict_but_not_change_aliases(client, registered, wo
 
 def test_an_admin_key_moves_an_alias_and_serving_follows(app, svc, tokens, artifacts, worker):
     admin = client_for(app, tokens["admin"])
-    svc.registry.register("promoted", artifacts["iris"])
-    svc.registry.register("promoted", artifacts["iris"])
+    svc.registry.register("promoted_by_admin", artifacts["iris"])
+    svc.registry.register("promoted_by_admin", artifacts["iris"])
 
-    response = admin.put("/v1/models/promoted/aliases/champion", json={"version": 2})
+    response = admin.put("/v1/models/promoted_by_admin/aliases/champion", json={"version": 2})
 
     assert response.status_code == 200, response.json
     assert response.json["aliases"]["champion"] == 2
-    served = admin.post("/v1/models/promoted/predictions?wait=20", json=ROW).json
+    served = admin.post("/v1/models/promoted_by_admin/predictions?wait=20", json=ROW).json
     assert served["model"]["version"] == 2, "this process cleared its cache on the change"
-    assert admin.put("/v1/models/promoted/aliases/champion", json={"version": 9}).status_code == 404
-    assert admin.put("/v1/models/promoted/aliases/" + "x" * 101, json={"version": 1}).status_code == 422
+    assert admin.put("/v1/models/promoted_by_admin/aliases/champion", json={"version": 9}).status_code == 404
+    assert (
+        admin.put("/v1/models/promoted_by_admin/aliases/" + "x" * 101, json={"version": 1}).status_code == 422
+    )
 
 
 def test_only_the_tokens_hash_is_stored(svc):
