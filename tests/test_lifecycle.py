@@ -15,7 +15,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from app.celery_app import RETRAIN, SCHEDULE_RETRAINS
-from app.lifecycle import training
+from app.lifecycle import training, training_data, training_runs
 from app.lifecycle.drift import check_model
 from tests.conftest import client_for
 
@@ -36,7 +36,7 @@ def register(svc, tmp_path: Path, name: str, estimator, data: pd.DataFrame) -> N
 
 
 def import_examples(svc, name: str, data: pd.DataFrame) -> dict:
-    done = training.import_examples(svc, name, data, label="y")
+    done = training_data.import_examples(svc, name, data, label="y")
     assert done["rows"] + done["evaluation_rows"] == len(data)
     return done
 
@@ -179,11 +179,11 @@ def test_training_data_or_a_reference_sample_without_a_feature_is_refused_by_nam
     before = svc.registry.describe("columns")
 
     with pytest.raises(InvalidInput, match="the training data lacks the model's features: x1"):
-        training.import_examples(svc, "columns", data.drop(columns=["x1"]), label="y")
+        training_data.import_examples(svc, "columns", data.drop(columns=["x1"]), label="y")
     with pytest.raises(InvalidInput, match="the reference data lacks the model's features: x0"):
         svc.registry.register("columns", path, reference=data.drop(columns=["x0"]))
 
-    assert training.training_set(svc, "columns")[0].shape[0] == 0, "nothing imported"
+    assert training_data.training_set(svc, "columns")[0].shape[0] == 0, "nothing imported"
     assert svc.registry.describe("columns")["versions"] == before["versions"], "nothing registered"
 
 
@@ -217,8 +217,8 @@ def test_schedules_and_drift_start_runs(svc, app, tokens, worker, tmp_path):
         args=["models", "schedule", "drifting", "--every", "3600", "--on-drift"]
     )
     assert cli.exit_code == 0, cli.output
-    assert "drifting" in training.start_due_runs(svc)
-    assert "drifting" not in training.start_due_runs(svc), "not due again until an hour has passed"
+    assert "drifting" in training_runs.start_due_runs(svc)
+    assert "drifting" not in training_runs.start_due_runs(svc), "not due again until an hour has passed"
 
     # Production inputs far from the reference: the drift check queues a run of its own.
     from tests.conftest import insert_queued_job

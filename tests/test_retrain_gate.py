@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from app.lifecycle import training
+from app.lifecycle import training, training_data
 from tests.conftest import client_for
 
 SEEDS = range(20)
@@ -44,8 +44,10 @@ def test_shuffled_labels_are_never_promoted(svc, tmp_path):
         order = rng.permutation(len(x))
         champion, fixed, new = order[:150], order[150:350], order[350:]
         name = _model(svc, tmp_path, _logistic(), x.iloc[champion], y.iloc[champion])
-        training.register_evaluation_set(svc, name, _frame(x.iloc[fixed], y.iloc[fixed]), "y")
-        training.import_examples(svc, name, _frame(x.iloc[new], rng.permutation(y.iloc[new].to_numpy())), "y")
+        training_data.register_evaluation_set(svc, name, _frame(x.iloc[fixed], y.iloc[fixed]), "y")
+        training_data.import_examples(
+            svc, name, _frame(x.iloc[new], rng.permutation(y.iloc[new].to_numpy())), "y"
+        )
 
         run = training.retrain(svc, name)
 
@@ -63,9 +65,9 @@ def test_heavy_label_noise_on_a_regressor_is_never_promoted(svc, tmp_path):
         order = rng.permutation(len(x))
         champion, fixed, new = order[:200], order[200:342], order[342:]
         name = _model(svc, tmp_path, Ridge(alpha=0.1), x.iloc[champion], y.iloc[champion])
-        training.register_evaluation_set(svc, name, _frame(x.iloc[fixed], y.iloc[fixed]), "y")
+        training_data.register_evaluation_set(svc, name, _frame(x.iloc[fixed], y.iloc[fixed]), "y")
         noisy = y.iloc[new].to_numpy() + rng.normal(0, 3 * y.std(), len(new))
-        training.import_examples(svc, name, _frame(x.iloc[new], noisy), "y")
+        training_data.import_examples(svc, name, _frame(x.iloc[new], noisy), "y")
 
         run = training.retrain(svc, name)
 
@@ -83,8 +85,8 @@ def test_a_genuinely_better_candidate_is_promoted(svc, tmp_path):
         x = pd.DataFrame(features, columns=[f"f{j}" for j in range(20)])
         y = pd.Series(labels)
         name = _model(svc, tmp_path, _logistic(), x.iloc[:40], y.iloc[:40])
-        training.register_evaluation_set(svc, name, _frame(x.iloc[100:600], y.iloc[100:600]), "y")
-        training.import_examples(svc, name, _frame(x.iloc[600:], y.iloc[600:]), "y")
+        training_data.register_evaluation_set(svc, name, _frame(x.iloc[100:600], y.iloc[100:600]), "y")
+        training_data.import_examples(svc, name, _frame(x.iloc[600:], y.iloc[600:]), "y")
 
         run = training.retrain(svc, name)
 
@@ -96,9 +98,9 @@ def test_a_dropped_import_is_left_out_of_the_next_run(app, svc, tokens, tmp_path
     data = load_breast_cancer(as_frame=True)
     x, y = data.data, data.target
     name = _model(svc, tmp_path, _logistic(), x.iloc[:100], y.iloc[:100])
-    training.register_evaluation_set(svc, name, _frame(x.iloc[100:250], y.iloc[100:250]), "y")
-    kept = training.import_examples(svc, name, _frame(x.iloc[250:400], y.iloc[250:400]), "y")
-    bad = training.import_examples(svc, name, _frame(x.iloc[400:], y.iloc[400:]), "y")
+    training_data.register_evaluation_set(svc, name, _frame(x.iloc[100:250], y.iloc[100:250]), "y")
+    kept = training_data.import_examples(svc, name, _frame(x.iloc[250:400], y.iloc[250:400]), "y")
+    bad = training_data.import_examples(svc, name, _frame(x.iloc[400:], y.iloc[400:]), "y")
     admin = client_for(app, tokens["admin"])
 
     before = training.retrain(svc, name)
@@ -121,9 +123,9 @@ def test_data_the_model_cannot_learn_from_is_rejected_before_training(svc, tmp_p
     data = load_breast_cancer(as_frame=True)
     x, y = data.data, data.target
     name = _model(svc, tmp_path, _logistic(), x.iloc[:100], y.iloc[:100])
-    training.register_evaluation_set(svc, name, _frame(x.iloc[100:250], y.iloc[100:250]), "y")
+    training_data.register_evaluation_set(svc, name, _frame(x.iloc[100:250], y.iloc[100:250]), "y")
     versions = len(svc.registry.describe(name)["versions"])
-    unknown = training.import_examples(svc, name, _frame(x.iloc[250:], np.full(len(x) - 250, 7)), "y")
+    unknown = training_data.import_examples(svc, name, _frame(x.iloc[250:], np.full(len(x) - 250, 7)), "y")
 
     run = training.retrain(svc, name)
 

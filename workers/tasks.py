@@ -17,7 +17,7 @@ from app.celery_app import (
     SCORE_CHUNK,
     SWEEP,
 )
-from app.lifecycle import drift, training
+from app.lifecycle import drift, training, training_runs
 from app.services import Services
 from workers import batching, bulk, sweeper
 
@@ -85,4 +85,4 @@ def retrain(model: str, run_id: str, trigger: str = "manual") -> dict[str, Any]:
 @shared_task(name=SCHEDULE_RETRAINS)
 def schedule_retrains() -> list[str]:
     """Start a run for every model whose retrain schedule is due; returns their names."""
-    return training.start_due_runs(services())
+    return training_runs.start_due_runs(services())

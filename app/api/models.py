@@ -26,7 +26,8 @@ from app.api.schemas import (
     TrainingStartedSchema,
 )
 from app.auth import current_principal, requires_scope
-from app.lifecycle import drift, feedback, traffic, training
+from app.lifecycle import drift, feedback, traffic, training_data
+from app.lifecycle.training_runs import runs, start_run
 from app.services import current_services
 
 blp = Blueprint("models", __name__, url_prefix="/v1", description="The model registry")
@@ -138,7 +139,7 @@ def alias_events(name: str) -> dict[str, Any]:
 @blp.alt_response(404, schema="Error", description="Unknown model.")
 def start_retrain(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Queue a training run; it shows in GET /v1/models/{name}/training-runs."""
-    run_id = training.start_run(current_services(), name)
+    run_id = start_run(current_services(), name)
     return {"run_id": str(run_id), "status": "queued"}, 202, {"Location": f"/v1/models/{name}/training-runs"}
 
 
@@ -149,7 +150,7 @@ def start_retrain(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
 @blp.alt_response(404, schema="Error", description="Unknown model.")
 def list_imports(name: str) -> dict[str, Any]:
     """The model's imports of training data, newest first, with their checks."""
-    return {"model": name, "imports": training.imports(current_services(), name)}
+    return {"model": name, "imports": training_data.imports(current_services(), name)}
 
 
 @blp.route("/models/<string:name>/imports/<int:import_id>", methods=["DELETE"])
@@ -159,7 +160,7 @@ def list_imports(name: str) -> dict[str, Any]:
 @blp.alt_response(404, schema="Error", description="Unknown model or import.")
 def drop_import(name: str, import_id: int) -> dict[str, Any]:
     """Drop an import: its rows are left out of every later training run."""
-    return training.drop_import(current_services(), name, import_id)
+    return training_data.drop_import(current_services(), name, import_id)
 
 
 @blp.route("/models/<string:name>/drift-checks", methods=["POST"])
@@ -204,7 +205,7 @@ def get_card_plot(name: str, version: int) -> Any:
 @blp.alt_response(404, schema="Error", description="Unknown model.")
 def training_runs(name: str) -> dict[str, Any]:
     """The model's training runs, newest first, each with its decision and the numbers behind it."""
-    return {"model": name, "runs": training.runs(current_services(), name)}
+    return {"model": name, "runs": runs(current_services(), name)}
 
 
 def _actor() -> str:

@@ -24,7 +24,7 @@ from scipy.stats import ks_2samp
 from sqlalchemy import insert, select
 
 from app.db import DriftReport, Job, Model, newest_rows, utcnow
-from app.lifecycle.training import start_run
+from app.lifecycle.training_runs import start_run
 from app.services import Services
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ paired test on the evaluation rows rejects at ``training_alpha``; otherwise it b
 ``challenger``. Every run is a ``training_runs`` row with its decision, the numbers behind
 it and the imports it trained on.
 
-Each import is a ``training_imports`` row that can be dropped; a model's first import,
-when it has no evaluation set yet, gives ``training_eval_share`` of its rows to one.
+The training data is app/lifecycle/training_data.py; the runs' rows and schedules are
+app/lifecycle/training_runs.py.
 
 One run at a time per model (a Redis lock), and a run id given twice trains once: a
 redelivered Celery message finds its run already recorded.
@@ -31,148 +31,14 @@ import skops.io
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, mean_squared_error
 from sklearn.model_selection import train_test_split
-from sqlalchemy import func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
 
-from app.celery_app import RETRAIN
-from app.db import Model, TrainingExample, TrainingImport, TrainingRun, newest_rows, utcnow
-from app.errors import InvalidInput, NotFound
 from app.lifecycle import evaluation
-from app.metrics import TRAINING_RUNS
+from app.lifecycle.training_data import training_set
+from app.lifecycle.training_runs import claim, finish, run_record
 from app.rqueue import training_lock_key
 from app.services import Services
-from app.signature import in_feature_order, rows_to_matrix
 
 log = logging.getLogger(__name__)
-
-
-def import_examples(svc: Services, name: str, table: Any, label: str, source: str = "") -> dict[str, Any]:
-    """Add the rows of ``table`` (a DataFrame) to the model's training set, as one import.
-
-    Features are taken by the champion's feature names, or as the first columns in order
-    when it has none; ``label`` names the target column. When the model has no evaluation
-    set yet, ``training_eval_share`` of these rows become it (and are not trained on).
-    Returns the import: its id, the rows trained on and those given to the evaluation set.
-    """
-    served = svc.registry.resolve(name)
-    matrix, labels = _labeled_rows(table, label, served.signature)
-    train = np.arange(len(labels))
-    fixed = evaluation.latest_set(svc, name)
-    if fixed is None and len(labels) >= 10:
-        classifier = served.signature["task"] == "classification"
-        stratify = labels if classifier and min(np.unique(labels, return_counts=True)[1]) >= 2 else None
-        train, held = train_test_split(
-            train, test_size=svc.settings.training_eval_share, random_state=0, stratify=stratify
-        )
-        train.sort()
-        held_labels = [_plain(v) for v in labels[held]]
-        carved = f"carved from {source or 'the first import'}"
-        version = evaluation.store_set(svc, name, matrix[held], held_labels, carved)
-        fixed = evaluation.EvalRows(version, matrix[held], labels[held])
-    evaluation_rows = len(labels) - len(train)
-    problems, checks = evaluation.data_problems(matrix[train], labels[train], fixed, served.signature)
-    with svc.engine.begin() as conn:
-        import_id = conn.execute(
-            insert(TrainingImport).returning(TrainingImport.id),
-            {"model_name": name, "source": source[:1000], "rows": len(train),
-             "checks": checks | {"problems": problems}},
-        ).scalar_one()  # fmt: skip
-        conn.execute(
-            insert(TrainingExample),
-            [
-                {"model_name": name, "features": matrix[i].tolist(), "label": _plain(labels[i]),
-                 "source": "import", "import_id": import_id}
-                for i in train
-            ],
-        )  # fmt: skip
-    return {
-        "id": import_id,
-        "rows": len(train),
-        "evaluation_rows": evaluation_rows,
-        "checks": checks,
-        "problems": problems,
-    }
-
-
-def register_evaluation_set(
-    svc: Services, name: str, table: Any, label: str, source: str = ""
-) -> dict[str, Any]:
-    """A new version of the model's evaluation set from ``table`` (a DataFrame); returns it."""
-    served = svc.registry.resolve(name)
-    matrix, labels = _labeled_rows(table, label, served.signature)
-    version = evaluation.store_set(svc, name, matrix, [_plain(v) for v in labels], source)
-    return {"model": name, "version": version, "rows": len(labels)}
-
-
-def _labeled_rows(table: Any, label: str, signature: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    if label not in table.columns:
-        raise InvalidInput(f"no column {label!r} in the training data", column=label)
-    features = in_feature_order(table.drop(columns=[label]), signature, "the training data")
-    if signature["feature_names"] is None:
-        features = features.iloc[:, : signature["n_features"]]
-    matrix = rows_to_matrix(features.to_numpy().tolist(), signature["n_features"], None, len(features))
-    return matrix, np.asarray(table[label].tolist())
-
-
-def imports(svc: Services, name: str) -> list[dict[str, Any]]:
-    """A model's imports, newest first, with their checks and whether they were dropped."""
-    svc.registry.require(name)
-    return newest_rows(svc.engine, TrainingImport, name, TrainingImport.id, 1000)
-
-
-def drop_import(svc: Services, name: str, import_id: int) -> dict[str, Any]:
-    """Take an import's rows out of every later run (they stay stored, marked dropped)."""
-    svc.registry.require(name)
-    with svc.engine.begin() as conn:
-        found = conn.execute(
-            update(TrainingImport)
-            .where(TrainingImport.id == import_id, TrainingImport.model_name == name)
-            .values(dropped_at=func.coalesce(TrainingImport.dropped_at, utcnow()))
-            .returning(TrainingImport.id)
-        ).first()
-    if found is None:
-        raise NotFound(f"model {name!r} has no import {import_id}", model=name, import_id=import_id)
-    return next(i for i in imports(svc, name) if i["id"] == import_id)
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-able label: numpy scalars become Python numbers."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def training_set(svc: Services, name: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """The newest ``training_window_rows`` examples of a model (none of a dropped import),
-    oldest first, and their window (with the imports they came from)."""
-    dropped = select(TrainingImport.id).where(TrainingImport.dropped_at.is_not(None))
-    with svc.engine.connect() as conn:
-        rows = conn.execute(
-            select(
-                TrainingExample.id,
-                TrainingExample.created_at,
-                TrainingExample.features,
-                TrainingExample.label,
-                TrainingExample.import_id,
-            )
-            .where(
-                TrainingExample.model_name == name,
-                or_(TrainingExample.import_id.is_(None), TrainingExample.import_id.not_in(dropped)),
-            )
-            .order_by(TrainingExample.id.desc())
-            .limit(svc.settings.training_window_rows)
-        ).all()
-    rows.reverse()
-    x = np.asarray([r.features for r in rows], dtype=np.float64)
-    y = np.asarray([r.label for r in rows])
-    window = {}
-    if rows:
-        window = {
-            "first_example_id": rows[0].id,
-            "last_example_id": rows[-1].id,
-            "from": rows[0].created_at.isoformat(),
-            "to": rows[-1].created_at.isoformat(),
-            "imports": sorted({r.import_id for r in rows if r.import_id is not None}),
-        }
-    return x, y, window
 
 
 def retrain(
@@ -180,19 +46,19 @@ def retrain(
 ) -> dict[str, Any]:
     """One training run (see the module docstring); returns its record."""
     run_id = run_id or uuid.uuid4()
-    if not _claim(svc, run_id, name, trigger):
+    if not claim(svc, run_id, name, trigger):
         # The same run asked for again (a redelivered message): it trains once.
         log.info("training run %s of %s already started; not training again", run_id, name)
         return run_record(svc, run_id)
 
     lock = svc.redis.lock(training_lock_key(name), timeout=svc.settings.training_lock_seconds, blocking=False)
     if not lock.acquire():
-        return _finish(svc, run_id, name, "skipped", "another training run of this model is in progress")
+        return finish(svc, run_id, name, "skipped", "another training run of this model is in progress")
     try:
         return _train(svc, name, run_id)
     except Exception as exc:  # the run must end recorded, whatever the estimator raised
         log.exception("training run %s of %s failed", run_id, name)
-        return _finish(svc, run_id, name, "failed", f"{type(exc).__name__}: {exc}"[:1000])
+        return finish(svc, run_id, name, "failed", f"{type(exc).__name__}: {exc}"[:1000])
     finally:
         lock.release()
 
@@ -204,11 +70,11 @@ def _train(svc: Services, name: str, run_id: uuid.UUID) -> dict[str, Any]:
     base = {"parent_version": served.version, "rows": len(x), "imports": window.get("imports", [])}
     if len(x) < settings.training_min_rows:
         reason = f"{len(x)} training examples; at least {settings.training_min_rows} are needed"
-        return _finish(svc, run_id, name, "skipped", reason, **base)
+        return finish(svc, run_id, name, "skipped", reason, **base)
     fixed = evaluation.latest_set(svc, name)
     problems, checks = evaluation.data_problems(x, y, fixed, served.signature)
     if problems:
-        return _finish(
+        return finish(
             svc, run_id, name, "rejected_data", "; ".join(problems), metrics={"checks": checks}, **base
         )
     classifier = served.signature["task"] == "classification"
@@ -267,7 +133,7 @@ def _train(svc: Services, name: str, run_id: uuid.UUID) -> dict[str, Any]:
         f"{test} p={p_value:.3g} {'<' if p_value < settings.training_alpha else '≥'} alpha "
         f"{settings.training_alpha}; {verb}"
     )
-    return _finish(svc, run_id, name, "promoted" if better else "kept", reason,
+    return finish(svc, run_id, name, "promoted" if better else "kept", reason,
                    candidate_version=candidate_version, metrics=metrics, **base)  # fmt: skip
 
 
@@ -334,114 +200,3 @@ def _register(
         name, alias, served.version, actor="retrain", reason=f"training run {lineage['training_run']}"
     )
     return served.version
-
-
-def _finish(
-    svc: Services, run_id: uuid.UUID, name: str, status: str, reason: str, **fields: Any
-) -> dict[str, Any]:
-    with svc.engine.begin() as conn:
-        conn.execute(
-            update(TrainingRun)
-            .where(TrainingRun.id == run_id)
-            .values(status=status, reason=reason, completed_at=utcnow(), **fields)
-        )
-    TRAINING_RUNS.labels(name, status).inc()
-    log.info(
-        "training run %s of %s: %s: %s",
-        run_id,
-        name,
-        status,
-        reason,
-        extra={"model": name, "run": str(run_id)},
-    )
-    return run_record(svc, run_id)
-
-
-def start_run(svc: Services, name: str, trigger: str = "manual") -> uuid.UUID:
-    """Record a queued run and send it to the training queue; returns its id.
-
-    Recorded before it is sent, so a schedule looking again a moment later sees it.
-    """
-    svc.registry.resolve(name)  # 404 for an unknown model, before anything is queued
-    run_id = uuid.uuid4()
-    _record_queued(svc, run_id, name, trigger)
-    svc.celery.send_task(RETRAIN, args=[name, str(run_id), trigger])
-    return run_id
-
-
-def _run_row(run_id: uuid.UUID, name: str, trigger: str, status: str) -> dict[str, Any]:
-    return {"id": run_id, "model_name": name, "trigger": trigger, "status": status, "started_at": utcnow()}
-
-
-def _record_queued(svc: Services, run_id: uuid.UUID, name: str, trigger: str) -> None:
-    with svc.engine.begin() as conn:
-        conn.execute(insert(TrainingRun), _run_row(run_id, name, trigger, "queued"))
-
-
-def _claim(svc: Services, run_id: uuid.UUID, name: str, trigger: str) -> bool:
-    """Mark the run running; False when it already started (or finished).
-
-    A run queued by :func:`start_run` is claimed by an UPDATE; one asked for directly (the
-    CLI's --here) has no row yet and is inserted running. Either way exactly one caller wins.
-    """
-    with svc.engine.begin() as conn:
-        claimed = conn.execute(
-            update(TrainingRun)
-            .where(TrainingRun.id == run_id, TrainingRun.status == "queued")
-            .values(status="running", started_at=utcnow())
-        ).rowcount
-    if claimed:
-        return True
-    try:
-        with svc.engine.begin() as conn:
-            conn.execute(insert(TrainingRun), _run_row(run_id, name, trigger, "running"))
-    except IntegrityError:
-        return False  # the row exists and is past queued
-    return True
-
-
-def set_schedule(svc: Services, name: str, every_seconds: float | None, on_drift: bool) -> None:
-    """Retrain NAME every ``every_seconds`` (None: never on a schedule) and/or when drift is found."""
-    svc.registry.require(name)
-    with svc.engine.begin() as conn:
-        conn.execute(
-            update(Model)
-            .where(Model.name == name)
-            .values(retrain_every_seconds=every_seconds, retrain_on_drift=on_drift)
-        )
-
-
-def start_due_runs(svc: Services) -> list[str]:
-    """Queue a run for each model whose schedule is due (its newest run started longer ago)."""
-    now = utcnow()
-    newest = (
-        select(TrainingRun.model_name, func.max(TrainingRun.started_at).label("last"))
-        .group_by(TrainingRun.model_name)
-        .subquery()
-    )
-    with svc.engine.connect() as conn:
-        models = conn.execute(
-            select(Model.name, Model.retrain_every_seconds, newest.c.last)
-            .outerjoin(newest, newest.c.model_name == Model.name)
-            .where(Model.retrain_every_seconds.is_not(None))
-        ).all()
-    due = []
-    for name, every, last in models:
-        if last is not None and last.tzinfo is None:  # SQLite gives naive UTC
-            last = last.replace(tzinfo=now.tzinfo)
-        if last is None or (now - last).total_seconds() >= every:
-            start_run(svc, name, "schedule")
-            due.append(name)
-    return due
-
-
-def run_record(svc: Services, run_id: uuid.UUID) -> dict[str, Any]:
-    with svc.engine.connect() as conn:
-        row = conn.execute(select(TrainingRun.__table__).where(TrainingRun.id == run_id)).mappings().one()
-    return dict(row)
-
-
-def runs(svc: Services, name: str, limit: int = 20) -> list[dict[str, Any]]:
-    """A model's newest training runs, newest first."""
-    svc.registry.require(name)
-    return newest_rows(svc.engine, TrainingRun, name, TrainingRun.started_at, limit)
