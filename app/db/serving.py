@@ -1,0 +1,157 @@
+"""The tables a prediction touches: models, their versions and aliases, jobs, the
+workers' batches, shadow outputs, and API keys."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db.base import Base, utcnow
+
+
+class Model(Base):
+    """A named model; its versions hold the artifacts."""
+
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    traffic_policy: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """Weights over aliases or versions, and a shadow (app/lifecycle/traffic.py); None: all to champion."""
+    retrain_every_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """Retrain on this schedule (beat); None: only on demand."""
+    retrain_on_drift: Mapped[bool] = mapped_column(default=False, server_default="0")
+    """A drift check that finds the window drifted starts a retrain."""
+
+    versions: Mapped[list[ModelVersion]] = relationship(
+        back_populates="model", order_by="ModelVersion.version"
+    )
+    aliases: Mapped[list[ModelAlias]] = relationship(back_populates="model")
+
+
+class ModelVersion(Base):
+    """One registered artifact of a model, immutable once stored."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_id", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    artifact_path: Mapped[str] = mapped_column(String(1000))
+    sha256: Mapped[str] = mapped_column(String(64))
+    format: Mapped[str] = mapped_column(String(16), default="joblib", server_default="joblib")
+    """``joblib`` (pickle: runs any code it holds) or ``skops`` (restores only trusted types)."""
+    lineage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """For a retrained version: parent version, training run, data window, rows, parameters."""
+    reference: Mapped[list[list[float]] | None] = mapped_column(JSON, nullable=True, deferred=True)
+    """A sample of the training inputs, the baseline for drift checks (deferred: it is large)."""
+    trusted_types: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    """For skops: the types beyond skops' defaults approved at registration; loading allows only these."""
+    signature: Mapped[dict[str, Any]] = mapped_column(JSON)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    card_notes: Mapped[str | None] = mapped_column(Text, nullable=True, deferred=True)
+    """Intended use and limitations, in the registrant's words (the model card shows them)."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    model: Mapped[Model] = relationship(back_populates="versions")
+
+
+class ModelAlias(Base):
+    """A movable name (``champion``, ...) pointing at one version of a model."""
+
+    __tablename__ = "model_aliases"
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(100), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    model: Mapped[Model] = relationship(back_populates="aliases")
+
+
+class Job(Base):
+    """One prediction request: its rows, its outputs and where it is in its life."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(100), index=True)
+    model_version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    n_rows: Mapped[int] = mapped_column(Integer)
+    inputs: Mapped[list[Any]] = mapped_column(JSON)
+    outputs: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(240), unique=True, nullable=True)
+    """The client's Idempotency-Key, prefixed with the owner's key id when there is one (``7:key``)."""
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id"), nullable=True, index=True)
+    cached_rows: Mapped[int] = mapped_column(Integer, default=0)
+    owner_key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The API key that submitted the job (None with auth off): only it or an admin key reads it."""
+    explain: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """What the job asked to be explained: "predicted", "all" (every class too), or None."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Batch(Base):
+    """One model call made by a worker: which rows of which jobs it answered."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(100), index=True)
+    model_version: Mapped[int] = mapped_column(Integer)
+    n_rows: Mapped[int] = mapped_column(Integer)
+    n_jobs: Mapped[int] = mapped_column(Integer)
+    worker: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    inference_seconds: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[datetime] = mapped_column()
+    completed_at: Mapped[datetime] = mapped_column()
+
+
+class ShadowOutput(Base):
+    """What a shadow version answered for a job's rows: stored for comparison, never returned."""
+
+    __tablename__ = "shadow_outputs"
+    __table_args__ = (UniqueConstraint("job_id", "model_version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    model_name: Mapped[str] = mapped_column(String(100), index=True)
+    model_version: Mapped[int] = mapped_column(Integer)
+    outputs: Mapped[list[Any]] = mapped_column(JSON)
+    batch_id: Mapped[uuid.UUID] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """A client's API key. Only its sha256 is stored; the token is shown once, at creation."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    rate_limit: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
