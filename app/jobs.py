@@ -21,7 +21,8 @@ from app.celery_app import batch_task
 from app.db import Job, ShadowOutput
 from app.errors import JobNotFound
 from app.job_view import FINISHED, JobStatus, job_view
-from app.rqueue import RowQueue, decode_view, done_key, result_key
+from app.queue_items import decode_view
+from app.rqueue import RowQueue, done_key, result_key
 from app.services import Services
 
 if TYPE_CHECKING:

@@ -1,48 +1,29 @@
-"""Redis keys and the per-version row queue shared by the API (push) and workers (pop).
-
-A queue item is one job's rows that still need the model, encoded as
-``"<row count>|<json>"`` so the pop script can count rows without decoding JSON::
-
-    {"id": job id, "rows": [[float, ...], ...], "slots": [index in job, ...] | null,
-     "pre": {"index": output} | null, "n": rows in job, "c": job created_at (ISO 8601),
-     "t": enqueue unix time, "r": the submitting request's id (for logs) | null,
-     "s": true when a shadow version scores the rows (outputs stored apart, never returned),
-     "d": true when the job has no database row yet (the worker inserts it, see app/jobs.py),
-     "o": the id of the API key that owns the job | null,
-     "x": "predicted" or "all" when each row's explanation is asked for (app/explain.py) | null}
-
-``slots``/``pre`` are set only when part of the job was answered from the cache.
-
-A finished job's view, under its result key and on its done list, is stored as
-``"<owner key id>|<json>"`` (nothing before the bar when the job has no owner), so a poll
-answered from Redis checks ownership without a database read (see :func:`encode_view`).
+"""Redis keys, the Lua scripts, and the per-version row queue shared by the API (push) and
+workers (pop). What an item or a finished job's view holds is app/queue_items.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-import orjson
 from redis import Redis
 from redis.commands.core import Script
+
+from app.queue_items import QueuedRows, decode_item
 
 if TYPE_CHECKING:
     from app.ratelimit import RateCharge
 
 PREFIX = "predq"
 
-
 # Rows whose explanations are asked for wait on lists of their own ("x" keys), taken by
 # other workers (the bulk worker's, see app/celery_app.py): shap takes a thousand times
 # the model's time on a deep forest, and plain predictions must not wait behind it.
-
-
 _QUEUE_PREFIXES = {False: f"{PREFIX}:queue:", True: f"{PREFIX}:xqueue:"}
 
 
@@ -103,17 +84,6 @@ def cache_keys(name: str, version: int, matrix: np.ndarray, explained: str | Non
     ]
 
 
-def encode_view(owner: int | None, view: bytes) -> bytes:
-    """A job's encoded public view, tagged with its owner's key id for the result key and done list."""
-    return (b"" if owner is None else str(owner).encode()) + b"|" + view
-
-
-def decode_view(raw: bytes) -> tuple[int | None, dict[str, Any]]:
-    """The owner's key id and the public view of what :func:`encode_view` stored."""
-    owner, _, view = raw.partition(b"|")
-    return (int(owner) if owner else None), orjson.loads(view)
-
-
 #: The Lua scripts, a file each, its KEYS, ARGV and reply described at its top.
 LUA = Path(__file__).parent / "lua"
 
@@ -159,77 +129,6 @@ def publish_results(
         keys += [result_key(job_id), done_key(job_id)]
     args = [cache_ttl, result_ttl, DONE_TTL_SECONDS, len(cache), *cache.values(), *views.values()]
     _PUBLISH(keys=keys, args=args, client=redis)
-
-
-@dataclass
-class QueuedRows:
-    job_id: str
-    rows: list[list[float]]
-    slots: list[int] | None
-    pre: dict[str, Any] | None
-    n_rows: int
-    created_at: str
-    enqueued_at: float
-    request_id: str | None = None
-    shadow: bool = False
-    deferred: bool = False
-    owner: int | None = None
-    explain: str | None = None
-
-
-def encode_item(
-    job_id: str,
-    rows: list[list[float]],
-    n_rows: int,
-    created_at: str,
-    slots: list[int] | None = None,
-    pre: dict[str, Any] | None = None,
-    request_id: str | None = None,
-    shadow: bool = False,
-    deferred: bool = False,
-    owner: int | None = None,
-    explain: str | None = None,
-) -> bytes:
-    body = orjson.dumps(
-        {
-            "id": job_id,
-            "rows": rows,
-            "slots": slots,
-            "pre": pre,
-            "n": n_rows,
-            "c": created_at,
-            "t": time.time(),
-            "r": request_id,
-            "s": shadow,
-            "d": deferred,
-            "o": owner,
-            "x": explain,
-        }
-    )
-    return str(len(rows)).encode() + b"|" + body
-
-
-def decode_item(raw: bytes) -> QueuedRows:
-    body = orjson.loads(raw[raw.index(b"|") + 1 :])
-    return QueuedRows(
-        body["id"],
-        body["rows"],
-        body["slots"],
-        body["pre"],
-        body["n"],
-        body["c"],
-        body["t"],
-        body.get("r"),
-        body.get("s", False),
-        body.get("d", False),
-        body.get("o"),
-        _explain_mode(body.get("x")),
-    )
-
-
-def _explain_mode(raw: Any) -> str | None:
-    # Items queued before explain_classes existed say true or false.
-    return "predicted" if raw is True else raw or None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from app.db import utcnow
 from app.job_view import job_view
 from app.jobs import read, wait_for, wake_worker
 from app.metrics import CACHE_MISSES
-from app.rqueue import RowQueue, encode_item
+from app.queue_items import encode_item
+from app.rqueue import RowQueue
 from app.services import Services
 from app.submission import Peek, Submission, decoded_outputs, insert_if_absent, job_record, overloaded
 

@@ -19,7 +19,8 @@ from app.job_view import JobStatus, job_view
 from app.jobs import enqueue, wait_for
 from app.lifecycle import traffic
 from app.metrics import CACHE_HITS, CACHE_MISSES, JOBS
-from app.rqueue import RowQueue, encode_item, encode_view, result_key
+from app.queue_items import encode_item, encode_view
+from app.rqueue import RowQueue, result_key
 from app.services import Services
 from app.submission import Peek, Submission, decoded_outputs, job_record, overloaded
 

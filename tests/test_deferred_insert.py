@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import select
 
 from app.db import Batch, Job
-from app.rqueue import ACTIVE_TTL_SECONDS, RowQueue, active_key, encode_item
+from app.queue_items import encode_item
+from app.rqueue import ACTIVE_TTL_SECONDS, RowQueue, active_key
 from tests.conftest import client_for, count_jobs, stored_estimator, wait_until_no_worker_holds
 from tests.test_end_to_end import expected_outputs
 from workers.batching import run_batch

@@ -282,7 +282,8 @@ def test_a_request_asking_for_explanations_has_a_row_cap_of_its_own(client, svc,
 def test_the_sweeper_wakes_a_worker_for_explained_rows_left_on_their_queue(
     app, tokens, svc, registered, workers
 ):
-    from app.rqueue import RowQueue, encode_item
+    from app.queue_items import encode_item
+    from app.rqueue import RowQueue
     from workers import sweeper
 
     # Rows on the explained queue whose wake-up was lost (no task was sent for them).

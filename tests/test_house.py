@@ -20,6 +20,7 @@ HOT_PATH = [
     "app/jobs.py",
     "app/signature.py",
     "app/rqueue.py",
+    "app/queue_items.py",
     "app/job_view.py",
     "workers/batching.py",
     "workers/batch_work.py",

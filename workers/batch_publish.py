@@ -9,7 +9,8 @@ import orjson
 
 from app.job_view import FINISHED, job_view
 from app.metrics import BATCH_ROWS, INFERENCE, JOB_DURATION, JOBS, QUEUE_WAIT
-from app.rqueue import encode_view, publish_results
+from app.queue_items import encode_view
+from app.rqueue import publish_results
 from app.services import Services
 from workers.batch_work import BatchWork
 

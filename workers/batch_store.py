@@ -12,7 +12,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 
 from app.db import INSERT_BY_DIALECT, Batch, Job, ShadowOutput, dialect_insert, utcnow
 from app.job_view import JobStatus
-from app.rqueue import QueuedRows
+from app.queue_items import QueuedRows
 from app.services import Services
 from workers.batch_work import BatchStatus, BatchWork
 

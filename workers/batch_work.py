@@ -15,7 +15,7 @@ from typing import Any
 
 from app.errors import PredqError
 from app.job_view import JobStatus
-from app.rqueue import QueuedRows
+from app.queue_items import QueuedRows
 
 
 class BatchStatus(StrEnum):

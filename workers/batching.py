@@ -25,7 +25,8 @@ from app.db import utcnow
 from app.errors import PredqError
 from app.explain import ExplanationFailed, explanations
 from app.inference import predict_by_job
-from app.rqueue import QueuedRows, RowQueue, cache_keys
+from app.queue_items import QueuedRows
+from app.rqueue import RowQueue, cache_keys
 from app.services import Services
 from workers.batch_publish import observe, publish
 from workers.batch_store import claim, store

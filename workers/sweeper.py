@@ -16,7 +16,8 @@ from app.celery_app import batch_task
 from app.db import Batch, Job, TrainingRun, utcnow
 from app.job_view import FINISHED, JobStatus
 from app.jobs import enqueue
-from app.rqueue import encode_item, queued_versions
+from app.queue_items import encode_item
+from app.rqueue import queued_versions
 from app.services import Services
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,113 @@
+"""What the API and workers pass through Redis: queue items (one job's rows) and finished
+jobs' views, encoded here and nowhere else (app/rqueue.py keeps the keys and scripts).
+
+A queue item is one job's rows that still need the model, encoded as
+``"<row count>|<json>"`` so the pop script can count rows without decoding JSON::
+
+    {"id": job id, "rows": [[float, ...], ...], "slots": [index in job, ...] | null,
+     "pre": {"index": output} | null, "n": rows in job, "c": job created_at (ISO 8601),
+     "t": enqueue unix time, "r": the submitting request's id (for logs) | null,
+     "s": true when a shadow version scores the rows (outputs stored apart, never returned),
+     "d": true when the job has no database row yet (the worker inserts it, see
+           app/submit_deferred.py),
+     "o": the id of the API key that owns the job | null,
+     "x": "predicted" or "all" when each row's explanation is asked for (app/explain.py) | null}
+
+``slots``/``pre`` are set only when part of the job was answered from the cache.
+
+A finished job's view, under its result key and on its done list, is stored as
+``"<owner key id>|<json>"`` (nothing before the bar when the job has no owner), so a poll
+answered from Redis checks ownership without a database read (see :func:`encode_view`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+
+@dataclass
+class QueuedRows:
+    """One queue item, decoded (the fields as the module docstring names them)."""
+
+    job_id: str
+    rows: list[list[float]]
+    slots: list[int] | None
+    pre: dict[str, Any] | None
+    n_rows: int
+    created_at: str
+    enqueued_at: float
+    request_id: str | None = None
+    shadow: bool = False
+    deferred: bool = False
+    owner: int | None = None
+    explain: str | None = None
+
+
+def encode_item(
+    job_id: str,
+    rows: list[list[float]],
+    n_rows: int,
+    created_at: str,
+    slots: list[int] | None = None,
+    pre: dict[str, Any] | None = None,
+    request_id: str | None = None,
+    shadow: bool = False,
+    deferred: bool = False,
+    owner: int | None = None,
+    explain: str | None = None,
+) -> bytes:
+    body = orjson.dumps(
+        {
+            "id": job_id,
+            "rows": rows,
+            "slots": slots,
+            "pre": pre,
+            "n": n_rows,
+            "c": created_at,
+            "t": time.time(),
+            "r": request_id,
+            "s": shadow,
+            "d": deferred,
+            "o": owner,
+            "x": explain,
+        }
+    )
+    return str(len(rows)).encode() + b"|" + body
+
+
+def decode_item(raw: bytes) -> QueuedRows:
+    body = orjson.loads(raw[raw.index(b"|") + 1 :])
+    return QueuedRows(
+        body["id"],
+        body["rows"],
+        body["slots"],
+        body["pre"],
+        body["n"],
+        body["c"],
+        body["t"],
+        body.get("r"),
+        body.get("s", False),
+        body.get("d", False),
+        body.get("o"),
+        _explain_mode(body.get("x")),
+    )
+
+
+def _explain_mode(raw: Any) -> str | None:
+    # Items queued before explain_classes existed say true or false.
+    return "predicted" if raw is True else raw or None
+
+
+def encode_view(owner: int | None, view: bytes) -> bytes:
+    """A job's encoded public view, tagged with its owner's key id for the result key and done list."""
+    return (b"" if owner is None else str(owner).encode()) + b"|" + view
+
+
+def decode_view(raw: bytes) -> tuple[int | None, dict[str, Any]]:
+    """The owner's key id and the public view of what :func:`encode_view` stored."""
+    owner, _, view = raw.partition(b"|")
+    return (int(owner) if owner else None), orjson.loads(view)
