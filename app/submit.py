@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-    from app.lifecycle.registry import ServedVersion
+    from app.lifecycle.versions import ServedVersion
     from app.ratelimit import RateCharge
 
 

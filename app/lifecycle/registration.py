@@ -1,0 +1,155 @@
+"""Registering a version: the artifact checked, stored beside its row, its first aliases set.
+
+Two formats. joblib is pickle: loading one runs whatever code it holds, so only register
+artifacts you would run as code (``ALLOW_PICKLE=false`` refuses them altogether). skops
+restores only types it trusts: registration lists the types a file needs beyond skops'
+defaults and refuses it unless each is trusted (``SKOPS_TRUSTED_TYPES`` or ``--trust``);
+loading then allows exactly the types approved at registration (:func:`deserialize`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import joblib
+import numpy as np
+import skops.io
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.db import Model, ModelVersion
+from app.errors import RegistryError
+from app.lifecycle.aliases import point_alias
+from app.lifecycle.versions import DEFAULT_ALIAS, NAME, ServedVersion
+from app.signature import feature_index, in_feature_order, signature_of
+
+if TYPE_CHECKING:
+    from app.lifecycle.registry import Registry
+
+FORMATS = {".skops": "skops"}  # by file suffix; anything else is joblib
+
+
+def register(
+    registry: Registry,
+    name: str,
+    source: str | Path,
+    *,
+    alias: str | None = None,
+    metrics: dict[str, Any] | None = None,
+    trust: list[str] | None = None,
+    reference: Any = None,
+    lineage: dict[str, Any] | None = None,
+    actor: str = "register",
+    card_notes: str | None = None,
+) -> ServedVersion:
+    """Store ``source`` as the next version of ``name``; the first version becomes champion.
+
+    ``trust``: types a skops file may hold beyond skops' defaults and SKOPS_TRUSTED_TYPES.
+    ``reference``: training inputs (array or DataFrame); a sample of up to the registry's
+    ``reference_rows`` rows is kept as the baseline for drift checks.
+    """
+    if not NAME.match(name):
+        raise RegistryError(f"model name {name!r} must match {NAME.pattern}")
+    if alias is not None and not NAME.match(alias):
+        raise RegistryError(f"alias {alias!r} must match {NAME.pattern}")
+    data = Path(source).read_bytes()
+    fmt = FORMATS.get(Path(source).suffix.lower(), "joblib")
+    trusted = (
+        approve_skops_types(data, registry.skops_trusted_types | set(trust or [])) if fmt == "skops" else []
+    )
+    estimator = deserialize(fmt, data, trusted, allow_pickle=registry.allow_pickle, what=str(source))
+    if not hasattr(estimator, "predict"):
+        raise RegistryError(f"{source} holds a {type(estimator).__name__}, which has no predict()")
+    try:
+        signature = signature_of(estimator)
+    except ValueError as exc:
+        raise RegistryError(str(exc)) from exc
+    sample = (
+        reference_sample(reference, signature, registry.reference_rows) if reference is not None else None
+    )
+    digest = hashlib.sha256(data).hexdigest()
+
+    with Session(registry.engine) as session, session.begin():
+        model = session.scalar(select(Model).where(Model.name == name))
+        if model is None:
+            model = Model(name=name)
+            session.add(model)
+            session.flush()
+        latest = session.scalar(
+            select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)
+        )
+        version = (latest or 0) + 1
+        relative = Path(name) / str(version) / f"model.{fmt}"
+        target = registry.artifact_root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # The bytes that were hashed and checked, not the file again (it may have changed).
+        target.write_bytes(data)
+        session.add(
+            ModelVersion(
+                model_id=model.id,
+                version=version,
+                artifact_path=str(relative),
+                sha256=digest,
+                format=fmt,
+                trusted_types=trusted,
+                reference=sample,
+                lineage=lineage,
+                signature=signature,
+                metrics=metrics or {},
+                card_notes=card_notes,
+            )
+        )
+        aliases = [alias] if alias else []
+        if latest is None and DEFAULT_ALIAS not in aliases:
+            aliases.append(DEFAULT_ALIAS)
+        for each in aliases:
+            point_alias(session, model, each, version, actor, f"registered v{version}")
+    return ServedVersion(
+        name, version, digest, str(relative), signature, feature_index(signature), fmt, tuple(trusted)
+    )
+
+
+def reference_sample(data: Any, signature: dict[str, Any], max_rows: int) -> list[list[float]]:
+    """Up to ``max_rows`` rows of ``data`` in the model's feature order (a seeded sample)."""
+    matrix = np.asarray(in_feature_order(data, signature, "the reference data"), dtype=np.float64)
+    if matrix.ndim != 2 or matrix.shape[1] != signature["n_features"]:
+        raise RegistryError(
+            f"the reference data has shape {matrix.shape}; the model takes {signature['n_features']} features"
+        )
+    if len(matrix) > max_rows:
+        matrix = matrix[np.random.default_rng(0).choice(len(matrix), max_rows, replace=False)]
+    return matrix.tolist()
+
+
+def approve_skops_types(data: bytes, trusted: set[str]) -> list[str]:
+    """The non-default types this skops file needs, if every one is ``trusted``; else refuse it."""
+    try:
+        needed = skops.io.get_untrusted_types(data=data)
+    except Exception as exc:
+        raise RegistryError(f"not a readable skops file: {type(exc).__name__}: {exc}") from exc
+    refused = sorted(set(needed) - trusted)
+    if refused:
+        raise RegistryError(
+            "this skops file holds types that are not trusted: "
+            f"{', '.join(refused)}. Inspect them, then register with --trust for each "
+            "(or add them to SKOPS_TRUSTED_TYPES)",
+            untrusted_types=refused,
+        )
+    return sorted(needed)
+
+
+def deserialize(
+    fmt: str, data: bytes, trusted: list[str] | tuple[str, ...], *, allow_pickle: bool, what: str
+) -> Any:
+    """The estimator in ``data``: skops with only the ``trusted`` types, joblib when pickle is allowed."""
+    if fmt == "skops":
+        # Only the types approved at registration; anything else raises instead of loading.
+        return skops.io.loads(data, trusted=list(trusted))
+    if not allow_pickle:
+        raise RegistryError(
+            f"{what} is a joblib (pickle) artifact and ALLOW_PICKLE is false; register a .skops file"
+        )
+    return joblib.load(io.BytesIO(data))

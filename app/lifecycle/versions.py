@@ -1,0 +1,34 @@
+"""What names a model version: the rules for names, the default alias, and the record the
+API and workers serve a version by (:class:`ServedVersion`)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from app.errors import ModelNotFound
+
+DEFAULT_ALIAS = "champion"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+"""What a model's name and an alias may be."""
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """What the API and workers need to know about one version to serve it."""
+
+    name: str
+    version: int
+    sha256: str
+    artifact_path: str
+    signature: dict[str, Any]
+    feature_index: dict[str, int] | None
+    format: str = "joblib"
+    trusted_types: tuple[str, ...] = ()
+
+
+def existing_name(name: str) -> None:
+    """Refuse, before any query, a name no registered model can have (say, one holding NUL)."""
+    if not NAME.match(name):
+        raise ModelNotFound(f"no model named {name!r}", model=name)
