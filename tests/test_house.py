@@ -1,4 +1,5 @@
-"""The hot path stays readable: no function on it longer than a screen (issue 20)."""
+"""The house stays readable: no module over 300 lines, no function on the hot path longer
+than a screen (issue 20)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,15 @@ def test_no_function_on_the_hot_path_is_longer_than_sixty_lines(module):
         and node.end_lineno - node.lineno + 1 > MAX_LINES
     }
     assert not long, f"{module}: {long}"
+
+
+MAX_MODULE_LINES = 300
+MODULES = sorted(
+    str(path.relative_to(ROOT)) for folder in ("app", "workers") for path in (ROOT / folder).rglob("*.py")
+)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_no_module_of_the_service_is_longer_than_three_hundred_lines(module):
+    lines = len((ROOT / module).read_text().splitlines())
+    assert lines <= MAX_MODULE_LINES, f"{module} has {lines} lines: split it by what its parts do"
