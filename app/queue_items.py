@@ -50,6 +50,7 @@ class QueuedRows:
 def encode_item(
     job_id: str,
     rows: list[list[float]],
+    *,
     n_rows: int,
     created_at: str,
     slots: list[int] | None = None,
@@ -82,18 +83,18 @@ def encode_item(
 def decode_item(raw: bytes) -> QueuedRows:
     body = orjson.loads(raw[raw.index(b"|") + 1 :])
     return QueuedRows(
-        body["id"],
-        body["rows"],
-        body["slots"],
-        body["pre"],
-        body["n"],
-        body["c"],
-        body["t"],
-        body.get("r"),
-        body.get("s", False),
-        body.get("d", False),
-        body.get("o"),
-        _explain_mode(body.get("x")),
+        job_id=body["id"],
+        rows=body["rows"],
+        slots=body["slots"],
+        pre=body["pre"],
+        n_rows=body["n"],
+        created_at=body["c"],
+        enqueued_at=body["t"],
+        request_id=body.get("r"),
+        shadow=body.get("s", False),
+        deferred=body.get("d", False),
+        owner=body.get("o"),
+        explain=_explain_mode(body.get("x")),
     )
 
 

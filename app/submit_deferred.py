@@ -43,8 +43,8 @@ def submit_deferred(svc: Services, sub: Submission) -> Deferred:
     item = encode_item(
         job_id,
         rows,
-        len(rows),
-        created_at.isoformat(),
+        n_rows=len(rows),
+        created_at=created_at.isoformat(),
         request_id=sub.request_id,
         deferred=True,
         owner=sub.owner,

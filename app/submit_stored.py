@@ -88,8 +88,8 @@ def _queue_rows(svc: Services, sub: Submission, view: dict[str, Any], cached: li
     item = encode_item(
         view["id"],
         [rows[i] for i in pending] if partly_cached else rows,
-        len(rows),
-        view["created_at"],
+        n_rows=len(rows),
+        created_at=view["created_at"],
         slots=pending if partly_cached else None,
         pre={str(i): c for i, c in enumerate(cached) if c is not None} if partly_cached else None,
         request_id=sub.request_id,
@@ -138,7 +138,7 @@ def _shadow(
         return
     if target.version == served_version:
         return  # the shadow is the version serving this request: nothing to compare
-    item = encode_item(view["id"], rows, len(rows), view["created_at"], shadow=True)
+    item = encode_item(view["id"], rows, n_rows=len(rows), created_at=view["created_at"], shadow=True)
     enqueue(svc, name, target.version, item)
 
 

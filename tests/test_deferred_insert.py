@@ -89,7 +89,7 @@ def test_a_deferred_job_queued_again_keeps_its_first_answer(client, svc, artifac
     # Its rows again, still marked as having no row (a redelivery): computed, never rewritten.
     _hold_queue(svc, "deferred-twice")
     RowQueue(svc.redis, "deferred-twice", 1).push(
-        encode_item(first["id"], rows, 1, first["created_at"], deferred=True)
+        encode_item(first["id"], rows, n_rows=1, created_at=first["created_at"], deferred=True)
     )
     run_batch(svc, "deferred-twice", 1)
 

@@ -198,7 +198,9 @@ def test_a_queue_whose_wakeup_was_lost_is_drained_by_the_sweep(
 
     job_id = insert_queued_job(svc, "diabetes", [[0.01] * 10], owner=predict_key_id)
     wait_until_no_worker_holds(svc, "diabetes", 1)
-    item = encode_item(str(job_id), [[0.01] * 10], 1, utcnow().isoformat(), owner=predict_key_id)
+    item = encode_item(
+        str(job_id), [[0.01] * 10], n_rows=1, created_at=utcnow().isoformat(), owner=predict_key_id
+    )
     RowQueue(svc.redis, "diabetes", 1).push(item)
 
     stalled = client.get(f"/v1/predictions/{job_id}?wait=1").json
@@ -224,7 +226,9 @@ def test_a_job_queued_twice_keeps_its_first_answer(client, svc, artifacts, worke
 
     # The same job again, as the sweeper would queue it; run that batch here, in-process.
     wait_until_no_worker_holds(svc, "requeued", 1)
-    RowQueue(svc.redis, "requeued", 1).push(encode_item(first["id"], rows, 1, first["created_at"]))
+    RowQueue(svc.redis, "requeued", 1).push(
+        encode_item(first["id"], rows, n_rows=1, created_at=first["created_at"])
+    )
     report = run_batch(svc, "requeued", 1)
 
     assert report.status == "duplicate" and report.rows == 0

@@ -295,7 +295,11 @@ def test_the_sweeper_wakes_a_worker_for_explained_rows_left_on_their_queue(
     with svc.engine.begin() as conn:
         conn.execute(insert(Job), record)
     item = encode_item(
-        str(record["id"]), record["inputs"], 1, record["created_at"].isoformat(), explain="predicted"
+        str(record["id"]),
+        record["inputs"],
+        n_rows=1,
+        created_at=record["created_at"].isoformat(),
+        explain="predicted",
     )
     wait_until_no_worker_holds(svc, "iris", served.version, explained=True)  # an earlier test's
     held = not RowQueue(svc.redis, "iris", served.version, explained=True).push(item)

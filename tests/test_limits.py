@@ -65,7 +65,11 @@ def test_a_deep_queue_gets_503_with_retry_after_and_stores_nothing(settings, svc
     queue = RowQueue(svc.redis, model, served.version)
     # Items pushed without a task message: no worker drains them during the test.
     for _ in range(3):
-        queue.push(encode_item(str(uuid.uuid4()), [[1.0, 2.0, 3.0, 4.0]], 1, "2026-01-01T00:00:00+00:00"))
+        queue.push(
+            encode_item(
+                str(uuid.uuid4()), [[1.0, 2.0, 3.0, 4.0]], n_rows=1, created_at="2026-01-01T00:00:00+00:00"
+            )
+        )
     try:
         full = client_for(create_app(settings.replace(max_queued_jobs=3)), tokens["predict"])
         jobs_before = count_jobs(svc)

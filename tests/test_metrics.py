@@ -103,7 +103,7 @@ def test_the_oldest_queued_job_and_queue_depth_are_exported(client, svc, registe
     # Two items on a queue no task was sent for, so no worker drains it during the test.
     queue = RowQueue(svc.redis, "depth-check", 3)
     for _ in range(2):
-        queue.push(encode_item(str(uuid.uuid4()), [[1.0]], 1, utcnow().isoformat()))
+        queue.push(encode_item(str(uuid.uuid4()), [[1.0]], n_rows=1, created_at=utcnow().isoformat()))
     try:
         samples = scrape_test_client(client)
         age = value(samples, "predq_oldest_queued_job_age_seconds", model="diabetes", version="1")

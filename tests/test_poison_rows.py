@@ -40,7 +40,7 @@ def test_a_refused_row_fails_only_its_own_job(svc, tmp_path, estimator, poison):
     ids = [insert_queued_job(svc, model, rows) for rows in jobs]
     queue = RowQueue(svc.redis, model, 1)
     for job_id, rows in zip(ids, jobs, strict=True):
-        queue.push(encode_item(str(job_id), rows, len(rows), utcnow().isoformat()))
+        queue.push(encode_item(str(job_id), rows, n_rows=len(rows), created_at=utcnow().isoformat()))
 
     report = run_batch(svc, model, 1)
 

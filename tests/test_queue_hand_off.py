@@ -25,7 +25,7 @@ def _queued(svc, model: str, n: int) -> list[uuid.UUID]:
     ids = [insert_queued_job(svc, model, [[*ROW[:3], 0.1 * i]]) for i in range(n)]
     queue = RowQueue(svc.redis, model, 1)
     for i, job_id in enumerate(ids):
-        queue.push(encode_item(str(job_id), [[*ROW[:3], 0.1 * i]], 1, utcnow().isoformat()))
+        queue.push(encode_item(str(job_id), [[*ROW[:3], 0.1 * i]], n_rows=1, created_at=utcnow().isoformat()))
     return ids
 
 
@@ -40,7 +40,7 @@ def test_a_push_wakes_a_worker_only_while_none_holds_the_queue(svc):
     queue = RowQueue(svc.redis, model, 1)
 
     def item() -> bytes:
-        return encode_item(str(uuid.uuid4()), [ROW], 1, utcnow().isoformat())
+        return encode_item(str(uuid.uuid4()), [ROW], n_rows=1, created_at=utcnow().isoformat())
 
     assert queue.push(item()) is True, "nobody holds the queue: the caller must wake a worker"
     assert 0 < svc.redis.ttl(queue.active) <= ACTIVE_TTL_SECONDS, "a hold whose worker died expires"
@@ -63,10 +63,12 @@ def test_a_worker_that_emptied_the_queue_takes_a_push_made_while_it_lingers(svc)
     still holding the queue takes it; no task is sent. With nothing pushed it lets go."""
     model = f"linger-{uuid.uuid4().hex[:6]}"
     queue = RowQueue(svc.redis, model, 1)
-    assert queue.push(encode_item(str(uuid.uuid4()), [ROW], 1, utcnow().isoformat())) is True
+    assert (
+        queue.push(encode_item(str(uuid.uuid4()), [ROW], n_rows=1, created_at=utcnow().isoformat())) is True
+    )
     assert len(queue.pop_batch(10)[0]) == 1
 
-    late = encode_item(str(uuid.uuid4()), [ROW, ROW], 2, utcnow().isoformat())
+    late = encode_item(str(uuid.uuid4()), [ROW, ROW], n_rows=2, created_at=utcnow().isoformat())
     pushed: list[bool] = []
     pusher = threading.Timer(0.3, lambda: pushed.append(queue.push(late)))
     pusher.start()

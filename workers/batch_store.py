@@ -70,6 +70,7 @@ def store(
     svc: Services,
     work: BatchWork,
     results: list[dict[str, Any]],
+    *,
     status: BatchStatus,
     worker: str,
     completed_at: datetime,
@@ -94,15 +95,13 @@ def store(
             },
         )
         if shadow_outputs:
-            store_shadow_outputs(conn, work.name, work.version, work.id, shadow_outputs)
+            store_shadow_outputs(conn, work, shadow_outputs)
         finished = [r for item, r in zip(work.items, results, strict=True) if not item.deferred]
         if finished:
             finish_jobs(conn, finished, work.id, completed_at)
         deferred = [(item, r) for item, r in zip(work.items, results, strict=True) if item.deferred]
         if deferred:
-            store_deferred_jobs(
-                conn, work.name, work.version, work.id, deferred, work.started_at, completed_at
-            )
+            store_deferred_jobs(conn, work, deferred, completed_at)
 
 
 def finish_jobs(
@@ -127,11 +126,8 @@ def finish_jobs(
 
 def store_deferred_jobs(
     conn: Connection,
-    name: str,
-    version: int,
-    batch_id: uuid.UUID,
+    work: BatchWork,
     finished: list[tuple[QueuedRows, dict[str, Any]]],
-    started_at: datetime,
     completed_at: datetime,
 ) -> None:
     """Insert the rows of finished deferred jobs, outputs and all.
@@ -142,11 +138,11 @@ def store_deferred_jobs(
     """
     # A deferred item carries all of its job's rows: it is queued only when none was cached.
     records = [
-        {"id": uuid.UUID(item.job_id), "model_name": name, "model_version": version,
+        {"id": uuid.UUID(item.job_id), "model_name": work.name, "model_version": work.version,
          "status": r["status"], "n_rows": item.n_rows, "inputs": item.rows, "outputs": r["outputs"],
-         "error": r["error"], "idempotency_key": None, "request_hash": None, "batch_id": batch_id,
+         "error": r["error"], "idempotency_key": None, "request_hash": None, "batch_id": work.id,
          "cached_rows": 0, "owner_key_id": item.owner, "created_at": datetime.fromisoformat(item.created_at),
-         "started_at": started_at, "completed_at": completed_at}
+         "started_at": work.started_at, "completed_at": completed_at}
         for item, r in finished
     ]  # fmt: skip
     records.sort(key=lambda record: record["id"])  # lock order: see _CLAIM_JOBS
@@ -154,17 +150,13 @@ def store_deferred_jobs(
 
 
 def store_shadow_outputs(
-    conn: Connection,
-    name: str,
-    version: int,
-    batch_id: uuid.UUID,
-    shadows: list[tuple[QueuedRows, list[Any]]],
+    conn: Connection, work: BatchWork, shadows: list[tuple[QueuedRows, list[Any]]]
 ) -> None:
     """Store what the shadow version answered (each item with its outputs), once per job and
     version (a re-queue adds nothing)."""
     records = [
-        {"job_id": uuid.UUID(item.job_id), "model_name": name, "model_version": version,
-         "outputs": outputs, "batch_id": batch_id, "created_at": utcnow()}
+        {"job_id": uuid.UUID(item.job_id), "model_name": work.name, "model_version": work.version,
+         "outputs": outputs, "batch_id": work.id, "created_at": utcnow()}
         for item, outputs in shadows
     ]  # fmt: skip
     conn.execute(dialect_insert(conn)(ShadowOutput).on_conflict_do_nothing(), records)

@@ -124,7 +124,7 @@ def run_batch(
     results = job_results(work.items, work.outcomes)
     status = batch_status(results)
     completed_at = utcnow()
-    store(svc, work, results, status, worker, completed_at)
+    store(svc, work, results, status=status, worker=worker, completed_at=completed_at)
     publish(svc, work, results, completed_at)
     observe(work, results, completed_at)
     _log_batch(work, status)

@@ -65,8 +65,8 @@ def requeue_stuck_jobs(svc: Services, limit: int = 1000) -> int:
         item = encode_item(
             str(job.id),
             job.inputs,
-            job.n_rows,
-            job.created_at.isoformat(),
+            n_rows=job.n_rows,
+            created_at=job.created_at.isoformat(),
             owner=job.owner_key_id,
             explain=job.explain,
         )
