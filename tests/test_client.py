@@ -79,6 +79,39 @@ def test_lists_arrays_and_the_async_client_give_the_models_outputs(
     assert {job.id for job in predq.as_completed(jobs)} == {job.id for job in jobs}
 
 
+def test_explanations_come_through_both_clients_in_requests_the_server_takes(
+    api_server, tokens, svc, registered, worker, bulk_worker
+):
+    limit = svc.settings.explain_max_rows
+    frame = iris_frame(limit + 20, seed=int(time.time()))  # fresh rows: none cached
+    estimator = stored_estimator(svc, "iris")
+    classes = list(estimator.classes_)
+
+    # It assumes twice the server's cap on explained rows: the server's 413 teaches it the cap.
+    with predq.Client(api_server, tokens["predict"], backoff=FAST, max_explained_rows=2 * limit) as client:
+        scored = client.predict("iris", frame, explain=True)
+        assert (client.max_explained_rows, client.max_rows) == (limit, 1000), "plain requests keep their size"
+        with pytest.raises(ValueError, match="explain"):
+            client.submit("iris", frame.head(1), explain="every")
+
+    assert scored.index.equals(frame.index)
+    for row, (label, explanation) in zip(
+        estimator.predict_proba(frame),
+        scored[["prediction", "explanation"]].itertuples(index=False),
+        strict=True,
+    ):
+        assert explanation["class"] == label
+        total = explanation["base_value"] + sum(explanation["contributions"].values())
+        assert total == pytest.approx(row[classes.index(label)], abs=1e-6), "shap is additive"
+
+    async def every_class() -> list:
+        async with predq.AsyncClient(api_server, tokens["predict"], backoff=FAST) as aclient:
+            return await aclient.predict("iris", frame.head(3).to_numpy(), explain="all")
+
+    for output in asyncio.run(every_class()):
+        assert list(output["explanation"]["by_class"]) == [str(c) for c in classes]
+
+
 class DroppingProxy:
     """Relays HTTP to the server, but closes the client's connection instead of passing on
     the answer to the first POST (the server has accepted the job by then)."""

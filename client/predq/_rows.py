@@ -3,7 +3,26 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
+
+EXPLAIN_CHOICES = (False, True, "all")
+
+
+@dataclass(frozen=True)
+class SubmitOptions:
+    """What a submit asks for besides its rows (both clients send the same)."""
+
+    version: int | None = None
+    alias: str | None = None
+    routing_key: str | None = None
+    idempotency_key: str | None = None
+    explain: bool | str = False
+    """True: each output carries its row's explanation; "all": every class's too (by_class)."""
+
+    def __post_init__(self) -> None:
+        if self.explain not in EXPLAIN_CHOICES:
+            raise ValueError(f"explain must be False, True or 'all', not {self.explain!r}")
 
 
 def is_frame(rows: Any) -> bool:
@@ -20,23 +39,20 @@ def to_inputs(rows: Any) -> list[Any]:
     return list(rows)
 
 
-def submit_request(
-    inputs: list[Any],
-    version: int | None,
-    alias: str | None,
-    routing_key: str | None,
-    idempotency_key: str | None,
-    hold: float,
-) -> dict[str, Any]:
-    """The body, headers and query of a submit (both clients send the same): the caller's
-    Idempotency-Key or a fresh one, so every retry of this submit is the same request."""
+def submit_request(inputs: list[Any], options: SubmitOptions, hold: float) -> dict[str, Any]:
+    """The body, headers and query of a submit: the caller's Idempotency-Key or a fresh one,
+    so every retry of this submit is the same request."""
     body: dict[str, Any] = {"inputs": inputs}
-    for key, value in (("version", version), ("alias", alias), ("routing_key", routing_key)):
-        if value is not None:
+    for key in ("version", "alias", "routing_key"):
+        if (value := getattr(options, key)) is not None:
             body[key] = value
+    if options.explain:
+        body["explain"] = True
+        if options.explain == "all":
+            body["explain_classes"] = "all"
     return {
         "json": body,
-        "headers": {"Idempotency-Key": idempotency_key or f"predq-client-{uuid.uuid4()}"},
+        "headers": {"Idempotency-Key": options.idempotency_key or f"predq-client-{uuid.uuid4()}"},
         "params": {"wait": hold} if hold > 0 else None,
     }
 
@@ -46,12 +62,15 @@ def split(inputs: list[Any], size: int) -> list[list[Any]]:
 
 
 def to_frame(outputs: list[dict[str, Any]], index: Any) -> Any:
-    """Outputs as a DataFrame aligned to ``index``: ``prediction``, then ``probability_<class>`` columns."""
+    """Outputs as a DataFrame aligned to ``index``: ``prediction``, then ``probability_<class>``
+    columns, then (when asked for) ``explanation``, each row's as the server sent it."""
     import pandas as pd
 
     data: dict[str, list[Any]] = {"prediction": [o["prediction"] for o in outputs]}
     for label in (outputs[0].get("probabilities") or {}) if outputs else ():
         data[f"probability_{label}"] = [o["probabilities"][label] for o in outputs]
+    if outputs and "explanation" in outputs[0]:
+        data["explanation"] = [o["explanation"] for o in outputs]
     return pd.DataFrame(data, index=index)
 
 

@@ -63,6 +63,7 @@ class AsyncClient:
         *,
         timeout: float = 60.0,
         max_rows: int = 1000,
+        max_explained_rows: int = 100,
         max_concurrency: int = 8,
         backoff: Backoff | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -70,6 +71,7 @@ class AsyncClient:
         api_key = api_key if api_key is not None else os.environ.get("PREDQ_API_KEY")
         self.timeout = timeout
         self.max_rows = max_rows
+        self.max_explained_rows = max_explained_rows
         self.max_concurrency = max_concurrency
         self.backoff = backoff or Backoff()
         self._http = httpx.AsyncClient(
@@ -96,28 +98,34 @@ class AsyncClient:
         version: int | None = None,
         alias: str | None = None,
         routing_key: str | None = None,
+        explain: bool | str = False,
         wait: float = 30.0,
         timeout: float | None = None,
     ) -> Any:
         deadline = Deadline(self.timeout if timeout is None else timeout)
         inputs = _rows.to_inputs(rows)
+        options = _rows.SubmitOptions(version, alias, routing_key, explain=explain)
         gate = asyncio.Semaphore(self.max_concurrency)
 
         async def one(part: list[Any]) -> list[dict[str, Any]]:
             async with gate:
-                job = await self._submit(model, part, version, alias, routing_key, None, wait, deadline)
+                job = await self._submit(model, part, options, wait, deadline)
                 return await job.result(deadline.remaining())
 
         async def in_parts() -> list[Any]:
-            parts = _rows.split(inputs, self.max_rows)
+            parts = _rows.split(inputs, self.max_explained_rows if explain else self.max_rows)
             return [o for part in await asyncio.gather(*(one(p) for p in parts)) for o in part]
 
         try:
             outputs = await in_parts()
         except InvalidInput as exc:
-            if not _rows.fewer_rows_allowed(exc, self.max_rows):
+            if not _rows.fewer_rows_allowed(exc, self.max_explained_rows if explain else self.max_rows):
                 raise
-            self.max_rows = exc.details["limit"]  # as predq.Client does
+            # As predq.Client does: split by the server's limit from now on.
+            if explain:
+                self.max_explained_rows = exc.details["limit"]
+            else:
+                self.max_rows = exc.details["limit"]
             outputs = await in_parts()
         return _rows.to_frame(outputs, rows.index) if _rows.is_frame(rows) else outputs
 
@@ -130,12 +138,13 @@ class AsyncClient:
         alias: str | None = None,
         routing_key: str | None = None,
         idempotency_key: str | None = None,
+        explain: bool | str = False,
         wait: float = 0.0,
         timeout: float | None = None,
     ) -> AsyncJob:
         deadline = Deadline(self.timeout if timeout is None else timeout)
-        inputs = _rows.to_inputs(rows)
-        return await self._submit(model, inputs, version, alias, routing_key, idempotency_key, wait, deadline)
+        options = _rows.SubmitOptions(version, alias, routing_key, idempotency_key, explain)
+        return await self._submit(model, _rows.to_inputs(rows), options, wait, deadline)
 
     async def job(self, job_id: str) -> AsyncJob:
         return AsyncJob(self, await self._json("GET", f"/v1/predictions/{job_id}", Deadline(self.timeout)))
@@ -147,19 +156,9 @@ class AsyncClient:
         return await self._json("GET", f"/v1/models/{name}", Deadline(self.timeout))
 
     async def _submit(
-        self,
-        model: str,
-        inputs: list[Any],
-        version: int | None,
-        alias: str | None,
-        routing_key: str | None,
-        idempotency_key: str | None,
-        wait: float,
-        deadline: Deadline,
+        self, model: str, inputs: list[Any], options: _rows.SubmitOptions, wait: float, deadline: Deadline
     ) -> AsyncJob:
-        request = _rows.submit_request(
-            inputs, version, alias, routing_key, idempotency_key, deadline.hold(wait) if wait > 0 else 0
-        )
+        request = _rows.submit_request(inputs, options, deadline.hold(wait) if wait > 0 else 0)
         return AsyncJob(
             self, await self._json("POST", f"/v1/models/{model}/predictions", deadline, **request)
         )

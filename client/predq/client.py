@@ -107,8 +107,10 @@ class Client:
     """A predq server: ``Client(base_url, api_key)``; both default to PREDQ_URL and PREDQ_API_KEY.
 
     ``timeout`` is each call's deadline in seconds; ``max_rows`` the rows per request
-    (larger inputs are split and sent ``max_concurrency`` at a time); ``transport`` an
-    httpx transport (say, ``httpx.WSGITransport`` for an app in this process).
+    (larger inputs are split and sent ``max_concurrency`` at a time), ``max_explained_rows``
+    those of a request asking for explanations (the server's EXPLAIN_MAX_ROWS; both are
+    lowered when the server says it takes fewer); ``transport`` an httpx transport (say,
+    ``httpx.WSGITransport`` for an app in this process).
     """
 
     def __init__(
@@ -118,6 +120,7 @@ class Client:
         *,
         timeout: float = 60.0,
         max_rows: int = 1000,
+        max_explained_rows: int = 100,
         max_concurrency: int = 8,
         backoff: Backoff | None = None,
         transport: httpx.BaseTransport | None = None,
@@ -125,6 +128,7 @@ class Client:
         api_key = api_key if api_key is not None else os.environ.get("PREDQ_API_KEY")
         self.timeout = timeout
         self.max_rows = max_rows
+        self.max_explained_rows = max_explained_rows
         self.max_concurrency = max_concurrency
         self.backoff = backoff or Backoff()
         self._http = httpx.Client(
@@ -153,34 +157,46 @@ class Client:
         version: int | None = None,
         alias: str | None = None,
         routing_key: str | None = None,
+        explain: bool | str = False,
         wait: float = 30.0,
         timeout: float | None = None,
     ) -> Any:
         """The outputs of ``rows`` (a list per row; a DataFrame aligned to a DataFrame's index).
 
         Submits and waits (``wait`` seconds per request, at most 30), then long-polls until
-        every job is done or ``timeout`` (default: the client's) passes.
+        every job is done or ``timeout`` (default: the client's) passes. ``explain``: True
+        adds each row's explanation (a DataFrame gets an ``explanation`` column), "all"
+        every class's too.
         """
         deadline = Deadline(self.timeout if timeout is None else timeout)
         inputs = _rows.to_inputs(rows)
+        options = _rows.SubmitOptions(version, alias, routing_key, explain=explain)
 
         def one(part: list[Any]) -> list[dict[str, Any]]:
-            job = self._submit(model, part, version, alias, routing_key, None, wait, deadline)
-            return job.result(deadline.remaining())
+            return self._submit(model, part, options, wait, deadline).result(deadline.remaining())
 
         try:
-            outputs = self._in_parts(inputs, one)
+            outputs = self._in_parts(inputs, one, self._rows_per_request(options))
         except InvalidInput as exc:
-            if not _rows.fewer_rows_allowed(exc, self.max_rows):
+            if not _rows.fewer_rows_allowed(exc, self._rows_per_request(options)):
                 raise
             # The server takes fewer rows per request than assumed: split by its limit from now on.
-            self.max_rows = exc.details["limit"]
-            outputs = self._in_parts(inputs, one)
+            self._take_fewer_rows(options, exc.details["limit"])
+            outputs = self._in_parts(inputs, one, self._rows_per_request(options))
         return _rows.to_frame(outputs, rows.index) if _rows.is_frame(rows) else outputs
 
-    def _in_parts(self, inputs: list[Any], one: Callable[[list[Any]], list[Any]]) -> list[Any]:
-        """``one`` over requests of at most ``max_rows`` rows, ``max_concurrency`` at a time, in order."""
-        parts = _rows.split(inputs, self.max_rows)
+    def _rows_per_request(self, options: _rows.SubmitOptions) -> int:
+        return self.max_explained_rows if options.explain else self.max_rows
+
+    def _take_fewer_rows(self, options: _rows.SubmitOptions, limit: int) -> None:
+        if options.explain:
+            self.max_explained_rows = limit
+        else:
+            self.max_rows = limit
+
+    def _in_parts(self, inputs: list[Any], one: Callable[[list[Any]], list[Any]], size: int) -> list[Any]:
+        """``one`` over requests of at most ``size`` rows, ``max_concurrency`` at a time, in order."""
+        parts = _rows.split(inputs, size)
         if len(parts) == 1:
             return one(parts[0])
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
@@ -195,32 +211,23 @@ class Client:
         alias: str | None = None,
         routing_key: str | None = None,
         idempotency_key: str | None = None,
+        explain: bool | str = False,
         wait: float = 0.0,
         timeout: float | None = None,
     ) -> Job:
         """Submit one job (at most the server's rows per request) and return its handle."""
         deadline = Deadline(self.timeout if timeout is None else timeout)
-        inputs = _rows.to_inputs(rows)
-        return self._submit(model, inputs, version, alias, routing_key, idempotency_key, wait, deadline)
+        options = _rows.SubmitOptions(version, alias, routing_key, idempotency_key, explain)
+        return self._submit(model, _rows.to_inputs(rows), options, wait, deadline)
 
     def job(self, job_id: str) -> Job:
         """A handle on a job submitted earlier (by this key)."""
         return Job(self, self._json("GET", f"/v1/predictions/{job_id}", Deadline(self.timeout)))
 
     def _submit(
-        self,
-        model: str,
-        inputs: list[Any],
-        version: int | None,
-        alias: str | None,
-        routing_key: str | None,
-        idempotency_key: str | None,
-        wait: float,
-        deadline: Deadline,
+        self, model: str, inputs: list[Any], options: _rows.SubmitOptions, wait: float, deadline: Deadline
     ) -> Job:
-        request = _rows.submit_request(
-            inputs, version, alias, routing_key, idempotency_key, deadline.hold(wait) if wait > 0 else 0
-        )
+        request = _rows.submit_request(inputs, options, deadline.hold(wait) if wait > 0 else 0)
         return Job(self, self._json("POST", f"/v1/models/{model}/predictions", deadline, **request))
 
     # -- batch jobs -------------------------------------------------------------------------
