@@ -64,7 +64,7 @@ def test_migrations_build_the_schema_on_sqlite(tmp_path):
 
 @pytest.mark.parametrize("where", ["sqlite", "postgresql"])
 def test_the_migrations_build_exactly_the_schema_app_db_describes(where, database_url, tmp_path):
-    """`alembic check`: autogenerate finds nothing between the migrated database and app/db.py."""
+    """`alembic check`: autogenerate finds nothing between the migrated database and the models in app/db/."""
     url = f"sqlite:///{tmp_path / 'check.sqlite3'}" if where == "sqlite" else database_url
     if where == "sqlite":
         upgrade(url)
