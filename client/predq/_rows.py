@@ -57,6 +57,19 @@ def submit_request(inputs: list[Any], options: SubmitOptions, hold: float) -> di
     }
 
 
+def rows_per_request(client: Any, options: SubmitOptions) -> int:
+    """How many rows one request of ``client`` (either client) carries; explained ones have their own cap."""
+    return client.max_explained_rows if options.explain else client.max_rows
+
+
+def take_fewer_rows(client: Any, options: SubmitOptions, limit: int) -> None:
+    """The server said it takes ``limit`` rows per request of this kind: split by it from now on."""
+    if options.explain:
+        client.max_explained_rows = limit
+    else:
+        client.max_rows = limit
+
+
 def split(inputs: list[Any], size: int) -> list[list[Any]]:
     return [inputs[i : i + size] for i in range(0, len(inputs), size)] or [[]]
 

@@ -113,19 +113,15 @@ class AsyncClient:
                 return await job.result(deadline.remaining())
 
         async def in_parts() -> list[Any]:
-            parts = _rows.split(inputs, self.max_explained_rows if explain else self.max_rows)
+            parts = _rows.split(inputs, _rows.rows_per_request(self, options))
             return [o for part in await asyncio.gather(*(one(p) for p in parts)) for o in part]
 
         try:
             outputs = await in_parts()
         except InvalidInput as exc:
-            if not _rows.fewer_rows_allowed(exc, self.max_explained_rows if explain else self.max_rows):
+            if not _rows.fewer_rows_allowed(exc, _rows.rows_per_request(self, options)):
                 raise
-            # As predq.Client does: split by the server's limit from now on.
-            if explain:
-                self.max_explained_rows = exc.details["limit"]
-            else:
-                self.max_rows = exc.details["limit"]
+            _rows.take_fewer_rows(self, options, exc.details["limit"])
             outputs = await in_parts()
         return _rows.to_frame(outputs, rows.index) if _rows.is_frame(rows) else outputs
 

@@ -176,23 +176,13 @@ class Client:
             return self._submit(model, part, options, wait, deadline).result(deadline.remaining())
 
         try:
-            outputs = self._in_parts(inputs, one, self._rows_per_request(options))
+            outputs = self._in_parts(inputs, one, _rows.rows_per_request(self, options))
         except InvalidInput as exc:
-            if not _rows.fewer_rows_allowed(exc, self._rows_per_request(options)):
+            if not _rows.fewer_rows_allowed(exc, _rows.rows_per_request(self, options)):
                 raise
-            # The server takes fewer rows per request than assumed: split by its limit from now on.
-            self._take_fewer_rows(options, exc.details["limit"])
-            outputs = self._in_parts(inputs, one, self._rows_per_request(options))
+            _rows.take_fewer_rows(self, options, exc.details["limit"])
+            outputs = self._in_parts(inputs, one, _rows.rows_per_request(self, options))
         return _rows.to_frame(outputs, rows.index) if _rows.is_frame(rows) else outputs
-
-    def _rows_per_request(self, options: _rows.SubmitOptions) -> int:
-        return self.max_explained_rows if options.explain else self.max_rows
-
-    def _take_fewer_rows(self, options: _rows.SubmitOptions, limit: int) -> None:
-        if options.explain:
-            self.max_explained_rows = limit
-        else:
-            self.max_rows = limit
 
     def _in_parts(self, inputs: list[Any], one: Callable[[list[Any]], list[Any]], size: int) -> list[Any]:
         """``one`` over requests of at most ``size`` rows, ``max_concurrency`` at a time, in order."""
