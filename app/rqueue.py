@@ -190,13 +190,19 @@ class RowQueue:
             return Admission(outcome, depth, outputs=[value or None for value in reply[2:]])
         return Admission(outcome, depth, wake=outcome == "queued" and reply[2] == 1)
 
-    def pop_batch(self, max_rows: int, release: bool = False) -> tuple[list[QueuedRows], int]:
+    def pop_batch(
+        self, max_rows: int, release: bool = False, top_up: bool = False
+    ) -> tuple[list[QueuedRows], int]:
         """Whole items holding up to ``max_rows`` rows, and how many items are left.
 
+        A first item larger than ``max_rows`` is taken alone (it must go somewhere), unless
+        the pop tops up a batch already begun (``top_up``): then nothing passes ``max_rows``.
         With ``release``, an empty queue is let go of (the next push wakes a worker).
         """
         left, *raw = _POP_BATCH(
-            keys=[self.key, self.active], args=[max_rows, int(release), ACTIVE_TTL_SECONDS], client=self.redis
+            keys=[self.key, self.active],
+            args=[max_rows, int(release), ACTIVE_TTL_SECONDS, int(top_up)],
+            client=self.redis,
         )
         return [decode_item(item) for item in raw], int(left)
 

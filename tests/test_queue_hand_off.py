@@ -15,7 +15,7 @@ from app.db import Job, utcnow
 from app.queue_items import encode_item
 from app.rqueue import ACTIVE_TTL_SECONDS, RowQueue, active_key
 from tests.conftest import insert_queued_job
-from workers.batching import collect, drain
+from workers.batching import collect, drain, take
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 
@@ -127,3 +127,27 @@ def test_drain_hands_on_to_a_fresh_task_after_max_task_seconds(svc, artifacts, w
     while _statuses(svc, ids) != ["succeeded"] * 3 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _statuses(svc, ids) == ["succeeded"] * 3, "the task it sent finished the other jobs"
+
+
+def test_an_explained_batch_holds_at_most_explain_max_rows_and_a_plain_one_more(svc):
+    """shap takes a thousand times the model's time a row: an explained batch stays one
+    request's worth (EXPLAIN_MAX_ROWS), a plain one takes up to MAX_BATCH_ROWS."""
+    cap = svc.settings.explain_max_rows
+    rows_each = cap * 2 // 5  # three items: more than the cap, less than a plain batch
+    assert 3 * rows_each <= svc.settings.max_batch_rows
+    taken = {}
+    for explained in (True, False):
+        # Items of no stored job: a worker woken for the rest claims nothing and drops them.
+        model = f"explain-cap-{uuid.uuid4().hex[:6]}"
+        queue = RowQueue(svc.redis, model, 1, explained=explained)
+        for _ in range(3):
+            queue.push(
+                encode_item(
+                    str(uuid.uuid4()), [ROW] * rows_each, n_rows=rows_each, created_at=utcnow().isoformat()
+                )
+            )
+        taken[explained] = sum(len(item.rows) for item in take(svc, model, 1, explained))
+        svc.redis.delete(queue.key, queue.active)
+
+    assert taken[True] == 2 * rows_each <= cap, taken
+    assert taken[False] == 3 * rows_each, taken

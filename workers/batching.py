@@ -151,7 +151,7 @@ def claim_items(svc: Services, name: str, version: int, items: list[QueuedRows])
     batch_id, started_at = uuid.uuid4(), utcnow()
     logs.bind(batch_id=str(batch_id))
     served = [item for item in items if not item.shadow]
-    # A deferred job has no row to claim yet: this batch inserts it (see app/jobs.py).
+    # A deferred job has no row to claim yet: this batch inserts it (see app/submit_deferred.py).
     stored_ids = [item.job_id for item in served if not item.deferred]
     claimed = claim(svc, stored_ids, started_at) if stored_ids else set()
     return BatchWork(
@@ -287,6 +287,6 @@ def collect(
         # time (~1 ms of a worker's CPU per batch) to end the wait early only when a batch
         # filled, which a first pop short of max_rows almost never sees within the delay.
         time.sleep(max_delay)
-        more, left = queue.pop_batch(max_rows - count)
+        more, left = queue.pop_batch(max_rows - count, top_up=True)
         items.extend(more)
     return items, left
