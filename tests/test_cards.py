@@ -9,7 +9,9 @@ import joblib
 import matplotlib.image
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
+from sqlalchemy import update
 
+from app.db import ModelVersion
 from tests.conftest import client_for
 
 NOTES = "For sorting iris flowers in the greenhouse. Not for other species."
@@ -85,3 +87,29 @@ def _png_size(data: bytes) -> tuple[int, int]:
     assert data.startswith(b"\x89PNG"), data[:8]
     height, width, _ = matplotlib.image.imread(io.BytesIO(data), format="png").shape
     return width, height
+
+
+def test_a_versions_importance_is_computed_once_per_process(app, tokens, svc, tmp_path):
+    """shap over the reference sample takes minutes on a deep forest: the card and its plot
+    reuse the first answer (app/cards.py) instead of computing it again."""
+    iris = load_iris(as_frame=True)
+    joblib.dump(
+        RandomForestClassifier(n_estimators=3, random_state=0).fit(iris.data, iris.target),
+        tmp_path / "m.joblib",
+    )
+    name = f"once-{uuid.uuid4().hex[:6]}"
+    svc.registry.register(name, tmp_path / "m.joblib", reference=iris.data)
+    client = client_for(app, tokens["predict"])
+    first = client.get(f"/v1/models/{name}/versions/1/card").json["sections"]["feature_importance"]
+
+    # Without its reference sample the version's importance could not be computed again.
+    with svc.engine.begin() as conn:
+        conn.execute(
+            update(ModelVersion)
+            .where(ModelVersion.sha256 == svc.registry.resolve(name).sha256)
+            .values(reference=None)
+        )
+
+    assert first, "computed from the reference sample"
+    assert client.get(f"/v1/models/{name}/versions/1/card").json["sections"]["feature_importance"] == first
+    assert client.get(f"/v1/models/{name}/versions/1/card/importance.png").status_code == 200
