@@ -8,6 +8,7 @@ target a real model, so request bodies reach the real validation path rather tha
 from __future__ import annotations
 
 import itertools
+import os
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -25,7 +26,8 @@ from app.migrate import upgrade
 from scripts.local import scratch_database
 from tests.conftest import ADMIN_URL, REDIS_URL, bearer
 
-FUZZ_REDIS_URL = REDIS_URL.rsplit("/", 1)[0] + "/12"
+# A Redis DB of its own (the fuzzer flushes it); TEST_FUZZ_REDIS_URL lets runs side by side pick others.
+FUZZ_REDIS_URL = os.environ.get("TEST_FUZZ_REDIS_URL", REDIS_URL.rsplit("/", 1)[0] + "/12")
 MODEL = "fuzz"
 
 #: Cases run and statuses seen, per operation; conftest prints them after the run.
