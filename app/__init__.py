@@ -24,13 +24,13 @@ class OrjsonProvider(DefaultJSONProvider):
 
 def create_app(settings: Settings | None = None) -> Flask:
     """The Flask app; ``settings`` default to the environment (see app/config.py)."""
+    from app.access.auth import init_auth
+    from app.access.ratelimit import failed_key_guard, init_rate_limits
     from app.api import observe_requests, register_api
-    from app.auth import init_auth
-    from app.celery_app import make_celery
+    from app.celery_app import celery_init_app
     from app.cli import register_cli
     from app.errors import register_error_handlers
     from app.logs import configure_logging
-    from app.ratelimit import failed_key_guard, init_rate_limits
     from app.services import build_services
 
     settings = settings or Settings.from_env()
@@ -40,8 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         **settings.extra,
     )
-    celery = make_celery(settings)
-    app.extensions["celery"] = celery
+    celery = celery_init_app(app, settings)
     svc = app.extensions["predq"] = build_services(settings, celery)
     register_error_handlers(app)
     observe_requests(app, settings.log_requests)  # first, so refused requests are timed too

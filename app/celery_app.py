@@ -1,13 +1,18 @@
-"""The Celery app, built from the same Settings as the Flask app.
+"""The Celery app, built from the same Settings as the Flask app (Flask's ``examples/celery``).
 
-The API only *sends* tasks (by name); the worker entry point (``workers``) registers them.
+Every task runs inside the Flask app's context, so a task reaches its services through
+``app.services.current_services()`` as a request does. The API only *sends* tasks (by
+name); the worker entry point (``workers.main``) imports ``workers.tasks``, which
+registers them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
+from flask import Flask
 from kombu import Queue
 
 from app.config import Settings
@@ -27,12 +32,31 @@ EXPLAIN_QUEUE = "explain"
 
 
 def batch_task(explained: bool) -> str:
-    """The task that drains a version's plain rows, or its explained rows (app/rqueue.py)."""
+    """The task that drains a version's plain rows, or its explained rows (app/predictions/queue.py)."""
     return RUN_EXPLAINED_BATCH if explained else RUN_BATCH
 
 
-def make_celery(settings: Settings) -> Celery:
-    celery = Celery("predq", broker=settings.celery_broker_url, set_as_current=False)
+def celery_init_app(app: Flask, settings: Settings) -> Celery:
+    """The Celery app of ``app`` (kept in ``app.extensions``): its tasks run in ``app``'s context."""
+    celery = make_celery(settings, app)
+    app.extensions["celery"] = celery
+    return celery
+
+
+def make_celery(settings: Settings, app: Flask | None = None) -> Celery:
+    """A Celery app configured from ``settings``; with ``app``, its tasks run in that app's context.
+
+    Without one (a test that only sends tasks) a task run by it has no services to reach.
+    """
+
+    class FlaskTask(Task):
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            if app is None:
+                return self.run(*args, **kwargs)
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery = Celery("predq", broker=settings.celery_broker_url, set_as_current=False, task_cls=FlaskTask)
     celery.conf.update(
         # A batch task is acknowledged only once its results are written; a worker that
         # dies mid-batch gets its message redelivered (and the sweeper re-queues its rows).

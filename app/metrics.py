@@ -1,9 +1,9 @@
-"""Prometheus metrics: what the API and the workers count, and the /metrics exposition.
+"""Prometheus metrics: what the API and the workers count, summed across each server's processes.
 
 Counters and histograms are recorded where things happen (API requests, submits, batches)
 and summed across processes by the client library's multiprocess mode (app/multiproc.py).
-State that lives elsewhere is read at scrape time by :class:`LiveState`: queue depth from
-Redis, the oldest queued job from the database.
+State that lives elsewhere (queue depth, the oldest queued job, drift) is read at scrape
+time by the API (app/api/live_metrics.py).
 """
 
 from __future__ import annotations
@@ -11,26 +11,15 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
     Counter,
     Histogram,
-    generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
-from sqlalchemy import func, select
-
-from app.db import BulkChunk, BulkJob, DriftReport, Job, utcnow
-from app.job_view import JobStatus
-from app.rqueue import queue_key, queued_versions
-
-if TYPE_CHECKING:
-    from app.services import Services
+from prometheus_client.core import Metric
 
 log = logging.getLogger(__name__)
 
@@ -82,121 +71,6 @@ TRAINING_RUNS = Counter(
 )
 
 
-class LiveState:
-    """Gauges read at scrape time: queue depth (Redis) and the oldest queued job (database)."""
-
-    def __init__(self, svc: Services) -> None:
-        self.svc = svc
-
-    def collect(self) -> Iterator[Metric]:
-        depth = GaugeMetricFamily(
-            "predq_queue_depth_jobs",
-            "Jobs waiting on a model version's Redis queue.",
-            labels=["model", "version"],
-        )
-        try:
-            queues = queued_versions(self.svc.redis)
-            with self.svc.redis.pipeline(transaction=False) as pipe:
-                for name, version, explained in queues:
-                    pipe.llen(queue_key(name, version, explained))
-                lengths = pipe.execute()
-            # Plain and explained rows wait on two lists; a version's depth is both.
-            by_version: dict[tuple[str, int], int] = {}
-            for (name, version, _), length in zip(queues, lengths, strict=True):
-                by_version[name, version] = by_version.get((name, version), 0) + length
-            for (name, version), length in by_version.items():
-                depth.add_metric([name, str(version)], length)
-        except Exception as exc:  # a scrape must still answer when Redis is down
-            log.warning("queue depth unavailable: %s", exc)
-        yield depth
-
-        oldest = GaugeMetricFamily(
-            "predq_oldest_queued_job_age_seconds",
-            "Age of the oldest job still queued, per model version (from the database, so it "
-            "counts jobs Redis lost too).",
-            labels=["model", "version"],
-        )
-        try:
-            with self.svc.engine.connect() as conn:
-                rows = conn.execute(
-                    select(Job.model_name, Job.model_version, func.min(Job.created_at))
-                    .where(Job.status == JobStatus.QUEUED)
-                    .group_by(Job.model_name, Job.model_version)
-                ).all()
-            now = utcnow()
-            for name, version, created in rows:
-                if created.tzinfo is None:  # SQLite returns naive UTC datetimes
-                    created = created.replace(tzinfo=now.tzinfo)
-                oldest.add_metric([name, str(version)], max(0.0, (now - created).total_seconds()))
-        except Exception as exc:
-            log.warning("oldest queued job unavailable: %s", exc)
-        yield oldest
-        yield from self._bulk_depth()
-        yield from self._drift()
-
-    def _bulk_depth(self) -> Iterator[Metric]:
-        """Batch-job chunks waiting for a bulk worker, per model (from the database, like the
-        oldest queued job: it counts chunks whose message Redis lost too)."""
-        queued = GaugeMetricFamily(
-            "predq_bulk_chunks_queued", "Batch-job chunks waiting for a bulk worker.", labels=["model"]
-        )
-        try:
-            with self.svc.engine.connect() as conn:
-                rows = conn.execute(
-                    select(BulkJob.model_name, func.count())
-                    .select_from(BulkChunk)
-                    .join(BulkJob, BulkJob.id == BulkChunk.job_id)
-                    .where(BulkChunk.status == "queued")
-                    .group_by(BulkJob.model_name)
-                ).all()
-            for name, count in rows:
-                queued.add_metric([name], count)
-        except Exception as exc:
-            log.warning("bulk queue depth unavailable: %s", exc)
-        yield queued
-
-    def _drift(self) -> Iterator[Metric]:
-        """The newest drift report of each model (stored by the beat task; read here, so any API
-        process exports it)."""
-        detected = GaugeMetricFamily(
-            "predq_drift_detected",
-            "1 when the newest drift check found the window drifted.",
-            labels=["model", "version"],
-        )
-        share = GaugeMetricFamily(
-            "predq_drift_share",
-            "Share of features that drifted in the newest check.",
-            labels=["model", "version"],
-        )
-        psi = GaugeMetricFamily(
-            "predq_drift_psi",
-            "Population stability index per feature.",
-            labels=["model", "version", "feature"],
-        )
-        pvalue = GaugeMetricFamily(
-            "predq_drift_ks_pvalue",
-            "Two-sample KS p-value per feature.",
-            labels=["model", "version", "feature"],
-        )
-        try:
-            newest = select(func.max(DriftReport.id)).group_by(DriftReport.model_name).scalar_subquery()
-            with self.svc.engine.connect() as conn:
-                table = DriftReport.__table__
-                reports = conn.execute(select(table).where(table.c.id.in_(newest))).mappings().all()
-        except Exception as exc:
-            log.warning("drift reports unavailable: %s", exc)
-            reports = []
-        for report in reports:
-            labels = [report["model_name"], str(report["model_version"])]
-            detected.add_metric(labels, 1.0 if report["drifted"] else 0.0)
-            if report["drifted_share"] is not None:
-                share.add_metric(labels, report["drifted_share"])
-            for feature in report["features"]:
-                psi.add_metric([*labels, feature["feature"]], feature["psi"])
-                pvalue.add_metric([*labels, feature["feature"]], feature["ks_pvalue"])
-        yield from (detected, share, psi, pvalue)
-
-
 class _ThisProcess:
     """The default registry's metrics, when there is no multiprocess directory (tests, the CLI)."""
 
@@ -212,10 +86,3 @@ def process_registry() -> CollectorRegistry:
     else:
         registry.register(_ThisProcess())
     return registry
-
-
-def exposition(svc: Services) -> tuple[bytes, dict[str, str]]:
-    """The /metrics body and headers: the API processes' metrics plus the live gauges."""
-    registry = process_registry()
-    registry.register(LiveState(svc))
-    return generate_latest(registry), {"Content-Type": CONTENT_TYPE_LATEST}

@@ -9,11 +9,11 @@ from flask import current_app
 from redis import Redis
 from sqlalchemy.engine import Engine
 
-from app.auth import ApiKeys
+from app.access.auth import ApiKeys
+from app.access.ratelimit import RateLimits
 from app.config import Settings
 from app.db import make_engine
-from app.lifecycle.registry import Registry
-from app.ratelimit import RateLimits
+from app.registry.registry import Registry
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Services:
     keys: ApiKeys
     celery: Celery
     limits: RateLimits
-    """Per-key rate limits and the failed-key guard, counted in Redis (app/ratelimit.py)."""
+    """Per-key rate limits and the failed-key guard, counted in Redis (app/access/ratelimit.py)."""
 
 
 def current_services() -> Services:

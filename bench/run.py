@@ -331,11 +331,11 @@ def prepare(database_url: str, work: Path) -> Stage:
     artifact = work / "rf.joblib"
     joblib.dump(model, artifact)
 
-    from app.auth import ApiKeys
+    from app.access.auth import ApiKeys
     from app.config import Settings
     from app.db import make_engine
-    from app.lifecycle.registry import Registry
     from app.migrate import upgrade
+    from app.registry.registry import Registry
 
     upgrade(database_url)
     settings = Settings.from_env(env)
@@ -359,7 +359,7 @@ def measure_all(
 
     Returns the points, the model's in-process rows/s by batch size, and the same for
     predq's own inference step (which runs a forest's trees without joblib, see
-    app/inference.py), so a reader can tell the model's limit from predq's.
+    app/scoring/inference.py), so a reader can tell the model's limit from predq's.
     """
     levels = [int(c) for c in args.concurrency.split(",")]
     levels_100 = [int(c) for c in args.concurrency_100.split(",")]
@@ -370,8 +370,8 @@ def measure_all(
     print("the model's limit (in process):", flush=True)
     sizes = [1, 100, 256, 1024, 4096]
     limits = in_process_rates(model.predict_proba, "predict_proba", sizes)
-    from app.inference import predict_outputs
-    from app.signature import signature_of
+    from app.registry.signature import signature_of
+    from app.scoring.inference import predict_outputs
 
     signature = signature_of(model)
     predq_rates = in_process_rates(lambda X: predict_outputs(model, signature, X), "predq inference", sizes)

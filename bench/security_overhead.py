@@ -27,7 +27,7 @@ from sklearn.ensemble import RandomForestClassifier
 from app import create_app
 from app.config import Settings
 from app.migrate import upgrade
-from app.rqueue import cache_keys
+from app.predictions.queue import cache_keys
 from scripts.local import scratch_database
 
 ADMIN_URL = "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"

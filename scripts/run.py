@@ -42,7 +42,7 @@ def command(name: str) -> str:
 def ensure_demo_model(settings: Settings) -> None:
     """Train and register an iris classifier (a dataset bundled with scikit-learn)."""
     from app.db import make_engine
-    from app.lifecycle.registry import Registry
+    from app.registry.registry import Registry
 
     registry = Registry(make_engine(settings.database_url), settings.artifact_root)
     if registry.list_models():

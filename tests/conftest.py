@@ -266,7 +266,7 @@ def wait_until_no_worker_holds(
     """A worker that emptied a queue lingers on it briefly (QUEUE_LINGER_SECONDS) and would
     take rows a test pushes by hand; tests that mean those rows to sit wait it out.
     ``explained``: the version's explained rows' queue."""
-    from app.rqueue import active_key
+    from app.predictions.queue import active_key
 
     deadline = time.monotonic() + timeout
     while svc.redis.exists(active_key(model, version, explained)):

@@ -241,7 +241,7 @@ class Traffic:
 
     One thread submits without waiting; a second one waits for each result (``?wait=``):
     a waiting job is stored by the worker that answers it or, when the wait runs out, by
-    the API (app/jobs.py), so the faults test that road too.
+    the API (app/predictions/jobs.py), so the faults test that road too.
     """
 
     WAIT_SECONDS = 2

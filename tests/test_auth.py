@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import event, select
 
 from app import create_app
-from app.auth import ApiKeys
+from app.access.auth import ApiKeys
 from app.db import ApiKey
 from tests.conftest import bearer, client_for, count_jobs, predq_keys
 

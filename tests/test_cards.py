@@ -91,7 +91,7 @@ def _png_size(data: bytes) -> tuple[int, int]:
 
 def test_a_versions_importance_is_computed_once_per_process(app, tokens, svc, tmp_path):
     """shap over the reference sample takes minutes on a deep forest: the card and its plot
-    reuse the first answer (app/cards.py) instead of computing it again."""
+    reuse the first answer (app/lifecycle/cards.py) instead of computing it again."""
     iris = load_iris(as_frame=True)
     joblib.dump(
         RandomForestClassifier(n_estimators=3, random_state=0).fit(iris.data, iris.target),

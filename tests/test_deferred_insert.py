@@ -1,6 +1,6 @@
 """A waiting submit is stored by the worker that answers it, or by the API when the wait runs out.
 
-Either way the job is in the database before the client hears of it (app/jobs.py).
+Either way the job is in the database before the client hears of it (app/predictions/jobs.py).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import select
 
 from app.db import Batch, Job
-from app.queue_items import encode_item
-from app.rqueue import ACTIVE_TTL_SECONDS, RowQueue, active_key
+from app.predictions.items import encode_item
+from app.predictions.queue import ACTIVE_TTL_SECONDS, RowQueue, active_key
 from tests.conftest import client_for, count_jobs, stored_estimator, wait_until_no_worker_holds
 from tests.test_end_to_end import expected_outputs
 from workers.batching import run_batch

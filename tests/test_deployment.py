@@ -30,8 +30,9 @@ def exported_series(svc) -> set[str]:
     from prometheus_client.metrics import MetricWrapperBase
 
     import app.metrics as metrics
+    from app.api.live_metrics import LiveState
 
-    names = {family.name for family in metrics.LiveState(svc).collect()}
+    names = {family.name for family in LiveState(svc).collect()}
     for metric in vars(metrics).values():
         if isinstance(metric, MetricWrapperBase):
             suffixes = ["_total"] if metric._type == "counter" else ["_bucket", "_sum", "_count"]

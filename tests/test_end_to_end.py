@@ -192,8 +192,8 @@ def test_a_queue_whose_wakeup_was_lost_is_drained_by_the_sweep(
 ):
     """Rows sit in a non-empty queue with no task sent (the message was lost): later
     pushes send none either, until the sweeper wakes a worker."""
-    from app.queue_items import encode_item
-    from app.rqueue import RowQueue
+    from app.predictions.items import encode_item
+    from app.predictions.queue import RowQueue
     from workers.sweeper import wake_workers
 
     job_id = insert_queued_job(svc, "diabetes", [[0.01] * 10], owner=predict_key_id)
@@ -214,8 +214,8 @@ def test_a_queue_whose_wakeup_was_lost_is_drained_by_the_sweep(
 
 def test_a_job_queued_twice_keeps_its_first_answer(client, svc, artifacts, worker):
     """The sweeper may re-queue a job a worker already answered: the second batch skips it."""
-    from app.queue_items import encode_item
-    from app.rqueue import RowQueue
+    from app.predictions.items import encode_item
+    from app.predictions.queue import RowQueue
     from workers.batching import run_batch
 
     svc.registry.register("requeued", artifacts["iris"])

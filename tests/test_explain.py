@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from sqlalchemy import insert, select
 
 from app.db import Batch, Job, utcnow
-from app.submission import job_record
+from app.predictions.submission import job_record
 from tests.conftest import client_for, count_jobs, stored_estimator, wait_until_no_worker_holds
 from tests.test_arrow_requests import arrow_body
 
@@ -275,8 +275,8 @@ def test_a_request_asking_for_explanations_has_a_row_cap_of_its_own(client, svc,
 def test_the_sweeper_wakes_a_worker_for_explained_rows_left_on_their_queue(
     app, tokens, svc, registered, workers
 ):
-    from app.queue_items import encode_item
-    from app.rqueue import RowQueue
+    from app.predictions.items import encode_item
+    from app.predictions.queue import RowQueue
     from workers import sweeper
 
     # Rows on the explained queue whose wake-up was lost (no task was sent for them).

@@ -12,8 +12,8 @@ from sklearn.ensemble import (
     RandomForestRegressor,
 )
 
-from app.inference import predict_outputs
-from app.signature import signature_of
+from app.registry.signature import signature_of
+from app.scoring.inference import predict_outputs
 
 BATCH_SIZES = (1, 7, 300)
 
@@ -102,7 +102,7 @@ def test_a_model_that_scales_its_input_in_place_is_answered_as_on_fresh_rows():
 def test_a_rows_cache_key_is_the_same_alone_or_among_others_and_names_the_version():
     # The API hashes a request's rows and the worker a batch's: the same row must get the
     # same key wherever it sits, or a cached output would never be found.
-    from app.rqueue import cache_keys
+    from app.predictions.queue import cache_keys
 
     matrix = np.random.default_rng(3).normal(size=(50, 6))
     together = cache_keys("m", 1, matrix)

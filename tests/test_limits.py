@@ -9,8 +9,8 @@ from unittest.mock import patch
 import pytest
 
 from app import create_app
-from app.queue_items import encode_item
-from app.rqueue import RowQueue, queue_key
+from app.predictions.items import encode_item
+from app.predictions.queue import RowQueue, queue_key
 from tests.conftest import client_for, count_jobs
 
 ROW = {"inputs": [[6.1, 2.8, 4.7, 1.2]]}

@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select, update
 
 from app.db import Batch, Job, utcnow
-from app.queue_items import encode_item
-from app.rqueue import RowQueue
+from app.predictions.items import encode_item
+from app.predictions.queue import RowQueue
 from tests.conftest import bearer, insert_queued_job
 
 SUBMIT = "/v1/models/<string:name>/predictions"

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from app import create_app
 from app.db import Feedback, Job, utcnow
-from app.rqueue import result_key
+from app.predictions.queue import result_key
 from tests.conftest import client_for, insert_queued_job
 from workers.sweeper import requeue_stuck_jobs
 

@@ -12,8 +12,8 @@ from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sqlalchemy import select
 
 from app.db import Job, utcnow
-from app.queue_items import encode_item
-from app.rqueue import RowQueue, cache_keys
+from app.predictions.items import encode_item
+from app.predictions.queue import RowQueue, cache_keys
 from tests.conftest import insert_queued_job
 from workers.batching import run_batch
 

@@ -12,8 +12,8 @@ from sqlalchemy import select
 
 from app.celery_app import RUN_BATCH, make_celery
 from app.db import Job, utcnow
-from app.queue_items import encode_item
-from app.rqueue import ACTIVE_TTL_SECONDS, RowQueue, active_key
+from app.predictions.items import encode_item
+from app.predictions.queue import ACTIVE_TTL_SECONDS, RowQueue, active_key
 from tests.conftest import insert_queued_job
 from workers.batching import collect, drain, take
 

@@ -125,7 +125,7 @@ def test_another_process_sees_a_promotion_within_its_cache_ttl(svc, artifacts):
     """Each API process caches alias lookups for REGISTRY_CACHE_SECONDS; then it re-reads."""
     import time
 
-    from app.lifecycle.registry import Registry
+    from app.registry.registry import Registry
 
     svc.registry.register("ttl", artifacts["iris"])
     svc.registry.register("ttl", artifacts["iris"])
@@ -145,7 +145,7 @@ def test_threads_missing_the_same_lookup_at_once_query_the_database_once(svc, ar
 
     from sqlalchemy import event
 
-    from app.lifecycle.registry import Registry
+    from app.registry.registry import Registry
 
     svc.registry.register("herd", artifacts["iris"])
     registry = Registry(svc.engine, svc.settings.artifact_root, cache_seconds=60.0)

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.errors import InvalidInput, PayloadTooLarge
-from app.signature import rows_to_matrix
+from app.registry.signature import rows_to_matrix
 
 NAMES = {"sepal_length": 0, "sepal_width": 1, "petal_length": 2, "petal_width": 3}
 MAX_ROWS = 20
@@ -92,7 +92,7 @@ IRIS_NAMES = {"sepal length (cm)", "sepal width (cm)", "petal length (cm)", "pet
 
 
 def _fits_iris(row: object) -> bool:
-    """What the iris model accepts, written independently of app/signature.py."""
+    """What the iris model accepts, written independently of app/registry/signature.py."""
     if isinstance(row, dict):
         return set(row) == IRIS_NAMES and all(_is_number(v) for v in row.values())
     return isinstance(row, list) and len(row) == 4 and all(_is_number(v) for v in row)

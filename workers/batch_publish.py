@@ -7,10 +7,10 @@ from typing import Any
 
 import orjson
 
-from app.job_view import FINISHED, job_view
 from app.metrics import BATCH_ROWS, INFERENCE, JOB_DURATION, JOBS, QUEUE_WAIT
-from app.queue_items import encode_view
-from app.rqueue import publish_results
+from app.predictions.items import encode_view
+from app.predictions.queue import publish_results
+from app.predictions.view import FINISHED, job_view
 from app.services import Services
 from workers.batch_work import BatchWork
 

@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from app.db import INSERT_BY_DIALECT, Batch, Job, ShadowOutput, dialect_insert, utcnow
-from app.job_view import JobStatus
-from app.queue_items import QueuedRows
+from app.predictions.items import QueuedRows
+from app.predictions.view import JobStatus
 from app.services import Services
 from workers.batch_work import BatchStatus, BatchWork
 

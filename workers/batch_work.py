@@ -14,8 +14,8 @@ from functools import cached_property
 from typing import Any
 
 from app.errors import PredqError
-from app.job_view import JobStatus
-from app.queue_items import QueuedRows
+from app.predictions.items import QueuedRows
+from app.predictions.view import JobStatus
 
 
 class BatchStatus(StrEnum):

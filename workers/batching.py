@@ -20,13 +20,12 @@ from typing import Any
 import numpy as np
 
 from app import logs
-from app.celery_app import batch_task
 from app.db import utcnow
 from app.errors import PredqError
-from app.explain import ExplanationFailed, explanations
-from app.inference import predict_by_job
-from app.queue_items import QueuedRows
-from app.rqueue import RowQueue, cache_keys
+from app.predictions.items import QueuedRows
+from app.predictions.queue import RowQueue, cache_keys, wake_worker
+from app.scoring.explain import ExplanationFailed, explanations
+from app.scoring.inference import predict_by_job
 from app.services import Services
 from workers.batch_publish import observe, publish
 from workers.batch_store import claim, store
@@ -84,7 +83,7 @@ def drain(
 ) -> DrainReport:
     """Run batches back to back until the queue is empty; the work of one batch task.
 
-    ``explained``: the queue of the version's explained rows (app/rqueue.py), not its plain rows.
+    ``explained``: the queue of the version's explained rows (app/predictions/queue.py), not its plain rows.
 
     While a worker holds a queue, pushes send no task, so this loop is what keeps up with
     steady traffic without a Celery message per batch. After ``max_task_seconds`` it
@@ -99,7 +98,7 @@ def drain(
         if batch.status == BatchStatus.EMPTY:
             return report
         if time.monotonic() >= deadline:
-            svc.celery.send_task(batch_task(explained), args=[name, version])
+            wake_worker(svc, name, version, explained=explained)
             report.handed_on = True
             return report
 
@@ -109,7 +108,7 @@ def run_batch(
 ) -> BatchReport:
     """Pop a batch of one version's waiting rows and answer it: claim → predict → store → publish.
 
-    ``explained``: the version's explained rows (their own queue, see app/rqueue.py).
+    ``explained``: the version's explained rows (their own queue, see app/predictions/queue.py).
     """
     logs.reset(model=name, version=version)  # a pool process runs one task after another
     items = take(svc, name, version, explained)
@@ -142,7 +141,7 @@ def take(svc: Services, name: str, version: int, explained: bool) -> list[Queued
     items, left = collect(queue, max_rows, settings.max_batch_delay, settings.queue_linger_seconds)
     if items and left > 0:
         # More is waiting: let another worker process start on it while this one predicts.
-        svc.celery.send_task(batch_task(explained), args=[name, version])
+        wake_worker(svc, name, version, explained=explained)
     return items
 
 
@@ -151,7 +150,7 @@ def claim_items(svc: Services, name: str, version: int, items: list[QueuedRows])
     batch_id, started_at = uuid.uuid4(), utcnow()
     logs.bind(batch_id=str(batch_id))
     served = [item for item in items if not item.shadow]
-    # A deferred job has no row to claim yet: this batch inserts it (see app/submit_deferred.py).
+    # A deferred job has no row to claim yet: this batch inserts it (see app/predictions/deferred.py).
     stored_ids = [item.job_id for item in served if not item.deferred]
     claimed = claim(svc, stored_ids, started_at) if stored_ids else set()
     return BatchWork(
@@ -193,7 +192,7 @@ def predict(svc: Services, work: BatchWork) -> None:
 
 
 def _cache_keys(work: BatchWork, matrix: np.ndarray) -> list[str]:
-    """The served rows' cache keys, each of its item's kind (plain or explained, app/rqueue.py).
+    """The served rows' cache keys, each of its item's kind (plain or explained, app/predictions/queue.py).
 
     A batch holds one kind, but on the explained rows' queue "predicted" and "all" items
     may share a batch: those are keyed item by item.

@@ -27,11 +27,11 @@ from kombu.exceptions import ChannelError
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import delete, func, select, update
 
-from app import bulk, bulkfiles
+from app.batch_jobs import files, storage
 from app.celery_app import BULK_QUEUE
 from app.db import BulkChunk, BulkJob, utcnow
-from app.inference import predict_arrays
 from app.metrics import BULK_CHUNKS, BULK_ROWS
+from app.scoring.inference import predict_arrays
 from app.services import Services
 from workers.batch_work import error_of
 
@@ -46,14 +46,14 @@ def score_chunk(svc: Services, job_id: str, index: int) -> dict[str, Any]:
     job = _claim(svc, parsed, index)
     if job is None:
         return {"job": job_id, "chunk": index, "status": "skipped"}
-    directory = bulk.job_dir(svc.settings, parsed)
+    directory = storage.job_dir(svc.settings, parsed)
     tick = time.perf_counter()
     try:
         estimator, served = svc.registry.load(job.model_name, job.model_version)
-        matrix, ids = bulkfiles.read_chunk(directory / bulk.INPUT_FILE, index, served.signature)
+        matrix, ids = files.read_chunk(directory / storage.INPUT_FILE, index, served.signature)
         predictions, proba = predict_arrays(estimator, served.signature, matrix)
         table = output_table(job, index, ids, predictions, proba, served.signature)
-        _write_atomically(table, bulk.part_path(directory, index))
+        _write_atomically(table, storage.part_path(directory, index))
     except Exception as exc:  # the model refused the rows, or the file could not be read
         log.warning("chunk %d of batch job %s failed: %s", index, job_id, exc)
         status, error, rows = "failed", error_of(exc), 0
@@ -80,7 +80,7 @@ def output_table(
     if ids is None:
         first = index * job.chunk_rows
         ids = pa.array(np.arange(first, first + len(predictions), dtype=np.int64))
-    columns = {job.id_column or bulkfiles.ROW_COLUMN: ids, "prediction": pa.array(predictions)}
+    columns = {job.id_column or files.ROW_COLUMN: ids, "prediction": pa.array(predictions)}
     if proba is not None:
         for j, label in enumerate(signature["classes"]):
             columns[f"probability_{label}"] = pa.array(proba[:, j])
@@ -100,15 +100,15 @@ def finish(svc: Services, job_id: uuid.UUID) -> str | None:
             .where(BulkChunk.job_id == job_id)
             .order_by(BulkChunk.index)
         ).all()
-    if job is None or job.status in bulk.FINISHED or any(c.status in _UNFINISHED for c in chunks):
+    if job is None or job.status in storage.FINISHED or any(c.status in _UNFINISHED for c in chunks):
         return None
-    directory = bulk.job_dir(svc.settings, job_id)
+    directory = storage.job_dir(svc.settings, job_id)
     scored = [c.index for c in chunks if c.status == "succeeded"]
     status = "succeeded" if len(scored) == len(chunks) else "partial" if scored else "failed"
     result_path = None
     if scored:
         result = directory / f"result.{job.output_format}"
-        _merge([bulk.part_path(directory, i) for i in scored], result, job.output_format)
+        _merge([storage.part_path(directory, i) for i in scored], result, job.output_format)
         result_path = str(result.relative_to(svc.settings.batch_root))
     failed = len(chunks) - len(scored)
     error = (
@@ -125,7 +125,7 @@ def finish(svc: Services, job_id: uuid.UUID) -> str | None:
     if not settled:
         return None
     # The result holds every scored row: the rewritten input and the parts are not needed.
-    (directory / bulk.INPUT_FILE).unlink(missing_ok=True)
+    (directory / storage.INPUT_FILE).unlink(missing_ok=True)
     shutil.rmtree(directory / "parts", ignore_errors=True)
     log.info(
         "batch job %s %s: %d rows, %d of %d chunks failed",
@@ -182,7 +182,7 @@ def requeue_stuck_chunks(svc: Services) -> int:
             )
         ).scalars()
         unsettled = list(unsettled)
-    sent = sum(bulk.send_chunk(svc, c.job_id, c.index, c.model_name, c.rows) for c in chunks)
+    sent = sum(storage.send_chunk(svc, c.job_id, c.index, c.model_name, c.rows) for c in chunks)
     for job_id in unsettled:
         finish(svc, job_id)
     if chunks:
@@ -203,14 +203,14 @@ def expire_old_batch_jobs(svc: Services, limit: int = 100) -> int:
         expired = list(
             conn.execute(
                 select(BulkJob.id)
-                .where(BulkJob.status.in_(bulk.FINISHED), BulkJob.completed_at < cutoff)
+                .where(BulkJob.status.in_(storage.FINISHED), BulkJob.completed_at < cutoff)
                 .limit(limit)
             ).scalars()
         )
     for job_id in expired:
         # Files first: a sweep that dies between the two leaves rows to try again, never
         # files no row points at.
-        shutil.rmtree(bulk.job_dir(svc.settings, job_id), ignore_errors=True)
+        shutil.rmtree(storage.job_dir(svc.settings, job_id), ignore_errors=True)
         with svc.engine.begin() as conn:
             conn.execute(delete(BulkChunk).where(BulkChunk.job_id == job_id))
             conn.execute(delete(BulkJob).where(BulkJob.id == job_id))

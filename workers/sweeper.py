@@ -12,12 +12,10 @@ from datetime import timedelta
 
 from sqlalchemy import delete, exists, or_, select, update
 
-from app.celery_app import batch_task
 from app.db import Batch, Job, TrainingRun, utcnow
-from app.job_view import FINISHED, JobStatus
-from app.jobs import enqueue
-from app.queue_items import encode_item
-from app.rqueue import queued_versions
+from app.predictions.items import encode_item
+from app.predictions.queue import enqueue, queued_versions, wake_worker
+from app.predictions.view import FINISHED, JobStatus
 from app.services import Services
 
 log = logging.getLogger(__name__)
@@ -33,7 +31,7 @@ def wake_workers(svc: Services) -> int:
     """
     queues = queued_versions(svc.redis)
     for name, version, explained in queues:
-        svc.celery.send_task(batch_task(explained), args=[name, version])
+        wake_worker(svc, name, version, explained=explained)
     return len(queues)
 
 

@@ -1,4 +1,5 @@
-"""Celery tasks: each loads its services and calls one plain function."""
+"""Celery tasks: each reaches its services through the Flask app's context (every task runs
+in it, see app/celery_app.py) and calls one plain function."""
 
 from __future__ import annotations
 
@@ -18,33 +19,27 @@ from app.celery_app import (
     SWEEP,
 )
 from app.lifecycle import drift, training, training_runs
-from app.services import Services
+from app.services import current_services
 from workers import batching, bulk, sweeper
-
-
-def services() -> Services:
-    from workers.main import flask_app  # the entry point: built once, when a worker starts
-
-    return flask_app.extensions["predq"]
 
 
 @shared_task(name=RUN_BATCH, bind=True)
 def run_batch(self: Task, model: str, version: int) -> dict[str, Any]:
     """Batches of queued rows for one model version until its queue is empty (Flower shows the summary)."""
-    return batching.drain(services(), model, version, worker=self.request.hostname or "").as_dict()
+    return batching.drain(current_services(), model, version, worker=self.request.hostname or "").as_dict()
 
 
 @shared_task(name=RUN_EXPLAINED_BATCH, bind=True)
 def run_explained_batch(self: Task, model: str, version: int) -> dict[str, Any]:
     """As run_batch, for the version's rows that asked for explanations (the bulk worker runs it)."""
     worker = self.request.hostname or ""
-    return batching.drain(services(), model, version, worker=worker, explained=True).as_dict()
+    return batching.drain(current_services(), model, version, worker=worker, explained=True).as_dict()
 
 
 @shared_task(name=SWEEP)
 def sweep() -> dict[str, int]:
     """Re-queue stuck jobs, wake workers for non-empty queues, delete jobs past retention."""
-    svc = services()
+    svc = current_services()
     return {
         "requeued": sweeper.requeue_stuck_jobs(svc),
         "woken": sweeper.wake_workers(svc),
@@ -58,13 +53,13 @@ def sweep() -> dict[str, int]:
 @shared_task(name=SCORE_CHUNK)
 def score_chunk(job_id: str, index: int, model: str = "", rows: int = 0) -> dict[str, Any]:
     """One chunk of a batch job (``model`` and ``rows`` ride along for Flower only)."""
-    return bulk.score_chunk(services(), job_id, index)
+    return bulk.score_chunk(current_services(), job_id, index)
 
 
 @shared_task(name=CHECK_DRIFT)
 def check_drift() -> dict[str, str]:
     """A drift report for every model's champion; returns each model's status."""
-    svc = services()
+    svc = current_services()
     statuses = {}
     for model in svc.registry.list_models():
         try:
@@ -78,11 +73,11 @@ def check_drift() -> dict[str, str]:
 @shared_task(name=RETRAIN)
 def retrain(model: str, run_id: str, trigger: str = "manual") -> dict[str, Any]:
     """One training run; the same run_id (a redelivered message) trains only once."""
-    record = training.retrain(services(), model, uuid.UUID(run_id), trigger)
+    record = training.retrain(current_services(), model, uuid.UUID(run_id), trigger)
     return {"run": run_id, "status": record["status"], "candidate_version": record["candidate_version"]}
 
 
 @shared_task(name=SCHEDULE_RETRAINS)
 def schedule_retrains() -> list[str]:
     """Start a run for every model whose retrain schedule is due; returns their names."""
-    return training_runs.start_due_runs(services())
+    return training_runs.start_due_runs(current_services())

@@ -9,10 +9,10 @@ from typing import Any
 from flask import request, send_file
 from flask.typing import ResponseReturnValue
 
-from app import bulk, bulkfiles
+from app.access.auth import current_principal
 from app.api.blueprint import Blueprint
 from app.api.decoding import body_of
-from app.auth import current_principal
+from app.batch_jobs import files, jobs, storage
 from app.errors import InvalidInput, MalformedJSON, UnsupportedMediaType
 from app.services import current_services
 
@@ -75,7 +75,7 @@ def submit_batch_job(name: str) -> ResponseReturnValue:
     with tempfile.TemporaryDirectory(dir=_spool_dir(settings)) as spool:
         if mimetype == "application/json":
             options = _json_options()
-            source, fmt = bulk.server_file(settings, options.pop("path"))
+            source, fmt = jobs.server_file(settings, options.pop("path"))
             label = str(source)
         elif mimetype == "multipart/form-data":
             upload = request.files.get("file")
@@ -83,19 +83,19 @@ def submit_batch_job(name: str) -> ResponseReturnValue:
                 raise InvalidInput("send the file in the multipart field 'file'", field="file")
             fmt = _format_of(upload.mimetype, upload.filename)
             source = Path(spool) / "upload"
-            bulk.spool(upload.stream, source, settings.batch_max_bytes)
+            jobs.spool(upload.stream, source, settings.batch_max_bytes)
             options, label = _text_options(request.form), upload.filename or "upload"
-        elif mimetype in bulkfiles.FORMATS:
-            fmt = bulkfiles.FORMATS[mimetype]
+        elif mimetype in files.FORMATS:
+            fmt = files.FORMATS[mimetype]
             source = Path(spool) / "upload"
-            bulk.spool(request.stream, source, settings.batch_max_bytes)
+            jobs.spool(request.stream, source, settings.batch_max_bytes)
             options, label = _text_options(request.args), f"request body ({mimetype})"
         else:
             raise UnsupportedMediaType(
                 "send a CSV or Parquet file (multipart/form-data, text/csv, application/vnd.apache.parquet)"
                 f" or a server path as application/json, not {mimetype or 'no content type'}"
             )
-        view = bulk.create(
+        view = jobs.create(
             svc,
             name,
             source,
@@ -111,7 +111,7 @@ def submit_batch_job(name: str) -> ResponseReturnValue:
 @blp.alt_response(200, schema="BatchJob", description="Status, progress, speed, ETA, where the result is.")
 @blp.alt_response(404, schema="Error", description="No such batch job (or another API key's).")
 def get_batch_job(job_id: str) -> ResponseReturnValue:
-    return bulk.get(current_services(), job_id, current_principal()), 200
+    return jobs.get(current_services(), job_id, current_principal()), 200
 
 
 @blp.route("/batch-jobs/<string:job_id>", methods=["DELETE"])
@@ -119,23 +119,23 @@ def get_batch_job(job_id: str) -> ResponseReturnValue:
 @blp.alt_response(404, schema="Error", description="No such batch job (or another API key's).")
 @blp.alt_response(409, schema="Error", description="The batch job has already finished.")
 def cancel_batch_job(job_id: str) -> ResponseReturnValue:
-    return bulk.cancel(current_services(), job_id, current_principal()), 200
+    return jobs.cancel(current_services(), job_id, current_principal()), 200
 
 
 @blp.route("/batch-jobs/<string:job_id>/result", methods=["GET"])
 @blp.alt_response(200, description="The result file (Parquet or CSV), streamed.")
 @blp.alt_response(404, schema="Error", description="No such batch job, or no result (yet).")
 def get_batch_job_result(job_id: str) -> ResponseReturnValue:
-    path, fmt = bulk.result_file(current_services(), job_id, current_principal())
+    path, fmt = jobs.result_file(current_services(), job_id, current_principal())
     return send_file(path, mimetype=_RESULT_TYPES[fmt], as_attachment=True, download_name=f"{job_id}.{fmt}")
 
 
-#: The view of a batch job (app/bulk.py ``view``) in /openapi.json.
+#: The view of a batch job (app/batch_jobs/jobs.py ``view``) in /openapi.json.
 BATCH_JOB_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "id": {"type": "string", "format": "uuid"},
-        "status": {"type": "string", "enum": ["queued", "running", *bulk.FINISHED]},
+        "status": {"type": "string", "enum": ["queued", "running", *storage.FINISHED]},
         "model": {
             "type": "object",
             "properties": {"name": {"type": "string"}, "version": {"type": "integer"}},
@@ -145,7 +145,9 @@ BATCH_JOB_SCHEMA: dict[str, Any] = {
         "rows": {"type": "object", "properties": {"total": {"type": "integer"}, "done": {"type": "integer"}}},
         "chunks": {
             "type": "object",
-            "properties": {key: {"type": "integer"} for key in ("total", "chunk_rows", *bulk.CHUNK_STATUSES)},
+            "properties": {
+                key: {"type": "integer"} for key in ("total", "chunk_rows", *storage.CHUNK_STATUSES)
+            },
         },
         "rows_per_second": {"type": "number", "nullable": True},
         "eta_seconds": {"type": "number", "nullable": True},
@@ -171,7 +173,7 @@ def _spool_dir(settings: Any) -> Path:
 
 def _format_of(mimetype: str | None, filename: str | None) -> str:
     """An upload's format, by its content type or else its file name's suffix."""
-    fmt = bulkfiles.FORMATS.get(mimetype or "") or bulkfiles.SUFFIXES.get(Path(filename or "").suffix.lower())
+    fmt = files.FORMATS.get(mimetype or "") or files.SUFFIXES.get(Path(filename or "").suffix.lower())
     if fmt is None:
         raise UnsupportedMediaType(f"the upload {filename!r} is neither CSV nor Parquet (by type or name)")
     return fmt

@@ -4,7 +4,7 @@ These two routes carry nearly all traffic; webargs and marshmallow cost them a s
 the API's CPU per prediction. Each input is defined once here, as a msgspec type, and
 that one definition both decodes requests and writes their part of ``/openapi.json``
 (``register_schemas``, ``SUBMIT_DOC``, ``POLL_DOC``). Rows are checked against the
-model's signature afterwards (app/signature.py), which names the row and field at fault.
+model's signature afterwards (app/registry/signature.py), which names the row and field at fault.
 
 A body msgspec refuses is read once more by the standard library, which accepts what
 some clients send (``NaN``, ``Infinity``, numbers beyond float64) so that the row check

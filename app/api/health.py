@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import text
 
 from app.api.blueprint import Blueprint
-from app.metrics import exposition
+from app.api.live_metrics import exposition
 from app.services import current_services
 
 blp = Blueprint("health", __name__, description="Health checks")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app import jobs
+from app.access.auth import current_principal, requires_scope
 from app.api.blueprint import Blueprint
 from app.api.schemas import (
     AbQuerySchema,
@@ -25,9 +25,9 @@ from app.api.schemas import (
     TrainingRunListSchema,
     TrainingStartedSchema,
 )
-from app.auth import current_principal, requires_scope
-from app.lifecycle import drift, feedback, traffic, training_data
+from app.lifecycle import drift, feedback, shadows, training_data
 from app.lifecycle.training_runs import runs, start_run
+from app.registry import traffic
 from app.services import current_services
 
 blp = Blueprint("models", __name__, url_prefix="/v1", description="The model registry")
@@ -104,7 +104,8 @@ def set_traffic(body: dict[str, Any], name: str) -> dict[str, Any]:
 @blp.alt_response(404, schema="Error", description="Unknown model.")
 def shadow_outputs(name: str) -> dict[str, Any]:
     """The shadow version's outputs beside what served the same jobs (clients never see them)."""
-    return jobs.shadow_comparisons(current_services(), name)
+    svc = current_services()
+    return shadows.shadow_comparisons(svc.engine, svc.registry, name)
 
 
 @blp.route("/models/<string:name>/quality", methods=["GET"])
@@ -180,7 +181,7 @@ def get_card(name: str, version: int) -> Any:
     """A version's model card, from what the registry knows (built with skops.card)."""
     from flask import Response, request
 
-    from app.cards import card
+    from app.lifecycle.cards import card
 
     made = card(current_services(), name, version)
     if request.accept_mimetypes.best_match(["application/json", "text/markdown"]) == "text/markdown":
@@ -195,7 +196,7 @@ def get_card_plot(name: str, version: int) -> Any:
     """The version's global feature importance (mean |SHAP| over its reference sample) as a bar chart."""
     from flask import Response
 
-    from app.cards import importance_png
+    from app.lifecycle.cards import importance_png
 
     return Response(importance_png(current_services(), name, version), mimetype="image/png")
 

@@ -6,14 +6,15 @@ from typing import Any
 
 from flask import g, request
 
-from app import jobs, ratelimit, submit
+from app.access import ratelimit
+from app.access.auth import current_principal
 from app.api import decoding
 from app.api.blueprint import Blueprint
 from app.api.schemas import FeedbackRecordedSchema, FeedbackSchema, JobSchema
-from app.auth import current_principal
 from app.errors import UnsupportedMediaType
-from app.job_view import FINISHED
 from app.lifecycle import feedback
+from app.predictions import jobs, submit
+from app.predictions.view import FINISHED
 from app.services import current_services
 
 blp = Blueprint("predictions", __name__, url_prefix="/v1", description="Submit and poll predictions")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from app.auth import SCOPES
+from app.access.auth import SCOPES
 from app.cli.common import cli_errors, db_cli, keys_cli
 from app.migrate import upgrade
 from app.services import current_services

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from app.cli.common import actor, cli_errors, logs_to_stderr, models_cli, read_table
-from app.lifecycle import traffic
+from app.registry import traffic
 from app.services import current_services
 
 
@@ -137,7 +137,7 @@ def models_history(name: str) -> None:
 )
 def models_card(name: str, version: int | None, output: str | None) -> None:
     """NAME's model card, in Markdown (with -o, its importance plot is written beside it)."""
-    from app.cards import card, plot
+    from app.lifecycle.cards import card, plot
 
     target = Path(output) if output else None
     plot_path = target.with_name(f"{target.stem}-importance.png") if target else None

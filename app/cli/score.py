@@ -10,7 +10,7 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from app import bulk, bulkfiles
+from app.batch_jobs import files, jobs, storage
 from app.cli.common import cli_errors, models_cli
 from app.services import current_services
 
@@ -35,12 +35,12 @@ def models_score(
     """Score the .csv or .parquet file PATH with NAME as a batch job (bulk workers do the work);
     write the result to OUTPUT (.parquet or .csv, by its suffix) when it finishes."""
     svc = current_services()
-    fmt = bulkfiles.SUFFIXES.get(Path(path).suffix.lower())
+    fmt = files.SUFFIXES.get(Path(path).suffix.lower())
     output_format = "csv" if Path(output).suffix.lower() == ".csv" else "parquet"
     if fmt is None:
         raise click.ClickException(f"{path} is neither .csv nor .parquet")
     with cli_errors():
-        job = bulk.create(
+        job = jobs.create(
             svc, name, Path(path), fmt, label=path, version=version, alias=alias,
             id_column=id_column, output_format=output_format,
         )  # fmt: skip
@@ -50,7 +50,7 @@ def models_score(
         job = _follow(svc, job, progress)
     if job["result"] is None:
         raise click.ClickException(f"batch job {job_id} {job['status']}: nothing to write ({job['error']})")
-    shutil.copyfile(bulk.result_file(svc, job_id, None)[0], output)
+    shutil.copyfile(jobs.result_file(svc, job_id, None)[0], output)
     click.echo(f"{name}: batch job {job_id} {job['status']}; {job['rows']['done']} rows written to {output}")
     if job["status"] != "succeeded":
         raise click.ClickException(f"{job['chunks']['failed']} chunks failed: {job['failed_chunks'][:3]}")
@@ -59,8 +59,8 @@ def models_score(
 def _follow(svc: Any, job: dict[str, Any], progress: bool) -> dict[str, Any]:
     """Poll a batch job until it finishes, moving a progress bar by the rows scored."""
     with tqdm(total=job["rows"]["total"], unit="rows", unit_scale=True, disable=not progress) as bar:
-        while job["status"] not in bulk.FINISHED:
+        while job["status"] not in storage.FINISHED:
             time.sleep(0.5)
-            job = bulk.get(svc, job["id"], None)
+            job = jobs.get(svc, job["id"], None)
             bar.update(job["rows"]["done"] - bar.n)
     return job

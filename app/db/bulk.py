@@ -19,7 +19,7 @@ from app.db.base import Base, utcnow
 
 
 class BulkJob(Base):
-    """A batch job: one file scored in chunks on the bulk queue (app/bulk.py, workers/bulk.py)."""
+    """A batch job: one file scored in chunks on the bulk queue (app/batch_jobs/jobs.py, workers/bulk.py)."""
 
     __tablename__ = "bulk_jobs"
 

@@ -30,7 +30,7 @@ class Model(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     traffic_policy: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    """Weights over aliases or versions, and a shadow (app/lifecycle/traffic.py); None: all to champion."""
+    """Weights over aliases or versions, and a shadow (app/registry/traffic.py); None: all to champion."""
     retrain_every_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     """Retrain on this schedule (beat); None: only on demand."""
     retrain_on_drift: Mapped[bool] = mapped_column(default=False, server_default="0")

@@ -22,15 +22,15 @@ from scipy import stats
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
+from app.access.auth import may_read
 from app.db import Feedback, Job, TrainingExample
 from app.errors import FeedbackConflict, InvalidInput, JobNotFound
-from app.job_view import JobStatus
-from app.jobs import may_read
 from app.lifecycle.training import quality_metrics
+from app.predictions.view import JobStatus
 from app.services import Services
 
 if TYPE_CHECKING:
-    from app.auth import Principal
+    from app.access.auth import Principal
 
 
 def record(svc: Services, job_id: str, labels: list[Any], reader: Principal | None = None) -> dict[str, Any]:

@@ -35,10 +35,14 @@ from sklearn.model_selection import train_test_split
 from app.lifecycle import evaluation
 from app.lifecycle.training_data import training_set
 from app.lifecycle.training_runs import claim, finish, run_record
-from app.rqueue import training_lock_key
 from app.services import Services
 
 log = logging.getLogger(__name__)
+
+
+def training_lock_key(name: str) -> str:
+    """The Redis lock one training run of a model holds: one run per model at a time."""
+    return f"predq:lock:train:{name}"
 
 
 def retrain(

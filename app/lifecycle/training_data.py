@@ -16,8 +16,8 @@ from sqlalchemy import func, insert, or_, select, update
 from app.db import TrainingExample, TrainingImport, newest_rows, utcnow
 from app.errors import InvalidInput, NotFound
 from app.lifecycle import evaluation
+from app.registry.signature import in_feature_order, rows_to_matrix
 from app.services import Services
-from app.signature import in_feature_order, rows_to_matrix
 
 
 def import_examples(svc: Services, name: str, table: Any, label: str, source: str = "") -> dict[str, Any]:

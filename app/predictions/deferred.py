@@ -1,4 +1,4 @@
-"""The deferred road: a submit that waits is queued before it has a row (see app/submit.py)."""
+"""The deferred road: a submit that waits is queued before it has a row (see app/predictions/submit.py)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,20 @@ from redis.exceptions import RedisError
 
 from app import logs
 from app.db import utcnow
-from app.job_view import job_view
-from app.jobs import read, wait_for, wake_worker
 from app.metrics import CACHE_MISSES
-from app.queue_items import encode_item
-from app.rqueue import RowQueue
+from app.predictions.items import encode_item
+from app.predictions.jobs import read, wait_for
+from app.predictions.queue import RowQueue, wake_worker
+from app.predictions.submission import (
+    Peek,
+    Submission,
+    decoded_outputs,
+    insert_if_absent,
+    job_record,
+    overloaded,
+)
+from app.predictions.view import job_view
 from app.services import Services
-from app.submission import Peek, Submission, decoded_outputs, insert_if_absent, job_record, overloaded
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.db import AliasEvent, Model, ModelAlias, ModelVersion, utcnow
 from app.errors import InvalidInput, ModelNotFound, VersionNotFound
-from app.lifecycle.versions import NAME, existing_name
+from app.registry.versions import NAME, existing_name
 
 
 def set_alias(engine: Engine, name: str, alias: str, version: int, actor: str, reason: str) -> None:

@@ -7,7 +7,7 @@ are sent but Retry-After, for the same reason. If Redis is down requests go thro
 are stored in the database and must still be accepted.
 
 A prediction submit sends its count to Redis in the same script call as its cache lookup
-and push (app/rqueue.py), on the same counters: the hook hands it a :class:`RateCharge`
+and push (app/predictions/queue.py), on the same counters: the hook hands it a :class:`RateCharge`
 instead of calling Redis, and counts it after the answer if the submit was refused before
 it reached Redis (a 404 or 422), so every request still counts once.
 
@@ -33,7 +33,7 @@ from limits import RateLimitItem, parse_many
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
-from app.auth import PROTECTED_PREFIX, current_principal
+from app.access.auth import PROTECTED_PREFIX, current_principal
 from app.config import Settings
 from app.errors import RateLimited
 

@@ -6,7 +6,7 @@ whose bytes no longer match the recorded digest.
 
 The Registry is what the rest of predq calls, and it caches what requests read (aliases,
 policies, loaded estimators). Writing is done beside it: registering a version and the
-artifact formats in app/lifecycle/registration.py, moving aliases in aliases.py.
+artifact formats in app/registry/registration.py, moving aliases in aliases.py.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from app.errors import (
     NothingToRollBack,
     VersionNotFound,
 )
-from app.lifecycle import aliases, registration, traffic
-from app.lifecycle.traffic import DEFAULT_POLICY, Policy
-from app.lifecycle.versions import DEFAULT_ALIAS, NAME, ServedVersion, existing_name
-from app.signature import feature_index
+from app.registry import aliases, registration, traffic
+from app.registry.signature import feature_index
+from app.registry.traffic import DEFAULT_POLICY, Policy
+from app.registry.versions import DEFAULT_ALIAS, NAME, ServedVersion, existing_name
 
 
 class Registry:

@@ -1,17 +1,8 @@
-"""Batch jobs, the API's side: a file in, checked and cut into chunks, one bulk task per chunk.
+"""Batch jobs, the API's side: a file in, checked and cut into chunks, one bulk task per
+chunk; a job's view, its cancellation and its result file (app/batch_jobs/__init__.py
+draws the whole road).
 
-A batch job scores a whole CSV or Parquet file. At submit the file (an upload, spooled to
-disk, or a path under BATCH_INPUT_ROOT) is checked and rewritten in chunks of
-BATCH_CHUNK_ROWS rows (app/bulkfiles.py); the job and one row per chunk are stored, then
-one Celery task per chunk goes to the ``bulk`` queue, which only bulk workers take, so
-online batches never wait behind a file. Workers (workers/bulk.py) score a chunk into a
-part file and the last one merges the parts into the result, in input order.
-
-On disk, under BATCH_ROOT/<job id>/: ``input.parquet`` (the rewritten input, until the
-job finishes), ``parts/part-NNNNNN.parquet`` (one per scored chunk, until merged) and
-``result.parquet`` or ``result.csv``.
-
-A job belongs to the API key that made it, as prediction jobs do (app/jobs.py).
+A job belongs to the API key that made it, as prediction jobs do (``may_read``).
 """
 
 from __future__ import annotations
@@ -23,36 +14,24 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import func, insert, select, update
 
-from app import bulkfiles
-from app.celery_app import SCORE_CHUNK
+from app.access.auth import may_read
+from app.batch_jobs import files
+from app.batch_jobs.storage import CHUNK_STATUSES, FINISHED, INPUT_FILE, job_dir, send_chunk
 from app.db import BulkChunk, BulkJob, utcnow
 from app.errors import BatchJobFinished, BatchJobNotFound, FileTooLarge, Forbidden, InvalidInput
-from app.jobs import may_read
 from app.services import Services
 
 if TYPE_CHECKING:
-    from app.auth import Principal
+    from app.access.auth import Principal
 
 log = logging.getLogger(__name__)
 
-FINISHED = ("succeeded", "partial", "failed", "cancelled")
-CHUNK_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 OUTPUT_FORMATS = ("parquet", "csv")
-INPUT_FILE = "input.parquet"
 _SPOOL_PIECE = 1 << 20
 #: Failed chunks listed in a job's view (the count is always there).
 _FAILED_SHOWN = 20
-
-
-def job_dir(settings: Any, job_id: uuid.UUID | str) -> Path:
-    return Path(settings.batch_root) / str(job_id)
-
-
-def part_path(directory: Path, index: int) -> Path:
-    return directory / "parts" / f"part-{index:06d}.parquet"
 
 
 def spool(stream: IO[bytes], target: Path, limit: int) -> int:
@@ -79,7 +58,7 @@ def server_file(settings: Any, raw: str) -> tuple[Path, str]:
         raise Forbidden(f"{raw!r} is outside BATCH_INPUT_ROOT", path=raw)
     if not path.is_file():
         raise InvalidInput(f"no file {raw!r} under BATCH_INPUT_ROOT", field="path")
-    fmt = bulkfiles.SUFFIXES.get(path.suffix.lower())
+    fmt = files.SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise InvalidInput(f"{raw!r} is not a .csv or .parquet file", field="path")
     if path.stat().st_size > settings.batch_max_bytes:
@@ -118,7 +97,7 @@ def create(
     directory = job_dir(settings, job_id)
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        normalized = bulkfiles.normalize(
+        normalized = files.normalize(
             source, fmt, directory / INPUT_FILE, served.signature, settings.batch_chunk_rows, id_column
         )
         chunk_sizes = [
@@ -156,17 +135,6 @@ def create(
         extra={"batch_job_id": str(job_id), "rows": normalized.rows},
     )
     return get(svc, str(job_id), None)
-
-
-def send_chunk(svc: Services, job_id: uuid.UUID, index: int, model: str, rows: int) -> bool:
-    """One bulk task for a chunk (the model and rows ride along so Flower shows them)."""
-    try:
-        svc.celery.send_task(SCORE_CHUNK, args=[str(job_id), index], kwargs={"model": model, "rows": rows})
-    except BrokerError as exc:
-        # The chunk is stored as queued: the sweeper sends it again (workers/bulk.py).
-        log.warning("could not queue chunk %d of batch job %s: %s", index, job_id, exc)
-        return False
-    return True
 
 
 def get(svc: Services, job_id: str, reader: Principal | None) -> dict[str, Any]:

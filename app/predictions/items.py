@@ -1,5 +1,5 @@
 """What the API and workers pass through Redis: queue items (one job's rows) and finished
-jobs' views, encoded here and nowhere else (app/rqueue.py keeps the keys and scripts).
+jobs' views, encoded here and nowhere else (app/predictions/queue.py keeps the keys and scripts).
 
 A queue item is one job's rows that still need the model, encoded as
 ``"<row count>|<json>"`` so the pop script can count rows without decoding JSON::
@@ -9,9 +9,9 @@ A queue item is one job's rows that still need the model, encoded as
      "t": enqueue unix time, "r": the submitting request's id (for logs) | null,
      "s": true when a shadow version scores the rows (outputs stored apart, never returned),
      "d": true when the job has no database row yet (the worker inserts it, see
-           app/submit_deferred.py),
+           app/predictions/deferred.py),
      "o": the id of the API key that owns the job | null,
-     "x": "predicted" or "all" when each row's explanation is asked for (app/explain.py) | null}
+     "x": "predicted" or "all" when each row's explanation is asked for (app/scoring/explain.py) | null}
 
 ``slots``/``pre`` are set only when part of the job was answered from the cache.
 

@@ -1,4 +1,4 @@
-"""The stored road: the job's row first, then its rows queued (see app/submit.py)."""
+"""The stored road: the job's row first, then its rows queued (see app/predictions/submit.py)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ from sqlalchemy.exc import IntegrityError
 from app import logs
 from app.db import Job, utcnow
 from app.errors import PredqError
-from app.idempotency import find_by_key, replay
-from app.job_view import JobStatus, job_view
-from app.jobs import enqueue, wait_for
-from app.lifecycle import traffic
 from app.metrics import CACHE_HITS, CACHE_MISSES, JOBS
-from app.queue_items import encode_item, encode_view
-from app.rqueue import RowQueue, result_key
+from app.predictions.idempotency import find_by_key, replay
+from app.predictions.items import encode_item, encode_view
+from app.predictions.jobs import wait_for
+from app.predictions.queue import RowQueue, enqueue, result_key
+from app.predictions.submission import Peek, Submission, decoded_outputs, job_record, overloaded
+from app.predictions.view import JobStatus, job_view
+from app.registry import traffic
 from app.services import Services
-from app.submission import Peek, Submission, decoded_outputs, job_record, overloaded
 
 log = logging.getLogger(__name__)
 

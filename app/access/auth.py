@@ -53,6 +53,12 @@ class Principal:
         return scope in self.scopes or "admin" in self.scopes
 
 
+def may_read(reader: Principal | None, owner: int | None) -> bool:
+    """Whether ``reader`` may see what ``owner`` submitted (a job, a batch job): with auth off
+    (no reader) and for admin keys everything, for other keys only their own."""
+    return reader is None or reader.key_id == owner or reader.allows("admin")
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -140,7 +146,7 @@ class ApiKeys:
 
 
 class LookupGuard(Protocol):
-    """What ApiKeys.authenticate tells before and after looking a token up (app/ratelimit.py)."""
+    """What ApiKeys.authenticate tells before and after looking a token up (app/access/ratelimit.py)."""
 
     def before_lookup(self) -> None: ...
 

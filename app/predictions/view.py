@@ -1,7 +1,7 @@
 """A prediction job's status and its public view: what the API answers and workers publish.
 
 Shared by both sides: the API builds the view of a job it stores or reads, a worker the
-view of a job it finished (handed to pollers through Redis, see app/rqueue.py).
+view of a job it finished (handed to pollers through Redis, see app/predictions/queue.py).
 """
 
 from __future__ import annotations

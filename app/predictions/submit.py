@@ -1,48 +1,29 @@
-"""Submitting prediction jobs: the API's side of the work, one function per road.
-
-Every submit is routed (the model's traffic policy picks a version unless the request
-names one) and validated first (``_route``, ``_validated``), then takes one of two roads:
-
-- **stored** (``submit_stored``, app/submit_stored.py): answers cached rows from Redis,
-  refuses work when the model's queue is too deep (backpressure), commits the job row to
-  the database (the source of truth: a 202 means it is stored), then pushes the remaining
-  rows onto the model version's Redis list and wakes a worker only if none is taking
-  batches from it.
-- **deferred** (``submit_deferred``, app/submit_deferred.py), for a submit that waits
-  (``?wait=S``) with none of its rows cached: one Redis call pushes its rows, and the
-  worker inserts the job row, outputs and all, in one statement for its whole batch.
-  Before the client hears of the job either the worker has stored it (the answer is the
-  finished job) or, when S passes first, the API stores it as queued (the answer is the
-  202). So every job a client is told of is in the database, and the common case costs
-  no database round trip in the API and one write per job instead of an insert and an
-  update.
-
-What both roads share is app/submission.py; Idempotency-Keys are app/idempotency.py;
-reading jobs back is app/jobs.py.
-"""
+"""A submit: routed (the model's traffic policy picks a version unless the request names
+one) and validated, then handed to its road, stored or deferred (the package's docstring
+draws both)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from app import bulkfiles
+from app.batch_jobs import files as bulkfiles
 from app.errors import ExplanationUnsupported, PayloadTooLarge
-from app.idempotency import find_by_key, owned_key, replay, request_hash_of
-from app.lifecycle import traffic
-from app.rqueue import cache_keys
+from app.predictions.deferred import submit_deferred
+from app.predictions.idempotency import find_by_key, owned_key, replay, request_hash_of
+from app.predictions.queue import cache_keys
+from app.predictions.stored import peek_at, submit_stored
+from app.predictions.submission import Submission
+from app.registry import traffic
+from app.registry.signature import largest_value, rows_to_matrix
 from app.services import Services
-from app.signature import largest_value, rows_to_matrix
-from app.submission import Submission
-from app.submit_deferred import submit_deferred
-from app.submit_stored import peek_at, submit_stored
 
 if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-    from app.lifecycle.versions import ServedVersion
-    from app.ratelimit import RateCharge
+    from app.access.ratelimit import RateCharge
+    from app.registry.versions import ServedVersion
 
 
 def submit(

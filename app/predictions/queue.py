@@ -1,23 +1,31 @@
-"""Redis keys, the Lua scripts, and the per-version row queue shared by the API (push) and
-workers (pop). What an item or a finished job's view holds is app/queue_items.py.
+"""The row queue: its Redis keys, its Lua scripts (``lua/`` beside this module), pushing an
+item and waking a worker, shared by the API (push) and workers (pop). What an item or a
+finished job's view holds is app/predictions/items.py.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from kombu.exceptions import OperationalError as BrokerError
 from redis import Redis
 from redis.commands.core import Script
+from redis.exceptions import RedisError
 
-from app.queue_items import QueuedRows, decode_item
+from app.celery_app import batch_task
+from app.predictions.items import QueuedRows, decode_item
 
 if TYPE_CHECKING:
-    from app.ratelimit import RateCharge
+    from app.access.ratelimit import RateCharge
+    from app.services import Services
+
+log = logging.getLogger(__name__)
 
 PREFIX = "predq"
 
@@ -46,11 +54,6 @@ def queued_versions(redis: Redis) -> list[tuple[str, int, bool]]:
 
 def active_key(name: str, version: int, explained: bool = False) -> str:
     return f"{PREFIX}:{'xactive' if explained else 'active'}:{name}:{version}"
-
-
-def training_lock_key(name: str) -> str:
-    """The lock one training run of a model holds (app/lifecycle/training.py): one run at a time."""
-    return f"{PREFIX}:lock:train:{name}"
 
 
 def result_key(job_id: str) -> str:
@@ -213,3 +216,31 @@ class RowQueue:
 
     def __len__(self) -> int:
         return int(self.redis.llen(self.key))
+
+
+# -- pushing and waking ------------------------------------------------------------
+
+
+def enqueue(svc: Services, name: str, version: int, item: bytes, *, explained: bool = False) -> None:
+    """Push rows and wake a worker when none holds the queue (no Celery message per request).
+
+    ``explained``: the item asks for explanations, and goes to the version's explained rows.
+    """
+    try:
+        woke = RowQueue(svc.redis, name, version, explained).push(item)
+    except RedisError as exc:
+        # The job is committed; the sweeper re-queues it from the database.
+        log.warning("could not queue job rows for %s v%s: %s", name, version, exc)
+        return
+    if woke:
+        wake_worker(svc, name, version, explained=explained)
+
+
+def wake_worker(svc: Services, name: str, version: int, *, explained: bool = False) -> None:
+    """Send a batch task for the version's rows (``explained``: its explained rows); the one
+    place predq sends it. A broker that cannot be reached is logged, not raised: the rows stay
+    queued and the sweeper wakes a worker for every non-empty queue."""
+    try:
+        svc.celery.send_task(batch_task(explained), args=[name, version])
+    except BrokerError as exc:
+        log.warning("could not wake a worker for %s v%s: %s", name, version, exc)

@@ -4,7 +4,7 @@
 models (its background is the version's reference sample, the training rows kept for
 drift checks, or when it has none all-zero features, so the base value is the
 intercept), and for a pipeline the explainer of its final step on the transformed
-features, which map one to one to the inputs (app/signature.py ``explainer_kind``).
+features, which map one to one to the inputs (app/registry/signature.py ``explainer_kind``).
 Explainers are built once per worker process and model version, like the model. shap is
 imported only when a batch asks for explanations (it takes seconds to import).
 

@@ -25,7 +25,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from app.errors import InvalidInput, PayloadTooLarge
-from app.signature import largest_value
+from app.registry.signature import largest_value
 
 #: Input formats, by the content type a client sends or the file's suffix.
 FORMATS = {"text/csv": "csv", "application/vnd.apache.parquet": "parquet", "application/x-parquet": "parquet"}

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from app.db import Job
 from app.errors import IdempotencyConflict
-from app.job_view import job_view
+from app.predictions.view import job_view
 from app.services import Services
 
 

@@ -12,28 +12,38 @@ from __future__ import annotations
 import hashlib
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import joblib
 import numpy as np
 import skops.io
 from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from app.db import Model, ModelVersion
 from app.errors import RegistryError
-from app.lifecycle.aliases import point_alias
-from app.lifecycle.versions import DEFAULT_ALIAS, NAME, ServedVersion
-from app.signature import feature_index, in_feature_order, signature_of
+from app.registry.aliases import point_alias
+from app.registry.signature import feature_index, in_feature_order, signature_of
+from app.registry.versions import DEFAULT_ALIAS, NAME, ServedVersion
 
-if TYPE_CHECKING:
-    from app.lifecycle.registry import Registry
+
+class ArtifactStore(Protocol):
+    """What registering needs of the registry (app/registry/registry.py's Registry is one):
+    its database, where artifacts go, and the rules a file must pass."""
+
+    engine: Engine
+    artifact_root: Path
+    allow_pickle: bool
+    skops_trusted_types: set[str]
+    reference_rows: int
+
 
 FORMATS = {".skops": "skops"}  # by file suffix; anything else is joblib
 
 
 def register(
-    registry: Registry,
+    registry: ArtifactStore,
     name: str,
     source: str | Path,
     *,

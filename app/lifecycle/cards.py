@@ -144,8 +144,8 @@ def _compute_importance(svc: Services, name: str, served: Any, estimator: Any) -
     reference = svc.registry.reference(name, served.version)
     if reference is None or not served.signature.get("explainer"):
         return None
-    from app.explain import explanations  # shap: only when a card asks
-    from app.inference import predict_arrays
+    from app.scoring.explain import explanations  # shap: only when a card asks
+    from app.scoring.inference import predict_arrays
 
     sample = reference[:500]
     predictions = predict_arrays(estimator, served.signature, sample)[0].tolist()

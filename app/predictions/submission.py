@@ -1,5 +1,5 @@
 """What both of a submit's roads share: the routed, validated request, what Redis holds
-for its rows, and the job row built from it (app/submit.py routes and validates)."""
+for its rows, and the job row built from it (app/predictions/submit.py routes and validates)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from sqlalchemy import Connection
 
 from app.db import Job, dialect_insert
 from app.errors import Overloaded
-from app.job_view import JobStatus
+from app.predictions.view import JobStatus
 
 if TYPE_CHECKING:
-    from app.lifecycle import traffic
-    from app.ratelimit import RateCharge
+    from app.access.ratelimit import RateCharge
+    from app.registry import traffic
 
 
 @dataclass(frozen=True)
