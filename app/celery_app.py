@@ -13,7 +13,7 @@ from typing import Any
 
 from celery import Celery, Task
 from flask import Flask
-from kombu import Queue
+from kombu.entity import Queue
 
 from app.config import Settings
 
@@ -73,7 +73,8 @@ def make_celery(settings: Settings, app: Flask | None = None) -> Celery:
         task_send_sent_event=True,
         # Without -Q a worker consumes every queue listed here.
         task_queues=[
-            Queue(q) for q in (INFERENCE_QUEUE, MAINTENANCE_QUEUE, TRAINING_QUEUE, BULK_QUEUE, EXPLAIN_QUEUE)
+            Queue(q)  # type: ignore[no-untyped-call]  # kombu's Queue is unannotated
+            for q in (INFERENCE_QUEUE, MAINTENANCE_QUEUE, TRAINING_QUEUE, BULK_QUEUE, EXPLAIN_QUEUE)
         ],
         task_default_queue=INFERENCE_QUEUE,
         task_routes={

@@ -36,6 +36,7 @@ import logging
 from typing import Any
 
 from flask import Flask
+from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -212,21 +213,21 @@ def http_exception_body(error: HTTPException) -> Any:
 
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(PredqError)
-    def _predq_error(error: PredqError):  # type: ignore[no-untyped-def]
+    def _predq_error(error: PredqError) -> ResponseReturnValue:
         if error.status >= 500:
             log.error("request failed: %s", error.message)
         return error.to_body(), error.status, error.headers()
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)
-    def _database_down(error: Exception):  # type: ignore[no-untyped-def]
+    def _database_down(error: Exception) -> ResponseReturnValue:
         # Wherever the database could not be reached: 503, never a 500 and never a 202.
         return _predq_error(
             ServiceUnavailable("the database is unavailable; try again shortly", cause=type(error).__name__)
         )
 
     @app.errorhandler(Exception)
-    def _unexpected(error: Exception):  # type: ignore[no-untyped-def]
+    def _unexpected(error: Exception) -> ResponseReturnValue:
         if isinstance(error, HTTPException):
             return http_exception_body(error)
         log.exception("unhandled error")

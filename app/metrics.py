@@ -82,7 +82,7 @@ def process_registry() -> CollectorRegistry:
     """Every process's counters and histograms: summed from the multiprocess directory if there is one."""
     registry = CollectorRegistry(auto_describe=False)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # unannotated upstream
     else:
         registry.register(_ThisProcess())
     return registry

@@ -51,7 +51,7 @@ def _choose_value_class_again() -> None:
     """
     values = sys.modules.get("prometheus_client.values")
     if values is not None:
-        values.ValueClass = values.get_value_class()
+        values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]  # set at import time
 
 
 def _alive(pid: int) -> bool:

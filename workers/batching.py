@@ -234,11 +234,12 @@ def explain_outcomes(
 ) -> list[list[Any] | Exception]:
     """Add each row's explanation to the outputs of the items that asked, in one shap call;
     when it fails, those items fail (the others keep their outputs)."""
-    asking = [i for i, item in enumerate(items) if item.explain and not isinstance(outcomes[i], Exception)]
+    asking = {i: outcome for i, (item, outcome) in enumerate(zip(items, outcomes, strict=True))
+              if item.explain and not isinstance(outcome, Exception)}  # fmt: skip
     if not asking:
         return outcomes
     rows = [row for i in asking for row in items[i].rows]
-    predictions = [output["prediction"] for i in asking for output in outcomes[i]]  # type: ignore[union-attr]
+    predictions = [output["prediction"] for outputs in asking.values() for output in outputs]
     every_class = [items[i].explain == "all" for i in asking for _ in items[i].rows]
     try:
         estimator, served = svc.registry.load(name, version)
@@ -252,13 +253,9 @@ def explain_outcomes(
         return [failure if i in asking else outcome for i, outcome in enumerate(outcomes)]
     explained = list(outcomes)
     offset = 0
-    for i in asking:
-        outputs = outcomes[i]
-        explained[i] = [
-            output | {"explanation": found[offset + j]}
-            for j, output in enumerate(outputs)  # type: ignore[arg-type]
-        ]
-        offset += len(outputs)  # type: ignore[arg-type]
+    for i, outputs in asking.items():
+        explained[i] = [output | {"explanation": found[offset + j]} for j, output in enumerate(outputs)]
+        offset += len(outputs)
     return explained
 
 

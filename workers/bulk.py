@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ def score_chunk(svc: Services, job_id: str, index: int) -> dict[str, Any]:
         return {"job": job_id, "chunk": index, "status": "skipped"}
     directory = storage.job_dir(svc.settings, parsed)
     tick = time.perf_counter()
+    error: dict[str, Any] | None
     try:
         estimator, served = svc.registry.load(job.model_name, job.model_version)
         matrix, ids = files.read_chunk(directory / storage.INPUT_FILE, index, served.signature)
@@ -95,7 +97,8 @@ def finish(svc: Services, job_id: uuid.UUID) -> str | None:
     """
     with svc.engine.connect() as conn:
         job = conn.execute(select(BulkJob.__table__).where(BulkJob.id == job_id)).first()
-        chunks = conn.execute(
+        # Rows typed Any: a column named "index" shadows the tuple method of that name.
+        chunks: Sequence[Any] = conn.execute(
             select(BulkChunk.index, BulkChunk.status)
             .where(BulkChunk.job_id == job_id)
             .order_by(BulkChunk.index)
@@ -158,7 +161,7 @@ def requeue_stuck_chunks(svc: Services) -> int:
             BulkChunk.queued_at < now - timedelta(seconds=settings.stuck_job_seconds)
         )
     with svc.engine.begin() as conn:
-        chunks = conn.execute(
+        chunks: Sequence[Any] = conn.execute(
             select(BulkChunk.job_id, BulkChunk.index, BulkChunk.rows, BulkJob.model_name)
             .join(BulkJob, BulkJob.id == BulkChunk.job_id)
             .where(stuck, BulkJob.status.in_(_UNFINISHED))
@@ -172,7 +175,7 @@ def requeue_stuck_chunks(svc: Services) -> int:
                 .values(queued_at=now)
             )
         # Every chunk done but the job not finished: the worker that was finishing it died.
-        unsettled = conn.execute(
+        unsettled_ids = conn.execute(
             select(BulkJob.id)
             .where(BulkJob.status.in_(_UNFINISHED))
             .where(
@@ -181,7 +184,7 @@ def requeue_stuck_chunks(svc: Services) -> int:
                 .exists()
             )
         ).scalars()
-        unsettled = list(unsettled)
+        unsettled = list(unsettled_ids)
     sent = sum(storage.send_chunk(svc, c.job_id, c.index, c.model_name, c.rows) for c in chunks)
     for job_id in unsettled:
         finish(svc, job_id)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
+from typing import cast
 
 from app.multiproc import use_multiprocess_metrics
 
@@ -25,7 +27,7 @@ from app.celery_app import BULK_QUEUE, EXPLAIN_QUEUE  # noqa: E402
 flask_app = create_app()
 celery = flask_app.extensions["celery"]
 
-from workers import tasks  # noqa: E402,F401  (registers the tasks on `celery`)
+from workers import sweeper, tasks  # noqa: E402,F401  (tasks registers the tasks on `celery`)
 
 
 @setup_logging.connect
@@ -43,7 +45,7 @@ def _bulk_worker_yields_the_cpu(options: dict[str, object] | None = None, **_: o
     # niced, its pool processes too (they inherit it): on shared cores the online batches
     # get the CPU first.
     queues = (options or {}).get("queues") or []
-    names = queues.split(",") if isinstance(queues, str) else list(queues)  # type: ignore[call-overload]
+    names = queues.split(",") if isinstance(queues, str) else [str(q) for q in cast(Iterable[object], queues)]
     nice = flask_app.extensions["predq"].settings.bulk_worker_nice
     if names and set(names) <= {BULK_QUEUE, EXPLAIN_QUEUE} and nice > 0:
         os.nice(nice)
@@ -88,6 +90,6 @@ def _drain_leftovers(**_: object) -> None:
     # Rows queued while no worker ran (or whose task message was lost) start now, not
     # at the next sweep.
     try:
-        tasks.sweeper.wake_workers(flask_app.extensions["predq"])
+        sweeper.wake_workers(flask_app.extensions["predq"])
     except Exception:
         logging.getLogger(__name__).exception("could not wake workers for queued rows")

@@ -30,7 +30,7 @@ from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 from limits import RateLimitItem, parse_many
-from limits.storage import storage_from_string
+from limits.storage import RedisStorage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from app.access.auth import PROTECTED_PREFIX, current_principal
@@ -75,6 +75,8 @@ class RateLimits:
     def __init__(self, redis_url: str) -> None:
         # One connection pool per process, the same way our own Redis clients are built.
         storage = storage_from_string(redis_url, health_check_interval=30)
+        # A redis:// URL gives RedisStorage, whose keys the submit script counts on directly.
+        assert isinstance(storage, RedisStorage), f"rate limits need Redis, not {type(storage).__name__}"
         self._storage = storage
         self._limiter = FixedWindowRateLimiter(storage)
         self._storage_errors = storage.base_exceptions

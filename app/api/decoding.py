@@ -153,7 +153,10 @@ def prediction_request(body: bytes) -> PredictionRequest:
         loose = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise MalformedJSON("request body is not valid JSON", reason=str(exc)[:200]) from None
-    return _convert(loose, PredictionRequest, "request body does not match the schema", strict=True)
+    checked: PredictionRequest = _convert(
+        loose, PredictionRequest, "request body does not match the schema", strict=True
+    )
+    return checked
 
 
 def wait_seconds(raw: str | None) -> float:
@@ -165,7 +168,8 @@ def idempotency_key(raw: str | None) -> str | None:
     """The ``Idempotency-Key`` header, or None; 422 when empty or longer than 200 characters."""
     if raw is None:
         return None
-    return _convert(raw, IdempotencyKey, "header 'Idempotency-Key' is invalid", "Idempotency-Key")
+    key: str = _convert(raw, IdempotencyKey, "header 'Idempotency-Key' is invalid", "Idempotency-Key")
+    return key
 
 
 def _convert(value: Any, type_: Any, message: str, field: str | None = None, *, strict: bool = False) -> Any:

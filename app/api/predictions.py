@@ -47,11 +47,12 @@ def submit_prediction(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     svc = current_services()
     wait = decoding.wait_seconds(request.args.get("wait"))
     idempotency_key = decoding.idempotency_key(request.headers.get("Idempotency-Key"))
+    body: decoding.PredictionRequest | decoding.ArrowOptions
     if request.mimetype == decoding.ARROW_STREAM:
         inputs, body = decoding.arrow_request(decoding.body_of(request), request.args.to_dict())
     else:
-        body = decoding.prediction_request(decoding.body_of(request))
-        inputs = body.inputs
+        json_body = decoding.prediction_request(decoding.body_of(request))
+        inputs, body = json_body.inputs, json_body
     view = submit.submit(
         svc,
         name,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -157,7 +158,7 @@ def get(svc: Services, job_id: str, reader: Principal | None) -> dict[str, Any]:
     return view(job, counts, rows, failed)
 
 
-def view(job: Any, counts: dict[str, int], rows: dict[str, int], failed: list[Any]) -> dict[str, Any]:
+def view(job: Any, counts: dict[str, int], rows: dict[str, int], failed: Sequence[Any]) -> dict[str, Any]:
     """The public JSON of a batch job, from its row and its chunks' counts and rows by status
     (``failed``: the first failed chunks, shown)."""
     rows_done = rows.get("succeeded", 0)

@@ -61,7 +61,7 @@ def compare(
     thresholds: DriftThresholds = DriftThresholds(),  # noqa: B008 (frozen, never mutated)
 ) -> dict[str, Any]:
     """Per-feature KS and PSI, and whether the window as a whole drifted."""
-    features = []
+    features: list[dict[str, Any]] = []
     for j, name in enumerate(names):
         ks = ks_2samp(reference[:, j], window[:, j])
         score = psi(reference[:, j], window[:, j])

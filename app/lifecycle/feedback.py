@@ -141,6 +141,7 @@ def ab_report(svc: Services, name: str, a: int, b: int) -> dict[str, Any]:
             f"not enough data: {' and '.join(short)} labeled rows; at least {minimum} per version are needed"
         )
     else:
+        assert test is not None, "a test runs whenever both versions have enough rows"
         better = "higher" if task == "classification" else "lower"
         leader = a if (report["a"]["value"] > report["b"]["value"]) == (task == "classification") else b
         significance = "significant" if test["p_value"] < 0.05 else "not significant"

@@ -134,7 +134,7 @@ def training_set(svc: Services, name: str) -> tuple[np.ndarray, np.ndarray, dict
             .order_by(TrainingExample.id.desc())
             .limit(svc.settings.training_window_rows)
         ).all()
-    rows.reverse()
+    rows = list(reversed(rows))
     x = np.asarray([r.features for r in rows], dtype=np.float64)
     y = np.asarray([r.label for r in rows])
     window = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from redis.exceptions import RedisError
 from sqlalchemy import select
@@ -54,11 +54,12 @@ def wait_for(svc: Services, job_id: str, seconds: float) -> dict[str, Any] | Non
     """
     key = done_key(job_id)
     try:
-        raw = svc.redis_wait.blmove(key, key, seconds, "LEFT", "RIGHT")
+        # Redis takes a fractional timeout; redis-py annotates it as int.
+        raw = svc.redis_wait.blmove(key, key, seconds, "LEFT", "RIGHT")  # type: ignore[arg-type]
     except RedisError as exc:
         log.warning("long-poll for %s fell back to one read: %s", job_id, exc)
         return None
-    return decode_view(raw)[1] if raw is not None else None
+    return decode_view(cast(bytes, raw))[1] if raw is not None else None
 
 
 def read(svc: Services, job_id: uuid.UUID, reader: Principal | None) -> dict[str, Any]:
@@ -67,7 +68,7 @@ def read(svc: Services, job_id: uuid.UUID, reader: Principal | None) -> dict[str
     try:
         raw = svc.redis.get(result_key(str(job_id)))
         if raw is not None:
-            found = decode_view(raw)
+            found = decode_view(cast(bytes, raw))
     except RedisError:
         pass
     if found is None:

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from kombu.exceptions import OperationalError as BrokerError
@@ -95,7 +95,7 @@ def _script(file_name: str) -> Script:
     # Built once per process: redis-py's register_script hashes the source on every call,
     # and the queue scripts run several times per batch. Given bytes, Script needs no
     # client until it is called with one.
-    return Script(None, (LUA / file_name).read_bytes())  # type: ignore[arg-type]
+    return Script(None, (LUA / file_name).read_bytes())  # type: ignore[arg-type]  # a client comes per call
 
 
 # A worker that is taking batches from a queue holds its "active" key; a push that finds
@@ -106,7 +106,7 @@ def _script(file_name: str) -> Script:
 # task per push); the sweeper wakes a worker for any queue left non-empty.
 ACTIVE_TTL_SECONDS = 10
 
-# What each does: the top of its file (app/lua/).
+# What each does: the top of its file (lua/, beside this module).
 _ADMIT = _script("admit.lua")
 _POP_BATCH = _script("pop_batch.lua")
 _PUBLISH = _script("publish.lua")
@@ -130,7 +130,14 @@ def publish_results(
     keys = list(cache)
     for job_id in views:
         keys += [result_key(job_id), done_key(job_id)]
-    args = [cache_ttl, result_ttl, DONE_TTL_SECONDS, len(cache), *cache.values(), *views.values()]
+    args: list[bytes | int] = [
+        cache_ttl,
+        result_ttl,
+        DONE_TTL_SECONDS,
+        len(cache),
+        *cache.values(),
+        *views.values(),
+    ]
     _PUBLISH(keys=keys, args=args, client=redis)
 
 
@@ -212,7 +219,7 @@ class RowQueue:
     def wait_for_item(self, seconds: float) -> QueuedRows | None:
         """Block up to ``seconds`` for the next item; the caller keeps holding the queue."""
         popped = self.redis.blpop([self.key], timeout=seconds)
-        return decode_item(popped[1]) if popped else None
+        return decode_item(cast(bytes, popped[1])) if popped else None
 
     def __len__(self) -> int:
         return int(self.redis.llen(self.key))

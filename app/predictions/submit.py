@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from app.batch_jobs import files as bulkfiles
+from app.batch_jobs import files
 from app.errors import ExplanationUnsupported, PayloadTooLarge
 from app.predictions.deferred import submit_deferred
 from app.predictions.idempotency import find_by_key, owned_key, replay, request_hash_of
@@ -78,7 +78,8 @@ def submit(
         deferred = submit_deferred(svc, sub)
         if deferred.view is not None:
             return deferred.view
-        peek = deferred.peek  # set whenever the view is not
+        assert deferred.peek is not None, "a Deferred without a view carries a peek"
+        peek = deferred.peek
     else:
         peek = peek_at(svc, sub)
     return submit_stored(svc, sub, peek)
@@ -116,7 +117,7 @@ def _validated(
         n_rows = len(inputs) if isinstance(inputs, list) else inputs.num_rows
         _check_explained_rows(n_rows, svc.settings.explain_max_rows)
     if not isinstance(inputs, list):  # an Arrow table: its columns are the features
-        return bulkfiles.table_matrix(inputs, served.signature, svc.settings.max_rows_per_request), None
+        return files.table_matrix(inputs, served.signature, svc.settings.max_rows_per_request), None
     signature = served.signature
     matrix = rows_to_matrix(
         inputs,

@@ -35,7 +35,8 @@ def predict_by_job(
         return predict_by_job(estimator, signature, matrix[:cut], sizes[:half]) + predict_by_job(
             estimator, signature, matrix[cut:], sizes[half:]
         )
-    per_job, offset = [], 0
+    per_job: list[list[dict[str, Any]] | Exception] = []
+    offset = 0
     for size in sizes:
         per_job.append(outputs[offset : offset + size])
         offset += size
@@ -61,7 +62,7 @@ def predict_arrays(
     signature's class order) for a probabilistic classifier, else None.
 
     Online batches shape these as JSON outputs (:func:`predict_outputs`), bulk chunks
-    write them as Parquet columns (app/bulk/scoring.py). ``prediction`` equals
+    write them as Parquet columns (workers/bulk.py). ``prediction`` equals
     ``estimator.predict`` exactly: it is computed by ``predict`` unless the estimator's own
     predict is the argmax of its probabilities (forests, trees), where computing it from
     the one predict_proba call saves running the model twice.
