@@ -50,7 +50,8 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 TUTORIAL_BROKER_URL = os.environ.get("BENCH_TUTORIAL_BROKER_URL", "redis://127.0.0.1:6379/11")
 MODEL = "bench"
 _SEEDS = itertools.count(1)
-PORT = 8470
+# The API (and each peer) listens here; BENCH_PORT lets two benchmarks run side by side.
+PORT = int(os.environ.get("BENCH_PORT", "8470"))
 
 
 @dataclass

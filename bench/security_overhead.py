@@ -13,6 +13,7 @@ wall time on a shared machine) and of the mean wall time, and the differences.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -31,7 +32,7 @@ from app.predictions.queue import cache_keys
 from scripts.local import scratch_database
 
 ADMIN_URL = "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/11"
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
 ROW = [5.1, 3.5, 1.4, 0.2]
 
 
