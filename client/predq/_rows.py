@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
+
+from predq.types import Output
 
 EXPLAIN_CHOICES = (False, True, "all")
 
@@ -33,9 +35,9 @@ def to_inputs(rows: Any) -> list[Any]:
     """The JSON rows: a DataFrame's rows as objects keyed by column (its columns are the
     model's feature names), an array's as lists, lists and dicts as they are."""
     if is_frame(rows):
-        return rows.to_dict(orient="records")
+        return cast("list[Any]", rows.to_dict(orient="records"))
     if hasattr(rows, "tolist") and not isinstance(rows, list):
-        return rows.tolist()
+        return cast("list[Any]", rows.tolist())
     return list(rows)
 
 
@@ -57,24 +59,11 @@ def submit_request(inputs: list[Any], options: SubmitOptions, hold: float) -> di
     }
 
 
-def rows_per_request(client: Any, options: SubmitOptions) -> int:
-    """How many rows one request of ``client`` (either client) carries; explained ones have their own cap."""
-    return client.max_explained_rows if options.explain else client.max_rows
-
-
-def take_fewer_rows(client: Any, options: SubmitOptions, limit: int) -> None:
-    """The server said it takes ``limit`` rows per request of this kind: split by it from now on."""
-    if options.explain:
-        client.max_explained_rows = limit
-    else:
-        client.max_rows = limit
-
-
 def split(inputs: list[Any], size: int) -> list[list[Any]]:
     return [inputs[i : i + size] for i in range(0, len(inputs), size)] or [[]]
 
 
-def to_frame(outputs: list[dict[str, Any]], index: Any) -> Any:
+def to_frame(outputs: list[Output], index: Any) -> Any:
     """Outputs as a DataFrame aligned to ``index``: ``prediction``, then ``probability_<class>``
     columns, then (when asked for) ``explanation``, each row's as the server sent it."""
     import pandas as pd

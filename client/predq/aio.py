@@ -1,85 +1,43 @@
 """``predq.AsyncClient``: the predictions side of ``predq.Client`` for asyncio code.
 
-The same deadline, Idempotency-Key and retry rules (predq/_policy.py); the registry's
-admin verbs and ``score_file`` are on the synchronous client.
+The same configuration, deadline, Idempotency-Key and retry rules (predq/_base.py,
+predq/_policy.py); the registry's admin verbs and ``score_file`` are on the synchronous client.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
 from predq import _rows
-from predq._policy import Backoff, Deadline, error_of, give_up, retryable
-from predq.client import FINISHED, default_url
-from predq.errors import DeadlineExceeded, InvalidInput, JobFailed
-from predq.types import JobView, Model, Output
+from predq._base import CALL_ERRORS, BaseClient, BaseJob, HttpConfig, Submission
+from predq._policy import Deadline
+from predq.errors import InvalidInput
+from predq.types import Model, Output
 
 
-class AsyncJob:
-    def __init__(self, client: AsyncClient, view: JobView) -> None:
-        self.client = client
-        self.view = view
-        self.id: str = view["id"]
-
+class AsyncJob(BaseJob["AsyncClient"]):
     async def status(self) -> str:
-        self.view = await self.client._json(
-            "GET", f"/v1/predictions/{self.id}", Deadline(self.client.timeout)
-        )
+        self.view = await self.client._json("GET", self._path)
         return self.view["status"]
 
     async def result(self, timeout: float | None = None) -> list[Output]:
-        deadline = Deadline(self.client.timeout if timeout is None else timeout)
-        while self.view["status"] not in FINISHED:
-            if deadline.remaining() <= 0.1:
-                raise DeadlineExceeded(
-                    f"job {self.id} is still {self.view['status']} after {deadline.seconds:g} s",
-                    code="deadline_exceeded",
-                    details={"job_id": self.id},
-                )
+        deadline = self.client._deadline(timeout)
+        while self._waiting(deadline):
             hold, asked_at = deadline.hold(30), time.monotonic()
-            self.view = await self.client._json(
-                "GET", f"/v1/predictions/{self.id}", deadline, params={"wait": hold}
-            )
-            if self.view["status"] not in FINISHED and time.monotonic() - asked_at < hold / 2:
-                # The server could not hold the poll (its Redis is down): poll, but not in a tight loop.
-                await asyncio.sleep(min(0.25, deadline.remaining()))
-        if self.view["status"] == "failed":
-            raise JobFailed(self.view)
-        return self.view["outputs"] or []
+            self.view = await self.client._json("GET", self._path, deadline, params={"wait": hold})
+            await asyncio.sleep(self._pause(hold, asked_at, deadline))
+        return self._outputs()
 
 
-class AsyncClient:
+class AsyncClient(BaseClient[httpx.AsyncClient, httpx.AsyncBaseTransport]):
     """As ``predq.Client``: ``async with AsyncClient(url, key) as client: await client.predict(...)``."""
 
-    def __init__(
-        self,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        *,
-        timeout: float = 60.0,
-        max_rows: int = 1000,
-        max_explained_rows: int = 100,
-        max_concurrency: int = 8,
-        backoff: Backoff | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        api_key = api_key if api_key is not None else os.environ.get("PREDQ_API_KEY")
-        self.timeout = timeout
-        self.max_rows = max_rows
-        self.max_explained_rows = max_explained_rows
-        self.max_concurrency = max_concurrency
-        self.backoff = backoff or Backoff()
-        self._http = httpx.AsyncClient(
-            base_url=base_url or default_url(),
-            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
-            limits=httpx.Limits(max_connections=max(10, max_concurrency * 2)),
-            transport=transport,
-        )
+    def _open(self, config: HttpConfig, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+        return httpx.AsyncClient(**config, transport=transport)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -102,28 +60,25 @@ class AsyncClient:
         wait: float = 30.0,
         timeout: float | None = None,
     ) -> Any:
-        deadline = Deadline(self.timeout if timeout is None else timeout)
-        inputs = _rows.to_inputs(rows)
         options = _rows.SubmitOptions(version, alias, routing_key, explain=explain)
+        submission = self._submission(model, rows, options, wait, timeout)
+        try:
+            return submission.answer(await self._in_parts(submission))
+        except InvalidInput as exc:
+            self._take_fewer_rows(exc, options)
+            return submission.answer(await self._in_parts(submission))
+
+    async def _in_parts(self, submission: Submission) -> list[Output]:
+        """The outputs of every part, ``max_concurrency`` parts at a time, in order."""
         gate = asyncio.Semaphore(self.max_concurrency)
 
-        async def one(part: list[Any]) -> list[dict[str, Any]]:
+        async def one(part: list[Any]) -> list[Output]:
             async with gate:
-                job = await self._submit(model, part, options, wait, deadline)
-                return await job.result(deadline.remaining())
+                job = await self._submit(submission, part)
+                return await job.result(submission.deadline.remaining())
 
-        async def in_parts() -> list[Any]:
-            parts = _rows.split(inputs, _rows.rows_per_request(self, options))
-            return [o for part in await asyncio.gather(*(one(p) for p in parts)) for o in part]
-
-        try:
-            outputs = await in_parts()
-        except InvalidInput as exc:
-            if not _rows.fewer_rows_allowed(exc, _rows.rows_per_request(self, options)):
-                raise
-            _rows.take_fewer_rows(self, options, exc.details["limit"])
-            outputs = await in_parts()
-        return _rows.to_frame(outputs, rows.index) if _rows.is_frame(rows) else outputs
+        parts = await asyncio.gather(*(one(part) for part in self._parts(submission)))
+        return [o for part_outputs in parts for o in part_outputs]
 
     async def submit(
         self,
@@ -138,40 +93,31 @@ class AsyncClient:
         wait: float = 0.0,
         timeout: float | None = None,
     ) -> AsyncJob:
-        deadline = Deadline(self.timeout if timeout is None else timeout)
         options = _rows.SubmitOptions(version, alias, routing_key, idempotency_key, explain)
-        return await self._submit(model, _rows.to_inputs(rows), options, wait, deadline)
+        submission = self._submission(model, rows, options, wait, timeout)
+        return await self._submit(submission, submission.inputs)
 
     async def job(self, job_id: str) -> AsyncJob:
-        return AsyncJob(self, await self._json("GET", f"/v1/predictions/{job_id}", Deadline(self.timeout)))
+        return AsyncJob(self, await self._json("GET", f"/v1/predictions/{job_id}"))
 
     async def models(self) -> list[Model]:
-        return (await self._json("GET", "/v1/models", Deadline(self.timeout)))["models"]
+        return cast("list[Model]", (await self._json("GET", "/v1/models"))["models"])
 
     async def model(self, name: str) -> Model:
-        return await self._json("GET", f"/v1/models/{name}", Deadline(self.timeout))
+        return cast(Model, await self._json("GET", f"/v1/models/{name}"))
 
-    async def _submit(
-        self, model: str, inputs: list[Any], options: _rows.SubmitOptions, wait: float, deadline: Deadline
-    ) -> AsyncJob:
-        request = _rows.submit_request(inputs, options, deadline.hold(wait) if wait > 0 else 0)
-        return AsyncJob(
-            self, await self._json("POST", f"/v1/models/{model}/predictions", deadline, **request)
-        )
+    async def _submit(self, submission: Submission, inputs: list[Any]) -> AsyncJob:
+        view = await self._json("POST", submission.path, submission.deadline, **submission.request(inputs))
+        return AsyncJob(self, view)
 
-    async def _json(self, method: str, path: str, deadline: Deadline, **request: Any) -> Any:
+    async def _json(self, method: str, path: str, deadline: Deadline | None = None, **request: Any) -> Any:
+        deadline = deadline or self._deadline()
         attempt = 0
         while True:
             try:
                 response = await self._http.request(method, path, timeout=deadline.timeout(), **request)
-            except httpx.TransportError as exc:
-                error: BaseException = exc
-            else:
-                if response.status_code < 400:
-                    return response.json()
-                error = error_of(response)
-            delay = self.backoff.delay(attempt, error)
-            if not retryable(error, transport_retries=True) or delay >= deadline.remaining():
-                raise give_up(error, deadline) from None
+                return self._read(response)
+            except CALL_ERRORS as error:
+                delay = self._retry_delay(attempt, error, deadline, transport_retries=True)
             await asyncio.sleep(delay)
             attempt += 1

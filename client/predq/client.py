@@ -9,23 +9,22 @@ errors and other ``5xx`` with jittered exponential backoff; other ``4xx`` raise 
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import as_completed as futures_completed
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
 from predq import _rows
-from predq._policy import Backoff, Deadline, error_of, give_up, retryable
+from predq._base import CALL_ERRORS, BaseClient, BaseJob, HttpConfig, Submission
+from predq._policy import Deadline, error_of
 from predq.errors import DeadlineExceeded, InvalidInput, JobFailed
-from predq.types import BatchJob, DriftReport, FeedbackRecorded, JobView, Model, Output, Quality
+from predq.types import BatchJob, DriftReport, FeedbackRecorded, Model, Output, Quality
 
-FINISHED = ("succeeded", "failed")
 BATCH_FINISHED = ("succeeded", "partial", "failed", "cancelled")
 _FILE_TYPES = {
     ".csv": "text/csv",
@@ -34,46 +33,22 @@ _FILE_TYPES = {
 }
 
 
-def default_url() -> str:
-    return os.environ.get("PREDQ_URL", "http://127.0.0.1:8000")
-
-
-class Job:
+class Job(BaseJob["Client"]):
     """A submitted prediction job: ``result()`` waits for its outputs."""
-
-    def __init__(self, client: Client, view: JobView) -> None:
-        self.client = client
-        self.view = view
-        self.id: str = view["id"]
-
-    def __repr__(self) -> str:
-        return f"<Job {self.id} {self.view['status']}>"
 
     def status(self) -> str:
         """The job's status now (one request)."""
-        self.view = self.client._json("GET", f"/v1/predictions/{self.id}", Deadline(self.client.timeout))
+        self.view = self.client._json("GET", self._path)
         return self.view["status"]
 
     def result(self, timeout: float | None = None) -> list[Output]:
         """The outputs once the job finishes; JobFailed if it failed, DeadlineExceeded after ``timeout``."""
-        deadline = Deadline(self.client.timeout if timeout is None else timeout)
-        while self.view["status"] not in FINISHED:
-            if deadline.remaining() <= 0.1:
-                raise DeadlineExceeded(
-                    f"job {self.id} is still {self.view['status']} after {deadline.seconds:g} s",
-                    code="deadline_exceeded",
-                    details={"job_id": self.id},
-                )
+        deadline = self.client._deadline(timeout)
+        while self._waiting(deadline):
             hold, asked_at = deadline.hold(30), time.monotonic()
-            self.view = self.client._json(
-                "GET", f"/v1/predictions/{self.id}", deadline, params={"wait": hold}
-            )
-            if self.view["status"] not in FINISHED and time.monotonic() - asked_at < hold / 2:
-                # The server could not hold the poll (its Redis is down): poll, but not in a tight loop.
-                time.sleep(min(0.25, deadline.remaining()))
-        if self.view["status"] == "failed":
-            raise JobFailed(self.view)
-        return self.view["outputs"]
+            self.view = self.client._json("GET", self._path, deadline, params={"wait": hold})
+            time.sleep(self._pause(hold, asked_at, deadline))
+        return self._outputs()
 
 
 def wait_all(jobs: Iterable[Job], timeout: float | None = None) -> list[list[Output]]:
@@ -103,7 +78,7 @@ def _settle(job: Job, deadline: Deadline) -> None:
         pass  # finished all the same: its result() raises it to the caller
 
 
-class Client:
+class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
     """A predq server: ``Client(base_url, api_key)``; both default to PREDQ_URL and PREDQ_API_KEY.
 
     ``timeout`` is each call's deadline in seconds; ``max_rows`` the rows per request
@@ -113,30 +88,8 @@ class Client:
     ``httpx.WSGITransport`` for an app in this process).
     """
 
-    def __init__(
-        self,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        *,
-        timeout: float = 60.0,
-        max_rows: int = 1000,
-        max_explained_rows: int = 100,
-        max_concurrency: int = 8,
-        backoff: Backoff | None = None,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        api_key = api_key if api_key is not None else os.environ.get("PREDQ_API_KEY")
-        self.timeout = timeout
-        self.max_rows = max_rows
-        self.max_explained_rows = max_explained_rows
-        self.max_concurrency = max_concurrency
-        self.backoff = backoff or Backoff()
-        self._http = httpx.Client(
-            base_url=base_url or default_url(),
-            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
-            limits=httpx.Limits(max_connections=max(10, max_concurrency * 2)),
-            transport=transport,
-        )
+    def _open(self, config: HttpConfig, transport: httpx.BaseTransport | None) -> httpx.Client:
+        return httpx.Client(**config, transport=transport)
 
     def __enter__(self) -> Client:
         return self
@@ -168,25 +121,21 @@ class Client:
         adds each row's explanation (a DataFrame gets an ``explanation`` column), "all"
         every class's too.
         """
-        deadline = Deadline(self.timeout if timeout is None else timeout)
-        inputs = _rows.to_inputs(rows)
         options = _rows.SubmitOptions(version, alias, routing_key, explain=explain)
-
-        def one(part: list[Any]) -> list[dict[str, Any]]:
-            return self._submit(model, part, options, wait, deadline).result(deadline.remaining())
-
+        submission = self._submission(model, rows, options, wait, timeout)
         try:
-            outputs = self._in_parts(inputs, one, _rows.rows_per_request(self, options))
+            return submission.answer(self._in_parts(submission))
         except InvalidInput as exc:
-            if not _rows.fewer_rows_allowed(exc, _rows.rows_per_request(self, options)):
-                raise
-            _rows.take_fewer_rows(self, options, exc.details["limit"])
-            outputs = self._in_parts(inputs, one, _rows.rows_per_request(self, options))
-        return _rows.to_frame(outputs, rows.index) if _rows.is_frame(rows) else outputs
+            self._take_fewer_rows(exc, options)
+            return submission.answer(self._in_parts(submission))
 
-    def _in_parts(self, inputs: list[Any], one: Callable[[list[Any]], list[Any]], size: int) -> list[Any]:
-        """``one`` over requests of at most ``size`` rows, ``max_concurrency`` at a time, in order."""
-        parts = _rows.split(inputs, size)
+    def _in_parts(self, submission: Submission) -> list[Output]:
+        """The outputs of every part, ``max_concurrency`` parts at a time, in order."""
+
+        def one(part: list[Any]) -> list[Output]:
+            return self._submit(submission, part).result(submission.deadline.remaining())
+
+        parts = self._parts(submission)
         if len(parts) == 1:
             return one(parts[0])
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
@@ -206,19 +155,17 @@ class Client:
         timeout: float | None = None,
     ) -> Job:
         """Submit one job (at most the server's rows per request) and return its handle."""
-        deadline = Deadline(self.timeout if timeout is None else timeout)
         options = _rows.SubmitOptions(version, alias, routing_key, idempotency_key, explain)
-        return self._submit(model, _rows.to_inputs(rows), options, wait, deadline)
+        submission = self._submission(model, rows, options, wait, timeout)
+        return self._submit(submission, submission.inputs)
 
     def job(self, job_id: str) -> Job:
         """A handle on a job submitted earlier (by this key)."""
-        return Job(self, self._json("GET", f"/v1/predictions/{job_id}", Deadline(self.timeout)))
+        return Job(self, self._json("GET", f"/v1/predictions/{job_id}"))
 
-    def _submit(
-        self, model: str, inputs: list[Any], options: _rows.SubmitOptions, wait: float, deadline: Deadline
-    ) -> Job:
-        request = _rows.submit_request(inputs, options, deadline.hold(wait) if wait > 0 else 0)
-        return Job(self, self._json("POST", f"/v1/models/{model}/predictions", deadline, **request))
+    def _submit(self, submission: Submission, inputs: list[Any]) -> Job:
+        view = self._json("POST", submission.path, submission.deadline, **submission.request(inputs))
+        return Job(self, view)
 
     # -- batch jobs -------------------------------------------------------------------------
 
@@ -250,7 +197,7 @@ class Client:
         with open(path, "rb") as body:
             # No Idempotency-Key for batch jobs: only a request that never reached the
             # server (a connection refused) is sent again, rewound.
-            job = self._json(
+            job: BatchJob = self._json(
                 "POST",
                 f"/v1/models/{model}/batch-jobs",
                 deadline,
@@ -272,12 +219,12 @@ class Client:
         return job
 
     def batch_job(self, job_id: str) -> BatchJob:
-        return self._json("GET", f"/v1/batch-jobs/{job_id}", Deadline(self.timeout))
+        return cast(BatchJob, self._json("GET", f"/v1/batch-jobs/{job_id}"))
 
     def cancel_batch_job(self, job_id: str) -> BatchJob:
-        return self._json("DELETE", f"/v1/batch-jobs/{job_id}", Deadline(self.timeout))
+        return cast(BatchJob, self._json("DELETE", f"/v1/batch-jobs/{job_id}"))
 
-    def _follow(self, job: dict[str, Any], deadline: Deadline, progress: bool, poll: float) -> dict[str, Any]:
+    def _follow(self, job: BatchJob, deadline: Deadline, progress: bool, poll: float) -> BatchJob:
         bar = _progress(job["rows"]["total"], progress)
         try:
             while job["status"] not in BATCH_FINISHED:
@@ -286,7 +233,7 @@ class Client:
                         f"batch job {job['id']} is still {job['status']}", code="deadline_exceeded"
                     )
                 time.sleep(poll)
-                job = self._json("GET", f"/v1/batch-jobs/{job['id']}", Deadline(self.timeout))
+                job = self.batch_job(job["id"])
                 bar(job["rows"]["done"])
         finally:
             bar(None)
@@ -295,42 +242,38 @@ class Client:
     # -- the registry and admin verbs ------------------------------------------------------
 
     def models(self) -> list[Model]:
-        return self._json("GET", "/v1/models", Deadline(self.timeout))["models"]
+        return cast("list[Model]", self._json("GET", "/v1/models")["models"])
 
     def model(self, name: str) -> Model:
-        return self._json("GET", f"/v1/models/{name}", Deadline(self.timeout))
+        return cast(Model, self._json("GET", f"/v1/models/{name}"))
 
     def promote(self, name: str, version: int, alias: str = "champion", reason: str | None = None) -> Model:
         body = {"version": version} | ({"reason": reason} if reason else {})
-        return self._json("PUT", f"/v1/models/{name}/aliases/{alias}", Deadline(self.timeout), json=body)
+        return cast(Model, self._json("PUT", f"/v1/models/{name}/aliases/{alias}", json=body))
 
     def rollback(self, name: str, alias: str = "champion", reason: str | None = None) -> Model:
         body = {"reason": reason} if reason else {}
-        return self._json(
-            "POST", f"/v1/models/{name}/aliases/{alias}/rollback", Deadline(self.timeout), json=body
-        )
+        return cast(Model, self._json("POST", f"/v1/models/{name}/aliases/{alias}/rollback", json=body))
 
     def set_traffic(
         self, name: str, routes: list[dict[str, Any]], shadow: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         body = {"routes": routes} | ({"shadow": shadow} if shadow else {})
-        return self._json("PUT", f"/v1/models/{name}/traffic", Deadline(self.timeout), json=body)
+        return cast("dict[str, Any]", self._json("PUT", f"/v1/models/{name}/traffic", json=body))
 
     def feedback(self, job_id: str, labels: list[Any]) -> FeedbackRecorded:
-        return self._json(
-            "POST", f"/v1/predictions/{job_id}/feedback", Deadline(self.timeout), json={"labels": labels}
-        )
+        body = {"labels": labels}
+        return cast(FeedbackRecorded, self._json("POST", f"/v1/predictions/{job_id}/feedback", json=body))
 
     def quality(self, name: str) -> Quality:
-        return self._json("GET", f"/v1/models/{name}/quality", Deadline(self.timeout))
+        return cast(Quality, self._json("GET", f"/v1/models/{name}/quality"))
 
     def ab_report(self, name: str, a: int, b: int) -> dict[str, Any]:
-        return self._json(
-            "GET", f"/v1/models/{name}/ab-report", Deadline(self.timeout), params={"a": a, "b": b}
-        )
+        params = {"a": a, "b": b}
+        return cast("dict[str, Any]", self._json("GET", f"/v1/models/{name}/ab-report", params=params))
 
     def drift(self, name: str) -> list[DriftReport]:
-        return self._json("GET", f"/v1/models/{name}/drift", Deadline(self.timeout))["reports"]
+        return cast("list[DriftReport]", self._json("GET", f"/v1/models/{name}/drift")["reports"])
 
     # -- one call, with retries ----------------------------------------------------------
 
@@ -338,26 +281,22 @@ class Client:
         self,
         method: str,
         path: str,
-        deadline: Deadline,
+        deadline: Deadline | None = None,
         *,
         transport_retries: bool = True,
         before_retry: Callable[[], Any] | None = None,
         **request: Any,
     ) -> Any:
-        """The JSON answer of one call, tried again while the error allows and the deadline lasts."""
+        """The JSON answer of one call, tried again while the error allows and the deadline
+        (by default the client's ``timeout`` from now) lasts."""
+        deadline = deadline or self._deadline()
         attempt = 0
         while True:
             try:
                 response = self._http.request(method, path, timeout=deadline.timeout(), **request)
-            except httpx.TransportError as exc:
-                error: BaseException = exc
-            else:
-                if response.status_code < 400:
-                    return response.json()
-                error = error_of(response)
-            delay = self.backoff.delay(attempt, error)
-            if not retryable(error, transport_retries) or delay >= deadline.remaining():
-                raise give_up(error, deadline) from None
+                return self._read(response)
+            except CALL_ERRORS as error:
+                delay = self._retry_delay(attempt, error, deadline, transport_retries)
             time.sleep(delay)
             attempt += 1
             if before_retry is not None:

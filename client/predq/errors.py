@@ -20,6 +20,7 @@ The server's error body is ``{"error": {"code", "message", "details"}}``: ``code
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -94,7 +95,7 @@ class ConnectionFailed(PredqError):
 
 
 class JobFailed(PredqError):
-    def __init__(self, job: dict[str, Any]) -> None:
+    def __init__(self, job: Mapping[str, Any]) -> None:
         error = job.get("error") or {}
         super().__init__(
             f"job {job['id']} failed: {error.get('message', 'no reason given')}",

@@ -13,6 +13,7 @@ class ModelRef(TypedDict):
 class Output(TypedDict, total=False):
     prediction: Any
     probabilities: dict[str, float]  # classifiers with predict_proba only
+    explanation: dict[str, Any]  # asked for with explain: base_value, contributions (by_class with "all")
 
 
 class ErrorBody(TypedDict):
