@@ -9,7 +9,6 @@ errors and other ``5xx`` with jittered exponential backoff; other ``4xx`` raise 
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,18 +18,11 @@ from typing import Any, cast
 
 import httpx
 
-from predq import _rows
+from predq import _batch, _rows
 from predq._base import CALL_ERRORS, BaseClient, BaseJob, HttpConfig, Submission
 from predq._policy import Deadline, error_of
 from predq.errors import DeadlineExceeded, InvalidInput, JobFailed
 from predq.types import BatchJob, DriftReport, FeedbackRecorded, Model, Output, Quality
-
-BATCH_FINISHED = ("succeeded", "partial", "failed", "cancelled")
-_FILE_TYPES = {
-    ".csv": "text/csv",
-    ".parquet": "application/vnd.apache.parquet",
-    ".pq": "application/vnd.apache.parquet",
-}
 
 
 class Job(BaseJob["Client"]):
@@ -188,12 +180,8 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
         ``timeout`` defaults to none: a big file takes as long as it takes.
         """
         path, output_path = Path(path), Path(output_path)
-        content_type = _FILE_TYPES.get(path.suffix.lower())
-        if content_type is None:
-            raise ValueError(f"{path} is neither .csv nor .parquet")
+        content_type, params = _batch.upload(path, output_path, id_column, version, alias)
         deadline = Deadline(float("inf") if timeout is None else timeout)
-        params = {"id_column": id_column, "version": version, "alias": alias,
-                  "output_format": "csv" if output_path.suffix.lower() == ".csv" else None}  # fmt: skip
         with open(path, "rb") as body:
             # No Idempotency-Key for batch jobs: only a request that never reached the
             # server (a connection refused) is sent again, rewound.
@@ -203,7 +191,7 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
                 deadline,
                 content=body,
                 headers={"Content-Type": content_type},
-                params={k: v for k, v in params.items() if v is not None},
+                params=params,
                 transport_retries=False,
                 before_retry=lambda: body.seek(0),
             )
@@ -225,9 +213,9 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
         return cast(BatchJob, self._json("DELETE", f"/v1/batch-jobs/{job_id}"))
 
     def _follow(self, job: BatchJob, deadline: Deadline, progress: bool, poll: float) -> BatchJob:
-        bar = _progress(job["rows"]["total"], progress)
+        bar = _batch.progress_bar(job["rows"]["total"], progress)
         try:
-            while job["status"] not in BATCH_FINISHED:
+            while job["status"] not in _batch.FINISHED:
                 if deadline.remaining() <= poll:
                     raise DeadlineExceeded(
                         f"batch job {job['id']} is still {job['status']}", code="deadline_exceeded"
@@ -301,31 +289,3 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
             attempt += 1
             if before_retry is not None:
                 before_retry()
-
-
-def _progress(total: int, shown: bool) -> Callable[[int | None], None]:
-    """A progress bar over ``total`` rows: tqdm when installed, else a line on stderr; None closes it."""
-    if not shown:
-        return lambda done: None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        last = [-1]
-
-        def line(done: int | None) -> None:
-            if done is None:
-                print(file=sys.stderr)
-            elif done != last[0]:
-                last[0] = done
-                print(f"\r{done:,} / {total:,} rows", end="", file=sys.stderr, flush=True)
-
-        return line
-    bar = tqdm(total=total, unit="rows", unit_scale=True)
-
-    def update(done: int | None) -> None:
-        if done is None:
-            bar.close()
-        else:
-            bar.update(done - bar.n)
-
-    return update
