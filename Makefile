@@ -24,6 +24,7 @@ test: venv
 	bash scripts/ensure-services.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## Only the fault tests (worker SIGKILL, Redis and PostgreSQL restarts, broker down); prints a report.
@@ -51,6 +52,7 @@ $(BENTOML_VENV)/.installed: bench/requirements-bentoml.txt
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(BENTOML_VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(BENTOML_VENV) var .pytest_cache .ruff_cache .mypy_cache
