@@ -1,5 +1,6 @@
 """Fixtures: a fresh PostgreSQL database and Redis DB per run, real workers, real models.
 
+The plain helpers tests share (clients, rows, counts) are in tests/helpers.py.
 Nothing here depends on state left on the services: the database is created (and
 dropped) by this run, and the Redis DB number is flushed at the start.
 """
@@ -8,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,19 +19,22 @@ from typing import Any
 import joblib
 import pytest
 from redis import Redis
-from sqlalchemy import func, insert, select
 
 from app import create_app
 from app.config import Settings
-from app.db import Job, utcnow
 from app.migrate import upgrade
 from app.processes import PROCESSES
 from scripts.local import ROOT, free_port, process_group, scratch_database, wait_for_http
-
-ADMIN_URL = os.environ.get(
-    "TEST_DATABASE_ADMIN_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"
+from tests.helpers import (
+    ADMIN_URL,
+    FUZZ_CASES,
+    FUZZ_STATUSES,
+    REDIS_URL,
+    api_log_path,
+    bin_path,
+    client_for,
+    settings_env,
 )
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
 @pytest.fixture(scope="session")
@@ -64,35 +66,6 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
     )
 
 
-def subprocess_environ() -> dict[str, str]:
-    """This environment, less what importing ``workers`` here set for this process alone.
-
-    Each server picks its own metrics directory; inherited, the API and the worker would
-    share this process's and count each other's samples.
-    """
-    env = dict(os.environ)
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    return env
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a subprocess (worker, gunicorn) use ``settings``."""
-    env = subprocess_environ()
-    env.update(
-        DATABASE_URL=settings.database_url,
-        REDIS_URL=settings.redis_url,
-        ARTIFACT_ROOT=settings.artifact_root,
-        BATCH_ROOT=settings.batch_root,
-        BATCH_CHUNK_ROWS=str(settings.batch_chunk_rows),
-        MAX_BATCH_ROWS=str(settings.max_batch_rows),
-        MAX_BATCH_DELAY=str(settings.max_batch_delay),
-        MAX_ROWS_PER_REQUEST=str(settings.max_rows_per_request),
-        RATE_LIMIT=settings.rate_limit,
-        PYTHONPATH=str(ROOT),
-    )
-    return env
-
-
 @pytest.fixture(scope="session")
 def app(settings: Settings) -> Any:
     return create_app(settings)
@@ -111,17 +84,6 @@ def predict_key_id(app: Any, tokens: dict[str, str]) -> int:
     return app.extensions["predq"].keys.authenticate(tokens["predict"]).key_id
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def client_for(app: Any, token: str) -> Any:
-    """A test client of ``app`` that sends ``token`` on every request."""
-    client = app.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
-    return client
-
-
 @pytest.fixture
 def client(app: Any, tokens: dict[str, str]) -> Any:
     """A test client that sends the predict key on every request."""
@@ -137,10 +99,6 @@ def anonymous(app: Any) -> Any:
 @pytest.fixture(scope="session")
 def svc(app: Any) -> Any:
     return app.extensions["predq"]
-
-
-def _bin(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
 
 
 @pytest.fixture(scope="session")
@@ -167,7 +125,7 @@ def worker(
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     # The production command (app/processes.py), with 2 processes and a name of its own.
     argv = [
-        _bin(PROCESSES["worker"][0]),
+        bin_path(PROCESSES["worker"][0]),
         *PROCESSES["worker"][1:],
         "-c",
         "2",
@@ -197,15 +155,10 @@ def bulk_worker(settings: Settings, app: Any, tmp_path_factory: pytest.TempPathF
     """A real bulk worker (the production command, 2 processes) for batch jobs; yields its log path."""
     log_path = tmp_path_factory.mktemp("bulk-worker") / "bulk-worker.log"
     name = f"bulk-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
-    argv = [_bin(PROCESSES["bulk-worker"][0]), *PROCESSES["bulk-worker"][1:], "-c", "2", "-n", name]
+    argv = [bin_path(PROCESSES["bulk-worker"][0]), *PROCESSES["bulk-worker"][1:], "-c", "2", "-n", name]
     env = settings_env(settings) | {"WORKER_METRICS_BIND": f"127.0.0.1:{free_port()}"}
     with _celery_worker(app, argv, env, name, log_path):
         yield log_path
-
-
-def api_log_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the api_server fixture's HTTP server writes its output."""
-    return tmp_path_factory.getbasetemp() / "api-server.log"
 
 
 @pytest.fixture(scope="session")
@@ -214,7 +167,7 @@ def api_server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     port = free_port()
     log_path = api_log_path(tmp_path_factory)
     env = settings_env(settings) | {"BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2", "API_THREADS": "64"}
-    with process_group([_bin("python"), "-m", "app.serve"], env, log_path) as proc:
+    with process_group([bin_path("python"), "-m", "app.serve"], env, log_path) as proc:
         wait_for_http(f"http://127.0.0.1:{port}/healthz", [proc], timeout=30)
         yield f"http://127.0.0.1:{port}"
 
@@ -254,48 +207,6 @@ def registered(svc: Any, artifacts: dict[str, Path]) -> dict[str, Any]:
     return {name: svc.registry.register(name, path) for name, path in artifacts.items()}
 
 
-def stored_estimator(svc: Any, name: str, version: int = 1) -> Any:
-    """The artifact as stored by the registry, loaded in this process for comparison."""
-    served = svc.registry.resolve(name, version=version)
-    return joblib.load(Path(svc.settings.artifact_root) / served.artifact_path)
-
-
-def wait_until_no_worker_holds(
-    svc: Any, model: str, version: int, timeout: float = 15.0, *, explained: bool = False
-) -> None:
-    """A worker that emptied a queue lingers on it briefly (QUEUE_LINGER_SECONDS) and would
-    take rows a test pushes by hand; tests that mean those rows to sit wait it out.
-    ``explained``: the version's explained rows' queue."""
-    from app.predictions.queue import active_key
-
-    deadline = time.monotonic() + timeout
-    while svc.redis.exists(active_key(model, version, explained)):
-        assert time.monotonic() < deadline, f"a worker still holds {model} v{version}'s queue"
-        time.sleep(0.01)
-
-
-def insert_queued_job(
-    svc: Any, model: str, inputs: list[list[float]], created_at: Any = None, owner: int | None = None
-) -> uuid.UUID:
-    """A job row as the API would store it, but never pushed to Redis (as if Redis lost it).
-
-    ``owner`` is the submitting key's id; without one only admin keys (or auth off) read it.
-    """
-    job_id = uuid.uuid4()
-    with svc.engine.begin() as conn:
-        conn.execute(
-            insert(Job),
-            {"id": job_id, "model_name": model, "model_version": 1, "status": "queued", "n_rows": len(inputs),
-             "inputs": inputs, "cached_rows": 0, "owner_key_id": owner, "created_at": created_at or utcnow()},
-        )  # fmt: skip
-    return job_id
-
-
-def count_jobs(svc: Any) -> int:
-    with svc.engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(Job)).scalar_one()
-
-
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     _fuzz_summary(terminalreporter)
     _fault_summary(terminalreporter)
@@ -303,15 +214,13 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 def _fuzz_summary(terminalreporter: Any) -> None:
     """How many schemathesis cases ran per operation, and the statuses they got."""
-    from tests.test_fuzz_api import CASES, STATUSES
-
-    if not CASES:
+    if not FUZZ_CASES:
         return
     terminalreporter.section("schemathesis")
-    for operation, count in sorted(CASES.items()):
+    for operation, count in sorted(FUZZ_CASES.items()):
         terminalreporter.write_line(f"{count:>6}  {operation}")
-    statuses = ", ".join(f"{status}: {n}" for status, n in sorted(STATUSES.items()))
-    terminalreporter.write_line(f"{sum(CASES.values()):>6}  cases in all; statuses {statuses}")
+    statuses = ", ".join(f"{status}: {n}" for status, n in sorted(FUZZ_STATUSES.items()))
+    terminalreporter.write_line(f"{sum(FUZZ_CASES.values()):>6}  cases in all; statuses {statuses}")
 
 
 def _fault_summary(terminalreporter: Any) -> None:
@@ -333,13 +242,3 @@ def _fault_summary(terminalreporter: Any) -> None:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps([row.as_dict() for row in REPORT], indent=2))
     terminalreporter.write_line(f"written to {out.relative_to(ROOT)}")
-
-
-def predq_keys(svc: Any) -> set[bytes]:
-    """predq's Redis keys, less the marks of a worker holding a queue: those expire on their
-    own (ACTIVE_TTL_SECONDS) after an earlier test's batch, whatever a request did."""
-    return {
-        key
-        for key in svc.redis.scan_iter(match="predq:*", count=1000)
-        if not key.startswith(b"predq:active:")
-    }

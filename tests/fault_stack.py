@@ -16,7 +16,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,7 +31,7 @@ from redis import Redis
 
 from app.processes import PROCESSES
 from scripts.local import ROOT, free_port, process_group, wait_for_http
-from tests.conftest import subprocess_environ
+from tests.helpers import bin_path, iris_rows, subprocess_environ
 
 #: Every fault test adds its row here; conftest prints them and writes var/fault-report.json.
 REPORT: list[FaultOutcome] = []
@@ -171,7 +170,7 @@ class Stack:
         self._workers_started = 0
 
     def _bin(self, argv: list[str]) -> list[str]:
-        return [str(Path(sys.executable).parent / argv[0]), *argv[1:]]
+        return [bin_path(argv[0]), *argv[1:]]
 
     def start(self, worker: bool = True) -> None:
         api = self._stack.enter_context(
@@ -246,11 +245,10 @@ class Traffic:
 
     WAIT_SECONDS = 2
 
-    def __init__(self, base: str, token: str, model: str, outcome: FaultOutcome, seed: int = 0) -> None:
+    def __init__(self, base: str, token: str, model: str, outcome: FaultOutcome) -> None:
         self.http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
         self.model = model
         self.outcome = outcome
-        self.rng = random.Random(seed)
         self.jobs: dict[str, list[list[float]]] = {}
         self.seen: dict[str, list[Any]] = {}
         self._stop = threading.Event()
@@ -259,9 +257,7 @@ class Traffic:
 
     def rows(self) -> list[list[float]]:
         # Iris-like rows, fresh each time so no job is answered from the cache.
-        n = self.rng.randint(1, 3)
-        return [[round(self.rng.uniform(lo, hi), 4) for lo, hi in ((4, 8), (2, 4.5), (1, 7), (0.1, 2.5))]
-                for _ in range(n)]  # fmt: skip
+        return iris_rows(random.randint(1, 3), decimals=4).tolist()
 
     def submit(self, wait: float = 0) -> None:
         with self._lock:
@@ -358,13 +354,12 @@ class ClientTraffic:
     """Callers using ``predq.Client.predict`` (submit-and-wait, its retries and deadline) in a
     background thread; counts what they saw: every call must return the right outputs."""
 
-    def __init__(self, base: str, token: str, model: str, outcome: FaultOutcome, seed: int = 1) -> None:
+    def __init__(self, base: str, token: str, model: str, outcome: FaultOutcome) -> None:
         import predq
 
         self.client = predq.Client(base, token, timeout=60)
         self.model = model
         self.outcome = outcome
-        self.rng = random.Random(seed)
         self.calls: list[tuple[list[list[float]], Any]] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -373,9 +368,7 @@ class ClientTraffic:
     def _loop(self) -> None:
         while not self._stop.is_set():
             with self._lock:
-                rows = [
-                    [round(self.rng.uniform(lo, hi), 4) for lo, hi in ((4, 8), (2, 4.5), (1, 7), (0.1, 2.5))]
-                ]
+                rows = iris_rows(1, decimals=4).tolist()
                 self.outcome.submitted += 1
             try:
                 outputs = self.client.predict(self.model, rows, wait=2)

@@ -11,7 +11,7 @@ import httpx
 import psutil
 
 from scripts.local import free_port, process_group, wait_for_http
-from tests.conftest import bearer, count_jobs, settings_env
+from tests.helpers import bearer, count_jobs, settings_env
 
 
 def _log(directory: Path) -> str:

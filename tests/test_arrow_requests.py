@@ -2,35 +2,26 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from tests.conftest import count_jobs, stored_estimator
-from tests.test_end_to_end import expected_outputs
+from tests.helpers import (
+    IRIS_FEATURES,
+    arrow_body,
+    arrow_table,
+    count_jobs,
+    expected_outputs,
+    iris_rows,
+    stored_estimator,
+)
 
 ARROW = "application/vnd.apache.arrow.stream"
-FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
-
-
-def arrow_body(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue()
-
-
-def iris_rows(n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.uniform([4.3, 2.0, 1.0, 0.1], [7.9, 4.4, 6.9, 2.5], size=(n, 4)).round(3)
 
 
 def test_an_arrow_request_is_answered_like_the_same_rows_in_json(client, svc, registered, worker):
     rows = iris_rows(300, seed=11)
-    table = pa.table({name: rows[:, j] for j, name in enumerate(FEATURES)})
-    table = table.select(list(reversed(FEATURES)))  # columns out of order: matched by name
+    table = arrow_table(rows).select(list(reversed(IRIS_FEATURES)))  # columns out of order: matched by name
 
     response = client.post("/v1/models/iris/predictions?wait=20", data=arrow_body(table), content_type=ARROW)
 
@@ -40,7 +31,7 @@ def test_an_arrow_request_is_answered_like_the_same_rows_in_json(client, svc, re
 
 
 def test_an_arrow_request_may_name_its_version_in_the_query_string(client, registered, worker):
-    table = pa.table({name: iris_rows(3, seed=12)[:, j] for j, name in enumerate(FEATURES)})
+    table = arrow_table(iris_rows(3, seed=12))
 
     response = client.post(
         "/v1/models/iris/predictions?wait=20&version=1", data=arrow_body(table), content_type=ARROW
@@ -50,7 +41,7 @@ def test_an_arrow_request_may_name_its_version_in_the_query_string(client, regis
 
 
 def _table(**changes) -> pa.Table:
-    columns = {name: pa.array(iris_rows(5, seed=13)[:, j]) for j, name in enumerate(FEATURES)}
+    columns = dict(zip(IRIS_FEATURES, iris_rows(5, seed=13).T, strict=True))
     columns.update(changes)
     return pa.table({k: v for k, v in columns.items() if v is not None})
 
@@ -59,13 +50,13 @@ def _table(**changes) -> pa.Table:
     ("body", "query", "status", "words"),
     [
         (b"not arrow at all", "", 400, "not an Arrow IPC stream"),
-        (arrow_body(_table(**{FEATURES[0]: None})), "", 422, "missing sepal length (cm)"),
+        (arrow_body(_table(**{IRIS_FEATURES[0]: None})), "", 422, "missing sepal length (cm)"),
         (arrow_body(_table(color=pa.array([1.0] * 5))), "", 422, "extra color"),
-        (arrow_body(_table(**{FEATURES[1]: pa.array(["1", "2", "x", "4", "5"])})), "", 422, "row 2: 'x'"),
-        (arrow_body(_table(**{FEATURES[2]: pa.array([1.0, 2.0, None, 1.0, 1.0])})), "", 422,
+        (arrow_body(_table(**{IRIS_FEATURES[1]: pa.array(["1", "2", "x", "4", "5"])})), "", 422, "row 2: 'x'"),
+        (arrow_body(_table(**{IRIS_FEATURES[2]: pa.array([1.0, 2.0, None, 1.0, 1.0])})), "", 422,
          "row 2, column 'petal length (cm)': the value is missing"),
-        (arrow_body(_table(**{FEATURES[3]: pa.array([1.0, 1.0, 1.0, np.inf, 1.0])})), "", 422, "row 3"),
-        (arrow_body(pa.table({name: np.ones(501) for name in FEATURES})), "", 413, "at most 500"),
+        (arrow_body(_table(**{IRIS_FEATURES[3]: pa.array([1.0, 1.0, 1.0, np.inf, 1.0])})), "", 422, "row 3"),
+        (arrow_body(pa.table({name: np.ones(501) for name in IRIS_FEATURES})), "", 413, "at most 500"),
         (arrow_body(_table()), "version=abc", 422, "query string"),
         (arrow_body(_table()), "colour=red", 422, "query string"),
     ],

@@ -12,7 +12,7 @@ from sqlalchemy import event, select
 from app import create_app
 from app.access.auth import ApiKeys
 from app.db import ApiKey
-from tests.conftest import bearer, client_for, count_jobs, predq_keys
+from tests.helpers import bearer, client_for, count_jobs, predq_keys
 
 ROW = {"inputs": [[5.1, 3.5, 1.4, 0.2]]}
 

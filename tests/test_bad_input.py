@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import count_jobs, predq_keys
+from tests.helpers import count_jobs, predq_keys
 
 GOOD_ROW = [5.1, 3.5, 1.4, 0.2]
 IRIS = "/v1/models/iris/predictions"

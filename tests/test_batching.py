@@ -7,12 +7,10 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import numpy as np
 from sqlalchemy import func, select
 
 from app.db import Batch, Job
-from tests.conftest import bearer, stored_estimator
-from tests.test_end_to_end import expected_outputs
+from tests.helpers import bearer, expected_outputs, iris_rows, stored_estimator
 
 REQUESTS = 1000
 CLIENTS = 100
@@ -20,7 +18,7 @@ CLIENTS = 100
 
 def test_1000_concurrent_single_row_requests_share_model_calls(svc, registered, worker, api_server, tokens):
     # Distinct rows, so no request is answered from the cache.
-    rows = np.random.default_rng(7).uniform([4, 2, 1, 0.1], [8, 4.5, 7, 2.5], size=(REQUESTS, 4)).tolist()
+    rows = iris_rows(REQUESTS, seed=7).tolist()
     local = threading.local()
 
     def submit(row: list[float]) -> dict:

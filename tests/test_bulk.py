@@ -19,26 +19,30 @@ from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from app import create_app
 from app.db import BulkChunk, BulkJob
-from tests.conftest import client_for, stored_estimator
+from tests.helpers import (
+    IRIS_FEATURES,
+    arrow_table,
+    client_for,
+    count_rows,
+    iris_rows,
+    scrape_test_client,
+    stored_estimator,
+)
 from tests.slow_model import MARKER, refuse_marked_rows
-from tests.test_metrics import scrape_test_client
 from workers import bulk as bulk_scoring
 
-FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 PARQUET = "application/vnd.apache.parquet"
 
 
 def iris_table(rows: int, seed: int = 0, id_column: str | None = None) -> pa.Table:
-    rng = np.random.default_rng(seed)
-    low, high = np.array([4.3, 2.0, 1.0, 0.1]), np.array([7.9, 4.4, 6.9, 2.5])
-    data = {name: rng.uniform(low[j], high[j], rows).round(2) for j, name in enumerate(FEATURES)}
+    table = arrow_table(iris_rows(rows, seed, decimals=2))
     if id_column:
-        data = {id_column: [f"o-{i}" for i in range(rows)], **data}
-    return pa.table(data)
+        table = table.add_column(0, id_column, pa.array([f"o-{i}" for i in range(rows)]))
+    return table
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -89,7 +93,7 @@ def test_a_parquet_file_is_scored_end_to_end_like_predict_proba_in_process(
 
     result = result_table(client, submitted["id"])
     estimator = stored_estimator(svc, "iris")
-    features = table.select(FEATURES).to_pandas()
+    features = table.select(IRIS_FEATURES).to_pandas()
     expected_proba = estimator.predict_proba(features)
     assert result.column("order_id").to_pylist() == table.column("order_id").to_pylist(), "input order, once"
     assert result.column("prediction").to_pylist() == estimator.predict(features).tolist()
@@ -113,21 +117,21 @@ def test_a_csv_upload_is_scored_into_csv_with_row_numbers(client, svc, registere
     assert downloaded.mimetype == "text/csv"
     result = pa_csv.read_csv(io.BytesIO(downloaded.data))
     assert result.column("row").to_pylist() == list(range(1200))
-    expected = stored_estimator(svc, "iris").predict(table.to_pandas()[FEATURES])
+    expected = stored_estimator(svc, "iris").predict(table.to_pandas()[IRIS_FEATURES])
     assert result.column("prediction").to_pylist() == expected.tolist()
 
 
 def _bad_input_cases(tmp_path: Path) -> list[tuple[str, dict, int, str]]:
     good = iris_table(10, id_column=None)
-    strings = good.set_column(1, FEATURES[1], pa.array(["3.1"] * 5 + ["abc"] + ["3.0"] * 4))
-    with_null = good.set_column(2, FEATURES[2], pa.array([1.0] * 7 + [None] + [1.0] * 2))
+    strings = good.set_column(1, IRIS_FEATURES[1], pa.array(["3.1"] * 5 + ["abc"] + ["3.0"] * 4))
+    with_null = good.set_column(2, IRIS_FEATURES[2], pa.array([1.0] * 7 + [None] + [1.0] * 2))
     lines = csv_bytes(good).split(b"\n")
     lines[4] = lines[4].rsplit(b",", 1)[0] + b",oops"  # data row 3, the last column
     return [
         ("not a file type we read", {"data": b"{}", "content_type": "application/xml"}, 415,
          "not application/xml"),
         ("garbage sent as parquet", {"data": b"PAR1 not really", "content_type": PARQUET}, 422, "PARQUET"),
-        ("a missing feature", {"data": parquet_bytes(good.drop_columns([FEATURES[0]])), "content_type": PARQUET},
+        ("a missing feature", {"data": parquet_bytes(good.drop_columns([IRIS_FEATURES[0]])), "content_type": PARQUET},
          422, "missing sepal length (cm)"),
         ("an extra column", {"data": parquet_bytes(good.append_column("color", pa.array([1.0] * 10))),
                              "content_type": PARQUET}, 422, "extra color"),
@@ -140,10 +144,10 @@ def _bad_input_cases(tmp_path: Path) -> list[tuple[str, dict, int, str]]:
         ("an empty csv", {"data": b"", "content_type": "text/csv"}, 422, "no rows"),
         ("a header only", {"data": csv_bytes(good).split(b"\n")[0] + b"\n", "content_type": "text/csv"}, 422,
          "no rows"),
-        ("an infinite value", {"data": parquet_bytes(good.set_column(0, FEATURES[0], pa.array([np.inf] * 10))),
+        ("an infinite value", {"data": parquet_bytes(good.set_column(0, IRIS_FEATURES[0], pa.array([np.inf] * 10))),
                                "content_type": PARQUET}, 422, "is not finite"),
         ("beyond float32 for a forest",
-         {"data": parquet_bytes(good.set_column(0, FEATURES[0], pa.array([1e300] * 10))),
+         {"data": parquet_bytes(good.set_column(0, IRIS_FEATURES[0], pa.array([1e300] * 10))),
           "content_type": PARQUET}, 422, "within"),
         ("an unknown option", {"data": parquet_bytes(good), "content_type": PARQUET, "query_string": "color=red"},
          422, "unknown options"),
@@ -156,7 +160,7 @@ def _bad_input_cases(tmp_path: Path) -> list[tuple[str, dict, int, str]]:
 def test_bad_input_gets_a_clear_error_and_stores_and_queues_nothing(
     client, svc, settings, registered, tmp_path
 ):
-    jobs_before = _count(svc, BulkJob)
+    jobs_before = count_rows(svc, BulkJob)
     dirs_before = set(Path(settings.batch_root).iterdir()) if Path(settings.batch_root).exists() else set()
 
     for label, request, status, words in _bad_input_cases(tmp_path):
@@ -164,7 +168,7 @@ def test_bad_input_gets_a_clear_error_and_stores_and_queues_nothing(
         assert response.status_code == status, (label, response.json)
         assert words in response.json["error"]["message"], (label, response.json)
 
-    assert _count(svc, BulkJob) == jobs_before
+    assert count_rows(svc, BulkJob) == jobs_before
     left = {p for p in Path(settings.batch_root).iterdir() if p.name != "uploads"} - dirs_before
     assert not left, "no job directory is left behind"
     assert not any((Path(settings.batch_root) / "uploads").iterdir()), "no upload is left behind"
@@ -266,9 +270,9 @@ def test_a_chunk_the_model_refuses_fails_alone_and_the_job_is_partial(
     name = f"picky-{uuid.uuid4().hex[:6]}"
     svc.registry.register(name, tmp_path / "picky.joblib")
     table = iris_table(2500, id_column="order_id")
-    marked = table.column(FEATURES[0]).to_numpy().copy()
+    marked = table.column(IRIS_FEATURES[0]).to_numpy().copy()
     marked[1234] = MARKER  # in the second chunk
-    table = table.set_column(1, FEATURES[0], pa.array(marked))
+    table = table.set_column(1, IRIS_FEATURES[0], pa.array(marked))
 
     job = client.post(
         f"/v1/models/{name}/batch-jobs?id_column=order_id", data=parquet_bytes(table), content_type=PARQUET
@@ -287,11 +291,6 @@ def _with_settings(svc, **changes):
     import dataclasses
 
     return dataclasses.replace(svc, settings=svc.settings.replace(**changes))
-
-
-def _count(svc, table) -> int:
-    with svc.engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(table)).scalar_one()
 
 
 def test_chunk_rows_are_recorded_per_chunk(svc, unserved, registered):
@@ -354,7 +353,7 @@ def test_the_cli_scores_a_file_and_writes_the_result(app, svc, registered, bulk_
     assert "succeeded; 1500 rows written" in result.output
     written = pa_csv.read_csv(output)
     assert written.column("order_id").to_pylist() == [f"o-{i}" for i in range(1500)]
-    expected = stored_estimator(svc, "iris").predict(iris_table(1500, seed=3).to_pandas()[FEATURES])
+    expected = stored_estimator(svc, "iris").predict(iris_table(1500, seed=3).to_pandas()[IRIS_FEATURES])
     assert written.column("prediction").to_pylist() == expected.tolist()
 
 

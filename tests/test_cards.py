@@ -12,7 +12,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sqlalchemy import update
 
 from app.db import ModelVersion
-from tests.conftest import client_for
+from tests.helpers import client_for
 
 NOTES = "For sorting iris flowers in the greenhouse. Not for other species."
 

@@ -8,7 +8,7 @@ import uuid
 from sqlalchemy.exc import DBAPIError
 
 from app.db import utcnow
-from tests.conftest import insert_queued_job
+from tests.helpers import insert_queued_job
 from workers.batch_store import claim, finish_jobs
 
 

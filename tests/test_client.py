@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import joblib
-import numpy as np
 import pandas as pd
 import predq
 import pyarrow.parquet as pq
@@ -28,18 +27,24 @@ from sqlalchemy import select
 from app import create_app
 from app.db import Job
 from scripts.local import free_port
-from tests.conftest import _bin, insert_queued_job, settings_env, stored_estimator
+from tests.helpers import (
+    IRIS_FEATURES,
+    bin_path,
+    expected_outputs,
+    insert_queued_job,
+    iris_rows,
+    settings_env,
+    stored_estimator,
+)
 from tests.slow_model import MARKER, refuse_marked_rows
-from tests.test_end_to_end import expected_outputs
 
-FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 FAST = predq.Backoff(base=0.01, cap=0.05)
 
 
-def iris_frame(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    values = rng.uniform([4.3, 2.0, 1.0, 0.1], [7.9, 4.4, 6.9, 2.5], size=(n, 4)).round(3)
-    return pd.DataFrame(values, columns=FEATURES, index=pd.RangeIndex(1000, 1000 + n, name="order"))
+def iris_frame(n: int, seed: int | None) -> pd.DataFrame:
+    """Iris rows as a DataFrame indexed by order number (1000, 1001, ...); no seed, fresh rows."""
+    index = pd.RangeIndex(1000, 1000 + n, name="order")
+    return pd.DataFrame(iris_rows(n, seed), columns=IRIS_FEATURES, index=index)
 
 
 @pytest.fixture
@@ -83,7 +88,7 @@ def test_explanations_come_through_both_clients_in_requests_the_server_takes(
     api_server, tokens, svc, registered, worker, bulk_worker
 ):
     limit = svc.settings.explain_max_rows
-    frame = iris_frame(limit + 20, seed=int(time.time()))  # fresh rows: none cached
+    frame = iris_frame(limit + 20, seed=None)  # fresh rows: none cached
     estimator = stored_estimator(svc, "iris")
     classes = list(estimator.classes_)
 
@@ -251,7 +256,9 @@ def test_score_file_writes_the_batch_jobs_result(client, svc, registered, bulk_w
     assert job["status"] == "succeeded"
     result = pq.read_table(tmp_path / "out.parquet").to_pandas()
     assert result["order"].tolist() == frame["order"].tolist()
-    assert result["prediction"].tolist() == stored_estimator(svc, "iris").predict(frame[FEATURES]).tolist()
+    assert (
+        result["prediction"].tolist() == stored_estimator(svc, "iris").predict(frame[IRIS_FEATURES]).tolist()
+    )
 
 
 def test_the_predq_command(api_server, tokens, settings, svc, registered, worker, bulk_worker, tmp_path):
@@ -259,7 +266,9 @@ def test_the_predq_command(api_server, tokens, settings, svc, registered, worker
     rows = [[5.1, 3.5, 1.4, 0.2]]
 
     def predq_command(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([_bin("predq"), *args], env=env, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [bin_path("predq"), *args], env=env, capture_output=True, text=True, timeout=120
+        )
 
     predicted = predq_command("predict", "iris", "--json", json.dumps(rows))
     assert predicted.returncode == 0, predicted.stderr

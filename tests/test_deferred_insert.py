@@ -15,8 +15,13 @@ from sqlalchemy import select
 from app.db import Batch, Job
 from app.predictions.items import encode_item
 from app.predictions.queue import ACTIVE_TTL_SECONDS, RowQueue, active_key
-from tests.conftest import client_for, count_jobs, stored_estimator, wait_until_no_worker_holds
-from tests.test_end_to_end import expected_outputs
+from tests.helpers import (
+    client_for,
+    count_jobs,
+    expected_outputs,
+    stored_estimator,
+    wait_until_no_worker_holds,
+)
 from workers.batching import run_batch
 
 
@@ -105,7 +110,7 @@ def test_a_deferred_job_queued_again_keeps_its_first_answer(client, svc, artifac
 def test_with_redis_unreachable_a_job_is_stored_and_accepted(settings, artifacts, tokens, wait):
     """Redis is the fast path: with it down, a submit (waiting or not) still stores the job and says 202."""
     from app import create_app
-    from tests.conftest import free_port
+    from scripts.local import free_port
 
     app = create_app(settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
     svc = app.extensions["predq"]

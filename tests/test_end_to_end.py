@@ -11,29 +11,21 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from app.db import Batch, Job, utcnow
-from tests.conftest import client_for, insert_queued_job, stored_estimator, wait_until_no_worker_holds
+from tests.helpers import (
+    client_for,
+    count_rows,
+    expected_outputs,
+    insert_queued_job,
+    stored_estimator,
+    wait_until_no_worker_holds,
+)
 from workers.sweeper import requeue_stuck_jobs
 
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [6.3, 2.5, 4.9, 1.5]]
 DIABETES_ROWS = np.random.default_rng(1).normal(0, 0.05, size=(4, 10)).round(6).tolist()
-
-
-def expected_outputs(estimator: Any, rows: list[list[float]]) -> list[dict[str, Any]]:
-    import pandas as pd
-
-    frame = pd.DataFrame(rows, columns=getattr(estimator, "feature_names_in_", None))
-    predictions = estimator.predict(frame).tolist()
-    if not hasattr(estimator, "predict_proba"):
-        return [{"prediction": p} for p in predictions]
-    probabilities = estimator.predict_proba(frame).tolist()
-    classes = [str(c) for c in estimator.classes_]
-    return [
-        {"prediction": p, "probabilities": dict(zip(classes, ps, strict=True))}
-        for p, ps in zip(predictions, probabilities, strict=True)
-    ]
 
 
 def as_objects(estimator: Any, rows: list[list[float]]) -> list[dict[str, float]]:
@@ -81,7 +73,7 @@ def test_repeated_rows_are_answered_from_cache_without_a_worker(client, svc, reg
     rows = [[5.0, 3.3, 1.41, 0.2], [6.1, 2.8, 4.71, 1.2]]
     first = client.post("/v1/models/iris/predictions?wait=20", json={"inputs": rows})
     assert first.status_code == 200
-    batches_before = _count(svc, Batch)
+    batches_before = count_rows(svc, Batch)
 
     again = client.post("/v1/models/iris/predictions", json={"inputs": rows})
 
@@ -89,7 +81,7 @@ def test_repeated_rows_are_answered_from_cache_without_a_worker(client, svc, reg
     assert again.json["status"] == "succeeded"
     assert again.json["outputs"] == first.json["outputs"]
     assert again.json["id"] != first.json["id"]
-    assert _count(svc, Batch) == batches_before
+    assert count_rows(svc, Batch) == batches_before
     assert client.get(f"/v1/predictions/{again.json['id']}").json["outputs"] == first.json["outputs"]
 
 
@@ -148,11 +140,6 @@ def test_version_and_alias_select_what_serves(client, svc, artifacts, worker):
     assert pinned["model"]["version"] == 2
     assert aliased["model"]["version"] == 2
     assert default["status"] == pinned["status"] == aliased["status"] == "succeeded"
-
-
-def _count(svc, table) -> int:
-    with svc.engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(table)).scalar_one()
 
 
 def _uuid(text: str) -> uuid.UUID:
@@ -222,7 +209,7 @@ def test_a_job_queued_twice_keeps_its_first_answer(client, svc, artifacts, worke
     rows = [[5.3, 3.7, 1.5, 0.2]]
     first = client.post("/v1/models/requeued/predictions?wait=20", json={"inputs": rows}).json
     assert first["status"] == "succeeded"
-    batches_before = _count(svc, Batch)
+    batches_before = count_rows(svc, Batch)
 
     # The same job again, as the sweeper would queue it; run that batch here, in-process.
     wait_until_no_worker_holds(svc, "requeued", 1)
@@ -232,7 +219,7 @@ def test_a_job_queued_twice_keeps_its_first_answer(client, svc, artifacts, worke
     report = run_batch(svc, "requeued", 1)
 
     assert report.status == "duplicate" and report.rows == 0
-    assert _count(svc, Batch) == batches_before, "no model call for a job already answered"
+    assert count_rows(svc, Batch) == batches_before, "no model call for a job already answered"
     again = client.get(f"/v1/predictions/{first['id']}").json
     assert again["outputs"] == first["outputs"] and again["completed_at"] == first["completed_at"]
 

@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import joblib
 import numpy as np
-import pyarrow as pa
 import pytest
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
@@ -18,10 +17,16 @@ from sqlalchemy import insert, select
 
 from app.db import Batch, Job, utcnow
 from app.predictions.submission import job_record
-from tests.conftest import client_for, count_jobs, stored_estimator, wait_until_no_worker_holds
-from tests.test_arrow_requests import arrow_body
-
-IRIS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+from tests.helpers import (
+    IRIS_FEATURES,
+    arrow_body,
+    arrow_table,
+    client_for,
+    count_jobs,
+    iris_rows,
+    stored_estimator,
+    wait_until_no_worker_holds,
+)
 
 
 @pytest.fixture
@@ -29,13 +34,8 @@ def workers(worker, bulk_worker):
     """Explained rows are taken by the bulk worker (app/celery_app.py), plain ones by the online one."""
 
 
-def fresh_iris_rows(n: int) -> list[list[float]]:
-    rng = np.random.default_rng(uuid.uuid4().int % 2**32)  # never cached
-    return rng.uniform([4.3, 2.0, 1.0, 0.1], [7.9, 4.4, 6.9, 2.5], size=(n, 4)).round(4).tolist()
-
-
 def test_a_forest_explains_the_predicted_class_probability(client, svc, registered, workers):
-    rows = fresh_iris_rows(5)
+    rows = iris_rows(5).tolist()
 
     job = client.post("/v1/models/iris/predictions?wait=20", json={"inputs": rows, "explain": True}).json
 
@@ -45,7 +45,7 @@ def test_a_forest_explains_the_predicted_class_probability(client, svc, register
     for row, output in zip(proba, job["outputs"], strict=True):
         explanation = output["explanation"]
         assert explanation["class"] == output["prediction"]
-        assert list(explanation["contributions"]) == IRIS
+        assert list(explanation["contributions"]) == IRIS_FEATURES
         total = explanation["base_value"] + sum(explanation["contributions"].values())
         assert total == pytest.approx(row[classes.index(output["prediction"])], abs=1e-6), "shap is additive"
 
@@ -71,13 +71,13 @@ def test_a_pipeline_is_explained_through_its_one_to_one_steps(client, svc, worke
     svc.registry.register(name, tmp_path / "scaled.joblib", reference=iris.data)
 
     job = client.post(
-        f"/v1/models/{name}/predictions?wait=20", json={"inputs": fresh_iris_rows(2), "explain": True}
+        f"/v1/models/{name}/predictions?wait=20", json={"inputs": iris_rows(2).tolist(), "explain": True}
     ).json
 
     assert job["status"] == "succeeded", job
     for output in job["outputs"]:
         assert output["explanation"]["class"] == output["prediction"]
-        assert list(output["explanation"]["contributions"]) == IRIS
+        assert list(output["explanation"]["contributions"]) == IRIS_FEATURES
 
 
 def test_a_model_without_a_fast_explainer_is_refused_at_submit(client, svc, tmp_path):
@@ -88,7 +88,7 @@ def test_a_model_without_a_fast_explainer_is_refused_at_submit(client, svc, tmp_
     before = count_jobs(svc)
 
     response = client.post(
-        f"/v1/models/{name}/predictions", json={"inputs": fresh_iris_rows(1), "explain": True}
+        f"/v1/models/{name}/predictions", json={"inputs": iris_rows(1).tolist(), "explain": True}
     )
 
     assert response.status_code == 422
@@ -98,7 +98,7 @@ def test_a_model_without_a_fast_explainer_is_refused_at_submit(client, svc, tmp_
 
 
 def test_explained_outputs_are_cached_apart_from_plain_ones(client, registered, workers):
-    rows = fresh_iris_rows(2)
+    rows = iris_rows(2).tolist()
     explained = client.post(
         "/v1/models/iris/predictions?wait=20", json={"inputs": rows, "explain": True}
     ).json
@@ -118,7 +118,7 @@ def test_explained_outputs_are_cached_apart_from_plain_ones(client, registered, 
 def test_every_class_is_explained_on_request_and_equals_shap_in_process(client, svc, registered, workers):
     import shap
 
-    rows = fresh_iris_rows(4)
+    rows = iris_rows(4).tolist()
 
     job = client.post(
         "/v1/models/iris/predictions?wait=20",
@@ -143,7 +143,7 @@ def test_every_class_is_explained_on_request_and_equals_shap_in_process(client, 
 
 
 def test_explaining_every_class_is_cached_apart_from_the_predicted_class_only(client, registered, workers):
-    rows = fresh_iris_rows(2)
+    rows = iris_rows(2).tolist()
     first = client.post("/v1/models/iris/predictions?wait=20", json={"inputs": rows, "explain": True}).json
     assert first["status"] == "succeeded" and "by_class" not in first["outputs"][0]["explanation"]
 
@@ -171,7 +171,7 @@ def test_explaining_every_class_is_cached_apart_from_the_predicted_class_only(cl
 def test_bad_explain_options_are_refused_and_store_nothing(client, svc, registered, body):
     before = count_jobs(svc)
 
-    response = client.post("/v1/models/iris/predictions", json={"inputs": fresh_iris_rows(1), **body})
+    response = client.post("/v1/models/iris/predictions", json={"inputs": iris_rows(1).tolist(), **body})
 
     assert response.status_code == 422, response.json
     assert response.json["error"]["code"] == "invalid_input"
@@ -185,8 +185,7 @@ def test_bad_explain_options_are_refused_and_store_nothing(client, svc, register
 def test_an_arrow_request_asks_for_explanations_in_its_query_string(
     client, registered, workers, query, explained_classes
 ):
-    rows = np.asarray(fresh_iris_rows(2))
-    table = pa.table({name: rows[:, j] for j, name in enumerate(IRIS)})
+    table = arrow_table(iris_rows(2))
 
     response = client.post(
         f"/v1/models/iris/predictions?wait=20&{query}",
@@ -196,12 +195,12 @@ def test_an_arrow_request_asks_for_explanations_in_its_query_string(
 
     assert response.status_code == 200, response.json
     for output in response.json["outputs"]:
-        assert set(output["explanation"]["contributions"]) == set(IRIS)
+        assert set(output["explanation"]["contributions"]) == set(IRIS_FEATURES)
         assert len(output["explanation"].get("by_class", {})) == (explained_classes or 0)
 
 
 def test_a_partly_cached_explained_request_explains_its_uncached_rows_too(client, registered, workers):
-    seen, fresh = fresh_iris_rows(1), fresh_iris_rows(1)
+    seen, fresh = iris_rows(1).tolist(), iris_rows(1).tolist()
     first = client.post("/v1/models/iris/predictions?wait=20", json={"inputs": seen, "explain": True}).json
     assert first["status"] == "succeeded"
 
@@ -211,16 +210,18 @@ def test_a_partly_cached_explained_request_explains_its_uncached_rows_too(client
 
     assert job["status"] == "succeeded", job
     assert job["outputs"][0] == first["outputs"][0], "the seen row from the cache"
-    assert set(job["outputs"][1]["explanation"]["contributions"]) == set(IRIS), "the fresh row explained"
+    assert set(job["outputs"][1]["explanation"]["contributions"]) == set(IRIS_FEATURES), (
+        "the fresh row explained"
+    )
 
 
 def test_explained_rows_are_run_by_the_bulk_worker_and_plain_ones_by_the_online_worker(
     client, svc, registered, workers, worker_name
 ):
     explained = client.post(
-        "/v1/models/iris/predictions?wait=20", json={"inputs": fresh_iris_rows(2), "explain": True}
+        "/v1/models/iris/predictions?wait=20", json={"inputs": iris_rows(2).tolist(), "explain": True}
     ).json
-    plain = client.post("/v1/models/iris/predictions?wait=20", json={"inputs": fresh_iris_rows(2)}).json
+    plain = client.post("/v1/models/iris/predictions?wait=20", json={"inputs": iris_rows(2).tolist()}).json
 
     assert explained["status"] == plain["status"] == "succeeded"
     with svc.engine.connect() as conn:
@@ -243,7 +244,7 @@ def test_an_explained_job_queued_again_by_the_sweeper_is_explained_all_the_same(
     # A job Redis lost (say, wiped): stored as queued long ago, nothing on any queue.
     served = svc.registry.resolve("iris")
     record = job_record(
-        uuid.uuid4(), "iris", served.version, fresh_iris_rows(2), [None, None],
+        uuid.uuid4(), "iris", served.version, iris_rows(2).tolist(), [None, None],
         created_at=utcnow() - timedelta(seconds=svc.settings.stuck_job_seconds + 60),
         owner=None, explain="all",
     )  # fmt: skip
@@ -262,7 +263,7 @@ def test_a_request_asking_for_explanations_has_a_row_cap_of_its_own(client, svc,
     before = count_jobs(svc)
 
     refused = client.post(
-        "/v1/models/iris/predictions", json={"inputs": fresh_iris_rows(limit + 1), "explain": True}
+        "/v1/models/iris/predictions", json={"inputs": iris_rows(limit + 1).tolist(), "explain": True}
     )
 
     assert refused.status_code == 413, refused.json
@@ -282,7 +283,7 @@ def test_the_sweeper_wakes_a_worker_for_explained_rows_left_on_their_queue(
     # Rows on the explained queue whose wake-up was lost (no task was sent for them).
     served = svc.registry.resolve("iris")
     record = job_record(
-        uuid.uuid4(), "iris", served.version, fresh_iris_rows(1), [None],
+        uuid.uuid4(), "iris", served.version, iris_rows(1).tolist(), [None],
         created_at=utcnow(), owner=None, explain="predicted",
     )  # fmt: skip
     with svc.engine.begin() as conn:
@@ -302,4 +303,4 @@ def test_the_sweeper_wakes_a_worker_for_explained_rows_left_on_their_queue(
     done = client_for(app, tokens["admin"]).get(f"/v1/predictions/{record['id']}?wait=20").json
 
     assert done["status"] == "succeeded", done
-    assert set(done["outputs"][0]["explanation"]["contributions"]) == set(IRIS)
+    assert set(done["outputs"][0]["explanation"]["contributions"]) == set(IRIS_FEATURES)

@@ -26,7 +26,6 @@ from app.config import Settings
 from app.db import Job
 from app.migrate import upgrade
 from scripts.local import scratch_database
-from tests.conftest import ADMIN_URL
 from tests.fault_stack import (
     REPORT,
     ClientTraffic,
@@ -37,8 +36,8 @@ from tests.fault_stack import (
     Traffic,
     postgres_bin,
 )
+from tests.helpers import ADMIN_URL, expected_outputs, iris_rows
 from tests.slow_model import slow_identity
-from tests.test_end_to_end import expected_outputs
 
 pytestmark = pytest.mark.faults
 
@@ -215,11 +214,7 @@ def bulk_job_under_fault(
     model, artifact = slow_model
     env, token = prepare(database_url, redis_url, tmp_path, artifact)
     stack = Stack(tmp_path, env | {"BATCH_CHUNK_ROWS": str(BULK_CHUNK_ROWS)})
-    X = (
-        np.random.default_rng(5)
-        .uniform([4.3, 2.0, 1.0, 0.1], [7.9, 4.4, 6.9, 2.5], size=(BULK_ROWS, 4))
-        .round(2)
-    )
+    X = iris_rows(BULK_ROWS, seed=5, decimals=2)
     source = tmp_path / "input.parquet"
     pq.write_table(pa.table({"id": np.arange(BULK_ROWS), **{f"x{j}": X[:, j] for j in range(4)}}), source)
     outcome = FaultOutcome(f"batch job: {fault}", submitted=BULK_ROWS)

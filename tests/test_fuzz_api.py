@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,15 +23,11 @@ from app import create_app
 from app.config import Settings
 from app.migrate import upgrade
 from scripts.local import scratch_database
-from tests.conftest import ADMIN_URL, REDIS_URL, bearer
+from tests.helpers import ADMIN_URL, FUZZ_CASES, FUZZ_STATUSES, REDIS_URL, bearer
 
 # A Redis DB of its own (the fuzzer flushes it); TEST_FUZZ_REDIS_URL lets runs side by side pick others.
 FUZZ_REDIS_URL = os.environ.get("TEST_FUZZ_REDIS_URL", REDIS_URL.rsplit("/", 1)[0] + "/12")
 MODEL = "fuzz"
-
-#: Cases run and statuses seen, per operation; conftest prints them after the run.
-CASES: Counter[str] = Counter()
-STATUSES: Counter[int] = Counter()
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +73,7 @@ def test_no_generated_request_gets_a_server_error(fuzz_app: Any, fuzz_token: str
         except Unsatisfiable:
             # An operation without parameters or body (GET /v1/models) has nothing to break.
             assert mode is GenerationMode.NEGATIVE, operation.label
-    assert sum(CASES.values()) >= 300
+    assert sum(FUZZ_CASES.values()) >= 300
 
 
 def fuzz(operation: Any, mode: GenerationMode, token: str) -> None:
@@ -88,8 +83,8 @@ def fuzz(operation: Any, mode: GenerationMode, token: str) -> None:
         if case.method == "POST" and "name" in (case.path_parameters or {}):
             case.path_parameters["name"] = MODEL
         response = case.call(headers=bearer(token))
-        CASES[f"{case.method} {case.path} ({mode.value})"] += 1
-        STATUSES[response.status_code] += 1
+        FUZZ_CASES[f"{case.method} {case.path} ({mode.value})"] += 1
+        FUZZ_STATUSES[response.status_code] += 1
         assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.text[:300]}"
         # schemathesis gives header values as lists, keyed in lower case.
         content_type = response.headers.get("content-type", [""])[0]

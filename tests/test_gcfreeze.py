@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from scripts.local import ROOT
-from tests.conftest import settings_env
+from tests.helpers import settings_env
 
 # Each prints how many objects the hook left frozen, in a fresh interpreter.
 HOOKS = {

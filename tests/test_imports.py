@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import settings_env
+from tests.helpers import settings_env
 
 # What a fresh interpreter reports after running the import under test.
 REPORT = (

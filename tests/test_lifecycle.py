@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from app.celery_app import RETRAIN, SCHEDULE_RETRAINS
 from app.lifecycle import training, training_data, training_runs
 from app.lifecycle.drift import check_model
-from tests.conftest import client_for
+from tests.helpers import client_for
 
 FEATURES = ["x0", "x1"]
 
@@ -221,7 +221,7 @@ def test_schedules_and_drift_start_runs(svc, app, tokens, worker, tmp_path):
     assert "drifting" not in training_runs.start_due_runs(svc), "not due again until an hour has passed"
 
     # Production inputs far from the reference: the drift check queues a run of its own.
-    from tests.conftest import insert_queued_job
+    from tests.helpers import insert_queued_job
 
     for _ in range(5):
         insert_queued_job(svc, "drifting", (rng.normal(3, 1, (50, 2))).tolist())

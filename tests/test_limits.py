@@ -11,7 +11,7 @@ import pytest
 from app import create_app
 from app.predictions.items import encode_item
 from app.predictions.queue import RowQueue, queue_key
-from tests.conftest import client_for, count_jobs
+from tests.helpers import client_for, count_jobs
 
 ROW = {"inputs": [[6.1, 2.8, 4.7, 1.2]]}
 

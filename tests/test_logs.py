@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import api_log_path, bearer
+from tests.helpers import api_log_path, bearer
 
 
 def json_lines(path: Path) -> list[dict]:

@@ -11,26 +11,19 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-import numpy as np
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select, update
 
 from app.db import Batch, Job, utcnow
 from app.predictions.items import encode_item
 from app.predictions.queue import RowQueue
-from tests.conftest import bearer, insert_queued_job
+from tests.helpers import bearer, insert_queued_job, iris_rows, metric_samples, scrape_test_client
 
 SUBMIT = "/v1/models/<string:name>/predictions"
 
 
 def scrape(url: str) -> dict[tuple[str, frozenset], float]:
-    """Every sample of an exposition, keyed by name and labels (the text must parse)."""
-    text = httpx.get(url, timeout=10).text
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+    """Every sample of the exposition at ``url``."""
+    return metric_samples(httpx.get(url, timeout=10).text)
 
 
 def value(samples: dict, name: str, **labels: str) -> float:
@@ -51,7 +44,7 @@ def test_api_and_worker_metrics_count_the_traffic(
     svc, registered, worker, worker_metrics_url, api_server, tokens
 ):
     api = httpx.Client(base_url=api_server, headers=bearer(tokens["predict"]), timeout=30)
-    rows = np.random.default_rng(11).uniform([4, 2, 1, 0.1], [8, 4.5, 7, 2.5], size=(12, 4)).round(5).tolist()
+    rows = iris_rows(12).tolist()  # fresh rows: the first 12 requests are cache misses
     api_before, worker_before = scrape(f"{api_server}/metrics"), scrape(worker_metrics_url)
     batches_before = batches(svc)
 
@@ -113,13 +106,3 @@ def test_the_oldest_queued_job_and_queue_depth_are_exported(client, svc, registe
         svc.redis.delete(queue.key)
         with svc.engine.begin() as conn:
             conn.execute(update(Job).where(Job.id == stuck).values(status="failed", completed_at=utcnow()))
-
-
-def scrape_test_client(client: Any) -> dict[tuple[str, frozenset], float]:
-    response = client.get("/metrics")
-    assert response.status_code == 200 and response.content_type.startswith("text/plain")
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.get_data(as_text=True))
-        for sample in family.samples
-    }

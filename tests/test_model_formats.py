@@ -13,7 +13,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 from app.errors import RegistryError
 from app.registry.registry import Registry
-from tests.test_end_to_end import expected_outputs
+from tests.helpers import expected_outputs
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 

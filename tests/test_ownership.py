@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from app import create_app
 from app.db import Feedback, Job, utcnow
 from app.predictions.queue import result_key
-from tests.conftest import client_for, insert_queued_job
+from tests.helpers import client_for, insert_queued_job
 from workers.sweeper import requeue_stuck_jobs
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from app.db import Job, utcnow
 from app.predictions.items import encode_item
 from app.predictions.queue import RowQueue, cache_keys
-from tests.conftest import insert_queued_job
+from tests.helpers import insert_queued_job
 from workers.batching import run_batch
 
 GOOD = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]

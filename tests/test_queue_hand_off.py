@@ -14,7 +14,7 @@ from app.celery_app import RUN_BATCH, make_celery
 from app.db import Job, utcnow
 from app.predictions.items import encode_item
 from app.predictions.queue import ACTIVE_TTL_SECONDS, RowQueue, active_key
-from tests.conftest import insert_queued_job
+from tests.helpers import insert_queued_job
 from workers.batching import collect, drain, take
 
 ROW = [5.1, 3.5, 1.4, 0.2]

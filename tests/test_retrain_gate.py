@@ -14,7 +14,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from app.lifecycle import training, training_data
-from tests.conftest import client_for
+from tests.helpers import client_for
 
 SEEDS = range(20)
 

@@ -13,7 +13,8 @@ from sqlalchemy import create_engine, inspect, text
 
 from app import create_app
 from app.migrate import alembic_config, upgrade
-from tests.conftest import client_for, free_port, settings_env
+from scripts.local import free_port
+from tests.helpers import client_for, settings_env
 
 
 def test_healthz(client):

@@ -9,7 +9,7 @@ from datetime import timedelta
 from sqlalchemy import insert, select, update
 
 from app.db import Batch, Job, TrainingRun, utcnow
-from tests.conftest import insert_queued_job
+from tests.helpers import insert_queued_job
 from workers.sweeper import expire_old_jobs, fail_stale_training_runs
 
 

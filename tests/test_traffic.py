@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from app import create_app
 from app.db import Job, ShadowOutput
-from tests.conftest import client_for
+from tests.helpers import client_for
 
 ROW = [6.3, 2.9, 5.6, 1.8]
 

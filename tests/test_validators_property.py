@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from app.errors import InvalidInput, PayloadTooLarge
 from app.registry.signature import rows_to_matrix
+from tests.helpers import IRIS_FEATURES
 
 NAMES = {"sepal_length": 0, "sepal_width": 1, "petal_length": 2, "petal_width": 3}
 MAX_ROWS = 20
@@ -88,7 +89,7 @@ def test_the_submit_endpoint_answers_any_rows_with_a_job_or_a_client_error(clien
         assert response.json["error"]["code"] == "invalid_input"
 
 
-IRIS_NAMES = {"sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"}
+IRIS_NAMES = set(IRIS_FEATURES)
 
 
 def _fits_iris(row: object) -> bool:
