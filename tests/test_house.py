@@ -185,3 +185,32 @@ MODULES = sorted(str(path.relative_to(ROOT)) for path in _modules().values())
 def test_no_module_of_the_service_is_longer_than_three_hundred_lines(module):
     lines = len((ROOT / module).read_text().splitlines())
     assert lines <= MAX_MODULE_LINES, f"{module} has {lines} lines: split it by what its parts do"
+
+
+# Test files share code through these alone: a helper kept in a test module ties that file's
+# tests to every file that borrows it, and conftest.py is pytest's plugin (fixtures, hooks).
+TEST_SUPPORT = {"tests.helpers", "tests.fault_stack", "tests.slow_model"}
+
+
+def _tests_imported(path: Path, modules: set[str]) -> set[str]:
+    """Which modules of tests/ ``path`` imports (``from tests import m`` and ``from .m import n`` too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            # tests/ is one flat package: a relative import starts from it.
+            base = ".".join(filter(None, ["tests" if node.level else "", node.module or ""]))
+            for alias in node.names:
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
+    return found & modules
+
+
+def test_tests_share_code_only_through_the_support_modules():
+    paths = sorted(path for path in (ROOT / "tests").glob("*.py") if path.name != "__init__.py")
+    modules = {_module_name(path) for path in paths}
+
+    wrong = {_module_name(path): sorted(found - TEST_SUPPORT)
+             for path in paths if (found := _tests_imported(path, modules)) - TEST_SUPPORT}  # fmt: skip
+
+    assert not wrong, f"import from tests/helpers.py instead of another test module or conftest: {wrong}"
