@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import Settings
 
@@ -25,7 +26,7 @@ class OrjsonProvider(DefaultJSONProvider):
 def create_app(settings: Settings | None = None) -> Flask:
     """The Flask app; ``settings`` default to the environment (see app/config.py)."""
     from app.access.auth import init_auth
-    from app.access.ratelimit import failed_key_guard, init_rate_limits
+    from app.access.ratelimit import count_failed_key, init_rate_limits
     from app.api import observe_requests, register_api
     from app.celery_app import celery_init_app
     from app.cli import register_cli
@@ -44,12 +45,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     svc = app.extensions["predq"] = build_services(settings, celery)
     register_error_handlers(app)
     observe_requests(app, settings.log_requests)  # first, so refused requests are timed too
-    # Auth next: the rate limiter counts per key, so it needs to know the caller. Auth asks
-    # the limiter too, before looking up a token it has not seen (made-up keys).
-    init_auth(app, svc.keys, settings.auth_enabled, lambda: failed_key_guard(svc.limits, settings))
+    # Auth next: the rate limiter counts per key, so it needs to know the caller. A refused
+    # key is counted against its client address (AUTH_FAILURE_LIMIT).
+    init_auth(app, svc.keys, settings.auth_enabled, lambda: count_failed_key(svc.limits, settings))
     init_rate_limits(app, settings, svc.limits)
     register_api(app)
     register_cli(app)
+    if settings.trusted_proxies:
+        # Only then is X-Forwarded-For believed, and only its last hops, the ones those
+        # proxies appended: a client can put anything before them.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
     if not logging.getLogger().handlers:  # gunicorn and Celery configure it before this
         configure_logging(settings.log_level, settings.log_format)
     return app

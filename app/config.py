@@ -170,13 +170,16 @@ class Settings:
     """Require an API key (``Authorization: Bearer``) on every /v1 endpoint."""
 
     auth_cache_seconds: float = 5.0
-    """How long an API process trusts a key lookup; a revoked key stops working within this."""
+    """How often an API process re-reads its set of active keys: a new or revoked key acts within this."""
 
     rate_limit: str = "100/second"
     """Requests per API key (per client address when auth is off), unless the key sets its own."""
 
     auth_failure_limit: str = "20/minute"
-    """Unknown or revoked keys one client address may present before it gets 429, not a lookup."""
+    """Refused keys one client address may present before they get 429 (its valid keys never do)."""
+
+    trusted_proxies: int = 0
+    """Proxies in front of the API whose X-Forwarded-For names the client; 0 ignores the header."""
 
     max_queued_jobs: int = 10000
     """Jobs waiting on one model version's queue beyond which a submit gets 503 (backpressure)."""

@@ -27,6 +27,7 @@ from app.processes import PROCESSES
 from scripts.local import ROOT, free_port, process_group, scratch_database, wait_for_http
 from tests.helpers import (
     ADMIN_URL,
+    API_SERVER_AUTH_CACHE_SECONDS,
     FUZZ_CASES,
     FUZZ_STATUSES,
     REDIS_URL,
@@ -166,7 +167,8 @@ def api_server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     """The API under granian (app/serve.py), as in production; yields its base URL."""
     port = free_port()
     log_path = api_log_path(tmp_path_factory)
-    env = settings_env(settings) | {"BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2", "API_THREADS": "64"}
+    env = settings_env(settings) | {"BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2", "API_THREADS": "64",
+                                    "AUTH_CACHE_SECONDS": str(API_SERVER_AUTH_CACHE_SECONDS)}  # fmt: skip
     with process_group([bin_path("python"), "-m", "app.serve"], env, log_path) as proc:
         wait_for_http(f"http://127.0.0.1:{port}/healthz", [proc], timeout=30)
         yield f"http://127.0.0.1:{port}"

@@ -76,6 +76,11 @@ def api_log_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.getbasetemp() / "api-server.log"
 
 
+#: How often the api_server fixture's processes re-read the API keys: a key a test creates
+#: works there once this has passed.
+API_SERVER_AUTH_CACHE_SECONDS = 0.5
+
+
 # -- talking to the API -------------------------------------------------------------------
 
 

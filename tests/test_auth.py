@@ -97,25 +97,30 @@ def test_a_revoked_key_stops_working_within_the_cache_time(settings, svc, regist
     assert "revoked" in response.json["error"]["message"]
 
 
-def test_a_refused_token_is_looked_up_once_per_cache_time_and_known_keys_still_work(svc):
+def test_a_key_created_elsewhere_works_within_the_cache_time(settings, svc, registered):
+    app = create_app(settings.replace(auth_cache_seconds=0.5))
+    http = app.test_client()
+    assert http.get("/v1/models/iris", headers=bearer("pq_made-up")).status_code == 401  # the set is loaded
+    _, token = svc.keys.create(f"created-elsewhere-{uuid.uuid4().hex[:6]}", ["predict"])  # another process
+
+    time.sleep(0.6)
+
+    assert http.get("/v1/models/iris", headers=bearer(token)).status_code == 200
+
+
+def test_made_up_tokens_cost_no_database_query(svc):
     keys = ApiKeys(svc.engine, cache_seconds=60)
-    _, good = svc.keys.create("beside-refused", ["predict"])
-    lookups: list[str] = []
+    _, good = svc.keys.create(f"beside-refused-{uuid.uuid4().hex[:6]}", ["predict"])
+    assert keys.authenticate(good) is not None  # the first request reads the set of active keys
+    lookups = _count_key_queries(svc.engine)
 
-    def count(conn, cursor, statement, *args) -> None:
-        if "api_keys" in statement:
-            lookups.append(statement)
+    with lookups:
+        refused = [keys.authenticate(f"pq_made-up-{i}") for i in range(200)]
+        known = keys.authenticate(good)
 
-    event.listen(svc.engine, "before_cursor_execute", count)
-    try:
-        refused = [keys.authenticate("pq_made-up") for _ in range(5)]
-        known = [keys.authenticate(good) for _ in range(3)]
-    finally:
-        event.remove(svc.engine, "before_cursor_execute", count)
-
-    assert refused == [None] * 5
-    assert all(p is not None and p.name == "beside-refused" for p in known)
-    assert len(lookups) == 2, "one lookup for the made-up token, one for the real key"
+    assert refused == [None] * 200
+    assert known is not None and known.name.startswith("beside-refused")
+    assert lookups.statements == [], "neither a made-up token nor a known key queried the database"
 
 
 def test_the_cli_creates_lists_and_revokes_keys(app):
@@ -149,32 +154,92 @@ def test_auth_off_lets_anonymous_requests_through(settings, registered):
     assert open_app.test_client().get("/v1/models/iris").status_code == 200
 
 
-def test_an_address_presenting_made_up_keys_gets_429_before_any_lookup(settings, svc):
-    strict = create_app(settings.replace(auth_failure_limit="3/minute"))
-    engine = strict.extensions["predq"].engine
-    _, good = svc.keys.create(f"beside-guessing-{uuid.uuid4().hex[:6]}", ["predict"])
-    guesser, neighbour = strict.test_client(), strict.test_client()
-    guesser.environ_base["REMOTE_ADDR"] = f"10.{uuid.uuid4().int % 250}.7.7"
-    lookups: list[str] = []
+class _count_key_queries:
+    """Within the block, the statements that touch api_keys on ``engine``."""
 
-    def count(conn, cursor, statement, *args) -> None:
+    def __init__(self, engine) -> None:
+        self.engine, self.statements = engine, []
+
+    def _count(self, conn, cursor, statement, *args) -> None:
         if "api_keys" in statement:
-            lookups.append(statement)
+            self.statements.append(statement)
 
-    assert guesser.get("/v1/models", headers=bearer(good)).status_code == 200  # now cached here
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        answers = [guesser.get("/v1/models", headers=bearer(f"pq_made-up-{i}")) for i in range(5)]
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
+    def __enter__(self):
+        event.listen(self.engine, "before_cursor_execute", self._count)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._count)
+
+
+def _address() -> str:
+    return f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.7"
+
+
+def test_made_up_tokens_from_an_address_never_lock_out_its_valid_keys(settings, svc, registered):
+    # Behind a NAT or an office proxy every caller shares one address.
+    strict = create_app(settings.replace(auth_failure_limit="20/minute", auth_cache_seconds=60))
+    _, predict = svc.keys.create(f"shared-address-{uuid.uuid4().hex[:6]}", ["predict"])
+    _, admin = svc.keys.create(f"shared-address-admin-{uuid.uuid4().hex[:6]}", ["admin"])
+    shared = strict.test_client()
+    shared.environ_base["REMOTE_ADDR"] = _address()
+    assert shared.get("/v1/models", headers=bearer("pq_first")).status_code == 401  # the set is loaded
+
+    with _count_key_queries(strict.extensions["predq"].engine) as lookups:
+        answers = [
+            shared.get("/v1/models", headers=bearer(f"pq_made-up-{i}")).status_code for i in range(200)
+        ]
+        as_predict = shared.post("/v1/models/iris/predictions", json=ROW, headers=bearer(predict))
+        as_admin = shared.put("/v1/models/iris/aliases/champion", json={"version": 1}, headers=bearer(admin))
+
+    assert answers[:19] == [401] * 19 and set(answers[19:]) == {429}, (
+        "the made-up tokens themselves are limited"
+    )
+    assert as_predict.status_code in (200, 202), as_predict.json
+    assert as_admin.status_code == 200, as_admin.json
+    assert lookups.statements == [], "no token, made up or valid, cost a database query"
+
+
+def test_a_refused_key_gets_429_with_retry_after_once_its_address_spent_the_limit(settings, svc):
+    strict = create_app(settings.replace(auth_failure_limit="3/minute"))
+    guesser, neighbour = strict.test_client(), strict.test_client()
+    guesser.environ_base["REMOTE_ADDR"] = _address()
+
+    answers = [guesser.get("/v1/models", headers=bearer(f"pq_made-up-{i}")) for i in range(5)]
+    from_elsewhere = neighbour.get("/v1/models", headers=bearer("pq_made-up-elsewhere"))
 
     assert [a.status_code for a in answers] == [401, 401, 401, 429, 429]
     assert answers[3].json["error"]["code"] == "rate_limited" and int(answers[3].headers["Retry-After"]) >= 1
-    assert len(lookups) == 3, "no lookup once the address has spent its refused keys"
-    assert guesser.get("/v1/models", headers=bearer(good)).status_code == 200, (
-        "a key cached before still works"
-    )
-    _, fresh = svc.keys.create(f"beside-guessing-{uuid.uuid4().hex[:6]}", ["predict"])
-    assert neighbour.get("/v1/models", headers=bearer(fresh)).status_code == 200, (
-        "another address is not held"
-    )
+    assert from_elsewhere.status_code == 401, "another address is not held"
+
+
+def _guess_from(http, forwarded_for: list[str]) -> list[int]:
+    return [
+        http.get("/v1/models", headers={**bearer(f"pq_guess-{i}"), "X-Forwarded-For": hops}).status_code
+        for i, hops in enumerate(forwarded_for)
+    ]
+
+
+def test_x_forwarded_for_is_ignored_by_default(settings):
+    strict = create_app(settings.replace(auth_failure_limit="3/minute"))
+    client = strict.test_client()
+    client.environ_base["REMOTE_ADDR"] = _address()
+
+    # A client claiming a new address on every request is still one address.
+    answers = _guess_from(client, [_address() for _ in range(5)])
+
+    assert answers == [401, 401, 401, 429, 429]
+
+
+def test_behind_one_trusted_proxy_the_client_is_the_address_it_appended(settings):
+    strict = create_app(settings.replace(auth_failure_limit="3/minute", trusted_proxies=1))
+    proxy = strict.test_client()
+    proxy.environ_base["REMOTE_ADDR"] = _address()  # every request comes through the proxy
+    client, other = _address(), _address()
+
+    # The client makes up a first hop each time; the proxy appends the address it saw.
+    spoofed = _guess_from(proxy, [f"{_address()}, {client}" for _ in range(5)])
+    from_other = _guess_from(proxy, [other])
+
+    assert spoofed == [401, 401, 401, 429, 429], "spoofed extra hops give the client no new address"
+    assert from_other == [401], "another client behind the same proxy is not held"

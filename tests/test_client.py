@@ -28,6 +28,7 @@ from app import create_app
 from app.db import Job
 from scripts.local import free_port
 from tests.helpers import (
+    API_SERVER_AUTH_CACHE_SECONDS,
     IRIS_FEATURES,
     bin_path,
     expected_outputs,
@@ -210,6 +211,7 @@ def test_each_server_error_raises_its_class(
     _, slow_token = svc.keys.create(
         f"one-a-minute-{uuid.uuid4().hex[:6]}", ["predict"], rate_limit="1/minute"
     )
+    time.sleep(API_SERVER_AUTH_CACHE_SECONDS)  # until the server's processes know the new key
     with predq.Client(api_server, slow_token, timeout=1, backoff=FAST) as limited:
         limited.models()
         with pytest.raises(predq.RateLimited) as limited_error:

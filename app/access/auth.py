@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-from cachetools import TTLCache
 from flask import Flask, current_app, g, request
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from app.db import ApiKey, utcnow
@@ -64,15 +65,23 @@ def hash_token(token: str) -> str:
 
 
 class ApiKeys:
-    """The api_keys table, with a short cache in front of lookups (one per request)."""
+    """The api_keys table; each process holds every active key in memory (a dict lookup a request).
+
+    A token whose hash is not among the active keys is refused at once, with no database
+    query, so made-up tokens cost nothing but their share of the failed-key limit. The set
+    is checked against the table at most every ``cache_seconds``: a cheap query of how many
+    keys exist, the newest and how many are revoked (keys are only ever created and revoked),
+    and the whole set is read again only when that changed. So a new key works, and a
+    revoked one stops, within ``cache_seconds`` in every process; in this process at once.
+    """
 
     def __init__(self, engine: Engine, cache_seconds: float = 5.0) -> None:
         self.engine = engine
-        self._cache: TTLCache[str, Principal] = TTLCache(maxsize=10_000, ttl=cache_seconds)
-        # Refused tokens too, so a client retrying with a bad key costs no query per
-        # request; apart, so a flood of made-up tokens cannot push known keys out.
-        self._refused: TTLCache[str, bool] = TTLCache(maxsize=10_000, ttl=cache_seconds)
-        self._lock = threading.Lock()
+        self.cache_seconds = cache_seconds
+        self._active: dict[str, Principal] = {}
+        self._version: tuple[Any, ...] | None = None
+        self._checked_at = -math.inf
+        self._refresh_lock = threading.Lock()
 
     def create(self, name: str, scopes: list[str], rate_limit: str | None = None) -> tuple[Principal, str]:
         """A new key; returns it with its token, which is not stored and cannot be shown again."""
@@ -99,6 +108,7 @@ class ApiKeys:
                 key_id = row.id
         except IntegrityError:
             raise ApiKeyError(f"an API key named {name!r} already exists") from None
+        self._checked_at = -math.inf  # this process sees its own change on the next request
         return Principal(key_id, name, frozenset(granted), rate_limit), token
 
     def revoke(self, name: str) -> None:
@@ -108,49 +118,53 @@ class ApiKeys:
                 raise ApiKeyError(f"no API key named {name!r}")
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
+        self._checked_at = -math.inf
 
     def list(self) -> list[ApiKey]:
         with Session(self.engine) as session:
             return list(session.scalars(select(ApiKey).order_by(ApiKey.name)))
 
-    def authenticate(
-        self, token: str, guard: Callable[[], LookupGuard | None] | None = None
-    ) -> Principal | None:
-        """The key behind ``token``, or None when it is unknown or revoked.
+    def authenticate(self, token: str) -> Principal | None:
+        """The active key behind ``token``, or None (unknown or revoked): a dictionary lookup."""
+        self._refresh_if_due()
+        return self._active.get(hash_token(token))
 
-        ``guard`` makes the guard of a lookup, only when a token not cached is looked up:
-        it is told before (it may raise to refuse the lookup) and after a lookup that found
-        no usable key. A cached token costs nothing more.
-        """
-        digest = hash_token(token)
-        with self._lock:
-            hit = self._cache.get(digest)
-            refused = digest in self._refused
-        if hit is not None or refused:
-            return hit
-        lookup_guard = guard() if guard is not None else None
-        if lookup_guard is not None:
-            lookup_guard.before_lookup()
-        with Session(self.engine) as session:
-            row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
-        if row is None or row.revoked_at is not None:
-            with self._lock:
-                self._refused[digest] = True
-            if lookup_guard is not None:
-                lookup_guard.after_refusal()
-            return None
-        principal = Principal(row.id, row.name, frozenset(row.scopes), row.rate_limit)
-        with self._lock:
-            self._cache[digest] = principal
-        return principal
+    def _refresh_if_due(self) -> None:
+        if time.monotonic() - self._checked_at < self.cache_seconds:
+            return
+        # One thread checks; the others go on with the set they have (all wait for the first).
+        if not self._refresh_lock.acquire(blocking=self._version is None):
+            return
+        try:
+            if time.monotonic() - self._checked_at >= self.cache_seconds:
+                self._refresh()
+        finally:
+            self._refresh_lock.release()
+
+    def _refresh(self) -> None:
+        try:
+            with Session(self.engine) as session:
+                version = tuple(session.execute(_VERSION).one())
+                if version != self._version:
+                    rows = session.execute(_ACTIVE).all()
+                    self._active = {
+                        r.key_hash: Principal(r.id, r.name, frozenset(r.scopes), r.rate_limit) for r in rows
+                    }
+                    self._version = version
+        except OperationalError:
+            if self._version is None:
+                raise  # no set to go on with: the request gets the database's 503
+            log.warning(
+                "API keys not re-read (database unreachable); keeping the %d known", len(self._active)
+            )
+        self._checked_at = time.monotonic()
 
 
-class LookupGuard(Protocol):
-    """What ApiKeys.authenticate tells before and after looking a token up (app/access/ratelimit.py)."""
-
-    def before_lookup(self) -> None: ...
-
-    def after_refusal(self) -> None: ...
+# Keys are only created (a new id) and revoked (revoked_at set once): this changes with either.
+_VERSION = select(func.count(), func.max(ApiKey.id), func.count(ApiKey.revoked_at))
+_ACTIVE = select(ApiKey.id, ApiKey.name, ApiKey.key_hash, ApiKey.scopes, ApiKey.rate_limit).where(
+    ApiKey.revoked_at.is_(None)
+)
 
 
 def _check_rate_limit(value: str) -> None:
@@ -180,11 +194,13 @@ def current_principal() -> Principal | None:
 
 
 def init_auth(
-    app: Flask, keys: ApiKeys, enabled: bool, guard: Callable[[], LookupGuard | None] = lambda: None
+    app: Flask, keys: ApiKeys, enabled: bool, on_refused: Callable[[], None] = lambda: None
 ) -> None:
     """Check the bearer token of every /v1 request before anything else runs.
 
-    ``guard`` makes the guard of this request's token lookup (see ApiKeys.authenticate).
+    ``on_refused`` is called for a token that is not an active key, before the 401: it
+    counts the failure against the client address and may raise instead (the failed-key
+    limit, app/access/ratelimit.py). A valid key never reaches it.
     """
     if not enabled:
         log.warning("AUTH IS OFF (AUTH_ENABLED=false): anyone who reaches this API can use every endpoint")
@@ -198,8 +214,9 @@ def init_auth(
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
-        principal = keys.authenticate(token.strip(), guard)
+        principal = keys.authenticate(token.strip())
         if principal is None:
+            on_refused()
             raise Unauthorized("this API key is unknown or revoked")
         view = current_app.view_functions.get(request.endpoint or "")
         needed = getattr(view, "required_scope", "predict")

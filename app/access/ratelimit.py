@@ -87,10 +87,6 @@ class RateLimits:
         """Count one request against ``caller``'s limits; raise RateLimited once one is spent."""
         self._enforce(caller, limit_text, self._limiter.hit)
 
-    def refuse_if_spent(self, caller: str, limit_text: str) -> None:
-        """Raise RateLimited when one of ``caller``'s limits is spent, counting nothing."""
-        self._enforce(caller, limit_text, self._limiter.test)
-
     def _enforce(self, caller: str, limit_text: str, passes: Callable[..., bool]) -> None:
         if not self.enabled:
             return
@@ -125,27 +121,6 @@ class RateLimits:
             log.warning("rate limit not counted, Redis unavailable: %s", error)
 
 
-@dataclass
-class FailedKeyGuard:
-    """Bounds the database lookups one client address can cause with keys that do not exist.
-
-    A refused token is cached, but a client making up a new token per request would cost a
-    lookup each; once the address has presented ``limit_text`` worth of refused keys, it
-    gets 429 before any lookup until the window ends. Known keys are never counted.
-    """
-
-    limits: RateLimits
-    address: str
-    limit_text: str
-
-    def before_lookup(self) -> None:
-        """Raise RateLimited when this address has spent its refused keys."""
-        self.limits.refuse_if_spent(f"failed-key:{self.address}", self.limit_text)
-
-    def after_refusal(self) -> None:
-        self.limits.count(f"failed-key:{self.address}", _parse(self.limit_text))
-
-
 def _refused(limit: RateLimitItem, caller: str, resets_in: float) -> RateLimited:
     retry_after = max(1, math.ceil(resets_in))
     log.info("rate limit %s exceeded by %s", limit, caller)
@@ -156,9 +131,11 @@ def _refused(limit: RateLimitItem, caller: str, resets_in: float) -> RateLimited
     )
 
 
-def failed_key_guard(limits: RateLimits, settings: Settings) -> FailedKeyGuard:
-    """The guard of this request's key lookup: its client address's refused keys."""
-    return FailedKeyGuard(limits, request.remote_addr or "unknown", settings.auth_failure_limit)
+def count_failed_key(limits: RateLimits, settings: Settings) -> None:
+    """Count a refused API key against this request's client address; 429 once it has spent
+    ``AUTH_FAILURE_LIMIT``. Only refused keys are counted and refused here: a valid key from
+    the same address (a NAT, an office proxy) is never held back by them."""
+    limits.check(f"failed-key:{request.remote_addr or 'unknown'}", settings.auth_failure_limit)
 
 
 def sends_own_rate_charge(view: Any) -> Any:
