@@ -67,6 +67,8 @@ CASES = [
     ("object row, model without names", "post", "/v1/models/plain/predictions", body({"inputs": [{"a": 1, "b": 2, "c": 3}]}), 422, "invalid_input", {"row": 0}),
     ("version not an integer", "post", IRIS, body({"inputs": [GOOD_ROW], "version": "1"}), 422, "invalid_input", {}),
     ("Idempotency-Key too long", "post", IRIS, body({"inputs": [GOOD_ROW]}) | {"headers": {"Idempotency-Key": "k" * 201}}, 422, "invalid_input", {}),
+    ("Idempotency-Key empty", "post", IRIS, body({"inputs": [GOOD_ROW]}) | {"headers": {"Idempotency-Key": ""}}, 422, "invalid_input", {"fields": {"Idempotency-Key": ["empty: printable ASCII only"]}}),
+    ("Idempotency-Key not ASCII", "post", IRIS, body({"inputs": [GOOD_ROW]}) | {"headers": {"Idempotency-Key": "clé"}}, 422, "invalid_input", {}),
     ("alias with a NUL byte", "post", IRIS, body({"inputs": [GOOD_ROW], "alias": "a\u0000"}), 404, "alias_not_found", {}),
     ("model name with a NUL byte", "get", "/v1/models/ir%00is", {}, 404, "model_not_found", {}),
     ("version beyond 32 bits", "post", IRIS, body({"inputs": [GOOD_ROW], "version": 2**31}), 422, "invalid_input", {}),

@@ -117,7 +117,9 @@ IdempotencyKey = Annotated[
     Meta(
         min_length=1,
         max_length=200,
-        description="The same key and body give the same job; another body gets 409.",
+        # Printable ASCII: granian passes a header value with any other byte on as '' (README).
+        pattern="^[ -~]+$",
+        description="The same key and body give the same job; another body gets 409. Printable ASCII.",
     ),
 ]
 
@@ -165,9 +167,17 @@ def wait_seconds(raw: str | None) -> float:
 
 
 def idempotency_key(raw: str | None) -> str | None:
-    """The ``Idempotency-Key`` header, or None; 422 when empty or longer than 200 characters."""
+    """The ``Idempotency-Key`` header, or None; 422 unless 1 to 200 printable ASCII characters."""
     if raw is None:
         return None
+    if raw == "":
+        # What granian hands on for a value with a non-ASCII byte: say so, never act as if
+        # no key had been sent (a retry would then make a second job).
+        raise InvalidInput(
+            "header 'Idempotency-Key' arrived empty; send 1 to 200 printable ASCII characters "
+            "(the HTTP server passes on a header value holding any other character as empty)",
+            fields={"Idempotency-Key": ["empty: printable ASCII only"]},
+        )
     key: str = _convert(raw, IdempotencyKey, "header 'Idempotency-Key' is invalid", "Idempotency-Key")
     return key
 
