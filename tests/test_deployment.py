@@ -207,6 +207,27 @@ def test_make_run_starts_everything_embedded_and_stops_cleanly(tmp_path, stop):
     assert survivors == [], survivors
 
 
+def test_the_runner_starts_an_exiting_process_again_until_it_is_told_to_stop(tmp_path):
+    starts = tmp_path / "starts"
+    argv = [
+        bin_path("python"),
+        "-m",
+        "scripts.respawn",
+        "--",
+        "sh",
+        "-c",
+        f"echo started >> {starts}; exit 3",
+    ]
+    with process_group(argv, dict(os.environ), tmp_path / "respawn.log") as runner:
+        time.sleep(3.5)  # starts at 0 s, then after waits of 1 s and 2 s
+        assert starts.read_text().count("started") == 3, (tmp_path / "respawn.log").read_text()
+        os.killpg(runner.pid, signal.SIGTERM)  # as honcho stops a process: its whole group
+        runner.wait(timeout=5)
+    time.sleep(1.5)
+    assert starts.read_text().count("started") == 3, "nothing started once it was told to stop"
+    assert "exited (code 3) after" in (tmp_path / "respawn.log").read_text()
+
+
 def _alive(process: psutil.Process) -> bool:
     try:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import joblib
 import pytest
 from sklearn.datasets import load_iris
@@ -32,6 +33,7 @@ from tests.fault_stack import (
     FaultOutcome,
     LocalPostgres,
     LocalRedis,
+    MakeRun,
     Stack,
     Traffic,
     postgres_bin,
@@ -191,6 +193,38 @@ def test_broker_unreachable_when_the_worker_starts(slow_model, redis_server, tmp
         time.sleep(3)
         redis_server.start()
         time.sleep(3)
+
+
+def test_redis_restarted_under_make_run(tmp_path):
+    run = MakeRun(tmp_path)
+    outcome = FaultOutcome("Redis restarted under make run")
+    try:
+        run.start()
+        traffic = Traffic(run.base, "auth-is-off", "demo", outcome)
+        traffic.start()
+        time.sleep(2)
+        run.redis().kill()  # SIGKILL; nobody steps in: the runner starts it again
+        killed = time.monotonic()
+        recovered = None
+        while recovered is None and time.monotonic() - killed < 30:
+            time.sleep(0.5)
+            with httpx.Client(base_url=run.base, timeout=10) as http:
+                answer = http.post(
+                    "/v1/models/demo/predictions?wait=2", json={"inputs": [[5.1, 3.5, 1.4, 0.2]]}
+                )
+            if answer.status_code == 200 and answer.json()["status"] == "succeeded":
+                recovered = time.monotonic() - killed
+        assert recovered is not None, f"no prediction succeeded within 30 s of the kill\n{run.logs()}"
+        outcome.fault += f" (predicting again {recovered:.0f} s after the kill)"
+        time.sleep(2)  # submits made after the recovery finish too
+        traffic.stop()
+        traffic.settle(expected_for(run.demo_model()), timeout=30)
+        assert outcome.accepted > 0
+        assert outcome.lost == 0, f"{outcome}\n{run.logs()}"
+        assert outcome.answered_twice_differently == 0 and outcome.wrong_output == 0, outcome
+        assert outcome.other_answers == {}, f"never a 500, never an answer without Retry-After: {outcome}"
+    finally:
+        run.stop()
 
 
 # -- batch jobs -------------------------------------------------------------------------
