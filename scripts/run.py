@@ -107,6 +107,14 @@ def main() -> None:
     procs["api"] = f"exec {command('api')}"
     for name in ("worker", "bulk-worker", "beat", "flower"):
         procs[name] = f"{wait} {command(name)}"
+    # Both workers serve /metrics; on one host they need a port each (the bulk worker the next one).
+    metrics_host, _, metrics_port = (env.get("WORKER_METRICS_BIND") or "127.0.0.1:9540").rpartition(":")
+    worker_metrics = {
+        "worker": f"{metrics_host}:{metrics_port}",
+        "bulk-worker": f"{metrics_host}:{int(metrics_port) + 1}",
+    }
+    for name, bind in worker_metrics.items():
+        procs[name] = f"{wait} env WORKER_METRICS_BIND={shlex.quote(bind)} {command(name)}"
     procfile = var_dir / "Procfile.run"
     procfile.write_text("".join(f"{name}: {respawned(cmd)}\n" for name, cmd in procs.items()))
 
@@ -130,6 +138,7 @@ def main() -> None:
 predq is starting (Ctrl-C stops everything):
   API      {base}            docs {base}/docs
   Flower   http://127.0.0.1:{flower_port}
+  metrics  {base}/metrics  worker http://{worker_metrics["worker"]}/metrics  bulk worker http://{worker_metrics["bulk-worker"]}/metrics
   ready?   curl -s {base}/readyz
 
 Try a prediction (waits up to 5 s for the answer):

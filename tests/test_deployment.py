@@ -156,8 +156,9 @@ def test_make_run_starts_everything_embedded_and_stops_cleanly(tmp_path, stop):
         for k, v in os.environ.items()
         if k not in {"DATABASE_URL", "REDIS_URL", "BROKER_URL", "ARTIFACT_ROOT", "PROMETHEUS_MULTIPROC_DIR"}
     }
-    api_port, flower_port = free_port(), free_port()
-    env.update(VAR_DIR=str(tmp_path / "var"), API_PORT=str(api_port), FLOWER_PORT=str(flower_port))
+    api_port, flower_port, metrics_port = free_port(), free_port(), free_port()
+    env.update(VAR_DIR=str(tmp_path / "var"), API_PORT=str(api_port), FLOWER_PORT=str(flower_port),
+               WORKER_METRICS_BIND=f"127.0.0.1:{metrics_port}")  # fmt: skip
     proc = subprocess.Popen(
         ["make", "run"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
@@ -190,6 +191,12 @@ def test_make_run_starts_everything_embedded_and_stops_cleanly(tmp_path, stop):
         assert answer["status"] == "succeeded"
         assert answer["model"]["name"] == "demo"
         assert answer["outputs"][0]["prediction"] == 0  # iris row 0 is a setosa
+
+        # Each worker serves its own metrics, on a port of its own (the bulk worker the next one).
+        for port in (metrics_port, metrics_port + 1):
+            scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+            assert scraped.status_code == 200, f"no worker metrics on {port}"
+        assert "predq_batch_size_rows" in httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
 
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 5
