@@ -5,7 +5,7 @@ and lineage, the metrics recorded at registration or training, live quality from
 feedback, the newest drift report, the version's traffic share, the intended use and
 limitations its registrant wrote (``--card-notes``), and global feature importance: the
 mean absolute SHAP contribution of each feature over the version's reference sample
-(when the model has a fast explainer and a reference sample), as a table and a bar chart
+(when the model has an exact explainer and a reference sample), as a table and a bar chart
 (PNG, drawn by matplotlib: ``GET .../card/importance.png``, or beside the CLI's card file).
 """
 
@@ -21,6 +21,7 @@ from skops.card import Card
 
 from app.errors import NotFound
 from app.lifecycle import drift, feedback
+from app.registry import explainability
 from app.services import Services
 
 #: Where the REST card's Markdown finds its plot: relative to .../versions/V/card.
@@ -87,7 +88,7 @@ def importance_png(svc: Services, name: str, version: int) -> bytes:
     importance = _importance(svc, name, served, estimator)
     if not importance:
         raise ImportanceUnavailable(
-            f"{name} v{served.version} has no feature importance: it needs a fast explainer and a"
+            f"{name} v{served.version} has no feature importance: it needs an exact explainer and a"
             " reference sample",
             model=name,
             version=served.version,
@@ -142,7 +143,7 @@ def _importance(svc: Services, name: str, served: Any, estimator: Any) -> list[d
 
 def _compute_importance(svc: Services, name: str, served: Any, estimator: Any) -> list[dict[str, Any]] | None:
     reference = svc.registry.reference(name, served.version)
-    if reference is None or not served.signature.get("explainer"):
+    if reference is None or explainability.refusal(served.signature) is not None:
         return None
     from app.scoring.explain import explanations  # shap: only when a card asks
     from app.scoring.inference import predict_arrays
@@ -187,7 +188,7 @@ def _markdown(estimator: Any, sections: dict[str, Any], plot_link: str | None) -
                 **{"Global feature importance/Plot": plot_link}, alt_text="Global feature importance"
             )
     else:
-        missing = "Not computed: the version needs a fast explainer and a reference sample."
+        missing = "Not computed: the version needs an exact explainer and a reference sample."
         built.add(**{"Global feature importance": missing})
     return built.render()
 

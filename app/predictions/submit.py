@@ -14,7 +14,7 @@ from app.predictions.idempotency import find_by_key, owned_key, replay, request_
 from app.predictions.queue import cache_keys
 from app.predictions.stored import peek_at, submit_stored
 from app.predictions.submission import Submission
-from app.registry import traffic
+from app.registry import explainability, traffic
 from app.registry.signature import largest_value, rows_to_matrix
 from app.services import Services
 
@@ -105,13 +105,10 @@ def _validated(
 ) -> tuple[np.ndarray, list[Any] | None]:
     """The rows as the model's float64 matrix, and the JSON rows as sent (None for Arrow:
     an Idempotency-Key then hashes the matrix's rows). Raises 413/422 naming what is wrong."""
-    if explain and not served.signature.get("explainer"):
+    refused = explainability.refusal(served.signature) if explain else None
+    if refused is not None:
         raise ExplanationUnsupported(
-            f"{served.signature.get('estimator', 'this model')} ({served.name} v{served.version}) has no"
-            " fast explainer; explanations are computed for tree ensembles, gradient boosting, linear"
-            " models and pipelines ending in one (a version registered before explanations existed:"
-            " register it again)",
-            estimator=served.signature.get("estimator"),
+            f"{served.name} v{served.version}: {refused}", estimator=served.signature.get("estimator")
         )
     if explain:
         n_rows = len(inputs) if isinstance(inputs, list) else inputs.num_rows

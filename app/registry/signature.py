@@ -4,7 +4,11 @@ A signature is plain JSON stored with each model version::
 
     {"n_features": 4, "feature_names": ["a", ...] or null, "dtypes": ["float64", ...],
      "task": "classification" | "regression", "classes": [...] or null,
-     "has_proba": true, "estimator": "RandomForestClassifier"}
+     "has_proba": true, "estimator": "RandomForestClassifier",
+     "explainer": "tree" | "boosted_trees" | "linear" | null,
+     "explained_output": "predict_proba" | "decision_function" | "predict" | null}
+
+(app/registry/explainability.py: which models are explained, and to which output.)
 """
 
 from __future__ import annotations
@@ -17,12 +21,10 @@ import numpy as np
 from sklearn.base import is_classifier
 from sklearn.ensemble._forest import BaseForest
 from sklearn.ensemble._gb import BaseGradientBoosting
-from sklearn.linear_model._base import LinearClassifierMixin, LinearModel
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, StandardScaler
 from sklearn.tree import BaseDecisionTree
 
 from app.errors import InvalidInput, PayloadTooLarge
+from app.registry.explainability import explained_output, explainer_kind
 
 
 def in_feature_order(table: Any, signature: dict[str, Any], what: str) -> Any:
@@ -65,27 +67,8 @@ def signature_of(estimator: Any) -> dict[str, Any]:
         "has_proba": classifier and hasattr(estimator, "predict_proba"),
         "estimator": type(estimator).__name__,
         "explainer": explainer_kind(estimator),
+        "explained_output": explained_output(estimator),
     }
-
-
-# Steps that map each feature to one feature, so an explanation of the final step on the
-# transformed features is an explanation of the input's features, name for name.
-_ONE_TO_ONE = (StandardScaler, MinMaxScaler, MaxAbsScaler, RobustScaler)
-
-
-def explainer_kind(estimator: Any) -> str | None:
-    """``tree`` or ``linear`` when shap has a fast explainer for the model (for a pipeline:
-    for its final step, behind steps that map features one to one), else None."""
-    final = estimator
-    if isinstance(estimator, Pipeline):
-        *steps, (_, final) = estimator.steps
-        if not all(isinstance(step, _ONE_TO_ONE) or step == "passthrough" for _, step in steps):
-            return None
-    if isinstance(final, (BaseDecisionTree, BaseForest, BaseGradientBoosting)):
-        return "tree"
-    if isinstance(final, (LinearModel, LinearClassifierMixin)):
-        return "linear"
-    return None
 
 
 def _input_dtype(estimator: Any) -> str:

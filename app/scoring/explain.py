@@ -1,20 +1,19 @@
 """Explanations: each feature's contribution to a row's output, by shap, for a batch in one call.
 
-``TreeExplainer`` for trees, forests and gradient boosting, ``LinearExplainer`` for linear
-models (its background is the version's reference sample, the training rows kept for
-drift checks, or when it has none all-zero features, so the base value is the
-intercept), and for a pipeline the explainer of its final step on the transformed
-features, which map one to one to the inputs (app/registry/signature.py ``explainer_kind``).
-Explainers are built once per worker process and model version, like the model. shap is
-imported only when a batch asks for explanations (it takes seconds to import).
+The explainer comes from app/scoring/explainers.py (TreeSHAP for trees, forests and both
+kinds of gradient boosting, shap's linear explainer for linear models, a pipeline's final
+step on the transformed features, which map one to one to the inputs), chosen by
+app/registry/explainability.py. Explainers are built once per worker process and model
+version, like the model. shap is imported only when a batch asks (it takes seconds).
 
 A row's explanation: ``base_value`` plus the sum of ``contributions`` is the model's output
-for the row: for a classifier, the output of the predicted class (``class``) as the model
-computes it (a forest's probability; log-odds for a linear or boosted classifier with two
-classes, where the output explained is the second class's), for a regressor the prediction.
-Asked for every class (``explain_classes: "all"``), a classifier's explanation also holds
-``by_class``: each class's own base value and contributions, by class label (the full
-matrix; a model with one output, as above, has the one class it explains).
+for the row (the signature's ``explained_output``), to 1e-6: for a classifier, the output of
+the predicted class (``class``) as the model computes it (a forest's probability; a boosted or
+linear model's decision function, the log-odds of logistic loss, where with two classes the
+output explained is the second class's), for a regressor the prediction. Asked for every
+class (``explain_classes: "all"``), a classifier's explanation also holds ``by_class``: each
+class's own base value and contributions, by class label (the full matrix; a model with one
+output, as above, has the one class it explains).
 """
 
 from __future__ import annotations
@@ -23,9 +22,9 @@ import threading
 from typing import Any
 
 import numpy as np
-from sklearn.pipeline import Pipeline
 
 from app.errors import PredqError
+from app.scoring import explainers
 
 
 class ExplanationFailed(PredqError):
@@ -50,8 +49,8 @@ def explanations(
     A row whose ``every_class`` is true gets ``by_class`` too (classifiers only).
     """
     signature = served.signature
-    final, rows = _final_step(estimator, matrix)
-    explainer = _explainer(served, final, estimator, reference)
+    rows = explainers.transformed(estimator, matrix)
+    explainer = _explainer(served, estimator, reference)
     values = np.asarray(explainer.shap_values(rows))
     base = np.atleast_1d(np.asarray(explainer.expected_value, dtype=np.float64))
     names = signature["feature_names"] or [str(j) for j in range(signature["n_features"])]
@@ -90,33 +89,15 @@ def _explained(values: np.ndarray, base: Any, names: list[str]) -> dict[str, Any
     }
 
 
-def _final_step(estimator: Any, matrix: np.ndarray) -> tuple[Any, np.ndarray]:
-    if isinstance(estimator, Pipeline):
-        return estimator.steps[-1][1], estimator[:-1].transform(matrix.copy())
-    return estimator, matrix
-
-
-def _explainer(served: Any, final: Any, estimator: Any, reference: Any) -> Any:
+def _explainer(served: Any, estimator: Any, reference: Any) -> Any:
     key = (served.name, served.version, served.sha256)
     with _LOCK:
         cached = _EXPLAINERS.get(key)
     if cached is not None:
         return cached
-    import shap  # noqa: PLC0415  (seconds to import: only when a batch asks)
-
-    kind = served.signature.get("explainer")
-    if kind == "tree":
-        made = shap.TreeExplainer(final)
-    elif kind == "linear":
-        background = reference()
-        if background is None:
-            # No training rows kept: explain against the origin (the base value is the intercept).
-            background = np.zeros((1, served.signature["n_features"]))
-        else:
-            _, background = _final_step(estimator, np.asarray(background, dtype=np.float64))
-        made = shap.LinearExplainer(final, shap.maskers.Independent(background, max_samples=200))
-    else:
-        raise ExplanationFailed(f"no explainer for {served.signature.get('estimator')}")
+    made = explainers.build(estimator, served.signature["n_features"], reference)
+    if made is None:  # submit refuses such a version (explainability.refusal): never reached
+        raise ExplanationFailed(f"no exact explainer for {served.signature.get('estimator')}")
     with _LOCK:
         _EXPLAINERS[key] = made
     return made
