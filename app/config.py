@@ -160,6 +160,10 @@ class Settings:
     training_eval_share: float = 0.2
     """... on the model's evaluation set; without one, this share of its first import becomes it."""
 
+    import_label_alpha: float = 1e-6
+    """An import whose labels the serving version matches no better than chance, or far worse than
+    its own figure, by a one-sided test at this level, is quarantined until an admin accepts it."""
+
     training_lock_seconds: float = 3600.0
     """Longest a training run may hold its model's lock (a crashed run frees it after this)."""
 

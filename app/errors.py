@@ -15,6 +15,7 @@
     ├── NothingToRollBack            409 nothing_to_roll_back
     ├── FeedbackConflict             409 feedback_conflict
     ├── BatchJobFinished             409 batch_job_finished (cannot be cancelled)
+    ├── ImportDropped                409 import_dropped (a dropped import cannot be accepted)
     ├── PayloadTooLarge              413 payload_too_large (rows and the limit in details)
     │   └── FileTooLarge                 (a batch job's file)
     ├── UnsupportedMediaType         415 unsupported_media_type
@@ -110,6 +111,10 @@ class BatchJobNotFound(NotFound):
 
 class BatchJobFinished(PredqError):
     status, code = 409, "batch_job_finished"
+
+
+class ImportDropped(PredqError):
+    status, code = 409, "import_dropped"
 
 
 class IdempotencyConflict(PredqError):

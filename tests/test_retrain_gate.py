@@ -45,9 +45,12 @@ def test_shuffled_labels_are_never_promoted(svc, tmp_path):
         champion, fixed, new = order[:150], order[150:350], order[350:]
         name = _model(svc, tmp_path, _logistic(), x.iloc[champion], y.iloc[champion])
         training_data.register_evaluation_set(svc, name, _frame(x.iloc[fixed], y.iloc[fixed]), "y")
-        training_data.import_examples(
+        shuffled = training_data.import_examples(
             svc, name, _frame(x.iloc[new], rng.permutation(y.iloc[new].to_numpy())), "y"
         )
+        assert shuffled["status"] == "quarantined", shuffled["checks"]["labels"]
+        # An admin accepts it all the same: the gate must still hold.
+        training_data.accept_import(svc, name, shuffled["id"], "test")
 
         run = training.retrain(svc, name)
 
@@ -67,7 +70,8 @@ def test_heavy_label_noise_on_a_regressor_is_never_promoted(svc, tmp_path):
         name = _model(svc, tmp_path, Ridge(alpha=0.1), x.iloc[champion], y.iloc[champion])
         training_data.register_evaluation_set(svc, name, _frame(x.iloc[fixed], y.iloc[fixed]), "y")
         noisy = y.iloc[new].to_numpy() + rng.normal(0, 3 * y.std(), len(new))
-        training_data.import_examples(svc, name, _frame(x.iloc[new], noisy), "y")
+        imported = training_data.import_examples(svc, name, _frame(x.iloc[new], noisy), "y")
+        training_data.accept_import(svc, name, imported["id"], "test")  # if quarantined: the gate must hold
 
         run = training.retrain(svc, name)
 
@@ -126,6 +130,8 @@ def test_data_the_model_cannot_learn_from_is_rejected_before_training(svc, tmp_p
     training_data.register_evaluation_set(svc, name, _frame(x.iloc[100:250], y.iloc[100:250]), "y")
     versions = len(svc.registry.describe(name)["versions"])
     unknown = training_data.import_examples(svc, name, _frame(x.iloc[250:], np.full(len(x) - 250, 7)), "y")
+    assert unknown["status"] == "quarantined", "no label agrees with the model"
+    training_data.accept_import(svc, name, unknown["id"], "test")  # accepted all the same: the run checks too
 
     run = training.retrain(svc, name)
 

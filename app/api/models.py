@@ -164,6 +164,18 @@ def drop_import(name: str, import_id: int) -> dict[str, Any]:
     return training_data.drop_import(current_services(), name, import_id)
 
 
+@blp.route("/models/<string:name>/imports/<int:import_id>/accept", methods=["POST"])
+@requires_scope("admin")
+@blp.response(200, TrainingImportSchema)
+@blp.alt_response(403, schema="Error", description="The API key lacks the admin scope.")
+@blp.alt_response(404, schema="Error", description="Unknown model or import.")
+@blp.alt_response(409, schema="Error", description="The import was dropped.")
+def accept_import(name: str, import_id: int) -> dict[str, Any]:
+    """Accept a quarantined import: later training runs use its rows (and, when the model has no
+    evaluation set yet, a share of them becomes it). Accepting an accepted import changes nothing."""
+    return training_data.accept_import(current_services(), name, import_id, _actor())
+
+
 @blp.route("/models/<string:name>/drift-checks", methods=["POST"])
 @requires_scope("admin")
 @blp.response(200, DriftReportSchema)

@@ -191,6 +191,11 @@ class TrainingRunSchema(Schema):
     imports = fields.List(
         fields.Integer(), allow_none=True, metadata={"description": "The imports it trained on."}
     )
+    quarantined_imports = fields.List(
+        fields.Integer(),
+        allow_none=True,
+        metadata={"description": "The model's quarantined imports, left out of this run."},
+    )
     started_at = fields.DateTime()
     completed_at = fields.DateTime(allow_none=True)
 
@@ -203,12 +208,32 @@ class TrainingRunListSchema(Schema):
 class TrainingImportSchema(Schema):
     id = fields.Integer()
     source = fields.String()
-    rows = fields.Integer()
+    rows = fields.Integer(
+        metadata={"description": "Rows trained on (those carved into the evaluation set not counted)."}
+    )
+    status = fields.String(
+        metadata={
+            "enum": ["accepted", "quarantined"],
+            "description": "quarantined: the serving version did not vouch for its labels; not trained on"
+            " or carved until an admin accepts it.",
+        }
+    )
+    reason = fields.String(metadata={"description": "Why it was quarantined (empty otherwise)."})
     checks = fields.Dict(
-        metadata={"description": "Label distribution test, duplicate share, problems found."}
+        metadata={
+            "description": "Label distribution test, duplicate share, problems found, and the label"
+            " check's figures (labels: agreement or correlation, chance, p-values, the model's own figure)."
+        }
     )
     created_at = fields.DateTime()
     dropped_at = fields.DateTime(allow_none=True)
+    accepted_at = fields.DateTime(
+        allow_none=True, metadata={"description": "When an admin accepted it after quarantine."}
+    )
+    accepted_by = fields.String(allow_none=True)
+    evaluation_set = fields.Integer(
+        allow_none=True, metadata={"description": "The evaluation set version carved from it, if one was."}
+    )
 
 
 class TrainingImportListSchema(Schema):

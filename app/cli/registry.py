@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from app.cli.common import actor, cli_errors, logs_to_stderr, models_cli, read_table
+from app.errors import PredqError
 from app.registry import traffic
 from app.services import current_services
 
@@ -48,6 +49,13 @@ from app.services import current_services
     default=None,
     help="A Markdown file: the version's intended use and limitations, for its model card.",
 )
+@click.option(
+    "--eval-set",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Labeled rows (.csv or .parquet) to make the model's evaluation set at once (needs --label).",
+)
+@click.option("--label", default=None, help="The column of --eval-set holding the true label or value.")
 def models_register(
     name: str,
     path: str,
@@ -56,9 +64,15 @@ def models_register(
     trust: tuple[str, ...],
     reference: str | None,
     card_notes: str | None,
+    eval_set: str | None,
+    label: str | None,
 ) -> None:
     """Store an artifact (.skops, or joblib/pickle: it runs code on load) as the next version of NAME."""
-    registry = current_services().registry
+    svc = current_services()
+    registry = svc.registry
+    evaluation_rows = read_table(eval_set) if eval_set else None
+    if evaluation_rows is not None and (label is None or label not in evaluation_rows.columns):
+        raise click.UsageError(f"--eval-set needs --label naming one of its columns (got {label!r})")
     with cli_errors():
         served = registry.register(
             name,
@@ -74,6 +88,17 @@ def models_register(
         f"registered {served.name} v{served.version} ({served.format}) sha256={served.sha256} "
         f"({sig['estimator']}, {sig['task']}, {sig['n_features']} features)"
     )
+    if evaluation_rows is not None and label is not None:
+        from app.lifecycle.training_data import register_evaluation_set
+
+        try:
+            made = register_evaluation_set(svc, name, evaluation_rows, label, str(eval_set))
+        except PredqError as exc:
+            raise click.ClickException(
+                f"{name} v{served.version} is registered, but its evaluation set was refused: {exc.message}"
+                f" (fix the file, then: flask --app app models eval-set {name} FILE --label COL)"
+            ) from exc
+        click.echo(f"{name}: evaluation set v{made['version']}, {made['rows']} rows")
 
 
 @models_cli.command("promote")

@@ -1,4 +1,4 @@
-"""``models import-data|eval-set|imports|drop-import|drift-check|retrain|schedule|runs``:
+"""``models import-data|eval-set|imports|accept-import|drop-import|drift-check|retrain|schedule|runs``:
 retraining and its data."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 import click
 
-from app.cli.common import cli_errors, logs_to_stderr, models_cli, read_table
+from app.cli.common import actor, cli_errors, logs_to_stderr, models_cli, read_table
 from app.lifecycle import training, training_data, training_runs
 from app.services import current_services
 
@@ -17,11 +17,19 @@ from app.services import current_services
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--label", required=True, help="The column holding the true label or value.")
 def models_import_data(name: str, path: str, label: str) -> None:
-    """Add the labeled rows of a .csv or .parquet file to NAME's training set."""
-    with cli_errors():
+    """Add the labeled rows of a .csv or .parquet file to NAME's training set (quarantined when
+    the serving version does not vouch for its labels)."""
+    with cli_errors(), logs_to_stderr():
         done = training_data.import_examples(current_services(), name, read_table(path), label, path)
-    carved = f", {done['evaluation_rows']} more became the evaluation set" if done["evaluation_rows"] else ""
     warnings = f"; checks: {'; '.join(done['problems'])}" if done["problems"] else ""
+    if done["status"] == "quarantined":
+        click.echo(
+            f"{name}: import {done['id']}: {done['rows']} rows QUARANTINED, not trained on: {done['reason']}"
+            f"{warnings}\n  accept it: flask --app app models accept-import {name} {done['id']}"
+            f"   drop it: flask --app app models drop-import {name} {done['id']}"
+        )
+        return
+    carved = f", {done['evaluation_rows']} more became the evaluation set" if done["evaluation_rows"] else ""
     click.echo(f"{name}: import {done['id']}: {done['rows']} training examples{carved}{warnings}")
 
 
@@ -39,15 +47,33 @@ def models_eval_set(name: str, path: str, label: str) -> None:
 @models_cli.command("imports")
 @click.argument("name")
 def models_imports(name: str) -> None:
-    """NAME's imports, newest first: rows, checks, dropped or not."""
+    """NAME's imports, newest first: rows, checks, in use, quarantined or dropped."""
     with cli_errors():
         found = training_data.imports(current_services(), name)
     for i in found:
         state = f"dropped {i['dropped_at']:%Y-%m-%d %H:%M}" if i["dropped_at"] else "in use"
-        problems = "; ".join(i["checks"].get("problems", [])) or "checks passed"
+        if i["status"] == "quarantined" and not i["dropped_at"]:
+            state = "QUARANTINED"
+        problems = "; ".join([i["reason"]] * bool(i["reason"]) + i["checks"].get("problems", []))
+        problems = problems or "checks passed"
         click.echo(
             f"{i['id']:>6}  {i['created_at']:%Y-%m-%d %H:%M:%S}  {i['rows']:>8} rows  {state:<22} {problems}"
         )
+
+
+@models_cli.command("accept-import")
+@click.argument("name")
+@click.argument("import_id", type=int)
+def models_accept_import(name: str, import_id: int) -> None:
+    """Accept quarantined import IMPORT_ID: later training runs of NAME use its rows."""
+    with cli_errors():
+        accepted = training_data.accept_import(current_services(), name, import_id, actor())
+    carved = (
+        f"; evaluation set v{accepted['evaluation_set']} carved from it" if accepted["evaluation_set"] else ""
+    )
+    click.echo(
+        f"{name}: import {import_id} accepted ({accepted['rows']} rows trained on from now on{carved})"
+    )
 
 
 @models_cli.command("drop-import")

@@ -79,6 +79,16 @@ class TrainingImport(Base):
     checks: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     dropped_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="accepted", server_default="accepted")
+    """accepted (trained on), or quarantined: its labels failed the serving version's check
+    (app/lifecycle/label_check.py), so it is neither trained on nor carved until accepted."""
+    reason: Mapped[str] = mapped_column(String(1000), default="", server_default="")
+    """Why it was quarantined (the figures are in checks["labels"])."""
+    accepted_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    accepted_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    """Who accepted it after quarantine; None when it passed its check."""
+    evaluation_set: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The version of the model's evaluation set carved from it, if one was."""
 
 
 class EvaluationSet(Base):
@@ -116,6 +126,8 @@ class TrainingRun(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     imports: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
     """The imports whose rows it trained on."""
+    quarantined_imports: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+    """The model's quarantined imports, left out of this run."""
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(nullable=True)
 

@@ -3,7 +3,9 @@ gate, the data it trains and is judged on, drift checks, feedback and live quali
 and shadow comparisons, and model cards.
 
 - ``training.py`` (a run, its gate and the per-model lock), ``training_data.py``
-  (imports, evaluation sets, the training window), ``training_runs.py`` (runs as rows:
+  (imports, their quarantine and acceptance, evaluation sets, the training window),
+  ``label_check.py`` (the serving version's verdict on an import's labels),
+  ``training_runs.py`` (runs as rows:
   queued, claimed, finished, schedules), ``evaluation.py`` (the paired tests the gate uses);
 - ``drift.py`` (reference sample against recent inputs); ``feedback.py`` (true labels,
   live quality, the A/B report); ``shadows.py`` (a shadow version beside the served one);

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
-from sqlalchemy import func, insert, select
+from sqlalchemy import Connection, func, insert, select
 
 from app.db import EvaluationSet
 from app.services import Services
@@ -35,18 +35,41 @@ class EvalRows:
     y: np.ndarray
 
 
-def store_set(svc: Services, name: str, x: np.ndarray, y: list[Any], source: str) -> int:
-    """A new version of the model's evaluation set; returns its version."""
-    with svc.engine.begin() as conn:
-        newest = conn.execute(
-            select(func.max(EvaluationSet.version)).where(EvaluationSet.model_name == name)
-        ).scalar()
-        version = (newest or 0) + 1
-        conn.execute(
-            insert(EvaluationSet),
-            {"model_name": name, "version": version, "source": source[:1000], "rows": len(y),
-             "features": x.tolist(), "labels": list(y)},
-        )  # fmt: skip
+def model_input(x: np.ndarray, names: list[str] | None) -> Any:
+    """Rows as the model was fitted on them: a DataFrame with its feature names when it had them."""
+    if names is None:
+        return x
+    import pandas as pd
+
+    return pd.DataFrame(x, columns=names)
+
+
+def typed_like(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    """Stored labels compared with predictions: as the predictions' type (JSON may have made
+    ints of a float target, strings stay strings)."""
+    try:
+        return labels.astype(predictions.dtype)
+    except (TypeError, ValueError):
+        return labels
+
+
+def store_set(
+    svc: Services, name: str, x: np.ndarray, y: list[Any], source: str, conn: Connection | None = None
+) -> int:
+    """A new version of the model's evaluation set (in ``conn``'s transaction when given);
+    returns its version."""
+    if conn is None:
+        with svc.engine.begin() as own:
+            return store_set(svc, name, x, y, source, own)
+    newest = conn.execute(
+        select(func.max(EvaluationSet.version)).where(EvaluationSet.model_name == name)
+    ).scalar()
+    version = (newest or 0) + 1
+    conn.execute(
+        insert(EvaluationSet),
+        {"model_name": name, "version": version, "source": source[:1000], "rows": len(y),
+         "features": x.tolist(), "labels": list(y)},
+    )  # fmt: skip
     return version
 
 

@@ -1,14 +1,15 @@
 """Retraining: fit a fresh copy of the champion and promote it only when it is better.
 
 A run (:func:`retrain`) checks the newest ``training_window_rows`` examples of the model's
-training set (imports not dropped, and feedback; app/lifecycle/evaluation.py), clones the champion's
-estimator (``sklearn.base.clone``: same class and parameters, no fitted state), fits it,
+training set (imports neither dropped nor quarantined, and feedback; app/lifecycle/evaluation.py),
+clones the champion's estimator (``sklearn.base.clone``: same class and parameters, no fitted
+state), fits it,
 scores candidate and champion on the model's fixed evaluation set (and, beside it, on a
 held-out split of the new data), registers the candidate with its metrics and lineage, and
 points ``champion`` at it only when it beats the champion by ``training_margin`` *and* a
 paired test on the evaluation rows rejects at ``training_alpha``; otherwise it becomes
 ``challenger``. Every run is a ``training_runs`` row with its decision, the numbers behind
-it and the imports it trained on.
+it, the imports it trained on and the quarantined ones it left out.
 
 The training data is app/lifecycle/training_data.py; the runs' rows and schedules are
 app/lifecycle/training_runs.py.
@@ -33,7 +34,7 @@ from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, mean_
 from sklearn.model_selection import train_test_split
 
 from app.lifecycle import evaluation
-from app.lifecycle.training_data import training_set
+from app.lifecycle.training_data import quarantined_imports, training_set
 from app.lifecycle.training_runs import claim, finish, run_record
 from app.services import Services
 
@@ -71,7 +72,8 @@ def _train(svc: Services, name: str, run_id: uuid.UUID) -> dict[str, Any]:
     settings = svc.settings
     champion, served = svc.registry.load(name, svc.registry.resolve(name).version)
     x, y, window = training_set(svc, name)
-    base = {"parent_version": served.version, "rows": len(x), "imports": window.get("imports", [])}
+    base = {"parent_version": served.version, "rows": len(x), "imports": window.get("imports", []),
+            "quarantined_imports": quarantined_imports(svc, name)}  # fmt: skip
     if len(x) < settings.training_min_rows:
         reason = f"{len(x)} training examples; at least {settings.training_min_rows} are needed"
         return finish(svc, run_id, name, "skipped", reason, **base)
@@ -88,15 +90,15 @@ def _train(svc: Services, name: str, run_id: uuid.UUID) -> dict[str, Any]:
     )
     names = served.signature["feature_names"]
     # Fitted on a DataFrame when the champion was, so the candidate keeps the feature names.
-    candidate = clone(champion).fit(_frame(x_train, names), y_train)
+    candidate = clone(champion).fit(evaluation.model_input(x_train, names), y_train)
     # Judged on the fixed evaluation set when there is one, else on the held-out new rows.
     judged_x, judged_y = (fixed.x, fixed.y) if fixed is not None else (x_test, y_test)
     judged_on = f"evaluation set v{fixed.version}" if fixed is not None else "held-out new rows"
     predictions = {
-        "candidate": np.asarray(candidate.predict(_frame(judged_x, names))),
-        "champion": np.asarray(champion.predict(_frame(judged_x, names))),
+        "candidate": np.asarray(candidate.predict(evaluation.model_input(judged_x, names))),
+        "champion": np.asarray(champion.predict(evaluation.model_input(judged_x, names))),
     }
-    judged_y = _typed_like(judged_y, predictions["champion"])
+    judged_y = evaluation.typed_like(judged_y, predictions["champion"])
     scores = {who: quality_metrics(judged_y, predicted, classifier) for who, predicted in predictions.items()}
     test, p_value = evaluation.paired_test(
         judged_y, predictions["champion"], predictions["candidate"], classifier
@@ -112,8 +114,8 @@ def _train(svc: Services, name: str, run_id: uuid.UUID) -> dict[str, Any]:
         "judged_on": {"what": judged_on, "rows": len(judged_y), "test": test, "p_value": p_value},
         "holdout": {
             "rows": len(y_test),
-            "candidate": _score(candidate, _frame(x_test, names), y_test, classifier),
-            "champion": _score(champion, _frame(x_test, names), y_test, classifier),
+            "candidate": _score(candidate, evaluation.model_input(x_test, names), y_test, classifier),
+            "champion": _score(champion, evaluation.model_input(x_test, names), y_test, classifier),
         },
         "checks": checks,
     }
@@ -139,23 +141,6 @@ def _train(svc: Services, name: str, run_id: uuid.UUID) -> dict[str, Any]:
     )
     return finish(svc, run_id, name, "promoted" if better else "kept", reason,
                    candidate_version=candidate_version, metrics=metrics, **base)  # fmt: skip
-
-
-def _typed_like(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
-    """Stored labels compared with predictions: as the predictions' type (JSON may have made
-    ints of a float target, strings stay strings)."""
-    try:
-        return labels.astype(predictions.dtype)
-    except (TypeError, ValueError):
-        return labels
-
-
-def _frame(x: np.ndarray, names: list[str] | None) -> Any:
-    if names is None:
-        return x
-    import pandas as pd
-
-    return pd.DataFrame(x, columns=names)
 
 
 def _score(estimator: Any, x: Any, y: np.ndarray, classifier: bool) -> dict[str, float]:
@@ -197,7 +182,7 @@ def _register(
             path,
             metrics=metrics,
             trust=list(parent.trusted_types),
-            reference=_frame(x_train, parent.signature["feature_names"]),
+            reference=evaluation.model_input(x_train, parent.signature["feature_names"]),
             lineage=lineage,
         )
     svc.registry.set_alias(

@@ -1,7 +1,11 @@
-"""A model's training data: imports of labeled rows (each can be dropped), its evaluation
-set, and the window of examples a training run fits on (app/lifecycle/training.py).
+"""A model's training data: imports of labeled rows (each can be quarantined, accepted or
+dropped), its evaluation set, and the window of examples a training run fits on
+(app/lifecycle/training.py).
 
-Each import is a ``training_imports`` row; a model's first import, when it has no
+Each import is a ``training_imports`` row. Its labels are checked first against the serving
+version (app/lifecycle/label_check.py): one that fails is **quarantined**, stored with the
+reason and the figures but neither trained on nor carved, until an admin accepts it
+(:func:`accept_import`) or drops it. A model's first accepted import, when it has no
 evaluation set yet, gives ``training_eval_share`` of its rows to one.
 """
 
@@ -11,11 +15,12 @@ from typing import Any
 
 import numpy as np
 from sklearn.model_selection import train_test_split
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import Connection, delete, func, insert, or_, select, update
 
 from app.db import TrainingExample, TrainingImport, newest_rows, utcnow
-from app.errors import InvalidInput, NotFound
+from app.errors import ImportDropped, InvalidInput, NotFound
 from app.lifecycle import evaluation
+from app.lifecycle.label_check import LabelCheck, check_labels
 from app.registry.signature import in_feature_order, rows_to_matrix
 from app.services import Services
 
@@ -24,32 +29,31 @@ def import_examples(svc: Services, name: str, table: Any, label: str, source: st
     """Add the rows of ``table`` (a DataFrame) to the model's training set, as one import.
 
     Features are taken by the champion's feature names, or as the first columns in order
-    when it has none; ``label`` names the target column. When the model has no evaluation
-    set yet, ``training_eval_share`` of these rows become it (and are not trained on).
-    Returns the import: its id, the rows trained on and those given to the evaluation set.
+    when it has none; ``label`` names the target column. The champion scores the rows first:
+    labels it does not vouch for quarantine the import. An accepted import, when the model
+    has no evaluation set yet, gives ``training_eval_share`` of its rows to one (not trained on).
+    Returns the import: its id, status, reason, the rows trained on and those carved.
     """
     served = svc.registry.resolve(name)
     matrix, labels = _labeled_rows(table, label, served.signature)
-    train = np.arange(len(labels))
     fixed = evaluation.latest_set(svc, name)
-    if fixed is None and len(labels) >= 10:
-        classifier = served.signature["task"] == "classification"
-        stratify = labels if classifier and min(np.unique(labels, return_counts=True)[1]) >= 2 else None
-        train, held = train_test_split(
-            train, test_size=svc.settings.training_eval_share, random_state=0, stratify=stratify
-        )
-        train.sort()
+    checked = _check(svc, name, served, matrix, labels, fixed)
+    train, carved = np.arange(len(labels)), None
+    if not checked.quarantined and fixed is None and len(labels) >= 10:
+        train, held = _split(svc, labels, served.signature)
         held_labels = [_plain(v) for v in labels[held]]
-        carved = f"carved from {source or 'the first import'}"
-        version = evaluation.store_set(svc, name, matrix[held], held_labels, carved)
-        fixed = evaluation.EvalRows(version, matrix[held], labels[held])
-    evaluation_rows = len(labels) - len(train)
+        carved = evaluation.store_set(
+            svc, name, matrix[held], held_labels, f"carved from {source or 'the first import'}"
+        )
+        fixed = evaluation.EvalRows(carved, matrix[held], labels[held])
     problems, checks = evaluation.data_problems(matrix[train], labels[train], fixed, served.signature)
+    checks |= {"problems": problems, "labels": checked.figures}
     with svc.engine.begin() as conn:
         import_id = conn.execute(
             insert(TrainingImport).returning(TrainingImport.id),
-            {"model_name": name, "source": source[:1000], "rows": len(train),
-             "checks": checks | {"problems": problems}},
+            {"model_name": name, "source": source[:1000], "rows": len(train), "checks": checks,
+             "status": "quarantined" if checked.quarantined else "accepted",
+             "reason": checked.reason[:1000], "evaluation_set": carved},
         ).scalar_one()  # fmt: skip
         conn.execute(
             insert(TrainingExample),
@@ -59,13 +63,79 @@ def import_examples(svc: Services, name: str, table: Any, label: str, source: st
                 for i in train
             ],
         )  # fmt: skip
-    return {
-        "id": import_id,
-        "rows": len(train),
-        "evaluation_rows": evaluation_rows,
-        "checks": checks,
+    return _import(svc, name, import_id) | {
+        "evaluation_rows": len(labels) - len(train),
         "problems": problems,
     }
+
+
+def _check(
+    svc: Services, name: str, served: Any, x: np.ndarray, y: np.ndarray, fixed: evaluation.EvalRows | None
+) -> LabelCheck:
+    """The serving version's verdict on the labels (against its evaluation set, else its
+    registration metrics)."""
+    estimator, _ = svc.registry.load(name, served.version)
+    version = next(v for v in svc.registry.describe(name)["versions"] if v["version"] == served.version)
+    alpha = svc.settings.import_label_alpha
+    who = f"the serving version v{served.version}"
+    return check_labels(estimator, served.signature, x, y, alpha, fixed, version["metrics"], who)
+
+
+def _split(svc: Services, labels: np.ndarray, signature: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows to train on and rows for the evaluation set (stratified for a classifier when it can be)."""
+    classifier = signature["task"] == "classification"
+    stratify = labels if classifier and min(np.unique(labels, return_counts=True)[1]) >= 2 else None
+    train, held = train_test_split(
+        np.arange(len(labels)), test_size=svc.settings.training_eval_share, random_state=0, stratify=stratify
+    )
+    return np.sort(train), held
+
+
+def accept_import(svc: Services, name: str, import_id: int, actor: str) -> dict[str, Any]:
+    """Accept a quarantined import: its rows join later training runs, and when the model has
+    no evaluation set yet a share of them becomes it. Accepting an accepted import changes nothing;
+    a dropped one cannot be accepted (409)."""
+    found = _import(svc, name, import_id)
+    if found["dropped_at"] is not None:
+        raise ImportDropped(
+            f"import {import_id} of {name!r} was dropped; dropped imports stay out",
+            model=name,
+            import_id=import_id,
+        )
+    needs_set = evaluation.latest_set(svc, name) is None
+    with svc.engine.begin() as conn:
+        # Only the caller that moves it out of quarantine carves (two admins accepting at once).
+        accepted = conn.execute(
+            update(TrainingImport)
+            .where(TrainingImport.id == import_id, TrainingImport.status == "quarantined")
+            .values(status="accepted", accepted_at=utcnow(), accepted_by=actor[:200])
+        ).rowcount
+        if accepted and needs_set:
+            _carve(svc, conn, name, import_id, found["source"])
+    return _import(svc, name, import_id)
+
+
+def _carve(svc: Services, conn: Connection, name: str, import_id: int, source: str) -> None:
+    """Move a share of an import's stored rows into a new evaluation set, in ``conn``'s transaction."""
+    rows = conn.execute(
+        select(TrainingExample.id, TrainingExample.features, TrainingExample.label)
+        .where(TrainingExample.import_id == import_id)
+        .order_by(TrainingExample.id)
+    ).all()
+    if len(rows) < 10:
+        return
+    labels = np.asarray([r.label for r in rows])
+    train, held = _split(svc, labels, svc.registry.resolve(name).signature)
+    x = np.asarray([rows[i].features for i in held], dtype=np.float64)
+    version = evaluation.store_set(
+        svc, name, x, [rows[i].label for i in held], f"carved from {source or f'import {import_id}'}", conn
+    )
+    conn.execute(delete(TrainingExample).where(TrainingExample.id.in_([rows[i].id for i in held])))
+    conn.execute(
+        update(TrainingImport)
+        .where(TrainingImport.id == import_id)
+        .values(rows=len(train), evaluation_set=version)
+    )
 
 
 def register_evaluation_set(
@@ -89,9 +159,42 @@ def _labeled_rows(table: Any, label: str, signature: dict[str, Any]) -> tuple[np
 
 
 def imports(svc: Services, name: str) -> list[dict[str, Any]]:
-    """A model's imports, newest first, with their checks and whether they were dropped."""
+    """A model's imports, newest first, with their checks, status and whether they were dropped."""
     svc.registry.require(name)
     return newest_rows(svc.engine, TrainingImport, name, TrainingImport.id, 1000)
+
+
+def _import(svc: Services, name: str, import_id: int) -> dict[str, Any]:
+    svc.registry.require(name)
+    with svc.engine.connect() as conn:
+        row = (
+            conn.execute(
+                select(TrainingImport.__table__).where(
+                    TrainingImport.id == import_id, TrainingImport.model_name == name
+                )
+            )
+            .mappings()
+            .first()
+        )
+    if row is None:
+        raise NotFound(f"model {name!r} has no import {import_id}", model=name, import_id=import_id)
+    return dict(row)
+
+
+def quarantined_imports(svc: Services, name: str) -> list[int]:
+    """The ids of a model's quarantined imports (not dropped): what training runs leave out."""
+    with svc.engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(TrainingImport.id)
+                .where(
+                    TrainingImport.model_name == name,
+                    TrainingImport.status == "quarantined",
+                    TrainingImport.dropped_at.is_(None),
+                )
+                .order_by(TrainingImport.id)
+            ).scalars()
+        )
 
 
 def drop_import(svc: Services, name: str, import_id: int) -> dict[str, Any]:
@@ -106,7 +209,7 @@ def drop_import(svc: Services, name: str, import_id: int) -> dict[str, Any]:
         ).first()
     if found is None:
         raise NotFound(f"model {name!r} has no import {import_id}", model=name, import_id=import_id)
-    return next(i for i in imports(svc, name) if i["id"] == import_id)
+    return _import(svc, name, import_id)
 
 
 def _plain(value: Any) -> Any:
@@ -115,9 +218,11 @@ def _plain(value: Any) -> Any:
 
 
 def training_set(svc: Services, name: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """The newest ``training_window_rows`` examples of a model (none of a dropped import),
-    oldest first, and their window (with the imports they came from)."""
-    dropped = select(TrainingImport.id).where(TrainingImport.dropped_at.is_not(None))
+    """The newest ``training_window_rows`` examples of a model (none of a dropped or quarantined
+    import), oldest first, and their window (with the imports they came from)."""
+    left_out = select(TrainingImport.id).where(
+        or_(TrainingImport.dropped_at.is_not(None), TrainingImport.status == "quarantined")
+    )
     with svc.engine.connect() as conn:
         rows = conn.execute(
             select(
@@ -129,7 +234,7 @@ def training_set(svc: Services, name: str) -> tuple[np.ndarray, np.ndarray, dict
             )
             .where(
                 TrainingExample.model_name == name,
-                or_(TrainingExample.import_id.is_(None), TrainingExample.import_id.not_in(dropped)),
+                or_(TrainingExample.import_id.is_(None), TrainingExample.import_id.not_in(left_out)),
             )
             .order_by(TrainingExample.id.desc())
             .limit(svc.settings.training_window_rows)

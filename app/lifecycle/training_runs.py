@@ -24,11 +24,19 @@ log = logging.getLogger(__name__)
 def finish(
     svc: Services, run_id: uuid.UUID, name: str, status: str, reason: str, **fields: Any
 ) -> dict[str, Any]:
+    """Record the run's decision; ``quarantined_imports`` among ``fields`` are named in its reason."""
+    left_out = fields.get("quarantined_imports")
+    if left_out:
+        ids = ", ".join(map(str, left_out[:20])) + (", ..." if len(left_out) > 20 else "")
+        reason = (
+            f"{reason}; left out quarantined import{'s' if len(left_out) > 1 else ''} {ids}"
+            f" (see flask --app app models imports {name}; accept or drop)"
+        )
     with svc.engine.begin() as conn:
         conn.execute(
             update(TrainingRun)
             .where(TrainingRun.id == run_id)
-            .values(status=status, reason=reason, completed_at=utcnow(), **fields)
+            .values(status=status, reason=reason[:1000], completed_at=utcnow(), **fields)
         )
     TRAINING_RUNS.labels(name, status).inc()
     log.info(

@@ -9,7 +9,9 @@ the database, errors and configuration.
   formats: joblib and skops); ``aliases.py``: moving aliases and their audit trail;
   ``versions.py``: the rules for names and ``ServedVersion``, what serves a request.
 - ``signature.py``: a version's signature (features, dtypes, classes) and checking rows
-  against it; ``traffic.py``: traffic policies (weights, sticky routing, a shadow).
+  against it; ``explainability.py``: which models are explained exactly, by which route,
+  and whether a stored signature may be; ``traffic.py``: traffic policies (weights,
+  sticky routing, a shadow).
 
 The operations that run against the store (training, drift, feedback) are app/lifecycle/.
 """

@@ -2,7 +2,9 @@
 
 - ``inference.py``: one call for a batch, its outputs shaped as the contract's (and a
   forest's trees asked directly, bit for bit what scikit-learn answers);
-- ``explain.py``: each row's explanation with shap, built once per process and version.
+- ``explain.py``: each row's explanation with shap, built once per process and version;
+- ``explainers.py``: the shap explainer for each model family (app/registry/explainability.py
+  says which models have one, and which output it adds up to).
 
 Loading a version (its sha256 checked) is the registry's (app/registry/registry.py).
 """
