@@ -223,7 +223,7 @@ def test_a_version_registered_under_the_first_rule_is_refused_at_submit_not_fail
     from sqlalchemy import update
 
     from app.db import Model, ModelVersion
-    from tests.conftest import count_jobs
+    from tests.helpers import count_jobs
 
     x, y = _data("wine")
     model = GradientBoostingClassifier(n_estimators=5, random_state=0).fit(x, y)

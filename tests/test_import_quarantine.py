@@ -21,7 +21,7 @@ from app.lifecycle import evaluation, training, training_data
 from app.lifecycle.evaluation import EvalRows
 from app.lifecycle.label_check import check_labels
 from app.registry.signature import signature_of
-from tests.conftest import client_for
+from tests.helpers import client_for
 
 ALPHA = 1e-6  # IMPORT_LABEL_ALPHA's default
 IMPORT_ROWS = 300
