@@ -254,3 +254,14 @@ def test_register_takes_an_evaluation_set_at_once_and_the_first_import_is_judged
     assert len(svc.registry.describe(name)["versions"]) == 1, "refused before anything was registered"
     assert imported["status"] == "accepted" and imported["evaluation_rows"] == 0, "judged, not carved"
     assert imported["checks"]["labels"]["against_own_figure"]["on"] == "evaluation set v1 (300 rows)"
+
+
+@pytest.mark.parametrize("method", ["POST", "DELETE"])
+def test_an_import_id_beyond_the_columns_range_is_not_found(app, svc, tokens, tmp_path, method):
+    # Found by the fuzzer: PostgreSQL refused the query (integer out of range) and the route answered 500.
+    name = _register(svc, tmp_path, digits()["model"])
+    path = f"/v1/models/{name}/imports/{2**31}" + ("/accept" if method == "POST" else "")
+
+    response = client_for(app, tokens["admin"]).open(path, method=method)
+
+    assert response.status_code == 404, response.json

@@ -166,6 +166,7 @@ def imports(svc: Services, name: str) -> list[dict[str, Any]]:
 
 def _import(svc: Services, name: str, import_id: int) -> dict[str, Any]:
     svc.registry.require(name)
+    _known_id(name, import_id)
     with svc.engine.connect() as conn:
         row = (
             conn.execute(
@@ -179,6 +180,12 @@ def _import(svc: Services, name: str, import_id: int) -> dict[str, Any]:
     if row is None:
         raise NotFound(f"model {name!r} has no import {import_id}", model=name, import_id=import_id)
     return dict(row)
+
+
+def _known_id(name: str, import_id: int) -> None:
+    """An id no import can have (beyond the column's 32 bits) is not found, before any query."""
+    if not 0 < import_id < 2**31:
+        raise NotFound(f"model {name!r} has no import {import_id}", model=name, import_id=import_id)
 
 
 def quarantined_imports(svc: Services, name: str) -> list[int]:
@@ -200,6 +207,7 @@ def quarantined_imports(svc: Services, name: str) -> list[int]:
 def drop_import(svc: Services, name: str, import_id: int) -> dict[str, Any]:
     """Take an import's rows out of every later run (they stay stored, marked dropped)."""
     svc.registry.require(name)
+    _known_id(name, import_id)
     with svc.engine.begin() as conn:
         found = conn.execute(
             update(TrainingImport)
