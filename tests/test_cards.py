@@ -113,3 +113,19 @@ def test_a_versions_importance_is_computed_once_per_process(app, tokens, svc, tm
     assert first, "computed from the reference sample"
     assert client.get(f"/v1/models/{name}/versions/1/card").json["sections"]["feature_importance"] == first
     assert client.get(f"/v1/models/{name}/versions/1/card/importance.png").status_code == 200
+
+
+def test_a_version_number_beyond_what_the_database_holds_is_not_found(client, registered):
+    # The card routes take any integer; PostgreSQL's 32-bit column refused 2**31 (a 500).
+    for path in (
+        "/v1/models/iris/versions/2147483648/card",
+        "/v1/models/iris/versions/2147483648/card/importance.png",
+    ):
+        response = client.get(path)
+
+        assert response.status_code == 404, (
+            path,
+            response.status_code,
+            response.get_data(as_text=True)[:200],
+        )
+        assert response.json["error"]["code"] == "version_not_found", path

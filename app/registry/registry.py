@@ -33,7 +33,7 @@ from app.errors import (
 from app.registry import aliases, registration, traffic
 from app.registry.signature import feature_index
 from app.registry.traffic import DEFAULT_POLICY, Policy
-from app.registry.versions import DEFAULT_ALIAS, NAME, ServedVersion, existing_name
+from app.registry.versions import DEFAULT_ALIAS, MAX_VERSION, NAME, ServedVersion, existing_name
 
 
 class Registry:
@@ -138,6 +138,9 @@ class Registry:
 
     def _resolve_uncached(self, name: str, version: int | None, alias: str | None) -> ServedVersion:
         existing_name(name)
+        if version is not None and not 1 <= version <= MAX_VERSION:
+            # Before any query: PostgreSQL refuses a number its integer column cannot hold (a 500).
+            raise VersionNotFound(f"model {name!r} has no version {version}", model=name, version=version)
         if alias is not None and not NAME.match(alias):
             raise AliasNotFound(f"model {name!r} has no alias {alias!r}", model=name, alias=alias)
         with Session(self.engine) as session:

@@ -13,6 +13,9 @@ DEFAULT_ALIAS = "champion"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 """What a model's name and an alias may be."""
 
+MAX_VERSION = 2**31 - 1
+"""The largest version number the database holds (a 32-bit integer column)."""
+
 
 @dataclass(frozen=True)
 class ServedVersion:
