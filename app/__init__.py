@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # key is counted against its client address (AUTH_FAILURE_LIMIT).
     init_auth(app, svc.keys, settings.auth_enabled, lambda: count_failed_key(svc.limits, settings))
     init_rate_limits(app, settings, svc.limits)
-    register_api(app)
+    register_api(app, settings)
     register_cli(app)
     if settings.trusted_proxies:
         # Only then is X-Forwarded-For believed, and only its last hops, the ones those

@@ -213,7 +213,9 @@ def http_exception_body(error: HTTPException) -> Any:
     message = error.description or error.name
     if status == 422:
         message = "request body does not match the schema"
-    return {"error": {"code": code, "message": message, "details": details}}, status
+    # werkzeug's own headers stay (a 405's Allow, which RFC 9110 requires); the body is ours.
+    headers = {key: value for key, value in error.get_headers() if key.lower() != "content-type"}
+    return {"error": {"code": code, "message": message, "details": details}}, status, headers
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from app import logs
 from app.api.schemas import ErrorSchema
+from app.config import Settings
 from app.errors import http_exception_body
 from app.metrics import HTTP_DURATION, HTTP_REQUESTS
 
@@ -62,8 +63,9 @@ def observe_requests(app: Flask, log_requests: bool = True) -> None:
         return response
 
 
-def register_api(app: Flask) -> None:
-    from app.api import batch_jobs, decoding, health, models, predictions
+def register_api(app: Flask, settings: Settings) -> None:
+    from app.api import batch_jobs, decoding, docs, health, models, predictions
+    from app.api.openapi import ContractMarshmallowPlugin, ContractPlugin
 
     app.config.update(
         API_TITLE="predq",
@@ -72,10 +74,19 @@ def register_api(app: Flask) -> None:
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        # Served by predq itself (app/api/docs.py): /docs needs no internet access.
+        OPENAPI_SWAGGER_UI_URL=docs.SWAGGER_UI_URL,
     )
-    api = PredqApi(app)
-    decoding.register_schemas(api.spec)
+    app.register_blueprint(docs.blp)
+    api = PredqApi(
+        app,
+        spec_kwargs={
+            "marshmallow_plugin": ContractMarshmallowPlugin(),
+            "extra_plugins": [ContractPlugin(app, settings.auth_enabled)],
+        },
+    )
+    decoding.register_schemas(api.spec, settings.max_rows_per_request)
     batch_jobs.register_schemas(api.spec)
+    models.register_schemas(api.spec)
     for blueprint in (predictions.blp, batch_jobs.blp, models.blp, health.blp):
         api.register_blueprint(blueprint)

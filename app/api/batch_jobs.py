@@ -2,56 +2,84 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 from flask import request, send_file
 from flask.typing import ResponseReturnValue
+from msgspec import UNSET, Meta, Struct, UnsetType
 
 from app.access.auth import current_principal
 from app.api.blueprint import Blueprint
-from app.api.decoding import body_of
+from app.api.bodies import body_of, loads_loose
+from app.api.decoding import Version, field_messages
+from app.api.openapi import refusals
 from app.batch_jobs import files, jobs, storage
-from app.errors import InvalidInput, MalformedJSON, UnsupportedMediaType
+from app.errors import InvalidInput, UnsupportedMediaType
 from app.services import current_services
 
 blp = Blueprint("batch_jobs", __name__, url_prefix="/v1", description="Score whole files (bulk)")
 
+_UNKNOWN = re.compile(r"unknown field `([^`]+)`")
 _RESULT_TYPES = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv"}
-_OPTIONS = ("id_column", "version", "alias", "output_format")
+_FILE = {"type": "string", "format": "binary"}
+_FILE_TYPES = ", ".join(files.FORMATS)
+
+
+class BatchOptions(Struct, forbid_unknown_fields=True):
+    """A batch job's options: in the query string (a file as the body), the form (multipart),
+    or beside ``path`` (JSON). The one definition that checks them and documents them."""
+
+    id_column: (
+        Annotated[str, Meta(min_length=1, description="A column carried to the output (else a row number).")]
+        | UnsetType
+    ) = UNSET
+    version: Version | UnsetType = UNSET
+    alias: Annotated[str, Meta(min_length=1, max_length=100)] | UnsetType = UNSET
+    output_format: Literal["parquet", "csv"] = "parquet"
+
+    def given(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__struct_fields__ if getattr(self, f) is not UNSET}
+
+
+class ServerFile(BatchOptions, kw_only=True):
+    """A server-side file under BATCH_INPUT_ROOT, named by ``path``, and the options."""
+
+    path: Annotated[str, Meta(min_length=1, description="Relative to BATCH_INPUT_ROOT.")]
+
+
+_OPTIONS = msgspec.json.schema(BatchOptions)["$defs"]["BatchOptions"]["properties"]
 _SUBMIT_DOC = {
     "description": (
-        "Score a whole CSV or Parquet file. Send it as `multipart/form-data` (field `file`),"
-        " or as the body with `Content-Type: text/csv` or `application/vnd.apache.parquet`"
-        " (options in the query string), or name a server-side file under BATCH_INPUT_ROOT"
-        ' with `application/json` `{"path": ...}`. Options: `id_column` (carried to the output;'
-        " else a `row` column numbers the input rows), `version` or `alias`, `output_format`"
-        " (`parquet`, the default, or `csv`). The file is checked before anything is queued."
+        "Score a whole CSV or Parquet file. Send it as `multipart/form-data` (field `file`, the"
+        " options as form fields), or as the body with `Content-Type: text/csv` or"
+        " `application/vnd.apache.parquet` (the options in the query string), or name a"
+        ' server-side file under BATCH_INPUT_ROOT with `application/json` `{"path": ...}`.'
+        " The file is checked before anything is queued. Options given where the body does not"
+        " take them (the query string with a multipart or JSON body) are ignored."
     ),
+    "parameters": [
+        {"in": "query", "name": name, "required": False, "schema": schema}
+        for name, schema in _OPTIONS.items()
+    ],
     "requestBody": {
         "required": True,
         "content": {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "properties": {"file": _FILE, **_OPTIONS},
                     "required": ["file"],
-                }
+                    "additionalProperties": False,
+                },
+                "encoding": {"file": {"contentType": _FILE_TYPES}},
             },
-            "text/csv": {"schema": {"type": "string", "format": "binary"}},
-            "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "path": {"type": "string"},
-                        **{name: {"type": "string"} for name in ("id_column", "alias", "output_format")},
-                        "version": {"type": "integer"},
-                    },
-                    "required": ["path"],
-                }
-            },
+            "text/csv": {"schema": _FILE},
+            "application/vnd.apache.parquet": {"schema": _FILE},
+            "application/json": {"schema": {"$ref": "#/components/schemas/ServerFile"}},
         },
     },
 }
@@ -60,11 +88,18 @@ _SUBMIT_DOC = {
 @blp.route("/models/<string:name>/batch-jobs", methods=["POST"])
 @blp.doc(**_SUBMIT_DOC)
 @blp.alt_response(202, schema="BatchJob", description="Accepted: the file is checked and its chunks queued.")
-@blp.alt_response(403, schema="Error", description="A server path outside BATCH_INPUT_ROOT.")
 @blp.alt_response(404, schema="Error", description="Unknown model, version or alias.")
-@blp.alt_response(413, schema="Error", description="The file is larger than BATCH_MAX_BYTES.")
 @blp.alt_response(415, schema="Error", description="Neither CSV, Parquet, a multipart upload nor JSON.")
-@blp.alt_response(422, schema="Error", description="The file does not fit the model (row and column named).")
+@refusals(
+    blp,
+    {
+        403: "A server path while BATCH_INPUT_ROOT is unset, or one outside it.",
+        413: "The file is larger than BATCH_MAX_BYTES.",
+        422: "The file does not fit the model: not CSV or Parquet as its type says, the model's"
+        " features missing or not numbers (row and column named), no id_column; or no such"
+        " server file.",
+    },
+)
 def submit_batch_job(name: str) -> ResponseReturnValue:
     svc = current_services()
     settings = svc.settings
@@ -74,7 +109,7 @@ def submit_batch_job(name: str) -> ResponseReturnValue:
     owner = current_principal()
     with tempfile.TemporaryDirectory(dir=_spool_dir(settings)) as spool:
         if mimetype == "application/json":
-            options = _json_options()
+            options = _convert(loads_loose(body_of(request)), ServerFile, strict=True).given()
             source, fmt = jobs.server_file(settings, options.pop("path"))
             label = str(source)
         elif mimetype == "multipart/form-data":
@@ -84,12 +119,14 @@ def submit_batch_job(name: str) -> ResponseReturnValue:
             fmt = _format_of(upload.mimetype, upload.filename)
             source = Path(spool) / "upload"
             jobs.spool(upload.stream, source, settings.batch_max_bytes)
-            options, label = _text_options(request.form), upload.filename or "upload"
+            form = {key: value for key, value in request.form.items() if key != "file"}
+            options, label = _convert(form, BatchOptions).given(), upload.filename or "upload"
         elif mimetype in files.FORMATS:
             fmt = files.FORMATS[mimetype]
             source = Path(spool) / "upload"
             jobs.spool(request.stream, source, settings.batch_max_bytes)
-            options, label = _text_options(request.args), f"request body ({mimetype})"
+            options = _convert(request.args.to_dict(), BatchOptions).given()
+            label = f"request body ({mimetype})"
         else:
             raise UnsupportedMediaType(
                 "send a CSV or Parquet file (multipart/form-data, text/csv, application/vnd.apache.parquet)"
@@ -117,7 +154,7 @@ def get_batch_job(job_id: str) -> ResponseReturnValue:
 @blp.route("/batch-jobs/<string:job_id>", methods=["DELETE"])
 @blp.alt_response(200, schema="BatchJob", description="Cancelled: queued chunks dropped, running ones end.")
 @blp.alt_response(404, schema="Error", description="No such batch job (or another API key's).")
-@blp.alt_response(409, schema="Error", description="The batch job has already finished.")
+@refusals(blp, {409: "The batch job has already finished."})
 def cancel_batch_job(job_id: str) -> ResponseReturnValue:
     return jobs.cancel(current_services(), job_id, current_principal()), 200
 
@@ -163,6 +200,9 @@ BATCH_JOB_SCHEMA: dict[str, Any] = {
 
 def register_schemas(spec: Any) -> None:
     spec.components.schema("BatchJob", component=BATCH_JOB_SCHEMA)
+    _, components = msgspec.json.schema_components([ServerFile], ref_template="#/components/schemas/{name}")
+    for name, schema in components.items():
+        spec.components.schema(name, component=schema)
 
 
 def _spool_dir(settings: Any) -> Path:
@@ -179,37 +219,13 @@ def _format_of(mimetype: str | None, filename: str | None) -> str:
     return fmt
 
 
-def _json_options() -> dict[str, Any]:
-    body = request.get_json(silent=True) if body_of(request) else None
-    if not isinstance(body, dict):
-        raise MalformedJSON('send {"path": ...} as a JSON object')
-    unknown = sorted(set(body) - {"path", *_OPTIONS})
-    if unknown:
-        raise InvalidInput(f"unknown fields: {', '.join(unknown)}", fields=unknown)
-    if not isinstance(body.get("path"), str) or not body["path"]:
-        raise InvalidInput("path must be a non-empty string", field="path")
-    options = {key: body[key] for key in ("path", *_OPTIONS) if body.get(key) is not None}
-    return _typed(options)
-
-
-def _text_options(values: Any) -> dict[str, Any]:
-    """Options from a query string or form fields (text: version is converted)."""
-    unknown = sorted(set(values) - set(_OPTIONS))
-    if unknown:
-        raise InvalidInput(f"unknown options: {', '.join(unknown)}", fields=unknown)
-    return _typed({key: values[key] for key in _OPTIONS if values.get(key)})
-
-
-def _typed(options: dict[str, Any]) -> dict[str, Any]:
-    if "version" in options:
-        raw = options["version"]
-        try:
-            options["version"] = int(raw) if isinstance(raw, (int, str)) and not isinstance(raw, bool) else 0
-        except ValueError:
-            options["version"] = 0
-        if options["version"] < 1:
-            raise InvalidInput("version must be a positive integer", field="version")
-    for key in ("id_column", "alias", "output_format"):
-        if key in options and not isinstance(options[key], str):
-            raise InvalidInput(f"{key} must be a string", field=key)
-    return options
+def _convert(value: Any, type_: Any, *, strict: bool = False) -> Any:
+    # Not strict for the query string and form fields, which are text: "2" is a version there.
+    if not isinstance(value, dict):
+        raise InvalidInput('send {"path": ...} as a JSON object', field="_schema")
+    try:
+        return msgspec.convert(value, type_, strict=strict)
+    except msgspec.ValidationError as exc:
+        unknown = _UNKNOWN.search(str(exc))
+        message = f"unknown options: {unknown.group(1)}" if unknown else f"batch job options: {exc}"
+        raise InvalidInput(message, fields=field_messages(str(exc), None)) from None

@@ -4,8 +4,8 @@ and poll, which app/api/decoding.py reads with msgspec).
 webargs reads JSON bodies with the standard library, which costs ~2 µs per number.
 orjson reads the same documents several times faster. What orjson refuses and the
 standard library reads (NaN, Infinity, integers beyond a float64) goes to the standard
-library, so those still reach the validators; broken JSON still gets webargs' 400, and
-JSON nested deeper than the standard library recurses gets our own 400.
+library (app/api/bodies.py), so those still reach the validators; broken JSON, JSON nested
+deeper than the standard library recurses and strings that are not Unicode text get a 400.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from flask_smorest import Blueprint as SmorestBlueprint
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
 
-from app.errors import MalformedJSON
+from app.api.bodies import loads_loose
 
 
 class OrjsonParser(FlaskParser):
@@ -26,13 +26,12 @@ class OrjsonParser(FlaskParser):
         if not is_json_request(req):
             return core.missing
         data = req.get_data(cache=True)
+        if not data:  # as webargs has it: no body is no arguments, not broken JSON
+            return core.missing
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
-            try:
-                return core.parse_json(data)
-            except RecursionError:
-                raise MalformedJSON("request body is nested too deeply") from None
+            return loads_loose(data)
 
 
 class Blueprint(SmorestBlueprint):

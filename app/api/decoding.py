@@ -6,23 +6,27 @@ that one definition both decodes requests and writes their part of ``/openapi.js
 (``register_schemas``, ``SUBMIT_DOC``, ``POLL_DOC``). Rows are checked against the
 model's signature afterwards (app/registry/signature.py), which names the row and field at fault.
 
-A body msgspec refuses is read once more by the standard library, which accepts what
-some clients send (``NaN``, ``Infinity``, numbers beyond float64) so that the row check
-can name the row and field, and which answers the same 400/422 as before otherwise.
-Only bad input takes that road.
+A body msgspec refuses is read once more by the standard library (app/api/bodies.py),
+which accepts what some clients send (``NaN``, ``Infinity``, numbers beyond float64), and
+checked against a twin of the request type whose rows are left loose, so that the row
+check can name the row and field at fault; anything else gets the same 400/422 as
+msgspec's own. Only bad input takes that road.
+
+An Arrow IPC stream body (``application/vnd.apache.arrow.stream``, its options in the
+query string) is a binary protocol: it is left out of ``/openapi.json`` and described in
+the route's description and the README.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated, Any, Literal
 
 import msgspec
 import pyarrow as pa
-from flask import Request
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from app.api.bodies import loads_loose
 from app.errors import InvalidInput, MalformedArrow, MalformedJSON
 
 #: Versions are stored as 32-bit integers.
@@ -38,6 +42,16 @@ ExplainClasses = Annotated[
 ]
 
 
+#: explain_mode's rule in JSON Schema, for /openapi.json: explain_classes "all" needs explain true
+#: (an absent explain is false).
+EXPLAIN_CLASSES_NEEDS_EXPLAIN: dict[str, Any] = {
+    "not": {
+        "required": ["explain_classes"],
+        "properties": {"explain_classes": {"enum": ["all"]}, "explain": {"enum": [False]}},
+    }
+}
+
+
 def explain_mode(explain: bool, classes: str) -> str | None:
     """What the worker explains: None (nothing), "predicted" or "all" (every class too)."""
     if not explain:
@@ -49,17 +63,25 @@ def explain_mode(explain: bool, classes: str) -> str | None:
     return classes
 
 
+#: One row: numbers in the model's feature order, or an object of numbers keyed by feature
+#: name (a model fitted on a DataFrame). How many, and which names, is the model's signature
+#: (GET /v1/models/{name}), checked after decoding (app/registry/signature.py).
+Row = Annotated[
+    list[float] | dict[str, float],
+    Meta(description="Numbers in the model's feature order, or an object of numbers keyed by feature name."),
+]
+
+_INPUTS_META = Meta(
+    min_length=1,
+    description="Rows (at most MAX_ROWS_PER_REQUEST; with explain, EXPLAIN_MAX_ROWS).",
+    extra_json_schema={"example": [[5.1, 3.5, 1.4, 0.2]]},  # OpenAPI 3.0's keyword
+)
+
+
 class PredictionRequest(Struct, forbid_unknown_fields=True):
     """A prediction request: the rows, and optionally which version serves them."""
 
-    inputs: Annotated[
-        list[Any],
-        Meta(
-            min_length=1,
-            description="Rows: lists of numbers in feature order, or objects keyed by feature name.",
-            extra_json_schema={"example": [[5.1, 3.5, 1.4, 0.2]]},  # OpenAPI 3.0's keyword
-        ),
-    ]
+    inputs: Annotated[list[Row], _INPUTS_META]
     version: Version | UnsetType = UNSET
     alias: Annotated[str, Meta(min_length=1, max_length=100)] | UnsetType = UNSET
     routing_key: Annotated[str, Meta(max_length=200)] | UnsetType = UNSET
@@ -75,6 +97,19 @@ class PredictionRequest(Struct, forbid_unknown_fields=True):
 
     def explain_mode(self) -> str | None:
         return explain_mode(self.explain, self.explain_classes)
+
+
+def _loose_twin(struct: type[Struct]) -> Any:
+    """``struct`` with its rows left as any JSON: what a body msgspec refused is checked
+    against, so that a bad row is named by the signature check (row and field), and every
+    other field is checked exactly as ``struct`` checks it (a subclass: the same methods)."""
+    loose = Annotated[list[Any], _INPUTS_META]
+    return msgspec.defstruct(
+        f"Loose{struct.__name__}", [("inputs", loose)], bases=(struct,), forbid_unknown_fields=True
+    )
+
+
+_LoosePredictionRequest = _loose_twin(PredictionRequest)
 
 
 #: The content type of a prediction request's rows as an Arrow IPC stream (big requests).
@@ -125,38 +160,23 @@ IdempotencyKey = Annotated[
 
 _DECODE_REQUEST = msgspec.json.Decoder(PredictionRequest)
 _MISSING = re.compile(r"missing required field `([^`]+)`")
+_UNKNOWN = re.compile(r"unknown field `([^`]+)`")
 _AT = re.compile(r" - at `\$\.?([^`]*)`$")
 
 
-def body_of(request: Request) -> bytes:
-    """The request's body; 413 when it is larger than MAX_CONTENT_LENGTH, sent chunked too.
-
-    werkzeug checks a declared Content-Length, but reads a chunked body only up to the
-    limit and stops there, so a larger one would arrive cut short (and fail as malformed
-    JSON). One more read past the limit makes werkzeug raise its 413.
-    """
-    body = request.get_data()
-    limit = request.max_content_length
-    if request.content_length is None and limit is not None and len(body) >= limit:
-        request.stream.read(1)
-    return body
-
-
 def prediction_request(body: bytes) -> PredictionRequest:
-    """The submit body, decoded and checked; raises MalformedJSON (400) or InvalidInput (422)."""
+    """The submit body, decoded and checked; raises MalformedJSON (400) or InvalidInput (422).
+
+    What the slow road returns is the loose twin: its rows are for the signature check to name.
+    """
     try:
         return _DECODE_REQUEST.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         pass
     except RecursionError:  # nested deeper than msgspec follows
         raise MalformedJSON("request body is nested too deeply") from None
-    try:
-        # Slow road, bad input only: the standard library reads NaN, Infinity and 1e999.
-        loose = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise MalformedJSON("request body is not valid JSON", reason=str(exc)[:200]) from None
     checked: PredictionRequest = _convert(
-        loose, PredictionRequest, "request body does not match the schema", strict=True
+        loads_loose(body), _LoosePredictionRequest, "request body does not match the schema", strict=True
     )
     return checked
 
@@ -187,14 +207,17 @@ def _convert(value: Any, type_: Any, message: str, field: str | None = None, *, 
     try:
         return msgspec.convert(value, type_, strict=strict)
     except msgspec.ValidationError as exc:
-        raise InvalidInput(message, fields=_field_messages(str(exc), field)) from None
+        raise InvalidInput(message, fields=field_messages(str(exc), field)) from None
 
 
-def _field_messages(error: str, field: str | None) -> dict[str, list[str]]:
+def field_messages(error: str, field: str | None) -> dict[str, list[str]]:
     """msgspec's message as ``{field: [message]}``, the shape webargs gave (and clients read)."""
     missing = _MISSING.search(error)
     if missing:
         return {missing.group(1): ["Missing data for required field."]}
+    unknown = _UNKNOWN.search(error)
+    if unknown:
+        return {unknown.group(1): ["Unknown field."]}
     at = _AT.search(error)
     where = at.group(1) if at else (field or "_schema")
     return {where or "_schema": [_AT.sub("", error)]}
@@ -203,9 +226,17 @@ def _field_messages(error: str, field: str | None) -> dict[str, list[str]]:
 _REF = "#/components/schemas/{name}"
 
 
-def register_schemas(spec: Any) -> None:
-    """Add the request body's schema (and any it refers to) to the OpenAPI document."""
+def register_schemas(spec: Any, max_rows: int) -> None:
+    """Add the request body's schema (and any it refers to) to the OpenAPI document, with
+    this deployment's row limit (MAX_ROWS_PER_REQUEST, which the row check enforces: 413)."""
     _, components = msgspec.json.schema_components([PredictionRequest], ref_template=_REF)
+    request = components[PredictionRequest.__name__]
+    inputs = request["properties"]["inputs"]
+    inputs["maxItems"] = max_rows
+    # msgspec writes a union as anyOf; a row's two shapes (array, object) never overlap, so
+    # oneOf says the same, and is what generated clients read as "one of these types".
+    inputs["items"]["oneOf"] = inputs["items"].pop("anyOf")
+    request.update(EXPLAIN_CLASSES_NEEDS_EXPLAIN)
     for name, schema in components.items():
         spec.components.schema(name, component=schema)
 
@@ -223,9 +254,6 @@ SUBMIT_DOC: dict[str, Any] = {
         "required": True,
         "content": {
             "application/json": {"schema": {"$ref": _REF.format(name=PredictionRequest.__name__)}},
-            # Many rows at once: one column per feature (by name, or in order for a model
-            # fitted without names); version, alias and routing_key in the query string.
-            ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}},
         },
     },
 }  # fmt: skip

@@ -9,6 +9,8 @@ from sqlalchemy import text
 
 from app.api.blueprint import Blueprint
 from app.api.live_metrics import exposition
+from app.api.openapi import RETRY_AFTER
+from app.api.schemas import HealthSchema, ReadinessSchema
 from app.services import current_services
 
 blp = Blueprint("health", __name__, description="Health checks")
@@ -16,6 +18,7 @@ log = logging.getLogger(__name__)
 
 
 @blp.route("/healthz", methods=["GET"])
+@blp.alt_response(200, schema=HealthSchema, description="Alive.")
 def healthz() -> dict[str, Any]:
     """The API process is alive."""
     return {"status": "ok"}
@@ -37,7 +40,10 @@ def metrics() -> tuple[bytes, int, dict[str, str]]:
 
 
 @blp.route("/readyz", methods=["GET"])
-@blp.alt_response(503, description="A dependency is down; the body names it.")
+@blp.alt_response(200, schema=ReadinessSchema, description="Database, Redis and a worker answered.")
+@blp.alt_response(
+    503, schema=ReadinessSchema, description="A dependency is down; the body names it.", headers=RETRY_AFTER
+)
 def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:
     """Database, Redis and at least one worker are reachable."""
     svc = current_services()

@@ -6,11 +6,13 @@ from typing import Any
 
 from app.access.auth import current_principal, requires_scope
 from app.api.blueprint import Blueprint
+from app.api.openapi import refusals
 from app.api.schemas import (
     AbQuerySchema,
     AbReportSchema,
     AliasEventListSchema,
     AliasUpdateSchema,
+    CardSchema,
     DriftListSchema,
     DriftQuerySchema,
     DriftReportSchema,
@@ -59,7 +61,6 @@ def get_drift(name: str, limit: int) -> dict[str, Any]:
 @requires_scope("admin")
 @blp.arguments(AliasUpdateSchema)
 @blp.response(200, ModelSchema)
-@blp.alt_response(403, schema="Error", description="The API key lacks the admin scope.")
 @blp.alt_response(404, schema="Error", description="Unknown model or version.")
 def set_alias(body: dict[str, Any], name: str, alias: str) -> dict[str, Any]:
     """Point ALIAS at a version (promotion); serving follows within REGISTRY_CACHE_SECONDS."""
@@ -70,11 +71,10 @@ def set_alias(body: dict[str, Any], name: str, alias: str) -> dict[str, Any]:
 
 @blp.route("/models/<string:name>/aliases/<string:alias>/rollback", methods=["POST"])
 @requires_scope("admin")
-@blp.arguments(ReasonSchema)
+@blp.arguments(ReasonSchema, required=False)
 @blp.response(200, ModelSchema)
-@blp.alt_response(403, schema="Error", description="The API key lacks the admin scope.")
 @blp.alt_response(404, schema="Error", description="Unknown model.")
-@blp.alt_response(409, schema="Error", description="The alias has never moved: nothing to go back to.")
+@refusals(blp, {409: "The alias has never moved: nothing to go back to."})
 def rollback_alias(body: dict[str, Any], name: str, alias: str) -> dict[str, Any]:
     """Point ALIAS back at the version it pointed at before its last move."""
     registry = current_services().registry
@@ -86,11 +86,9 @@ def rollback_alias(body: dict[str, Any], name: str, alias: str) -> dict[str, Any
 @requires_scope("admin")
 @blp.arguments(TrafficPolicySchema)
 @blp.response(200, ModelSchema)
-@blp.alt_response(403, schema="Error", description="The API key lacks the admin scope.")
 @blp.alt_response(
     404, schema="Error", description="Unknown model, or a route names an unknown alias or version."
 )
-@blp.alt_response(422, schema="Error", description="Not a valid policy.")
 def set_traffic(body: dict[str, Any], name: str) -> dict[str, Any]:
     """Weights over aliases or versions, and an optional shadow; applies within REGISTRY_CACHE_SECONDS."""
     registry = current_services().registry
@@ -136,7 +134,6 @@ def alias_events(name: str) -> dict[str, Any]:
 @blp.route("/models/<string:name>/retrain", methods=["POST"])
 @requires_scope("admin")
 @blp.response(202, TrainingStartedSchema)
-@blp.alt_response(403, schema="Error", description="The API key lacks the admin scope.")
 @blp.alt_response(404, schema="Error", description="Unknown model.")
 def start_retrain(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Queue a training run; it shows in GET /v1/models/{name}/training-runs."""
@@ -147,7 +144,6 @@ def start_retrain(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
 @blp.route("/models/<string:name>/imports", methods=["GET"])
 @requires_scope("admin")
 @blp.response(200, TrainingImportListSchema)
-@blp.alt_response(403, schema="Error", description="The API key lacks the admin scope.")
 @blp.alt_response(404, schema="Error", description="Unknown model.")
 def list_imports(name: str) -> dict[str, Any]:
     """The model's imports of training data, newest first, with their checks."""
@@ -157,7 +153,6 @@ def list_imports(name: str) -> dict[str, Any]:
 @blp.route("/models/<string:name>/imports/<int:import_id>", methods=["DELETE"])
 @requires_scope("admin")
 @blp.response(200, TrainingImportSchema)
-@blp.alt_response(403, schema="Error", description="The API key lacks the admin scope.")
 @blp.alt_response(404, schema="Error", description="Unknown model or import.")
 def drop_import(name: str, import_id: int) -> dict[str, Any]:
     """Drop an import: its rows are left out of every later training run."""
@@ -179,7 +174,6 @@ def accept_import(name: str, import_id: int) -> dict[str, Any]:
 @blp.route("/models/<string:name>/drift-checks", methods=["POST"])
 @requires_scope("admin")
 @blp.response(200, DriftReportSchema)
-@blp.alt_response(403, schema="Error", description="The API key lacks the admin scope.")
 @blp.alt_response(404, schema="Error", description="Unknown model.")
 def run_drift_check(name: str) -> dict[str, Any]:
     """Check the champion for drift now, as beat does on its schedule; the report is stored too."""
@@ -187,7 +181,17 @@ def run_drift_check(name: str) -> dict[str, Any]:
 
 
 @blp.route("/models/<string:name>/versions/<int:version>/card", methods=["GET"])
-@blp.alt_response(200, description="The version's model card: JSON, or Markdown with Accept: text/markdown.")
+@blp.doc(
+    responses={
+        "200": {
+            "description": "The version's model card: JSON, or Markdown with Accept: text/markdown.",
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Card"}},
+                "text/markdown": {"schema": {"type": "string"}},
+            },
+        }
+    }
+)
 @blp.alt_response(404, schema="Error", description="Unknown model or version.")
 def get_card(name: str, version: int) -> Any:
     """A version's model card, from what the registry knows (built with skops.card)."""
@@ -202,7 +206,14 @@ def get_card(name: str, version: int) -> Any:
 
 
 @blp.route("/models/<string:name>/versions/<int:version>/card/importance.png", methods=["GET"])
-@blp.alt_response(200, description="The card's global feature importance plot (image/png).")
+@blp.doc(
+    responses={
+        "200": {
+            "description": "The card's global feature importance plot.",
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    }
+)
 @blp.alt_response(404, schema="Error", description="Unknown model or version, or no importance to plot.")
 def get_card_plot(name: str, version: int) -> Any:
     """The version's global feature importance (mean |SHAP| over its reference sample) as a bar chart."""
@@ -219,6 +230,10 @@ def get_card_plot(name: str, version: int) -> Any:
 def training_runs(name: str) -> dict[str, Any]:
     """The model's training runs, newest first, each with its decision and the numbers behind it."""
     return {"model": name, "runs": runs(current_services(), name)}
+
+
+def register_schemas(spec: Any) -> None:
+    spec.components.schema("Card", schema=CardSchema)
 
 
 def _actor() -> str:

@@ -10,6 +10,8 @@ from app.access import ratelimit
 from app.access.auth import current_principal
 from app.api import decoding
 from app.api.blueprint import Blueprint
+from app.api.bodies import body_of
+from app.api.openapi import refusals
 from app.api.schemas import FeedbackRecordedSchema, FeedbackSchema, JobSchema
 from app.errors import UnsupportedMediaType
 from app.lifecycle import feedback
@@ -38,20 +40,37 @@ def _require_json() -> None:
 @ratelimit.sends_own_rate_charge
 @blp.alt_response(202, schema=JobSchema, description="Accepted: the job is stored and queued.")
 @blp.alt_response(200, schema=JobSchema, description="Finished at once (every row cached, or ?wait).")
+@blp.alt_response(400, schema="Error", description="The body is not JSON (or not Unicode text).")
 @blp.alt_response(404, schema="Error", description="Unknown model, version or alias.")
-@blp.alt_response(409, schema="Error", description="Idempotency-Key reused with another body.")
-@blp.alt_response(413, schema="Error", description="Too many rows or bytes.")
 @blp.alt_response(415, schema="Error", description="Body is neither JSON nor an Arrow IPC stream.")
-@blp.alt_response(422, schema="Error", description="A row does not fit the model's signature.")
+@refusals(
+    blp,
+    {
+        409: "Idempotency-Key reused with another body (by this API key).",
+        413: "More rows than this deployment's limits: with explain, more than EXPLAIN_MAX_ROWS;"
+        " or a body beyond MAX_BODY_BYTES.",
+        422: "The rows do not fit this model's signature (GET /v1/models/{name}): a row of the"
+        " wrong width or feature names, a value beyond float32 for a tree model; or explain for"
+        " a model shap cannot explain exactly (explanation_unsupported). Row and field are named.",
+        503: "The model's queue is full (overloaded), or the database is unreachable.",
+    },
+)
 def submit_prediction(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Submit rows for prediction; poll the job at its Location (or wait with ?wait=S).
+
+    The body may instead be an Arrow IPC stream (Content-Type
+    application/vnd.apache.arrow.stream), one column per feature, with version, alias,
+    routing_key, explain and explain_classes in the query string. That binary protocol is
+    left out of this document; see the README.
+    """
     svc = current_services()
     wait = decoding.wait_seconds(request.args.get("wait"))
     idempotency_key = decoding.idempotency_key(request.headers.get("Idempotency-Key"))
     body: decoding.PredictionRequest | decoding.ArrowOptions
     if request.mimetype == decoding.ARROW_STREAM:
-        inputs, body = decoding.arrow_request(decoding.body_of(request), request.args.to_dict())
+        inputs, body = decoding.arrow_request(body_of(request), request.args.to_dict())
     else:
-        json_body = decoding.prediction_request(decoding.body_of(request))
+        json_body = decoding.prediction_request(body_of(request))
         inputs, body = json_body.inputs, json_body
     view = submit.submit(
         svc,
@@ -75,11 +94,13 @@ def submit_prediction(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
 @blp.arguments(FeedbackSchema)
 @blp.response(201, FeedbackRecordedSchema)
 @blp.alt_response(404, schema="Error", description="No such job (or another API key's).")
-@blp.alt_response(409, schema="Error", description="Feedback for this job was already recorded.")
-@blp.alt_response(
-    422,
-    schema="Error",
-    description="Wrong number of labels, a label the model cannot have, or the job has not succeeded.",
+@refusals(
+    blp,
+    {
+        409: "Feedback for this job was already recorded.",
+        422: "The labels do not fit the job: not one per row, a label the model cannot have,"
+        " every label null, or the job has not succeeded.",
+    },
 )
 def post_feedback(body: dict[str, Any], job_id: str) -> tuple[dict[str, Any], int]:
     """The true label (classifiers) or value (regressors) of each row; null skips a row."""

@@ -6,10 +6,22 @@ carry nearly all traffic, and msgspec decodes them in compiled code.
 
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, fields, validate
+from typing import Any, ClassVar
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 #: Versions are stored as 32-bit integers.
 VERSION_RANGE = validate.Range(min=1, max=2**31 - 1)
+
+
+class StrictFloat(fields.Float):
+    """A JSON number, never text: marshmallow's Float also reads "1.5", which the document's
+    ``number`` does not allow."""
+
+    def _validated(self, value: Any) -> Any:
+        if isinstance(value, str):
+            raise self.make_error("invalid")
+        return super()._validated(value)
 
 
 class ErrorDetailSchema(Schema):
@@ -20,6 +32,21 @@ class ErrorDetailSchema(Schema):
 
 class ErrorSchema(Schema):
     error = fields.Nested(ErrorDetailSchema, required=True)
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True, metadata={"enum": ["ok"]})
+
+
+class ReadinessSchema(Schema):
+    status = fields.String(required=True, metadata={"enum": ["ok", "unavailable"]})
+    checks = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        required=True,
+        metadata={"description": 'database, redis, worker: "ok" or what is wrong.'},
+    )
+    down = fields.List(fields.String(), metadata={"description": "The checks that failed (503 only)."})
 
 
 class ModelRefSchema(Schema):
@@ -74,18 +101,31 @@ class AliasUpdateSchema(Schema):
     )
 
 
-class RouteSchema(Schema):
+class ExactlyOneOfSchema(Schema):
+    """An object that gives exactly one of ``EXACTLY_ONE_OF``'s fields: checked here, and
+    written into /openapi.json as ``oneOf`` from the same tuple (app/api/openapi.py)."""
+
+    EXACTLY_ONE_OF: ClassVar[tuple[str, ...]] = ()
+
     class Meta:
         unknown = RAISE
+
+    @validates_schema
+    def _exactly_one(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if sum(name in data for name in self.EXACTLY_ONE_OF) != 1:
+            raise ValidationError(f"give exactly one of {' or '.join(self.EXACTLY_ONE_OF)}")
+
+
+class RouteSchema(ExactlyOneOfSchema):
+    EXACTLY_ONE_OF = ("alias", "version")
 
     alias = fields.String(validate=validate.Length(min=1, max=100))
     version = fields.Integer(strict=True, validate=VERSION_RANGE)
-    weight = fields.Float(validate=validate.Range(min=0, min_inclusive=False, max=1_000_000))
+    weight = StrictFloat(validate=validate.Range(min=0, min_inclusive=False, max=1_000_000))
 
 
-class ShadowTargetSchema(Schema):
-    class Meta:
-        unknown = RAISE
+class ShadowTargetSchema(ExactlyOneOfSchema):
+    EXACTLY_ONE_OF = ("alias", "version")
 
     alias = fields.String(validate=validate.Length(min=1, max=100))
     version = fields.Integer(strict=True, validate=VERSION_RANGE)
@@ -268,6 +308,13 @@ class DriftListSchema(Schema):
 
 class DriftQuerySchema(Schema):
     limit = fields.Integer(load_default=10, validate=validate.Range(min=1, max=100))
+
+
+class CardSchema(Schema):
+    model = fields.String()
+    version = fields.Integer()
+    sections = fields.Dict(metadata={"description": "The card's sections as data (skops.card's)."})
+    markdown = fields.String(metadata={"description": "The whole card as Markdown."})
 
 
 class ModelListSchema(Schema):

@@ -61,7 +61,11 @@ def normalize(
     first = next(batches, None)
     if first is None:
         raise InvalidInput("the file holds no rows")
-    columns, id_name = _plan(first.schema.names, signature, id_column)
+    try:
+        names = first.schema.names  # pyarrow decodes them only now
+    except UnicodeDecodeError:
+        raise InvalidInput("the file's column names are not UTF-8 text") from None
+    columns, id_name = _plan(names, signature, id_column)
     features = feature_columns(signature)
     schema = pa.schema(
         [pa.field(name, pa.float64()) for name in features]

@@ -9,7 +9,9 @@ import orjson
 from sqlalchemy import (
     JSON,
     DateTime,
+    Dialect,
     MetaData,
+    TypeDecorator,
     create_engine,
     event,
     select,
@@ -47,6 +49,20 @@ def newest_rows(
         return [dict(row) for row in rows]
 
 
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp read back with its UTC offset on SQLite too, which stores none.
+
+    Every timestamp predq writes is UTC (utcnow); without the offset the API would show
+    SQLite's as local times, which RFC 3339 (OpenAPI's date-time) does not allow.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
 class Base(DeclarativeBase):
     # Stable constraint names so migrations look the same on PostgreSQL and SQLite.
     metadata = MetaData(
@@ -57,7 +73,7 @@ class Base(DeclarativeBase):
             "pk": "pk_%(table_name)s",
         }
     )
-    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+    type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JSON}
 
 
 def _json_dumps(value: Any) -> str:

@@ -14,7 +14,7 @@ from app.registry.versions import NAME, existing_name
 
 def set_alias(engine: Engine, name: str, alias: str, version: int, actor: str, reason: str) -> None:
     """Point ``alias`` at an existing ``version`` of ``name``, recording the move."""
-    if not NAME.match(alias):
+    if not NAME.fullmatch(alias):
         raise InvalidInput(f"alias {alias!r} must match {NAME.pattern}", alias=alias)
     existing_name(name)
     with Session(engine) as session, session.begin():

@@ -61,9 +61,9 @@ def register(
     ``reference``: training inputs (array or DataFrame); a sample of up to the registry's
     ``reference_rows`` rows is kept as the baseline for drift checks.
     """
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise RegistryError(f"model name {name!r} must match {NAME.pattern}")
-    if alias is not None and not NAME.match(alias):
+    if alias is not None and not NAME.fullmatch(alias):
         raise RegistryError(f"alias {alias!r} must match {NAME.pattern}")
     data = Path(source).read_bytes()
     fmt = FORMATS.get(Path(source).suffix.lower(), "joblib")

@@ -141,7 +141,7 @@ class Registry:
         if version is not None and not 1 <= version <= MAX_VERSION:
             # Before any query: PostgreSQL refuses a number its integer column cannot hold (a 500).
             raise VersionNotFound(f"model {name!r} has no version {version}", model=name, version=version)
-        if alias is not None and not NAME.match(alias):
+        if alias is not None and not NAME.fullmatch(alias):
             raise AliasNotFound(f"model {name!r} has no alias {alias!r}", model=name, alias=alias)
         with Session(self.engine) as session:
             model = session.scalar(select(Model).where(Model.name == name))

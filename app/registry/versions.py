@@ -11,7 +11,8 @@ from app.errors import ModelNotFound
 
 DEFAULT_ALIAS = "champion"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-"""What a model's name and an alias may be."""
+"""What a model's name and an alias may be; matched whole (fullmatch), as /openapi.json's
+``pattern`` means it (there ``$`` does not let a trailing newline through)."""
 
 MAX_VERSION = 2**31 - 1
 """The largest version number the database holds (a 32-bit integer column)."""
@@ -33,5 +34,5 @@ class ServedVersion:
 
 def existing_name(name: str) -> None:
     """Refuse, before any query, a name no registered model can have (say, one holding NUL)."""
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise ModelNotFound(f"no model named {name!r}", model=name)
