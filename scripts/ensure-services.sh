@@ -48,6 +48,13 @@ if ! redis_ready; then
   for _ in $(seq 30); do redis_ready && break; sleep 0.5; done
   redis_ready || { echo "Redis did not come up" >&2; exit 1; }
 fi
+# Required: Debian's Chromium, the real browser the page tests drive (tests/test_docs_page.py).
+# Playwright's own browser download needs a CDN; Debian's package needs only apt.
+if [ ! -x "${TEST_CHROMIUM:-/usr/bin/chromium}" ]; then
+  echo "Chromium is missing; installing Debian's chromium for the browser tests" >&2
+  { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ||
+    { echo "could not install chromium: the browser tests cannot run (install it, or set TEST_CHROMIUM)" >&2; exit 1; }
+fi
 # Optional: Debian's docker-compose validates docker-compose.yml in the tests (no Docker
 # engine needed). Without it that one test is skipped, so a failure here is not fatal.
 if ! command -v docker-compose >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then

@@ -7,10 +7,8 @@ dropped) by this run, and the Redis DB number is flushed at the start.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,11 +26,14 @@ from scripts.local import ROOT, free_port, process_group, scratch_database, wait
 from tests.helpers import (
     ADMIN_URL,
     API_SERVER_AUTH_CACHE_SECONDS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
     FUZZ_CASES,
     FUZZ_STATUSES,
     REDIS_URL,
     api_log_path,
     bin_path,
+    celery_worker,
     client_for,
     settings_env,
 )
@@ -134,21 +135,8 @@ def worker(
         worker_name,
     ]
     env = settings_env(settings) | {"WORKER_METRICS_BIND": worker_metrics_url.split("/")[2]}
-    with _celery_worker(app, argv, env, worker_name, log_path):
+    with celery_worker(app, argv, env, worker_name, log_path):
         yield log_path
-
-
-@contextlib.contextmanager
-def _celery_worker(
-    app: Any, argv: list[str], env: dict[str, str], name: str, log_path: Path
-) -> Iterator[None]:
-    """A Celery worker process, once it answers a ping by its node name; stopped after."""
-    with process_group(argv, env, log_path) as proc:
-        deadline = time.monotonic() + 60
-        while not app.extensions["celery"].control.ping(destination=[name], timeout=0.5):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker {name} did not start:\n{log_path.read_text()}")
-        yield
 
 
 @pytest.fixture(scope="session")
@@ -158,7 +146,7 @@ def bulk_worker(settings: Settings, app: Any, tmp_path_factory: pytest.TempPathF
     name = f"bulk-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
     argv = [bin_path(PROCESSES["bulk-worker"][0]), *PROCESSES["bulk-worker"][1:], "-c", "2", "-n", name]
     env = settings_env(settings) | {"WORKER_METRICS_BIND": f"127.0.0.1:{free_port()}"}
-    with _celery_worker(app, argv, env, name, log_path):
+    with celery_worker(app, argv, env, name, log_path):
         yield log_path
 
 
@@ -172,6 +160,49 @@ def api_server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     with process_group([bin_path("python"), "-m", "app.serve"], env, log_path) as proc:
         wait_for_http(f"http://127.0.0.1:{port}/healthz", [proc], timeout=30)
         yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """A real headless Chromium, driven by Playwright: pages as a person's browser renders them.
+
+    Give each test a context of its own (``browser.new_context()``); ``offline_page`` is one
+    that refuses every request not to this machine.
+    """
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: `make test` installs Debian's (scripts/ensure-services.sh)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def offline_page(browser: Any) -> Iterator[tuple[Any, list[str]]]:
+    """A page that can reach only 127.0.0.1, as on a network with no route to the internet, and
+    the problems it met: failed requests, answers >= 400, console errors, uncaught exceptions."""
+    context = browser.new_context()
+    problems: list[str] = []
+
+    def only_local(route: Any) -> None:
+        host = route.request.url.split("/")[2].rsplit(":", 1)[0]
+        if host in ("127.0.0.1", "localhost"):
+            route.continue_()
+        else:
+            route.abort("internetdisconnected")
+
+    context.route("**/*", only_local)
+    page = context.new_page()
+    page.on("requestfailed", lambda r: problems.append(f"failed: {r.url} {r.failure}"))
+    page.on("response", lambda r: problems.append(f"{r.status}: {r.url}") if r.status >= 400 else None)
+    page.on(
+        "console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None
+    )
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    yield page, problems
+    context.close()
 
 
 # -- models -----------------------------------------------------------------------------

@@ -6,12 +6,14 @@ module; no test module imports from another one, or from conftest (tests/test_ho
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from sqlalchemy import func, insert, select
 
 from app.config import Settings
 from app.db import Job, utcnow
-from scripts.local import ROOT
+from scripts.local import ROOT, process_group
 
 ADMIN_URL = os.environ.get(
     "TEST_DATABASE_ADMIN_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"
@@ -217,3 +219,24 @@ def predq_keys(svc: Any) -> set[bytes]:
         for key in svc.redis.scan_iter(match="predq:*", count=1000)
         if not key.startswith(b"predq:active:")
     }
+
+
+@contextlib.contextmanager
+def celery_worker(
+    app: Any, argv: list[str], env: dict[str, str], name: str, log_path: Path
+) -> Iterator[None]:
+    """A Celery worker process, once it answers a ping by its node name; stopped after."""
+    with process_group(argv, env, log_path) as proc:
+        deadline = time.monotonic() + 60
+        while not app.extensions["celery"].control.ping(destination=[name], timeout=0.5):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker {name} did not start:\n{log_path.read_text()}")
+        yield
+
+
+#: Debian's Chromium, which scripts/ensure-services.sh installs (Playwright's own download
+#: needs a CDN this machine cannot reach).
+CHROMIUM = os.environ.get("TEST_CHROMIUM", "/usr/bin/chromium")
+# No sandbox: tests run as root in CI. The rest keeps the browser from calling home.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip

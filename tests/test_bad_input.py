@@ -28,6 +28,8 @@ CASES = [
     # id, method, url, request kwargs, status, error code, details that must be present
     ("malformed json", "post", IRIS, raw('{"inputs": [[1,'), 400, "malformed_json", {}),
     ("inputs nested 10,000 deep", "post", IRIS, raw('{"inputs": ' + "[" * 10_000 + "]" * 10_000 + "}"), 400, "malformed_json", {}),
+    ("a lone surrogate as a key", "post", IRIS, raw('{"inputs": [[5.1, 3.5, 1.4, 0.2]], "\\ud800": 1}'), 400, "malformed_json", {}),
+    ("a lone surrogate in a row", "post", IRIS, raw('{"inputs": [[5.1, 3.5, 1.4, "\\udc00"]]}'), 400, "malformed_json", {}),
     ("body nested 10,000 deep", "post", IRIS, raw("[" * 10_000 + "]" * 10_000), 400, "malformed_json", {}),
     ("feedback nested 10,000 deep", "post", f"/v1/predictions/{uuid.uuid4()}/feedback", raw('{"labels": ' + "[" * 10_000 + "]" * 10_000 + "}"), 400, "malformed_json", {}),
     ("not json", "post", IRIS, {"data": "inputs=1", "content_type": "application/x-www-form-urlencoded"}, 415, "unsupported_media_type", {}),

@@ -189,7 +189,7 @@ def test_no_module_of_the_service_is_longer_than_three_hundred_lines(module):
 
 # Test files share code through these alone: a helper kept in a test module ties that file's
 # tests to every file that borrows it, and conftest.py is pytest's plugin (fixtures, hooks).
-TEST_SUPPORT = {"tests.helpers", "tests.fault_stack", "tests.slow_model"}
+TEST_SUPPORT = {"tests.helpers", "tests.fault_stack", "tests.slow_model", "tests.openapi_contract"}
 
 
 def _tests_imported(path: Path, modules: set[str]) -> set[str]:

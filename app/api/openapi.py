@@ -5,6 +5,7 @@
   (the mark ``requires_scope`` leaves, which the auth hook reads).
 - What every ``/v1`` operation can answer whatever its input: ``429`` (rate limits, per
   key), ``503`` (the database unreachable), each with ``Retry-After``.
+- Each operation's ``operationId``: its view's name (``submit_prediction``).
 - Path parameters' shapes: model names and aliases match the registry's NAME pattern
   (other names are not found; an alias to set that does not match is refused), job ids
   are UUIDs (others are not found).
@@ -115,6 +116,10 @@ class ContractPlugin(BasePlugin):
 
     def operation_helper(self, path: str | None = None, operations: Any = None, **kwargs: Any) -> None:
         rule = kwargs.get("rule")
+        for operation in (operations or {}).values():
+            if rule is not None:
+                # The view's name (unique, one view per method): what generated clients call it.
+                operation.setdefault("operationId", rule.endpoint.rsplit(".", 1)[-1])
         if rule is None or not rule.rule.startswith(PROTECTED_PREFIX):
             for operation in (operations or {}).values():
                 operation["security"] = []  # public, when auth is on elsewhere
