@@ -171,7 +171,8 @@ def prediction_request(body: bytes) -> PredictionRequest:
     """
     try:
         return _DECODE_REQUEST.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    # UnicodeDecodeError: invalid UTF-8 inside a string, which msgspec reports so.
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         pass
     except RecursionError:  # nested deeper than msgspec follows
         raise MalformedJSON("request body is nested too deeply") from None

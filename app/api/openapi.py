@@ -22,7 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 from apispec import BasePlugin
-from apispec.ext.marshmallow import MarshmallowPlugin, OpenAPIConverter
+from apispec.ext.marshmallow import MarshmallowPlugin
+from apispec.ext.marshmallow.openapi import OpenAPIConverter
 from flask import Flask
 from flask_smorest import Blueprint
 from marshmallow import validate
@@ -79,7 +80,7 @@ class _Converter(OpenAPIConverter):
         return ret
 
     def schema2jsonschema(self, schema: Any) -> dict[str, Any]:
-        json_schema: dict[str, Any] = super().schema2jsonschema(schema)
+        json_schema: dict[str, Any] = super().schema2jsonschema(schema)  # type: ignore[no-untyped-call]  # apispec's
         # ExactlyOneOfSchema's rule (app/api/schemas.py), from the same tuple it checks.
         one_of = getattr(schema, "EXACTLY_ONE_OF", ())
         if one_of:
