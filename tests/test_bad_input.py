@@ -114,6 +114,15 @@ def test_bad_request_gets_json_error_and_writes_nothing(
     assert predq_keys(svc) == keys_before, "a bad request touched Redis"
 
 
+@pytest.mark.parametrize("method", ["delete", "put", "trace"])
+def test_a_method_the_route_lacks_gets_405_with_allow_and_a_json_body(client, method):
+    response = client.open("/healthz", method=method.upper())
+
+    assert response.status_code == 405
+    assert set(response.headers["Allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "OPTIONS"}
+    assert response.json["error"]["code"] == "method_not_allowed"
+
+
 def test_idempotency_key_returns_the_same_job(client, svc, registered):
     headers = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
     payload = {"inputs": [[4.9, 3.1, 1.5, 0.11]]}

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import stored_estimator
+from tests.helpers import expected_outputs, stored_estimator
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 PACKAGE = "predq_generated"
@@ -69,8 +69,8 @@ def test_the_generated_client_submits_a_prediction_and_polls_it_to_the_model_s_o
 
     assert isinstance(submitted, generated.models.Job), submitted
     assert job.status.value == "succeeded", job
-    expected = stored_estimator(svc, "iris").predict(ROWS).tolist()
-    assert [output.prediction for output in job.outputs] == expected
+    expected = expected_outputs(stored_estimator(svc, "iris"), ROWS)
+    assert [output.to_dict() for output in job.outputs] == expected
 
 
 def test_the_generated_client_reads_the_model_with_its_signature(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,19 @@ def test_docs_page(client):
     response = client.get("/docs")
     assert response.status_code == 200
     assert "swagger" in response.get_data(as_text=True).lower()
+
+
+def test_timestamps_carry_their_utc_offset_on_sqlite_too(settings, artifacts, tmp_path):
+    """SQLite stores no offset; without it the API would show local times, not RFC 3339."""
+    url = f"sqlite:///{tmp_path / 'offsets.sqlite3'}"
+    upgrade(url)
+    embedded = create_app(settings.replace(database_url=url, auth_enabled=False))
+    embedded.extensions["predq"].registry.register("iris", artifacts["iris"])
+
+    described = embedded.test_client().get("/v1/models/iris").json
+
+    for stamp in (described["created_at"], described["versions"][0]["created_at"]):
+        assert datetime.fromisoformat(stamp).utcoffset() == timedelta(0), stamp
 
 
 def test_migrations_build_the_schema_on_sqlite(tmp_path):

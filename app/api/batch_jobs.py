@@ -48,7 +48,8 @@ class BatchOptions(Struct, forbid_unknown_fields=True):
 class ServerFile(BatchOptions, kw_only=True):
     """A server-side file under BATCH_INPUT_ROOT, named by ``path``, and the options."""
 
-    path: Annotated[str, Meta(min_length=1, description="Relative to BATCH_INPUT_ROOT.")]
+    # No NUL: no file name holds one (the operating system refuses it).
+    path: Annotated[str, Meta(min_length=1, pattern=r"^[^\x00]*$", description="Under BATCH_INPUT_ROOT.")]
 
 
 _OPTIONS = msgspec.json.schema(BatchOptions)["$defs"]["BatchOptions"]["properties"]
@@ -120,7 +121,9 @@ def submit_batch_job(name: str) -> ResponseReturnValue:
             source = Path(spool) / "upload"
             jobs.spool(upload.stream, source, settings.batch_max_bytes)
             form = {key: value for key, value in request.form.items() if key != "file"}
-            options, label = _convert(form, BatchOptions).given(), upload.filename or "upload"
+            # The name is shown as the job's source (stored: PostgreSQL's text holds no NUL).
+            label = (upload.filename or "upload").replace("\x00", "\ufffd")
+            options = _convert(form, BatchOptions).given()
         elif mimetype in files.FORMATS:
             fmt = files.FORMATS[mimetype]
             source = Path(spool) / "upload"

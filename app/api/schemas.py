@@ -12,6 +12,9 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 #: Versions are stored as 32-bit integers.
 VERSION_RANGE = validate.Range(min=1, max=2**31 - 1)
+#: PostgreSQL's text cannot hold a NUL character: stored free text refuses one (422), and the
+#: document says so (the validator's pattern).
+NO_NUL = validate.Regexp(r"^[^\x00]*$", error="must not contain a NUL character")
 
 
 class StrictFloat(fields.Float):
@@ -97,7 +100,7 @@ class AliasUpdateSchema(Schema):
 
     version = fields.Integer(required=True, strict=True, validate=VERSION_RANGE)
     reason = fields.String(
-        validate=validate.Length(max=1000), metadata={"description": "For the audit trail."}
+        validate=[validate.Length(max=1000), NO_NUL], metadata={"description": "For the audit trail."}
     )
 
 
@@ -194,7 +197,7 @@ class ReasonSchema(Schema):
         unknown = RAISE
 
     reason = fields.String(
-        validate=validate.Length(max=1000), metadata={"description": "For the audit trail."}
+        validate=[validate.Length(max=1000), NO_NUL], metadata={"description": "For the audit trail."}
     )
 
 
