@@ -26,6 +26,7 @@ import requests
 import schemathesis
 
 SUBMIT = "POST /v1/models/{name}/predictions"
+BATCH_SUBMIT = "POST /v1/models/{name}/batch-jobs"
 REFUSALS = "x-valid-request-refusals"
 FLOAT32_MAX = 3.4028234663852886e38
 #: schemathesis' own negative-data statuses, and 413: a body past a documented size is refused so.
@@ -34,7 +35,8 @@ NEGATIVE_REJECTIONS = ["400", "401", "403", "404", "405", "406", "409", "413", "
 
 def st_config(document: dict[str, Any], headers: dict[str, str], values: dict[str, Any]) -> dict[str, Any]:
     """schemathesis' configuration for ``document``; ``values``: path parameter values that exist,
-    by name, with ``batch_job_id`` for the batch-job routes' ``job_id``."""
+    by name, with ``batch_job_id`` for the batch-job routes' ``job_id``, and ``batch_file``: a
+    file under the server's BATCH_INPUT_ROOT for a batch job's JSON body."""
     operations = []
     for path, item in document["paths"].items():
         for method, operation in item.items():
@@ -47,11 +49,15 @@ def st_config(document: dict[str, Any], headers: dict[str, str], values: dict[st
                 "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "404", *refused]}},
             }
             parameters = _path_values(path, values)
+            if "batch_file" in values and entry["include-name"] == BATCH_SUBMIT:
+                # Half of the JSON bodies name a server file that exists: the route's 202 is reached.
+                parameters["body.path"] = {"dictionary": "batch_files", "probability": 0.5}
             if parameters:
                 entry["parameters"] = parameters
             operations.append(entry)
     return {
         "headers": headers,
+        "dictionaries": {"batch_files": {"values": [values.get("batch_file", "rows.csv")]}},
         "checks": {"negative_data_rejection": {"expected-statuses": NEGATIVE_REJECTIONS}},
         "phases": {"stateful": {"enabled": False}},
         "operations": operations,

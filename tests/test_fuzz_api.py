@@ -75,7 +75,7 @@ def fuzz_stack(
         env = settings_env(settings) | {"BATCH_INPUT_ROOT": str(inputs), "MAX_WAIT_SECONDS": "0.5"}
         with _stack(app, env, tmp_path_factory) as base:
             values = _existing(base, token, iris.data) | {"name": MODEL, "version": 1, "alias": "champion",
-                                                          "import_id": import_id}  # fmt: skip
+                                                          "import_id": import_id, "batch_file": "rows.csv"}  # fmt: skip
             yield {"url": base, "token": token, "values": values, "logs": tmp_path_factory.getbasetemp()}
         svc.engine.dispose()
     Redis.from_url(FUZZ_REDIS_URL).flushdb()

@@ -39,7 +39,10 @@ class BatchOptions(Struct, forbid_unknown_fields=True):
     ) = UNSET
     version: Version | UnsetType = UNSET
     alias: Annotated[str, Meta(min_length=1, max_length=100)] | UnsetType = UNSET
-    output_format: Literal["parquet", "csv"] = "parquet"
+    output_format: (
+        Annotated[Literal["parquet", "csv"], Meta(description="The result's format (default parquet).")]
+        | UnsetType
+    ) = UNSET
 
     def given(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__struct_fields__ if getattr(self, f) is not UNSET}
@@ -59,8 +62,8 @@ _SUBMIT_DOC = {
         " options as form fields), or as the body with `Content-Type: text/csv` or"
         " `application/vnd.apache.parquet` (the options in the query string), or name a"
         ' server-side file under BATCH_INPUT_ROOT with `application/json` `{"path": ...}`.'
-        " The file is checked before anything is queued. Options given where the body does not"
-        " take them (the query string with a multipart or JSON body) are ignored."
+        " The file is checked before anything is queued. The query string's options apply to"
+        " every body; the same option in the JSON body or the form takes precedence."
     ),
     "parameters": [
         {"in": "query", "name": name, "required": False, "schema": schema}
@@ -108,9 +111,11 @@ def submit_batch_job(name: str) -> ResponseReturnValue:
     if mimetype != "application/json":
         request.max_content_length = settings.batch_max_bytes  # files may be far larger than JSON
     owner = current_principal()
+    # The query string's options apply to every body; the JSON body's or the form's win.
+    query = _convert(request.args.to_dict(), BatchOptions).given()
     with tempfile.TemporaryDirectory(dir=_spool_dir(settings)) as spool:
         if mimetype == "application/json":
-            options = _convert(loads_loose(body_of(request)), ServerFile, strict=True).given()
+            options = query | _convert(loads_loose(body_of(request)), ServerFile, strict=True).given()
             source, fmt = jobs.server_file(settings, options.pop("path"))
             label = str(source)
         elif mimetype == "multipart/form-data":
@@ -123,13 +128,12 @@ def submit_batch_job(name: str) -> ResponseReturnValue:
             form = {key: value for key, value in request.form.items() if key != "file"}
             # The name is shown as the job's source (stored: PostgreSQL's text holds no NUL).
             label = (upload.filename or "upload").replace("\x00", "\ufffd")
-            options = _convert(form, BatchOptions).given()
+            options = query | _convert(form, BatchOptions).given()
         elif mimetype in files.FORMATS:
             fmt = files.FORMATS[mimetype]
             source = Path(spool) / "upload"
             jobs.spool(request.stream, source, settings.batch_max_bytes)
-            options = _convert(request.args.to_dict(), BatchOptions).given()
-            label = f"request body ({mimetype})"
+            options, label = query, f"request body ({mimetype})"
         else:
             raise UnsupportedMediaType(
                 "send a CSV or Parquet file (multipart/form-data, text/csv, application/vnd.apache.parquet)"
