@@ -92,7 +92,7 @@ def _stack(app: Any, env: dict[str, str], tmp: pytest.TempPathFactory) -> Iterat
     log = tmp.getbasetemp()
     with process_group([sys.executable, "-m", "app.serve"], api_env, log / "fuzz-api.log") as api:
         with celery_worker(app, worker, env, name, log / "fuzz-worker.log"):
-            wait_for_http(f"http://127.0.0.1:{port}/healthz", [api], timeout=30)
+            wait_for_http(f"http://127.0.0.1:{port}/healthz", [api], timeout=90)
             yield f"http://127.0.0.1:{port}"
 
 
