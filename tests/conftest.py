@@ -158,7 +158,8 @@ def api_server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     env = settings_env(settings) | {"BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2", "API_THREADS": "64",
                                     "AUTH_CACHE_SECONDS": str(API_SERVER_AUTH_CACHE_SECONDS)}  # fmt: skip
     with process_group([bin_path("python"), "-m", "app.serve"], env, log_path) as proc:
-        wait_for_http(f"http://127.0.0.1:{port}/healthz", [proc], timeout=30)
+        # Importing the app (scikit-learn, pyarrow, shap) takes 20-30 s on a busy 2-core machine.
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", [proc], timeout=90)
         yield f"http://127.0.0.1:{port}"
 
 
