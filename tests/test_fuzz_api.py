@@ -63,6 +63,9 @@ def fuzz_stack(
             batch_root=str(tmp_path_factory.mktemp("fuzz-batches")),
             batch_input_root=str(inputs),
             rate_limit="100000/second",
+            # schemathesis sends a made-up key to every operation (auth must refuse it 401); past
+            # AUTH_FAILURE_LIMIT from one address those get 429, a limit this run is not about.
+            auth_failure_limit="100000/minute",
             # Generated ?wait=S would hold each case up to S seconds.
             max_wait_seconds=0.5,
         )
@@ -72,7 +75,8 @@ def fuzz_stack(
         labeled = iris.frame.sample(frac=1.0, random_state=0)
         import_id = import_examples(svc, MODEL, labeled, "target", source="fuzz")["id"]
         token = svc.keys.create("fuzzer", ["admin"])[1]
-        env = settings_env(settings) | {"BATCH_INPUT_ROOT": str(inputs), "MAX_WAIT_SECONDS": "0.5"}
+        env = settings_env(settings) | {"BATCH_INPUT_ROOT": str(inputs), "MAX_WAIT_SECONDS": "0.5",
+                                        "AUTH_FAILURE_LIMIT": settings.auth_failure_limit}  # fmt: skip
         with _stack(app, env, tmp_path_factory) as base:
             values = _existing(base, token, iris.data) | {"name": MODEL, "version": 1, "alias": "champion",
                                                           "import_id": import_id, "batch_file": "rows.csv"}  # fmt: skip
