@@ -6,26 +6,28 @@ from typing import Any
 
 from app.access.auth import current_principal, requires_scope
 from app.api.blueprint import Blueprint
-from app.api.openapi import refusals
-from app.api.schemas import (
+from app.api.lifecycle_schemas import (
     AbQuerySchema,
     AbReportSchema,
-    AliasEventListSchema,
-    AliasUpdateSchema,
     CardSchema,
     DriftListSchema,
     DriftQuerySchema,
     DriftReportSchema,
-    ModelListSchema,
-    ModelSchema,
     QualitySchema,
-    ReasonSchema,
-    ShadowComparisonSchema,
-    TrafficPolicySchema,
     TrainingImportListSchema,
     TrainingImportSchema,
     TrainingRunListSchema,
     TrainingStartedSchema,
+)
+from app.api.openapi import refusals
+from app.api.schemas import (
+    AliasEventListSchema,
+    AliasUpdateSchema,
+    ModelListSchema,
+    ModelSchema,
+    ReasonSchema,
+    ShadowComparisonSchema,
+    TrafficPolicySchema,
 )
 from app.lifecycle import drift, feedback, shadows, training_data
 from app.lifecycle.training_runs import runs, start_run
@@ -162,9 +164,8 @@ def drop_import(name: str, import_id: int) -> dict[str, Any]:
 @blp.route("/models/<string:name>/imports/<int:import_id>/accept", methods=["POST"])
 @requires_scope("admin")
 @blp.response(200, TrainingImportSchema)
-@blp.alt_response(403, schema="Error", description="The API key lacks the admin scope.")
 @blp.alt_response(404, schema="Error", description="Unknown model or import.")
-@blp.alt_response(409, schema="Error", description="The import was dropped.")
+@refusals(blp, {409: "The import was dropped."})
 def accept_import(name: str, import_id: int) -> dict[str, Any]:
     """Accept a quarantined import: later training runs use its rows (and, when the model has no
     evaluation set yet, a share of them becomes it). Accepting an accepted import changes nothing."""

@@ -11,8 +11,9 @@ from app.access.auth import current_principal
 from app.api import decoding
 from app.api.blueprint import Blueprint
 from app.api.bodies import body_of
+from app.api.lifecycle_schemas import FeedbackRecordedSchema, FeedbackSchema
 from app.api.openapi import refusals
-from app.api.schemas import FeedbackRecordedSchema, FeedbackSchema, JobSchema
+from app.api.schemas import JobSchema
 from app.errors import UnsupportedMediaType
 from app.lifecycle import feedback
 from app.predictions import jobs, submit
