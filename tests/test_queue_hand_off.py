@@ -88,6 +88,36 @@ def test_a_worker_that_emptied_the_queue_takes_a_push_made_while_it_lingers(svc)
     assert not svc.redis.exists(queue.active), "nothing came during the linger: the queue is let go of"
 
 
+def _one_row_item() -> bytes:
+    return encode_item(str(uuid.uuid4()), [ROW], n_rows=1, created_at=utcnow().isoformat())
+
+
+def test_a_lone_request_on_an_idle_queue_is_taken_at_once_without_the_batch_wait(svc):
+    """Nobody else is coming: the window (here half a second) is not waited out."""
+    queue = RowQueue(svc.redis, f"lone-{uuid.uuid4().hex[:6]}", 1)
+    queue.push(_one_row_item())
+    for _ in range(2):  # the first pop, and a lone one after a lone one
+        tick = time.monotonic()
+        items, _ = collect(queue, max_rows=10, max_delay=0.5, linger=1.0)
+        assert len(items) == 1
+        assert time.monotonic() - tick < 0.25, "a lone request waited for a batch no one else would fill"
+        threading.Timer(0.05, lambda: queue.push(_one_row_item())).start()
+    collect(queue, max_rows=10, max_delay=0.0, linger=1.0)
+    svc.redis.delete(queue.key, queue.active)
+
+
+def test_requests_that_queued_together_wait_for_the_batch_to_fill(svc):
+    """Two requests found at once mean callers overlap: the window is waited, and a third
+    pushed within it rides along in the same batch."""
+    queue = RowQueue(svc.redis, f"together-{uuid.uuid4().hex[:6]}", 1)
+    queue.push(_one_row_item())
+    queue.push(_one_row_item())
+    threading.Timer(0.1, lambda: queue.push(_one_row_item())).start()
+    items, left = collect(queue, max_rows=10, max_delay=0.4, linger=1.0)
+    assert (len(items), left) == (3, 0), "the request pushed within the window joined the batch"
+    svc.redis.delete(queue.key, queue.active)
+
+
 def test_drain_runs_batches_back_to_back_until_the_queue_is_empty(svc, artifacts):
     """More than a batch waits, so drain also wakes another worker; that task is parked
     on a queue no worker reads (a real Celery app, routed elsewhere), so every batch

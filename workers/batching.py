@@ -1,7 +1,7 @@
 """One batch: pop waiting rows of one model version, one model call, write every result.
 
 This is the whole hot path of a worker. ``run_batch`` runs one batch as steps: take (pop
-from Redis), claim (the jobs' rows, workers/batch_store.py), predict (and explain), store
+from Redis, waiting for a batch to fill only when more rows are likely: workers/batch_window.py), claim (the jobs' rows, workers/batch_store.py), predict (and explain), store
 (one transaction, workers/batch_store.py), publish (cache, pollers, metrics,
 workers/batch_publish.py); ``BatchWork`` (workers/batch_work.py) carries the batch from
 one step to the next. ``drain`` runs batches back to back until the queue is empty. Both
@@ -29,6 +29,7 @@ from app.scoring.inference import predict_by_job
 from app.services import Services
 from workers.batch_publish import observe, publish
 from workers.batch_store import claim, store
+from workers.batch_window import collect
 from workers.batch_work import RAN, BatchStatus, BatchWork, batch_status, job_results
 
 log = logging.getLogger(__name__)
@@ -257,32 +258,3 @@ def explain_outcomes(
         explained[i] = [output | {"explanation": found[offset + j]} for j, output in enumerate(outputs)]
         offset += len(outputs)
     return explained
-
-
-def collect(
-    queue: RowQueue, max_rows: int, max_delay: float, linger: float = 0.0
-) -> tuple[list[QueuedRows], int]:
-    """Pop up to ``max_rows`` rows; when the first pop is not a full batch, wait ``max_delay`` for more.
-
-    Returns the items and how many were left on the queue after the last pop. A queue
-    found empty is held ``linger`` seconds more, then let go of: the next push wakes a
-    worker.
-    """
-    items, left = queue.pop_batch(max_rows, release=linger <= 0)
-    if not items and linger > 0:
-        # Under light traffic the next row comes a few milliseconds later; waiting for it
-        # here costs nothing, where letting go costs a Celery task (a message from the
-        # API, a task start and finish in the worker) for every request.
-        first = queue.wait_for_item(linger)
-        items, left = ([first], len(queue)) if first else queue.pop_batch(max_rows, release=True)
-    if not items:
-        return items, left
-    count = sum(len(item.rows) for item in items)
-    if count < max_rows and max_delay > 0:
-        # One wait and one more pop: polling every millisecond cost a Redis round trip each
-        # time (~1 ms of a worker's CPU per batch) to end the wait early only when a batch
-        # filled, which a first pop short of max_rows almost never sees within the delay.
-        time.sleep(max_delay)
-        more, left = queue.pop_batch(max_rows - count, top_up=True)
-        items.extend(more)
-    return items, left
