@@ -61,6 +61,19 @@ class Settings:
     max_batch_delay: float = 0.005
     """Seconds a worker waits for more rows when its first pop was not a full batch."""
 
+    inference_backend: str = "auto"
+    """``auto``: a version compiled by an admin (its parity gate passed) serves with onnxruntime up
+    to its crossover batch size; ``sklearn``: every version serves with scikit-learn alone."""
+
+    compile_on_register: bool = False
+    """Compile every version as it is registered or retrained (the gate decides whether it serves)."""
+
+    compile_tolerance: float = 1e-6
+    """The parity gate's bound on a compiled version's probabilities (and values, relative)."""
+
+    warm_interval_seconds: float = 5.0
+    """How often each worker pool process loads the versions aliases point at; 0: only on demand."""
+
     max_task_seconds: float = 5.0
     """How long one batch task keeps running batches before it hands on to a fresh task."""
 
@@ -200,6 +213,8 @@ class Settings:
             object.__setattr__(self, "artifact_root", str(var / "artifacts"))
         if not self.batch_root:
             object.__setattr__(self, "batch_root", str(var / "batches"))
+        if self.inference_backend not in ("auto", "sklearn"):
+            raise ValueError(f"INFERENCE_BACKEND={self.inference_backend!r}: auto or sklearn")
 
     @property
     def celery_broker_url(self) -> str:

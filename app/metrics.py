@@ -48,7 +48,10 @@ BATCH_ROWS = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
 )
 INFERENCE = Histogram(
-    "predq_inference_duration_seconds", "Time of one model call.", ["model"], buckets=_SECONDS
+    "predq_inference_duration_seconds",
+    "Time of one model call, by the backend that answered it (sklearn, or onnxruntime: compiled).",
+    ["model", "backend"],
+    buckets=_SECONDS,
 )
 QUEUE_WAIT = Histogram(
     "predq_queue_wait_seconds",

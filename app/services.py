@@ -14,6 +14,7 @@ from app.access.ratelimit import RateLimits
 from app.config import Settings
 from app.db import make_engine
 from app.registry.registry import Registry
+from app.scoring import compiled
 
 
 @dataclass
@@ -49,6 +50,8 @@ def build_services(settings: Settings, celery: Celery) -> Services:
         allow_pickle=settings.allow_pickle,
         skops_trusted_types=[t.strip() for t in settings.skops_trusted_types.split(",") if t.strip()],
         reference_rows=settings.drift_reference_rows,
+        # INFERENCE_BACKEND=sklearn: no compiled version is loaded, so none serves compiled.
+        compiled_loader=compiled.load if settings.inference_backend == "auto" else None,
     )
     keys = ApiKeys(engine, settings.auth_cache_seconds)
     limits = RateLimits(settings.redis_url)

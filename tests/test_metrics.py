@@ -83,7 +83,13 @@ def test_api_and_worker_metrics_count_the_traffic(
     assert delta(worker_before, worker_after, "predq_batch_size_rows_count", model="iris") == n_batches
     assert delta(worker_before, worker_after, "predq_batch_size_rows_sum", model="iris") == 12
     assert (
-        delta(worker_before, worker_after, "predq_inference_duration_seconds_count", model="iris")
+        delta(
+            worker_before,
+            worker_after,
+            "predq_inference_duration_seconds_count",
+            model="iris",
+            backend="sklearn",
+        )
         == n_batches
     )
     assert delta(worker_before, worker_after, "predq_queue_wait_seconds_count", model="iris") == 12

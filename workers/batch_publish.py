@@ -19,7 +19,7 @@ def observe(work: BatchWork, results: list[dict[str, Any]], completed_at: dateti
     """Record the batch in Prometheus: its size and model time, each job's status, wait and total time."""
     name = work.name
     BATCH_ROWS.labels(name).observe(len(work.rows))
-    INFERENCE.labels(name).observe(work.inference_seconds)
+    INFERENCE.labels(name, work.backend).observe(work.inference_seconds)
     for status in FINISHED:
         count = sum(result["status"] == status for result in results)
         if count:

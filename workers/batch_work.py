@@ -50,6 +50,8 @@ class BatchWork:
     """Per served item: its outputs, or the error that failed it."""
     shadow_outcomes: list[list[Any] | Exception] = field(default_factory=list)
     inference_seconds: float = 0.0
+    backend: str = "sklearn"
+    """What answered the model call: sklearn, or the version's compiled backend (onnxruntime)."""
 
     @cached_property
     def rows(self) -> list[list[float]]:

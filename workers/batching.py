@@ -1,11 +1,12 @@
 """One batch: pop waiting rows of one model version, one model call, write every result.
 
 This is the whole hot path of a worker. ``run_batch`` runs one batch as steps: take (pop
-from Redis, waiting for a batch to fill only when more rows are likely: workers/batch_window.py), claim (the jobs' rows, workers/batch_store.py), predict (and explain), store
-(one transaction, workers/batch_store.py), publish (cache, pollers, metrics,
-workers/batch_publish.py); ``BatchWork`` (workers/batch_work.py) carries the batch from
-one step to the next. ``drain`` runs batches back to back until the queue is empty. Both
-take explicit services so tests can call them directly; the Celery tasks in
+from Redis, waiting for a batch to fill only when more rows are likely:
+workers/batch_window.py), claim (the jobs' rows, workers/batch_store.py), predict (and
+explain), store (one transaction, workers/batch_store.py), publish (cache, pollers,
+metrics, workers/batch_publish.py); ``BatchWork`` (workers/batch_work.py) carries the
+batch from one step to the next. ``drain`` runs batches back to back until the queue is
+empty. Both take explicit services so tests can call them directly; the Celery tasks in
 ``workers.tasks`` are thin wrappers.
 """
 
@@ -174,10 +175,13 @@ def predict(svc: Services, work: BatchWork) -> None:
         if svc.settings.cache_ttl_seconds > 0:
             # The matrix the model reads, built once (predict_outputs leaves it as it was).
             work.keys = _cache_keys(work, matrix[: len(rows)])
-        estimator, served = svc.registry.load(work.name, work.version)
+        loaded = svc.registry.loaded(work.name, work.version)
+        compiled = loaded.compiled  # set only for a version compiled and serving (INFERENCE_BACKEND)
+        if compiled is not None and compiled.serves(len(matrix)):
+            work.backend = compiled.backend
         tick = time.perf_counter()
         sizes = [len(item.rows) for item in [*work.items, *work.shadows]]
-        outcomes = predict_by_job(estimator, served.signature, matrix, sizes)
+        outcomes = predict_by_job(loaded.estimator, loaded.served.signature, matrix, sizes, compiled)
         work.inference_seconds = time.perf_counter() - tick
     except PredqError as exc:  # e.g. the artifact failed its sha256 check: every job fails
         outcomes = [exc] * jobs

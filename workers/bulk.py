@@ -51,10 +51,12 @@ def score_chunk(svc: Services, job_id: str, index: int) -> dict[str, Any]:
     tick = time.perf_counter()
     error: dict[str, Any] | None
     try:
-        estimator, served = svc.registry.load(job.model_name, job.model_version)
-        matrix, ids = files.read_chunk(directory / storage.INPUT_FILE, index, served.signature)
-        predictions, proba = predict_arrays(estimator, served.signature, matrix)
-        table = output_table(job, index, ids, predictions, proba, served.signature)
+        loaded = svc.registry.loaded(job.model_name, job.model_version)
+        signature = loaded.served.signature
+        matrix, ids = files.read_chunk(directory / storage.INPUT_FILE, index, signature)
+        # A compiled version answers only chunks within its crossover (BATCH_CHUNK_ROWS is past it).
+        predictions, proba = predict_arrays(loaded.estimator, signature, matrix, loaded.compiled)
+        table = output_table(job, index, ids, predictions, proba, signature)
         _write_atomically(table, storage.part_path(directory, index))
     except Exception as exc:  # the model refused the rows, or the file could not be read
         log.warning("chunk %d of batch job %s failed: %s", index, job_id, exc)

@@ -82,6 +82,20 @@ class VersionSchema(Schema):
     signature = fields.Dict()
     metrics = fields.Dict()
     aliases = fields.List(fields.String())
+    backend = fields.String(
+        metadata={
+            "enum": ["sklearn", "onnxruntime"],
+            "description": "What answers online batches: onnxruntime only for a version compiled,"
+            " its parity gate passed, up to its crossover batch size (INFERENCE_BACKEND allowing).",
+        }
+    )
+    compiled = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": "The compile record: status (serving, refused, unsupported, not_faster, off),"
+            " reason, tolerance, max_abs_diff, rows_checked, crossover_rows, timings_ms, sha256."
+        },
+    )
     created_at = fields.DateTime()
 
 

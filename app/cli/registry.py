@@ -1,14 +1,16 @@
-"""``models register|list|promote|traffic|rollback|history|card``: the model registry."""
+"""``models register|compile|list|promote|traffic|rollback|history|card``: the model registry."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
 from app.cli.common import actor, cli_errors, logs_to_stderr, models_cli, read_table
 from app.errors import PredqError
+from app.lifecycle import compiling
 from app.registry import traffic
 from app.services import current_services
 
@@ -99,6 +101,48 @@ def models_register(
                 f" (fix the file, then: flask --app app models eval-set {name} FILE --label COL)"
             ) from exc
         click.echo(f"{name}: evaluation set v{made['version']}, {made['rows']} rows")
+    # After the evaluation set, so a compile (COMPILE_ON_REGISTER) checks on its rows too.
+    found = compiling.after_registration(svc, served.name, served.version)
+    if found is not None:
+        click.echo(_compiled_line(served.name, served.version, found))
+
+
+@models_cli.command("compile")
+@click.argument("name")
+@click.argument("version", type=int)
+@click.option("--tolerance", type=float, default=None, help="The gate's bound (default COMPILE_TOLERANCE).")
+@click.option(
+    "--onnx",
+    "onnx_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Check this ONNX conversion of your own instead of skl2onnx's (the gate judges it the same).",
+)
+@click.option("--off", is_flag=True, help="Serve the version with scikit-learn alone again.")
+def models_compile(
+    name: str, version: int, tolerance: float | None, onnx_path: str | None, off: bool
+) -> None:
+    """Compile NAME VERSION to ONNX and serve it with onnxruntime if its parity gate passes."""
+    svc = current_services()
+    with cli_errors(), logs_to_stderr():
+        if off:
+            found = compiling.turn_off(svc, name, version)
+        else:
+            onnx = Path(onnx_path).read_bytes() if onnx_path else None
+            found = compiling.compile_version(svc, name, version, tolerance, onnx)
+    click.echo(_compiled_line(name, version, found))
+    if found["status"] not in ("serving", "off"):
+        raise SystemExit(1)
+
+
+def _compiled_line(name: str, version: int, found: dict[str, Any]) -> str:
+    if found["status"] == "serving":
+        return (
+            f"{name} v{version}: serving with onnxruntime for batches up to {found['crossover_rows']} rows; "
+            f"gate: {found['rows_checked']} rows, max |difference| {found['max_abs_diff']:.3g} "
+            f"(tolerance {found['tolerance']:g})"
+        )
+    return f"{name} v{version}: {found['status']}, served with scikit-learn: {found.get('reason')}"
 
 
 @models_cli.command("promote")

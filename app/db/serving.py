@@ -65,6 +65,9 @@ class ModelVersion(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     card_notes: Mapped[str | None] = mapped_column(Text, nullable=True, deferred=True)
     """Intended use and limitations, in the registrant's words (the model card shows them)."""
+    compiled: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """The compiled backend's record (app/scoring/compiled.py): gate figures, crossover, ONNX
+    artifact and sha256; None: never compiled, served by scikit-learn bit for bit."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     model: Mapped[Model] = relationship(back_populates="versions")

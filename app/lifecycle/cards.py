@@ -60,7 +60,9 @@ def card(
             "registered_at": str(entry["created_at"]),
             "aliases": entry["aliases"],
             "traffic_share": _traffic_share(described["traffic_policy"], served.version, entry["aliases"]),
+            "backend": entry["backend"],
         },
+        "compiled": entry["compiled"],
         "intended_use_and_limitations": svc.registry.card_notes(name, served.version) or _NO_NOTES,
         "signature": served.signature,
         "training": entry["lineage"] or {"registered": "by hand (no training run)"},
@@ -167,6 +169,9 @@ def _markdown(estimator: Any, sections: dict[str, Any], plot_link: str | None) -
                  f"{', '.join(model['aliases']) or 'none'}; traffic share: "
                  f"{'not routed by a policy' if model['traffic_share'] is None else model['traffic_share']}.",
         "Intended use and limitations": sections["intended_use_and_limitations"],
+        "Inference backend": f"{model['backend']}. " + _json_block(
+            sections["compiled"], "Not compiled: every output is the scikit-learn model's own, bit for bit."
+        ),
         "Signature": _json_block(sections["signature"]),
         "Training": _json_block(sections["training"]),
         "Metrics at registration or training": _json_block(sections["metrics"], "None recorded."),

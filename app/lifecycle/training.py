@@ -33,7 +33,7 @@ from sklearn.base import clone
 from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, mean_squared_error
 from sklearn.model_selection import train_test_split
 
-from app.lifecycle import evaluation
+from app.lifecycle import compiling, evaluation
 from app.lifecycle.training_data import quarantined_imports, training_set
 from app.lifecycle.training_runs import claim, finish, run_record
 from app.services import Services
@@ -185,6 +185,8 @@ def _register(
             reference=evaluation.model_input(x_train, parent.signature["feature_names"]),
             lineage=lineage,
         )
+    # Compiled (COMPILE_ON_REGISTER) before it serves, so it never serves half a minute uncompiled.
+    compiling.after_registration(svc, name, served.version)
     svc.registry.set_alias(
         name, alias, served.version, actor="retrain", reason=f"training run {lineage['training_run']}"
     )

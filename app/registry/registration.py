@@ -17,12 +17,12 @@ from typing import Any, Protocol
 import joblib
 import numpy as np
 import skops.io
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from app.db import Model, ModelVersion
-from app.errors import RegistryError
+from app.errors import RegistryError, VersionNotFound
 from app.registry.aliases import point_alias
 from app.registry.signature import feature_index, in_feature_order, signature_of
 from app.registry.versions import DEFAULT_ALIAS, NAME, ServedVersion
@@ -163,3 +163,32 @@ def deserialize(
             f"{what} is a joblib (pickle) artifact and ALLOW_PICKLE is false; register a .skops file"
         )
     return joblib.load(io.BytesIO(data))
+
+
+def store_compiled(
+    registry: ArtifactStore, name: str, version: int, record: dict[str, Any] | None, onnx: bytes | None
+) -> None:
+    """Record a version's compiled backend (None: back to scikit-learn alone); with ``onnx``, the
+    ONNX artifact is stored beside the model, named by its sha256, and the record points at it.
+
+    Named by digest, never overwritten: a process still holding the previous record reads
+    the file that record names, so a recompile never fails a batch's integrity check.
+    """
+    if onnx is not None and record is not None:
+        digest = hashlib.sha256(onnx).hexdigest()
+        relative = Path(name) / str(version) / f"model-{digest[:16]}.onnx"
+        target = registry.artifact_root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.tmp")
+        temporary.write_bytes(onnx)
+        temporary.replace(target)  # a whole file or none (DESIGN, Durable first)
+        record = record | {"artifact_path": str(relative), "sha256": digest}
+    with Session(registry.engine) as session, session.begin():
+        model_id = session.scalar(select(Model.id).where(Model.name == name))
+        updated = session.execute(
+            update(ModelVersion)
+            .where(ModelVersion.model_id == model_id, ModelVersion.version == version)
+            .values(compiled=record)
+        )
+        if not updated.rowcount:  # type: ignore[attr-defined]
+            raise VersionNotFound(f"model {name!r} has no version {version}", model=name, version=version)

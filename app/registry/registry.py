@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,20 @@ from app.errors import (
     VersionNotFound,
 )
 from app.registry import aliases, registration, traffic
+from app.registry.describing import describe_model
 from app.registry.signature import feature_index
 from app.registry.traffic import DEFAULT_POLICY, Policy
-from app.registry.versions import DEFAULT_ALIAS, MAX_VERSION, NAME, ServedVersion, existing_name
+from app.registry.versions import (
+    DEFAULT_ALIAS,
+    MAX_VERSION,
+    NAME,
+    LoadedVersion,
+    ServedVersion,
+    existing_name,
+)
+
+#: Builds a version's compiled backend from its checked ONNX bytes (app/scoring/compiled.py's load).
+CompiledLoader = Callable[[bytes, ServedVersion], Any]
 
 
 class Registry:
@@ -47,6 +59,7 @@ class Registry:
         allow_pickle: bool = True,
         skops_trusted_types: list[str] | None = None,
         reference_rows: int = 2000,
+        compiled_loader: CompiledLoader | None = None,
     ) -> None:
         self.engine = engine
         self.artifact_root = Path(artifact_root)
@@ -69,7 +82,10 @@ class Registry:
         self._policy_cached = cached(self._policies, key=lambda name: name, condition=self._resolved_lock)(
             self._policy_uncached
         )
-        self._loaded: dict[tuple[str, int], tuple[str, Any]] = {}
+        # None (INFERENCE_BACKEND=sklearn): no compiled version is loaded, all serve scikit-learn.
+        self.compiled_loader = compiled_loader
+        self._loaded: dict[tuple[str, int], LoadedVersion] = {}
+        self._load_lock = threading.Lock()
 
     # -- writing -----------------------------------------------------------------------
 
@@ -175,33 +191,65 @@ class Registry:
                 feature_index(row.signature),
                 row.format,
                 tuple(row.trusted_types or ()),
+                row.compiled,
             )
 
     def load(self, name: str, version: int) -> tuple[Any, ServedVersion]:
         """The estimator for ``name``/``version``, loaded once per process after a sha256 check."""
+        loaded = self.loaded(name, version)
+        return loaded.estimator, loaded.served
+
+    def loaded(self, name: str, version: int) -> LoadedVersion:
+        """The version as this process holds it: its estimator and, when it serves compiled
+        (and a compiled loader is set), its compiled backend; each artifact sha256-checked."""
         served = self.resolve(name, version=version)
-        cached = self._loaded.get((name, version))
-        if cached is not None and cached[0] == served.sha256:
-            return cached[1], served
-        data = (self.artifact_root / served.artifact_path).read_bytes()
+        entry = self._loaded.get((name, version))
+        if (
+            entry is not None
+            and entry.served.sha256 == served.sha256
+            and entry.served.compiled == served.compiled
+        ):
+            return entry
+        with self._load_lock:  # one load per version, however many threads ask at once
+            entry = self._loaded.get((name, version))
+            if entry is None or entry.served.sha256 != served.sha256:
+                data = self._verified(served.artifact_path, served.sha256, served)
+                # Deserialize the very bytes that were hashed, so the file cannot change in between.
+                estimator = registration.deserialize(
+                    served.format, data, served.trusted_types,
+                    allow_pickle=self.allow_pickle, what=f"{name} v{version}",
+                )  # fmt: skip
+            else:
+                estimator = entry.estimator  # only the compiled record changed
+            compiled = None
+            if served.compiled_serving and self.compiled_loader is not None:
+                record = served.compiled or {}
+                onnx = self._verified(record["artifact_path"], record["sha256"], served)
+                compiled = self.compiled_loader(onnx, served)
+            entry = LoadedVersion(served, estimator, compiled)
+            self._loaded[(name, version)] = entry
+            return entry
+
+    def _verified(self, path: str, sha256: str, served: ServedVersion) -> bytes:
+        """An artifact's bytes, refused unless their sha256 is the registry's."""
+        data = (self.artifact_root / path).read_bytes()
         digest = hashlib.sha256(data).hexdigest()
-        if digest != served.sha256:
+        if digest != sha256:
             raise ArtifactIntegrityError(
-                f"artifact of {name} v{version} has sha256 {digest[:12]}…, registry says "
-                f"{served.sha256[:12]}…; refusing to load it",
-                model=name,
-                version=version,
+                f"artifact {Path(path).name} of {served.name} v{served.version} has sha256 {digest[:12]}…,"
+                f" registry says {sha256[:12]}…; refusing to load it",
+                model=served.name,
+                version=served.version,
             )
-        # Deserialize the very bytes that were hashed, so the file cannot change in between.
-        estimator = registration.deserialize(
-            served.format,
-            data,
-            served.trusted_types,
-            allow_pickle=self.allow_pickle,
-            what=f"{name} v{version}",
-        )
-        self._loaded[(name, version)] = (digest, estimator)
-        return estimator, served
+        return data
+
+    def record_compiled(
+        self, name: str, version: int, record: dict[str, Any] | None, onnx: bytes | None
+    ) -> None:
+        """Store what compiling found (and the ONNX artifact, when it serves); see registration."""
+        registration.store_compiled(self, name, version, record, onnx)
+        with self._resolved_lock:
+            self._resolved.clear()
 
     def card_notes(self, name: str, version: int) -> str | None:
         """What the registrant wrote of the version's intended use and limitations, if anything."""
@@ -229,7 +277,7 @@ class Registry:
                 .options(selectinload(Model.versions), selectinload(Model.aliases))
                 .order_by(Model.name)
             ).all()
-            return [_describe(m) for m in models]
+            return [describe_model(m, self.compiled_loader is not None) for m in models]
 
     def describe(self, name: str) -> dict[str, Any]:
         existing_name(name)
@@ -241,28 +289,4 @@ class Registry:
             )
             if model is None:
                 raise ModelNotFound(f"no model named {name!r}", model=name)
-            return _describe(model)
-
-
-def _describe(model: Model) -> dict[str, Any]:
-    aliases = {a.alias: a.version for a in model.aliases}
-    return {
-        "name": model.name,
-        "created_at": model.created_at,
-        "aliases": aliases,
-        "traffic_policy": traffic.parse(model.traffic_policy).as_dict(),
-        "retraining": {"every_seconds": model.retrain_every_seconds, "on_drift": model.retrain_on_drift},
-        "versions": [
-            {
-                "version": v.version,
-                "sha256": v.sha256,
-                "format": v.format,
-                "signature": v.signature,
-                "lineage": v.lineage,
-                "metrics": v.metrics,
-                "aliases": sorted(a for a, ver in aliases.items() if ver == v.version),
-                "created_at": v.created_at,
-            }
-            for v in model.versions
-        ],
-    }
+            return describe_model(model, self.compiled_loader is not None)

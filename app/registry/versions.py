@@ -30,6 +30,24 @@ class ServedVersion:
     feature_index: dict[str, int] | None
     format: str = "joblib"
     trusted_types: tuple[str, ...] = ()
+    compiled: dict[str, Any] | None = None
+    """The compiled backend's record (status, gate figures, crossover, ONNX artifact), if any."""
+
+    @property
+    def compiled_serving(self) -> bool:
+        """An admin compiled this version and its parity gate passed (INFERENCE_BACKEND aside)."""
+        return bool(self.compiled) and self.compiled.get("status") == "serving"  # type: ignore[union-attr]
+
+
+@dataclass
+class LoadedVersion:
+    """A version as a process holds it: its estimator, and its compiled backend when it serves
+    one (both counted as the version's memory: one entry of the registry's loaded versions)."""
+
+    served: ServedVersion
+    estimator: Any
+    compiled: Any = None
+    """What the registry's compiled loader built from the ONNX artifact (app/scoring/compiled.py)."""
 
 
 def existing_name(name: str) -> None:
