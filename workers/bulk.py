@@ -49,7 +49,7 @@ def score_chunk(svc: Services, job_id: str, index: int) -> dict[str, Any]:
         return {"job": job_id, "chunk": index, "status": "skipped"}
     directory = storage.job_dir(svc.settings, parsed)
     tick = time.perf_counter()
-    error: dict[str, Any] | None
+    error: dict[str, Any] | None = None
     try:
         loaded = svc.registry.loaded(job.model_name, job.model_version)
         signature = loaded.served.signature
@@ -58,11 +58,10 @@ def score_chunk(svc: Services, job_id: str, index: int) -> dict[str, Any]:
         predictions, proba = predict_arrays(loaded.estimator, signature, matrix, loaded.compiled)
         table = output_table(job, index, ids, predictions, proba, signature)
         _write_atomically(table, storage.part_path(directory, index))
+        status, rows = "succeeded", len(matrix)
     except Exception as exc:  # the model refused the rows, or the file could not be read
         log.warning("chunk %d of batch job %s failed: %s", index, job_id, exc)
         status, error, rows = "failed", error_of(exc), 0
-    else:
-        status, error, rows = "succeeded", None, len(matrix)
     seconds = time.perf_counter() - tick
     last = _record(svc, parsed, index, status, error, seconds)
     BULK_CHUNKS.labels(job.model_name, status).inc()
@@ -277,6 +276,9 @@ def _write_atomically(table: pa.Table, path: Path) -> None:
 
 def _merge(parts: list[Path], result: Path, fmt: str) -> None:
     """The parts, in order, as one file; one part in memory at a time."""
+    if fmt == "parquet" and len(parts) == 1:
+        os.replace(parts[0], result)  # a one-chunk job's part is its result, as it was written
+        return
     temporary = result.with_name(f".{result.name}.{uuid.uuid4().hex}.tmp")
     schema = pq.read_schema(parts[0])
     writer = pq.ParquetWriter(temporary, schema) if fmt == "parquet" else pa_csv.CSVWriter(temporary, schema)

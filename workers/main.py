@@ -66,6 +66,15 @@ def _freeze_startup_objects(**_: object) -> None:
     freeze_startup_objects()
 
 
+@worker_process_init.connect
+def _warm_serving_versions(**_: object) -> None:
+    # Each pool process loads the served versions before its first batch or chunk, and
+    # after a promotion (workers/warming.py); in a thread, so the process is ready at once.
+    from workers import warming
+
+    warming.start(flask_app.extensions["predq"])
+
+
 @worker_ready.connect
 def _serve_metrics(**_: object) -> None:
     # In the main process: it sums what the pool processes wrote (multiprocess mode).

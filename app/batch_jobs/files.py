@@ -34,6 +34,10 @@ SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 ROW_COLUMN = "row"
 _ID = "__id"
 _CSV_BLOCK_BYTES = 8 << 20
+#: The rewritten input is read once, by the worker of each chunk: written plain. Parquet's
+#: default dictionary encoding tried (and gave up on) a dictionary per column of distinct
+#: floats, ~80% of the check-and-rewrite's time (200,000 rows: 1.3 s against 0.2 s).
+REWRITE_OPTIONS: dict[str, Any] = {"use_dictionary": False, "compression": "none", "write_statistics": False}
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ def normalize(
     )
     largest = largest_value(signature)
     rows, chunks, pending, pending_rows = 0, 0, [], 0
-    with pq.ParquetWriter(target, schema) as writer:
+    with pq.ParquetWriter(target, schema, **REWRITE_OPTIONS) as writer:
         for batch in _chain(first, batches):
             table = _checked(batch, columns, id_name, schema, rows, largest)
             rows += table.num_rows

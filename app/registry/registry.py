@@ -230,6 +230,18 @@ class Registry:
             self._loaded[(name, version)] = entry
             return entry
 
+    def loaded_versions(self) -> list[tuple[str, int]]:
+        """(name, version) of every version this process holds loaded."""
+        return list(self._loaded)
+
+    def serving_versions(self) -> list[tuple[str, int]]:
+        """(name, version) of every version an alias points at: what requests are served by."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(Model.name, ModelAlias.version).join(Model, Model.id == ModelAlias.model_id).distinct()
+            ).all()
+        return sorted((name, version) for name, version in found)
+
     def _verified(self, path: str, sha256: str, served: ServedVersion) -> bytes:
         """An artifact's bytes, refused unless their sha256 is the registry's."""
         data = (self.artifact_root / path).read_bytes()
