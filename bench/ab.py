@@ -1,7 +1,7 @@
 """predq against an earlier commit of itself, side by side: what one change bought.
 
     python -m bench.ab --base HEAD~1 [--pairs 3] [--concurrency 64] [--rows 1] [--seconds 10]
-                       [--api "gunicorn app:create_app()"]
+                       [--api "gunicorn app:create_app()"] [--compile]
 
 Checks ``--base`` out into a temporary worktree and runs predq's API and worker from it
 and from this working tree in turn (the order flips every pair, so neither always runs
@@ -45,6 +45,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--api", default="python -m app.serve", help="the API's command, run in each tree")
+    parser.add_argument(
+        "--compile", action="store_true", help="compile the model first (this tree serves it compiled)"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="predq-ab-"))
@@ -58,6 +61,10 @@ def main() -> int:
     try:
         with scratch_database(ADMIN_URL, "predq_ab") as database_url:
             stage = prepare(database_url, work)
+            if args.compile:
+                from bench.compiled import compile_bench_model
+
+                compile_bench_model(stage.env, MODEL)
             for name in alternating(list(trees), args.pairs):
                 tree = trees[name]
                 env = stage.env | {"PYTHONPATH": str(tree)}

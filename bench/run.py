@@ -153,14 +153,34 @@ _KINDS = (
 
 
 def processes_by_kind() -> list[tuple[str, psutil.Process]]:
-    """Every API, worker, PostgreSQL and Redis process on the machine, with its kind."""
+    """Every API, worker, PostgreSQL and Redis process of this benchmark, with its kind.
+
+    On a machine shared with other work, only ours count: the API and workers this process
+    started, the Redis server of REDIS_URL's port and the PostgreSQL backends of the
+    benchmark's own database (``BENCH_SHARED_MACHINE=0``: every such process, as before).
+    """
+    ours = {child.pid for child in psutil.Process().children(recursive=True)}
+    redis_port = f":{Redis.from_url(REDIS_URL).connection_pool.connection_kwargs.get('port', 6379)}"
+    everything = os.environ.get("BENCH_SHARED_MACHINE", "1") == "0"
     found = []
     for proc in psutil.process_iter(["name", "cmdline"]):
         label = " ".join(proc.info["cmdline"] or []) or proc.info["name"] or ""
         kind = next((kind for marker, kind in _KINDS if marker in label), None)
-        if kind is not None:
+        if kind is None:
+            continue
+        mine = {
+            "api": proc.pid in ours,
+            "workers": proc.pid in ours,
+            "redis": redis_port in label,
+            "postgresql": _DATABASE[0] in label if _DATABASE else False,
+        }[kind]
+        if everything or mine:
             found.append((kind, proc))
     return found
+
+
+#: The benchmark's scratch database (set by prepare): its PostgreSQL backends are named by it.
+_DATABASE: list[str] = []
 
 
 def cpu_by_kind() -> dict[int, tuple[str, float]]:
@@ -208,6 +228,10 @@ def measure(
     # CPU of everything on the machine but the load generator itself.
     server_cpu = (busy1 - busy0) - (own1 - own0)
     lat = sorted(result.latencies) or [float("nan")]
+    by_process = cpu_ms_per_prediction(kinds0, kinds1, result.predictions)
+    if os.environ.get("BENCH_SHARED_MACHINE", "1") != "0":
+        # Others' work on the machine is not ours: the sum of our processes' CPU instead.
+        server_cpu = sum(by_process.values()) * max(result.predictions, 1) / 1000
     point = Point(
         system=system,
         concurrency=concurrency,
@@ -221,7 +245,7 @@ def measure(
         cpu_ms_per_prediction=1000 * server_cpu / max(result.predictions, 1),
         mean_batch_size=batch_stats(t0, t1) if batch_stats else None,
         paced_at=rate,
-        cpu_ms_by_process=cpu_ms_per_prediction(kinds0, kinds1, result.predictions),
+        cpu_ms_by_process=by_process,
     )
     print(
         f"  {system:<14} c={concurrency:<4} {point.predictions_per_s:9.1f} pred/s  p50 {point.p50_ms:7.1f} ms  "
@@ -244,9 +268,15 @@ def medians(label: str, found: list[Point]) -> str:
     """One line: the median predictions/s (every run's too), API CPU and p99 of ``found``."""
     rate = statistics.median(p.predictions_per_s for p in found)
     api = statistics.median((p.cpu_ms_by_process or {}).get("api", 0.0) for p in found)
-    p99 = statistics.median(p.p99_ms for p in found)
+    workers = statistics.median((p.cpu_ms_by_process or {}).get("workers", 0.0) for p in found)
+    cpu = statistics.median(p.cpu_ms_per_prediction for p in found)
+    p50, p99 = statistics.median(p.p50_ms for p in found), statistics.median(p.p99_ms for p in found)
     runs = ", ".join(f"{p.predictions_per_s:.0f}" for p in found)
-    return f"  {label:<22} {rate:8.0f}/s ({runs})  API CPU {api:.3f} ms per prediction  p99 {p99:.1f} ms"
+    p50s = ", ".join(f"{p.p50_ms:.1f}" for p in found)
+    return (
+        f"  {label:<22} {rate:8.0f}/s ({runs})  p50 {p50:.1f} ms ({p50s})  p99 {p99:.1f} ms  CPU per prediction:"
+        f" {cpu:.2f} ms in all, API {api:.3f}, workers {workers:.3f}"
+    )
 
 
 def in_process_rates(predict: Any, what: str, sizes: list[int], repeats: int = 7) -> dict[int, float]:
@@ -283,6 +313,7 @@ def main() -> int:
     )
     parser.add_argument("--no-assert", action="store_true", help="exit 0 even when a target is missed")
     parser.add_argument("--no-readme", action="store_true", help="do not update README.md")
+    parser.add_argument("--no-compiled", action="store_true", help="leave out the compiled model's points")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="predq-bench-"))
@@ -339,9 +370,11 @@ def prepare(database_url: str, work: Path) -> Stage:
     from app.registry.registry import Registry
 
     upgrade(database_url)
+    _DATABASE[:] = [database_url.rsplit("/", 1)[-1].split("?")[0]]
     settings = Settings.from_env(env)
     engine = make_engine(database_url, 2)
-    Registry(engine, settings.artifact_root).register(MODEL, artifact)
+    # A reference sample: drift checks, and the rows a compile's parity gate starts from.
+    Registry(engine, settings.artifact_root).register(MODEL, artifact, reference=X[:2000])
     # Auth and rate limiting stay on, as in production; the limit is set out of the way.
     _, token = ApiKeys(engine).create(
         f"bench-{uuid.uuid4().hex[:6]}", ["predict"], rate_limit="1000000/second"
@@ -435,7 +468,31 @@ def measure_all(
         for c in levels_100:
             points.append(measure("predq-100rows", base, loadgen.predq_scenario(MODEL, 100, token), c, 100,
                                   args.seconds, args.warmup, batch_stats=batch_stats))  # fmt: skip
+    if not args.no_compiled:
+        points += measure_compiled(args, stage, batch_stats)
     return points, limits, predq_rates
+
+
+#: What the compiled run found (its record and parity), for the report.
+COMPILED: dict[str, Any] = {}
+
+
+def measure_compiled(args: argparse.Namespace, stage: Stage, batch_stats: Any) -> list[Point]:
+    """The same model compiled (issue 33): its record and parity, and predq's points again
+    (one client and 64 single-row, 8 with 100 rows) beside the uncompiled ones."""
+    from bench.compiled import compile_bench_model, parity
+
+    print("predq, the model compiled (onnxruntime up to its crossover):", flush=True)
+    COMPILED["record"] = compile_bench_model(stage.env, MODEL)
+    COMPILED["parity"] = parity(stage.env, MODEL, stage.model)
+    base = f"http://127.0.0.1:{PORT}"
+    found = []
+    with running(predq_commands(args.server), stage.env, f"{base}/readyz", Path(tempfile.mkdtemp())):
+        for c, rows in ((1, 1), (64, 1), (8, 100)):
+            point = measure("predq-compiled", base, loadgen.predq_scenario(MODEL, rows, stage.token), c, rows,
+                            args.seconds, args.warmup, batch_stats=batch_stats)  # fmt: skip
+            found.append(point)
+    return found
 
 
 def build_report(
@@ -483,6 +540,7 @@ def build_report(
         "in_process_rows_per_s": {str(k): v for k, v in limits.items()},
         "in_process_predq_rows_per_s": {str(k): v for k, v in predq_rates.items()},
         "targets": targets,
+        "compiled": COMPILED,
         "points": [p.__dict__ for p in points],
     }
 
@@ -516,6 +574,16 @@ def markdown(report: dict[str, Any]) -> str:
     predq_rates = report.get("in_process_predq_rows_per_s", {})
     lines += [f"| {k} | {v:.0f} | {predq_rates.get(k, float('nan')):.0f} |"
               for k, v in report["in_process_rows_per_s"].items()]  # fmt: skip
+    compiled = report.get("compiled") or {}
+    if compiled.get("record"):
+        record, found = compiled["record"], compiled.get("parity", {})
+        lines += ["", f"Compiled (predq-compiled rows above): {record['status']}, onnxruntime for batches up to "
+                  f"{record.get('crossover_rows')} rows; its gate: max |difference| {record.get('max_abs_diff')} "
+                  f"on {record.get('rows_checked')} rows (tolerance {record.get('tolerance')}); "
+                  + "; ".join(f"{label}: max |difference| {v['max_abs_diff']:.2g} on {v['rows']:,} rows, "
+                              f"predictions equal: {v['predictions_equal']}"
+                              for label, v in found.items() if isinstance(v, dict))
+                  + "."]  # fmt: skip
     lines += ["", "| target | measured | goal | met |", "| --- | ---: | ---: | :---: |"]
     for t in report["targets"]:
         goal, met = (f"{t['goal']} {t['unit']}", "yes" if t["met"] else "**no**") if t["goal"] else ("–", "–")
