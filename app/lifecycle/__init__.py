@@ -9,7 +9,8 @@ and shadow comparisons, and model cards.
   queued, claimed, finished, schedules), ``evaluation.py`` (the paired tests the gate uses);
 - ``drift.py`` (reference sample against recent inputs); ``feedback.py`` (true labels,
   live quality, the A/B report); ``shadows.py`` (a shadow version beside the served one);
-- ``cards.py`` (a version's model card and its importance chart).
+- ``cards.py`` (a version's model card and its importance chart); ``compiling.py`` (a version
+  compiled to ONNX, its gate run and its outcome recorded).
 
 The API calls these from its routes and the CLI from its commands; the workers run
 retraining and drift checks as tasks (workers/tasks.py).
