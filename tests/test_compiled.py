@@ -22,7 +22,7 @@ from app.errors import ArtifactIntegrityError
 from app.lifecycle.compiling import compile_version, turn_off
 from app.scoring import compiled
 from app.scoring.inference import predict_arrays, predict_by_job
-from tests.conftest import bearer
+from tests.helpers import bearer
 
 TOLERANCE = 1e-6
 

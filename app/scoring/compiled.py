@@ -17,6 +17,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -184,8 +185,8 @@ def measure_crossover(
     for size in CROSSOVER_SIZES:
         batch = rows[rng.integers(0, len(rows), size)]
         calls = (
-            lambda batch=batch: predict_arrays(estimator, signature, batch),
-            lambda batch=batch: compiled.predict_arrays(estimator, signature, batch),
+            partial(predict_arrays, estimator, signature, batch),
+            partial(compiled.predict_arrays, estimator, signature, batch),
         )
         spent: tuple[list[float], list[float]] = ([], [])
         for _ in range(repeats + 1):

@@ -75,7 +75,7 @@ def predict_arrays(
     probabilities and values within the tolerance its gate recorded.
     """
     if compiled is not None and compiled.serves(len(matrix)):
-        return compiled.predict_arrays(estimator, signature, matrix)  # type: ignore[no-any-return]
+        return compiled.predict_arrays(estimator, signature, matrix)
     with warnings.catch_warnings():
         # Models fitted on a DataFrame warn when given a bare array; columns are already in
         # the fitted order (the signature's feature_names), so the warning says nothing new.
