@@ -272,8 +272,8 @@ def main() -> int:
          "value": round(mid_first, 2), "met": mid_first >= 1.0},
         {"target": "200,000-row file, later jobs (median of 2), >= 1.0x in-process predict_proba",
          "value": round(mid_warm, 2), "met": mid_warm >= 1.0},
-        {"target": "1,000-row Arrow requests >= 0.5x in-process predict_proba (1,000-row batches)",
-         "value": round(arrow_ratio, 2), "met": arrow_ratio >= 0.5},
+        {"target": "1,000-row Arrow requests >= 1.0x in-process predict_proba (1,000-row batches)",
+         "value": round(arrow_ratio, 2), "met": arrow_ratio >= 1.0},
         {"target": f"bulk worker peak RSS does not grow with the file ({args.big_rows:,} vs {args.rows:,} rows, "
                    "within 1.25x)", "value": round(growth, 2), "met": growth <= 1.25},
         {"target": "online p99 at 8 clients during a batch job <= 2x alone", "value": round(p99_ratio, 2),

@@ -75,7 +75,7 @@ def test_a_batch_past_the_crossover_keeps_the_scikit_learn_answer_bit_for_bit(sv
     name, version = _register(svc, tmp_path, model, X)
     compile_version(svc, name, version)
     loaded = svc.registry.loaded(name, version)
-    rows = X[: loaded.compiled.crossover_rows + 1]
+    rows = X[np.arange(loaded.compiled.crossover_rows + 1) % len(X)]  # one row more than the crossover
 
     _, proba = predict_arrays(loaded.estimator, loaded.served.signature, rows, loaded.compiled)
 
@@ -147,6 +147,24 @@ def test_an_onnx_artifact_whose_sha256_changed_is_refused_at_load(svc, tmp_path,
         fresh.loaded(name, version)
 
     assert refused.value.code == "artifact_integrity_error" and "onnx" in refused.value.message
+
+
+def test_the_estimator_alone_for_a_card_or_an_explanation_loads_no_session(svc, tmp_path, forest):
+    """An API process reading a card needs the scikit-learn model, not ~30 MB of onnxruntime."""
+    model, X = forest
+    name, version = _register(svc, tmp_path, model, X)
+    compile_version(svc, name, version)
+    sessions: list[str] = []
+
+    def counting_loader(onnx: bytes, served):  # the real loader, counted
+        sessions.append(served.name)
+        return compiled.load(onnx, served)
+
+    fresh = type(svc.registry)(svc.engine, svc.settings.artifact_root, compiled_loader=counting_loader)
+    estimator, _ = fresh.load(name, version)
+    assert sessions == [], "load() (cards, explanations) built a session"
+    assert fresh.loaded(name, version).compiled is not None and sessions == [name]
+    assert fresh.loaded(name, version).estimator is estimator, "the estimator is not loaded twice"
 
 
 def test_turned_off_or_killed_by_inference_backend_sklearn_a_version_serves_scikit_learn(

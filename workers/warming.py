@@ -20,22 +20,24 @@ log = logging.getLogger(__name__)
 def warm(svc: Services, failed: set[tuple[str, int]] | None = None) -> list[tuple[str, int]]:
     """Load every serving version this process does not hold yet; returns what it loaded.
 
-    A version that cannot be loaded (its artifact changed, say) is left to fail its own
-    batches as it always did; ``failed`` keeps the log to one line per version.
+    A version that cannot be loaded (its artifact changed, say) is left to its own batches,
+    which fail as they always did; with ``failed`` it is tried (and logged) once.
     """
     loaded = set(svc.registry.loaded_versions())
     done = []
+    # Only what this process does not hold: one query a look, however many models there are.
+    # (A held version's newer compile record is picked up by its next batch, as before.)
     for name, version in svc.registry.serving_versions():
+        if (name, version) in loaded or (failed is not None and (name, version) in failed):
+            continue
         try:
-            svc.registry.loaded(name, version)  # also picks up a version compiled or turned off
+            svc.registry.loaded(name, version)
         except Exception as exc:
-            if failed is None or (name, version) not in failed:
-                log.warning("could not warm %s v%s: %s", name, version, exc)
+            log.warning("could not warm %s v%s: %s", name, version, exc)
             if failed is not None:
                 failed.add((name, version))
             continue
-        if (name, version) not in loaded:
-            done.append((name, version))
+        done.append((name, version))
     if done:
         log.info("warmed %s", ", ".join(f"{name} v{version}" for name, version in done))
     return done

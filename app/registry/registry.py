@@ -195,19 +195,22 @@ class Registry:
             )
 
     def load(self, name: str, version: int) -> tuple[Any, ServedVersion]:
-        """The estimator for ``name``/``version``, loaded once per process after a sha256 check."""
-        loaded = self.loaded(name, version)
+        """The estimator for ``name``/``version``, loaded once per process after a sha256 check
+        (its compiled backend is not loaded for this: cards and explanations use the estimator)."""
+        loaded = self.loaded(name, version, compiled=False)
         return loaded.estimator, loaded.served
 
-    def loaded(self, name: str, version: int) -> LoadedVersion:
+    def loaded(self, name: str, version: int, *, compiled: bool = True) -> LoadedVersion:
         """The version as this process holds it: its estimator and, when it serves compiled
         (and a compiled loader is set), its compiled backend; each artifact sha256-checked."""
         served = self.resolve(name, version=version)
+        wanted = compiled and served.compiled_serving and self.compiled_loader is not None
         entry = self._loaded.get((name, version))
         if (
             entry is not None
             and entry.served.sha256 == served.sha256
             and entry.served.compiled == served.compiled
+            and (entry.compiled is not None or not wanted)
         ):
             return entry
         with self._load_lock:  # one load per version, however many threads ask at once
@@ -219,14 +222,16 @@ class Registry:
                     served.format, data, served.trusted_types,
                     allow_pickle=self.allow_pickle, what=f"{name} v{version}",
                 )  # fmt: skip
+                entry = None
             else:
-                estimator = entry.estimator  # only the compiled record changed
-            compiled = None
-            if served.compiled_serving and self.compiled_loader is not None:
+                estimator = entry.estimator  # only the compiled record changed, or is wanted now
+            same_record = entry is not None and entry.served.compiled == served.compiled
+            session = entry.compiled if entry is not None and same_record else None
+            if wanted and session is None and self.compiled_loader is not None:
                 record = served.compiled or {}
                 onnx = self._verified(record["artifact_path"], record["sha256"], served)
-                compiled = self.compiled_loader(onnx, served)
-            entry = LoadedVersion(served, estimator, compiled)
+                session = self.compiled_loader(onnx, served)
+            entry = LoadedVersion(served, estimator, session if served.compiled_serving else None)
             self._loaded[(name, version)] = entry
             return entry
 
