@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from app.db import Model, ModelVersion
-from app.errors import RegistryError, VersionNotFound
+from app.errors import ArtifactIntegrityError, RegistryError, VersionNotFound
 from app.registry.aliases import point_alias
 from app.registry.signature import feature_index, in_feature_order, signature_of
 from app.registry.versions import DEFAULT_ALIAS, NAME, ServedVersion
@@ -192,3 +192,17 @@ def store_compiled(
         )
         if not updated.rowcount:  # type: ignore[attr-defined]
             raise VersionNotFound(f"model {name!r} has no version {version}", model=name, version=version)
+
+
+def verified_bytes(root: Path, path: str, sha256: str, served: ServedVersion) -> bytes:
+    """An artifact's bytes (a model's or its ONNX file's), refused unless their sha256 is the registry's."""
+    data = (root / path).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256:
+        raise ArtifactIntegrityError(
+            f"artifact {Path(path).name} of {served.name} v{served.version} has sha256 {digest[:12]}…,"
+            f" registry says {sha256[:12]}…; refusing to load it",
+            model=served.name,
+            version=served.version,
+        )
+    return data

@@ -11,7 +11,6 @@ artifact formats in app/registry/registration.py, moving aliases in aliases.py.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -26,13 +25,13 @@ from sqlalchemy.orm import Session, selectinload
 from app.db import AliasEvent, Model, ModelAlias, ModelVersion, newest_rows
 from app.errors import (
     AliasNotFound,
-    ArtifactIntegrityError,
     ModelNotFound,
     NothingToRollBack,
     VersionNotFound,
 )
 from app.registry import aliases, registration, traffic
 from app.registry.describing import describe_model
+from app.registry.registration import verified_bytes
 from app.registry.signature import feature_index
 from app.registry.traffic import DEFAULT_POLICY, Policy
 from app.registry.versions import (
@@ -216,7 +215,7 @@ class Registry:
         with self._load_lock:  # one load per version, however many threads ask at once
             entry = self._loaded.get((name, version))
             if entry is None or entry.served.sha256 != served.sha256:
-                data = self._verified(served.artifact_path, served.sha256, served)
+                data = verified_bytes(self.artifact_root, served.artifact_path, served.sha256, served)
                 # Deserialize the very bytes that were hashed, so the file cannot change in between.
                 estimator = registration.deserialize(
                     served.format, data, served.trusted_types,
@@ -229,7 +228,7 @@ class Registry:
             session = entry.compiled if entry is not None and same_record else None
             if wanted and session is None and self.compiled_loader is not None:
                 record = served.compiled or {}
-                onnx = self._verified(record["artifact_path"], record["sha256"], served)
+                onnx = verified_bytes(self.artifact_root, record["artifact_path"], record["sha256"], served)
                 session = self.compiled_loader(onnx, served)
             entry = LoadedVersion(served, estimator, session if served.compiled_serving else None)
             self._loaded[(name, version)] = entry
@@ -246,19 +245,6 @@ class Registry:
                 select(Model.name, ModelAlias.version).join(Model, Model.id == ModelAlias.model_id).distinct()
             ).all()
         return sorted((name, version) for name, version in found)
-
-    def _verified(self, path: str, sha256: str, served: ServedVersion) -> bytes:
-        """An artifact's bytes, refused unless their sha256 is the registry's."""
-        data = (self.artifact_root / path).read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != sha256:
-            raise ArtifactIntegrityError(
-                f"artifact {Path(path).name} of {served.name} v{served.version} has sha256 {digest[:12]}…,"
-                f" registry says {sha256[:12]}…; refusing to load it",
-                model=served.name,
-                version=served.version,
-            )
-        return data
 
     def record_compiled(
         self, name: str, version: int, record: dict[str, Any] | None, onnx: bytes | None
