@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from app.environment import parsed
 
 #: Where local state lives unless VAR_DIR says otherwise.
 DEFAULT_VAR_DIR = Path(__file__).resolve().parent.parent / "var"
@@ -221,18 +224,9 @@ class Settings:
         return self.broker_url or self.redis_url
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``PREDQ``-style environment variables (see README)."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name == "extra":
-                continue
-            raw = env.get(f.name.upper())
-            if raw is None or raw == "":
-                continue
-            values[f.name] = _coerce(f.type, raw, f.name)
-        return cls(**values)
+        return cls(**parsed(cls, os.environ if environ is None else environ))
 
     def replace(self, **changes: Any) -> Settings:
         if "var_dir" in changes:
@@ -244,22 +238,3 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
-
-
-def _coerce(type_name: Any, raw: str, name: str) -> Any:
-    kind = str(type_name)
-    if kind == "bool":
-        lowered = raw.strip().lower()
-        if lowered in _TRUE or lowered in _FALSE:
-            return lowered in _TRUE
-        raise ValueError(f"environment variable {name.upper()}={raw!r} is not a boolean (true/false)")
-    try:
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"environment variable {name.upper()}={raw!r} is not a {kind}") from exc
-    return raw
