@@ -236,5 +236,3 @@ class Settings:
                 if derived not in changes and getattr(self, derived) == getattr(old, derived):
                     changes[derived] = ""
         return dataclasses.replace(self, **changes)
-
-
