@@ -77,6 +77,12 @@ class Settings:
     warm_interval_seconds: float = 5.0
     """How often each worker pool process loads the versions aliases point at; 0: only on demand."""
 
+    model_cache_bytes: int = 2 * 1024**3
+    """Per process: bytes of loaded versions kept (artifact + ONNX sizes), least recent out; 0: no bound."""
+
+    model_cache_max: int = 32
+    """Per process: most loaded versions kept (and explainers, card importances); 0: no bound."""
+
     max_task_seconds: float = 5.0
     """How long one batch task keeps running batches before it hands on to a fresh task."""
 

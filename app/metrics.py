@@ -16,6 +16,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     multiprocess,
 )
@@ -71,6 +72,23 @@ BULK_CHUNKS = Counter(
 )
 TRAINING_RUNS = Counter(
     "predq_training_runs_total", "Retraining runs, by model and outcome.", ["model", "outcome"]
+)
+MODEL_CACHE_BYTES = Gauge(
+    "predq_model_cache_bytes",
+    "Bytes held by the per-process version caches (models, explainers, importances), live processes summed.",
+    ["cache"],
+    multiprocess_mode="livesum",
+)
+MODEL_LOADS = Counter(
+    "predq_model_loads_total",
+    "Versions loaded (or explainers, importances built), by cache and model.",
+    ["cache", "model"],
+)
+MODEL_EVICTIONS = Counter(
+    "predq_model_evictions_total",
+    "Entries dropped to stay within MODEL_CACHE_BYTES / MODEL_CACHE_MAX, by cache, model and reason"
+    " (out_of_service, lru, over_budget: bigger than the whole budget, used once).",
+    ["cache", "model", "reason"],
 )
 
 

@@ -52,6 +52,8 @@ def build_services(settings: Settings, celery: Celery) -> Services:
         reference_rows=settings.drift_reference_rows,
         # INFERENCE_BACKEND=sklearn: no compiled version is loaded, so none serves compiled.
         compiled_loader=compiled.load if settings.inference_backend == "auto" else None,
+        cache_bytes=settings.model_cache_bytes,
+        cache_max=settings.model_cache_max,
     )
     keys = ApiKeys(engine, settings.auth_cache_seconds)
     limits = RateLimits(settings.redis_url)

@@ -213,11 +213,12 @@ def wait_until_no_worker_holds(
 
 def predq_keys(svc: Any) -> set[bytes]:
     """predq's Redis keys, less the marks of a worker holding a queue: those expire on their
-    own (ACTIVE_TTL_SECONDS) after an earlier test's batch, whatever a request did."""
+    own (ACTIVE_TTL_SECONDS) after an earlier test's batch, whatever a request did; and the
+    loaded versions each worker reports on its own (app/registry/held.py)."""
     return {
         key
         for key in svc.redis.scan_iter(match="predq:*", count=1000)
-        if not key.startswith(b"predq:active:")
+        if not key.startswith((b"predq:active:", b"predq:held:"))
     }
 
 

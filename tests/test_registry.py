@@ -83,7 +83,7 @@ def test_not_a_model_is_refused(app, tmp_path):
 def test_load_refuses_a_changed_artifact(svc, artifacts):
     served = svc.registry.register("integrity", artifacts["diabetes"])
     assert svc.registry.load("integrity", served.version)[0] is not None
-    svc.registry._loaded.clear()  # a fresh process would read the file again
+    svc.registry.memory.discard(("integrity", served.version))  # a fresh process would read the file again
     (svc.registry.artifact_root / served.artifact_path).write_bytes(artifacts["iris"].read_bytes())
 
     with pytest.raises(ArtifactIntegrityError):

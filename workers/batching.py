@@ -250,7 +250,7 @@ def explain_outcomes(
         estimator, served = svc.registry.load(name, version)
         found = explanations(
             estimator, served, np.asarray(rows, dtype=np.float64), predictions,
-            lambda: svc.registry.reference(name, version), every_class,
+            lambda: svc.registry.reference(name, version), every_class, svc.registry.derived("explainers"),
         )  # fmt: skip
     except Exception as exc:
         log.exception("explanations for %s v%s failed", name, version)

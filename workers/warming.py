@@ -3,7 +3,9 @@ chunk, and again after a promotion, so no request or batch job pays for a model'
 (a 100-tree forest: ~0.5 s per process; a compiled version's session: ~0.3 s more).
 
 Started in every pool process (workers/main.py) as a daemon thread that looks every
-WARM_INTERVAL_SECONDS: one query for the aliases, and a load only for what changed.
+WARM_INTERVAL_SECONDS: one query for the aliases, and a load only for what changed, within the
+memory budget (app/registry/memory.py). Each look also tells Redis which versions this process
+holds (app/registry/held.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import threading
 import time
 
+from app.registry import held
 from app.services import Services
 
 log = logging.getLogger(__name__)
@@ -23,13 +26,21 @@ def warm(svc: Services, failed: set[tuple[str, int]] | None = None) -> list[tupl
     A version that cannot be loaded (its artifact changed, say) is left to its own batches,
     which fail as they always did; with ``failed`` it is tried (and logged) once.
     """
-    loaded = set(svc.registry.loaded_versions())
+    memory = svc.registry.memory
     done = []
     # Only what this process does not hold: one query a look, however many models there are.
     # (A held version's newer compile record is picked up by its next batch, as before.)
-    for name, version in svc.registry.serving_versions():
-        if (name, version) in loaded or (failed is not None and (name, version) in failed):
+    # Within the memory budget: a load may push out a version no longer in service, never
+    # one that is (those beyond the budget load on demand); one too big to keep is left to demand.
+    serving = svc.registry.in_service_versions()
+    for name, version in sorted(serving):
+        held = set(memory.keys())
+        if (name, version) in held or (failed is not None and (name, version) in failed):
             continue
+        if (name, version) in memory.oversized:
+            continue
+        if memory.full() and held <= serving:
+            break
         try:
             svc.registry.loaded(name, version)
         except Exception as exc:
@@ -50,12 +61,21 @@ def start(svc: Services) -> threading.Thread | None:
         return None
     failed: set[tuple[str, int]] = set()
 
+    reported: set[tuple[str, int]] = set()
+
     def loop() -> None:
         while True:
             try:
                 warm(svc, failed)
             except Exception as exc:  # the database is away: try again next time
                 log.warning("warming failed: %s", exc)
+            try:  # which versions this process holds, for "loaded on N processes" (app/registry/held.py)
+                now = set(svc.registry.loaded_versions())
+                held.report(svc.redis, now, reported - now, interval)
+                reported.clear()
+                reported.update(now)
+            except Exception as exc:
+                log.warning("could not report loaded versions: %s", exc)
             time.sleep(interval)
 
     thread = threading.Thread(target=loop, name="predq-warm", daemon=True)

@@ -152,5 +152,10 @@ class DriftQuerySchema(Schema):
 class CardSchema(Schema):
     model = fields.String()
     version = fields.Integer()
-    sections = fields.Dict(metadata={"description": "The card's sections as data (skops.card's)."})
+    sections = fields.Dict(
+        metadata={
+            "description": "The card's sections as data (skops.card's); model.loaded_on: worker processes"
+            " holding it."
+        }
+    )
     markdown = fields.String(metadata={"description": "The whole card as Markdown."})

@@ -31,7 +31,7 @@ from app.api.schemas import (
 )
 from app.lifecycle import drift, feedback, shadows, training_data
 from app.lifecycle.training_runs import runs, start_run
-from app.registry import traffic
+from app.registry import held, traffic
 from app.services import current_services
 
 blp = Blueprint("models", __name__, url_prefix="/v1", description="The model registry")
@@ -47,7 +47,13 @@ def list_models() -> dict[str, Any]:
 @blp.response(200, ModelSchema)
 @blp.alt_response(404, schema="Error", description="Unknown model.")
 def get_model(name: str) -> dict[str, Any]:
-    return current_services().registry.describe(name)
+    """The model, each version with ``loaded_on``: how many worker processes hold it loaded."""
+    svc = current_services()
+    described = svc.registry.describe(name)
+    counts = held.holders_or_none(svc.redis, name, [v["version"] for v in described["versions"]])
+    for entry in described["versions"]:
+        entry["loaded_on"] = counts.get(entry["version"]) if counts is not None else None
+    return described
 
 
 @blp.route("/models/<string:name>/drift", methods=["GET"])

@@ -97,6 +97,13 @@ class VersionSchema(Schema):
         },
     )
     created_at = fields.DateTime()
+    loaded_on = fields.Integer(
+        allow_none=True,
+        metadata={
+            "description": "GET /v1/models/{name} only: worker processes holding this version loaded now"
+            " (each reports every WARM_INTERVAL_SECONDS); null when Redis does not answer."
+        },
+    )
 
 
 class ModelSchema(Schema):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,7 @@ from skops.card import Card
 
 from app.errors import NotFound
 from app.lifecycle import drift, feedback
-from app.registry import explainability
+from app.registry import explainability, held
 from app.services import Services
 
 #: Where the REST card's Markdown finds its plot: relative to .../versions/V/card.
@@ -61,6 +60,7 @@ def card(
             "aliases": entry["aliases"],
             "traffic_share": _traffic_share(described["traffic_policy"], served.version, entry["aliases"]),
             "backend": entry["backend"],
+            "loaded_on": (held.holders_or_none(svc.redis, name, [served.version]) or {}).get(served.version),
         },
         "compiled": entry["compiled"],
         "intended_use_and_limitations": svc.registry.card_notes(name, served.version) or _NO_NOTES,
@@ -126,21 +126,20 @@ def _traffic_share(policy: dict[str, Any], version: int, aliases: list[str]) -> 
 
 # A version's importance never changes (its artifact and reference sample are fixed), and
 # computing it runs shap over up to 500 rows: seconds to minutes on a deep forest. So each
-# API process computes it once per version, not once per card and again for its plot.
-_IMPORTANCE: dict[tuple[str, int, str], list[dict[str, Any]] | None] = {}
-_IMPORTANCE_LOCK = threading.Lock()
+# API process computes it once per version (held in the registry's ``importances``, bounded
+# like the loaded versions), not once per card and again for its plot.
+_NONE = "none"  # a cached "not computable" (the cache holds no None)
 
 
 def _importance(svc: Services, name: str, served: Any, estimator: Any) -> list[dict[str, Any]] | None:
     """Mean |SHAP| per feature over the reference sample, largest first (None when not computable)."""
     key = (name, served.version, served.sha256)
-    with _IMPORTANCE_LOCK:
-        if key in _IMPORTANCE:
-            return _IMPORTANCE[key]
-    found = _compute_importance(svc, name, served, estimator)
-    with _IMPORTANCE_LOCK:
-        _IMPORTANCE[key] = found
-    return found
+    cache = svc.registry.derived("importances")
+    held = cache.get(key)
+    if held is None:
+        held = _compute_importance(svc, name, served, estimator) or _NONE
+        cache.put(key, held, 0)  # a few numbers per feature: counted, not weighed
+    return None if isinstance(held, str) else held
 
 
 def _compute_importance(svc: Services, name: str, served: Any, estimator: Any) -> list[dict[str, Any]] | None:
@@ -152,7 +151,9 @@ def _compute_importance(svc: Services, name: str, served: Any, estimator: Any) -
 
     sample = reference[:500]
     predictions = predict_arrays(estimator, served.signature, sample)[0].tolist()
-    found = explanations(estimator, served, sample, predictions, lambda: reference)
+    found = explanations(
+        estimator, served, sample, predictions, lambda: reference, cache=svc.registry.derived("explainers")
+    )
     names = list(found[0]["contributions"])
     means = {n: float(np.mean([abs(e["contributions"][n]) for e in found])) for n in names}
     return [
@@ -167,7 +168,8 @@ def _markdown(estimator: Any, sections: dict[str, Any], plot_link: str | None) -
         "Model": f"{model['name']} v{model['version']}: `{model['estimator']}` ({model['format']}, sha256 "
                  f"`{model['sha256'][:16]}…`), registered {model['registered_at']}; aliases: "
                  f"{', '.join(model['aliases']) or 'none'}; traffic share: "
-                 f"{'not routed by a policy' if model['traffic_share'] is None else model['traffic_share']}.",
+                 f"{'not routed by a policy' if model['traffic_share'] is None else model['traffic_share']}; "
+                 f"loaded on {'?' if model['loaded_on'] is None else model['loaded_on']} worker processes.",
         "Intended use and limitations": sections["intended_use_and_limitations"],
         "Inference backend": f"{model['backend']}. " + _json_block(
             sections["compiled"], "Not compiled: every output is the scikit-learn model's own, bit for bit."

@@ -12,7 +12,6 @@ artifact formats in app/registry/registration.py, moving aliases in aliases.py.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +28,10 @@ from app.errors import (
     NothingToRollBack,
     VersionNotFound,
 )
-from app.registry import aliases, registration, traffic
+from app.registry import aliases, loading, registration, traffic
 from app.registry.describing import describe_model
-from app.registry.registration import verified_bytes
+from app.registry.loading import CompiledLoader
+from app.registry.memory import VersionCache
 from app.registry.signature import feature_index
 from app.registry.traffic import DEFAULT_POLICY, Policy
 from app.registry.versions import (
@@ -42,9 +42,6 @@ from app.registry.versions import (
     ServedVersion,
     existing_name,
 )
-
-#: Builds a version's compiled backend from its checked ONNX bytes (app/scoring/compiled.py's load).
-CompiledLoader = Callable[[bytes, ServedVersion], Any]
 
 
 class Registry:
@@ -59,6 +56,8 @@ class Registry:
         skops_trusted_types: list[str] | None = None,
         reference_rows: int = 2000,
         compiled_loader: CompiledLoader | None = None,
+        cache_bytes: int = 0,
+        cache_max: int = 0,
     ) -> None:
         self.engine = engine
         self.artifact_root = Path(artifact_root)
@@ -83,8 +82,13 @@ class Registry:
         )
         # None (INFERENCE_BACKEND=sklearn): no compiled version is loaded, all serve scikit-learn.
         self.compiled_loader = compiled_loader
-        self._loaded: dict[tuple[str, int], LoadedVersion] = {}
-        self._load_lock = threading.Lock()
+        self.memory: VersionCache[tuple[str, int], LoadedVersion] = VersionCache(
+            "models", cache_bytes, cache_max, self.in_service_versions
+        )
+        self._derived: dict[str, VersionCache[Any, Any]] = {}
+        self._loader = loading.Loader(
+            self.artifact_root, self.memory, loading.deserializer(allow_pickle), compiled_loader
+        )
 
     # -- writing -----------------------------------------------------------------------
 
@@ -201,50 +205,29 @@ class Registry:
 
     def loaded(self, name: str, version: int, *, compiled: bool = True) -> LoadedVersion:
         """The version as this process holds it: its estimator and, when it serves compiled
-        (and a compiled loader is set), its compiled backend; each artifact sha256-checked."""
-        served = self.resolve(name, version=version)
-        wanted = compiled and served.compiled_serving and self.compiled_loader is not None
-        entry = self._loaded.get((name, version))
-        if (
-            entry is not None
-            and entry.served.sha256 == served.sha256
-            and entry.served.compiled == served.compiled
-            and (entry.compiled is not None or not wanted)
-        ):
-            return entry
-        with self._load_lock:  # one load per version, however many threads ask at once
-            entry = self._loaded.get((name, version))
-            if entry is None or entry.served.sha256 != served.sha256:
-                data = verified_bytes(self.artifact_root, served.artifact_path, served.sha256, served)
-                # Deserialize the very bytes that were hashed, so the file cannot change in between.
-                estimator = registration.deserialize(
-                    served.format, data, served.trusted_types,
-                    allow_pickle=self.allow_pickle, what=f"{name} v{version}",
-                )  # fmt: skip
-                entry = None
-            else:
-                estimator = entry.estimator  # only the compiled record changed, or is wanted now
-            same_record = entry is not None and entry.served.compiled == served.compiled
-            session = entry.compiled if entry is not None and same_record else None
-            if wanted and session is None and self.compiled_loader is not None:
-                record = served.compiled or {}
-                onnx = verified_bytes(self.artifact_root, record["artifact_path"], record["sha256"], served)
-                session = self.compiled_loader(onnx, served)
-            entry = LoadedVersion(served, estimator, session if served.compiled_serving else None)
-            self._loaded[(name, version)] = entry
-            return entry
+        (and a compiled loader is set), its compiled backend; each artifact sha256-checked.
+        Held under the memory budget (app/registry/memory.py): a version evicted, or too big to
+        keep, is loaded again when next asked for."""
+        return self._loader.loaded(self.resolve(name, version=version), compiled)
 
     def loaded_versions(self) -> list[tuple[str, int]]:
-        """(name, version) of every version this process holds loaded."""
-        return list(self._loaded)
+        """(name, version) of every version this process holds loaded, least recently used first."""
+        return self.memory.keys()
 
-    def serving_versions(self) -> list[tuple[str, int]]:
-        """(name, version) of every version an alias points at: what requests are served by."""
-        with self.engine.connect() as conn:
-            found = conn.execute(
-                select(Model.name, ModelAlias.version).join(Model, Model.id == ModelAlias.model_id).distinct()
-            ).all()
-        return sorted((name, version) for name, version in found)
+    def derived(self, kind: str) -> VersionCache[Any, Any]:
+        """This process's cache of what it builds per version besides the model (``explainers``,
+        ``importances``), under the same bounds as the loaded versions."""
+        with self._resolved_lock:
+            if kind not in self._derived:
+                memory = self.memory
+                self._derived[kind] = VersionCache(
+                    kind, memory.max_bytes, memory.max_entries, memory.in_service
+                )
+            return self._derived[kind]
+
+    def in_service_versions(self) -> set[tuple[str, int]]:
+        """Versions an alias points at, a traffic route weighs or that shadows: evicted last."""
+        return loading.in_service(self.engine)
 
     def record_compiled(
         self, name: str, version: int, record: dict[str, Any] | None, onnx: bytes | None

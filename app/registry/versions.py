@@ -48,6 +48,14 @@ class LoadedVersion:
     estimator: Any
     compiled: Any = None
     """What the registry's compiled loader built from the ONNX artifact (app/scoring/compiled.py)."""
+    artifact_bytes: int = 0
+    """The artifact's size, measured at load: the version's weight in the memory budget ..."""
+    onnx_bytes: int = 0
+    """... plus its ONNX artifact's, when the compiled backend is loaded with it."""
+
+    @property
+    def nbytes(self) -> int:
+        return self.artifact_bytes + self.onnx_bytes
 
 
 def existing_name(name: str) -> None:

@@ -4,7 +4,8 @@ The explainer comes from app/scoring/explainers.py (TreeSHAP for trees, forests 
 kinds of gradient boosting, shap's linear explainer for linear models, a pipeline's final
 step on the transformed features, which map one to one to the inputs), chosen by
 app/registry/explainability.py. Explainers are built once per worker process and model
-version, like the model. shap is imported only when a batch asks (it takes seconds).
+version, like the model, and held under the same memory budget (app/registry/memory.py).
+shap is imported only when a batch asks (it takes seconds).
 
 A row's explanation: ``base_value`` plus the sum of ``contributions`` is the model's output
 for the row (the signature's ``explained_output``), to 1e-6: for a classifier, the output of
@@ -18,21 +19,17 @@ output, as above, has the one class it explains).
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
 
 from app.errors import PredqError
+from app.registry.memory import VersionCache, array_bytes
 from app.scoring import explainers
 
 
 class ExplanationFailed(PredqError):
     status, code = 500, "explanation_failed"
-
-
-_EXPLAINERS: dict[tuple[str, int, str], Any] = {}
-_LOCK = threading.Lock()
 
 
 def explanations(
@@ -42,15 +39,17 @@ def explanations(
     predictions: list[Any],
     reference: Any,
     every_class: list[bool] | None = None,
+    cache: VersionCache[Any, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """One explanation per row of ``matrix`` (``predictions`` are the rows' predicted values).
 
     ``reference`` gives the version's reference sample when a linear explainer needs it.
-    A row whose ``every_class`` is true gets ``by_class`` too (classifiers only).
+    A row whose ``every_class`` is true gets ``by_class`` too (classifiers only). The explainer
+    is kept in ``cache`` (the registry's ``explainers``, sized by the arrays it holds), if given.
     """
     signature = served.signature
     rows = explainers.transformed(estimator, matrix)
-    explainer = _explainer(served, estimator, reference)
+    explainer = _explainer(served, estimator, reference, cache)
     values = np.asarray(explainer.shap_values(rows))
     base = np.atleast_1d(np.asarray(explainer.expected_value, dtype=np.float64))
     names = signature["feature_names"] or [str(j) for j in range(signature["n_features"])]
@@ -89,15 +88,14 @@ def _explained(values: np.ndarray, base: Any, names: list[str]) -> dict[str, Any
     }
 
 
-def _explainer(served: Any, estimator: Any, reference: Any) -> Any:
+def _explainer(served: Any, estimator: Any, reference: Any, cache: VersionCache[Any, Any] | None) -> Any:
     key = (served.name, served.version, served.sha256)
-    with _LOCK:
-        cached = _EXPLAINERS.get(key)
-    if cached is not None:
-        return cached
+    found = cache.get(key) if cache is not None else None
+    if found is not None:
+        return found
     made = explainers.build(estimator, served.signature["n_features"], reference)
     if made is None:  # submit refuses such a version (explainability.refusal): never reached
         raise ExplanationFailed(f"no exact explainer for {served.signature.get('estimator')}")
-    with _LOCK:
-        _EXPLAINERS[key] = made
+    if cache is not None:
+        cache.put(key, made, array_bytes(made))
     return made
