@@ -83,6 +83,9 @@ class Settings:
     model_cache_max: int = 32
     """Per process: most loaded versions kept (and explainers, card importances); 0: no bound."""
 
+    pools: str = ""
+    """Comma-separated worker pools a model may be put in (its rows then wake queue inference.POOL)."""
+
     max_task_seconds: float = 5.0
     """How long one batch task keeps running batches before it hands on to a fresh task."""
 

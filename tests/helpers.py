@@ -218,7 +218,7 @@ def predq_keys(svc: Any) -> set[bytes]:
     return {
         key
         for key in svc.redis.scan_iter(match="predq:*", count=1000)
-        if not key.startswith((b"predq:active:", b"predq:held:"))
+        if not key.startswith((b"predq:active:", b"predq:held"))
     }
 
 

@@ -22,7 +22,8 @@ use_multiprocess_metrics("celery")
 from celery.signals import celeryd_init, setup_logging, worker_process_init, worker_ready  # noqa: E402
 
 from app import create_app  # noqa: E402
-from app.celery_app import BULK_QUEUE, EXPLAIN_QUEUE  # noqa: E402
+from app.celery_app import BULK_QUEUE, EXPLAIN_QUEUE, INFERENCE_QUEUE  # noqa: E402
+from app.registry import pools  # noqa: E402
 
 flask_app = create_app()
 celery = flask_app.extensions["celery"]
@@ -39,13 +40,28 @@ def _json_logs(**_: object) -> None:
     configure_logging(settings.log_level, settings.log_format)
 
 
+#: The worker pools (app/registry/pools.py) this worker's -Q serves, set before the pool forks.
+SERVED_POOLS: list[str] = []
+
+
+def _queue_names(options: dict[str, object] | None) -> list[str]:
+    queues = (options or {}).get("queues") or []
+    return queues.split(",") if isinstance(queues, str) else [str(q) for q in cast(Iterable[object], queues)]
+
+
+@celeryd_init.connect
+def _remember_pools(options: dict[str, object] | None = None, **_: object) -> None:
+    # Without -Q a worker takes every queue the app lists, the default pool's among them.
+    found = {pools.pool_of_queue(q) for q in _queue_names(options) or [INFERENCE_QUEUE]}
+    SERVED_POOLS[:] = sorted(p for p in found if p is not None)
+
+
 @celeryd_init.connect
 def _bulk_worker_yields_the_cpu(options: dict[str, object] | None = None, **_: object) -> None:
     # A worker that only scores files and explains rows (-Q bulk, or bulk,explain) runs
     # niced, its pool processes too (they inherit it): on shared cores the online batches
     # get the CPU first.
-    queues = (options or {}).get("queues") or []
-    names = queues.split(",") if isinstance(queues, str) else [str(q) for q in cast(Iterable[object], queues)]
+    names = _queue_names(options)
     nice = flask_app.extensions["predq"].settings.bulk_worker_nice
     if names and set(names) <= {BULK_QUEUE, EXPLAIN_QUEUE} and nice > 0:
         os.nice(nice)
@@ -72,7 +88,7 @@ def _warm_serving_versions(**_: object) -> None:
     # after a promotion (workers/warming.py); in a thread, so the process is ready at once.
     from workers import warming
 
-    warming.start(flask_app.extensions["predq"])
+    warming.start(flask_app.extensions["predq"], SERVED_POOLS)
 
 
 @worker_ready.connect

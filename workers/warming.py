@@ -15,13 +15,17 @@ import threading
 import time
 
 from app.registry import held
+from app.registry import pools as registry_pools
 from app.services import Services
 
 log = logging.getLogger(__name__)
 
 
-def warm(svc: Services, failed: set[tuple[str, int]] | None = None) -> list[tuple[str, int]]:
+def warm(
+    svc: Services, failed: set[tuple[str, int]] | None = None, pools: list[str] | None = None
+) -> list[tuple[str, int]]:
     """Load every serving version this process does not hold yet; returns what it loaded.
+    With ``pools`` (an online worker's), only the versions of models in those worker pools.
 
     A version that cannot be loaded (its artifact changed, say) is left to its own batches,
     which fail as they always did; with ``failed`` it is tried (and logged) once.
@@ -33,6 +37,9 @@ def warm(svc: Services, failed: set[tuple[str, int]] | None = None) -> list[tupl
     # Within the memory budget: a load may push out a version no longer in service, never
     # one that is (those beyond the budget load on demand); one too big to keep is left to demand.
     serving = svc.registry.in_service_versions()
+    if pools:  # one query: the models of this worker's pools
+        mine = registry_pools.models_in(svc.engine, pools)
+        serving = {(name, version) for name, version in serving if name in mine}
     for name, version in sorted(serving):
         held = set(memory.keys())
         if (name, version) in held or (failed is not None and (name, version) in failed):
@@ -54,8 +61,9 @@ def warm(svc: Services, failed: set[tuple[str, int]] | None = None) -> list[tupl
     return done
 
 
-def start(svc: Services) -> threading.Thread | None:
-    """Warm now and every WARM_INTERVAL_SECONDS in a daemon thread (None when the interval is 0)."""
+def start(svc: Services, pools: list[str] | None = None) -> threading.Thread | None:
+    """Warm now and every WARM_INTERVAL_SECONDS in a daemon thread (None when the interval is 0);
+    each look also reports what this process holds and the worker ``pools`` it serves."""
     interval = svc.settings.warm_interval_seconds
     if interval <= 0:
         return None
@@ -66,12 +74,12 @@ def start(svc: Services) -> threading.Thread | None:
     def loop() -> None:
         while True:
             try:
-                warm(svc, failed)
+                warm(svc, failed, pools)
             except Exception as exc:  # the database is away: try again next time
                 log.warning("warming failed: %s", exc)
             try:  # which versions this process holds, for "loaded on N processes" (app/registry/held.py)
                 now = set(svc.registry.loaded_versions())
-                held.report(svc.redis, now, reported - now, interval)
+                held.report(svc.redis, now, reported - now, interval, pools or [])
                 reported.clear()
                 reported.update(now)
             except Exception as exc:

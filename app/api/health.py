@@ -11,7 +11,8 @@ from app.api.blueprint import Blueprint
 from app.api.live_metrics import exposition
 from app.api.openapi import RETRY_AFTER
 from app.api.schemas import HealthSchema, ReadinessSchema
-from app.services import current_services
+from app.registry import held, pools
+from app.services import Services, current_services
 
 blp = Blueprint("health", __name__, description="Health checks")
 log = logging.getLogger(__name__)
@@ -69,11 +70,24 @@ def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:
     else:
         checks["worker"] = "unknown: broker unreachable"
     down = [name for name, state in checks.items() if state != "ok"]
+    # A pool with no worker does not make the API unready (other models serve): its jobs wait.
+    served = _pools(svc) if checks["redis"] == "ok" and checks["database"] == "ok" else {}
     if down:
         log.warning("not ready: %s", ", ".join(f"{n} {checks[n]}" for n in down))
         return (
-            {"status": "unavailable", "checks": checks, "down": down},
+            {"status": "unavailable", "checks": checks, "pools": served, "down": down},
             503,
             {"Retry-After": "5"},
         )
-    return {"status": "ok", "checks": checks}, 200, {}
+    return {"status": "ok", "checks": checks, "pools": served}, 200, {}
+
+
+def _pools(svc: Services) -> dict[str, str]:
+    """Each worker pool (POOLS, and any a model is in): "ok", or "no worker" (its jobs wait)."""
+    try:
+        names = sorted(set(pools.known(svc.settings.pools)) | pools.pools_in_use(svc.engine))
+        counts = held.pool_workers(svc.redis, names)
+    except Exception as exc:
+        log.warning("worker pools unknown: %s", exc)
+        return {}
+    return {name: "ok" if counts[name] else "no worker" for name in names}

@@ -15,6 +15,7 @@ from app.db import BulkChunk, BulkJob, DriftReport, Job, utcnow
 from app.metrics import process_registry
 from app.predictions.queue import queue_key, queued_versions
 from app.predictions.view import JobStatus
+from app.registry import held, pools
 from app.services import Services
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,24 @@ class LiveState:
             log.warning("oldest queued job unavailable: %s", exc)
         yield oldest
         yield from self._bulk_depth()
+        yield from self._pool_workers()
         yield from self._drift()
+
+    def _pool_workers(self) -> Iterator[Metric]:
+        """Worker processes serving each pool, as they report it (app/registry/held.py); 0: that
+        pool's models' jobs wait."""
+        found = GaugeMetricFamily(
+            "predq_pool_workers",
+            "Worker processes serving each worker pool (0: its jobs wait).",
+            labels=["pool"],
+        )
+        try:
+            names = sorted(set(pools.known(self.svc.settings.pools)) | pools.pools_in_use(self.svc.engine))
+            for name, count in held.pool_workers(self.svc.redis, names).items():
+                found.add_metric([name], count)
+        except Exception as exc:
+            log.warning("pool workers unavailable: %s", exc)
+        yield found
 
     def _bulk_depth(self) -> Iterator[Metric]:
         """Batch-job chunks waiting for a bulk worker, per model (from the database, like the

@@ -25,13 +25,14 @@ from app.api.schemas import (
     AliasUpdateSchema,
     ModelListSchema,
     ModelSchema,
+    PoolUpdateSchema,
     ReasonSchema,
     ShadowComparisonSchema,
     TrafficPolicySchema,
 )
 from app.lifecycle import drift, feedback, shadows, training_data
 from app.lifecycle.training_runs import runs, start_run
-from app.registry import held, traffic
+from app.registry import held, pools, traffic
 from app.services import current_services
 
 blp = Blueprint("models", __name__, url_prefix="/v1", description="The model registry")
@@ -101,6 +102,23 @@ def set_traffic(body: dict[str, Any], name: str) -> dict[str, Any]:
     """Weights over aliases or versions, and an optional shadow; applies within REGISTRY_CACHE_SECONDS."""
     registry = current_services().registry
     registry.set_policy(name, traffic.parse(body))
+    return registry.describe(name)
+
+
+@blp.route("/models/<string:name>/pool", methods=["PUT"])
+@requires_scope("admin")
+@blp.arguments(PoolUpdateSchema)
+@blp.response(200, ModelSchema)
+@blp.alt_response(404, schema="Error", description="Unknown model.")
+@refusals(blp, {422: "A pool the POOLS setting does not list (the error names those it does)."})
+def set_pool(body: dict[str, Any], name: str) -> dict[str, Any]:
+    """Serve the model's online rows by a worker pool (workers started with -Q inference.POOL);
+    default: the shared queue. Wake-ups follow within REGISTRY_CACHE_SECONDS."""
+    svc = current_services()
+    registry = svc.registry
+    registry.require(name)
+    pools.check(body["pool"], svc.settings.pools)
+    registry.set_pool(name, body["pool"])
     return registry.describe(name)
 
 

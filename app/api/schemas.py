@@ -49,6 +49,15 @@ class ReadinessSchema(Schema):
         required=True,
         metadata={"description": 'database, redis, worker: "ok" or what is wrong.'},
     )
+    pools = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(metadata={"enum": ["ok", "no worker"]}),
+        metadata={
+            "description": 'Each worker pool (POOLS, and any a model is in): "ok", or "no worker": its'
+            " models' jobs wait until one starts (not a reason for 503). Empty when Redis or the database"
+            " is down."
+        },
+    )
     down = fields.List(fields.String(), metadata={"description": "The checks that failed (503 only)."})
 
 
@@ -112,7 +121,24 @@ class ModelSchema(Schema):
     aliases = fields.Dict(keys=fields.String(), values=fields.Integer())
     traffic_policy = fields.Dict()
     retraining = fields.Dict(metadata={"description": "every_seconds (null: not scheduled), on_drift."})
+    pool = fields.String(
+        metadata={
+            "description": "The worker pool whose Celery queue (inference.<pool>) its online rows wake;"
+            " default: the queue inference."
+        }
+    )
     versions = fields.List(fields.Nested(VersionSchema))
+
+
+class PoolUpdateSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    pool = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=100),
+        metadata={"description": "A pool the POOLS setting lists, or default (no pool of its own)."},
+    )
 
 
 class AliasUpdateSchema(Schema):

@@ -11,7 +11,7 @@ import click
 from app.cli.common import actor, cli_errors, logs_to_stderr, models_cli, read_table
 from app.errors import PredqError
 from app.lifecycle import compiling
-from app.registry import traffic
+from app.registry import pools, traffic
 from app.services import current_services
 
 
@@ -155,6 +155,20 @@ def models_promote(name: str, version: int, alias: str, reason: str) -> None:
     with cli_errors():
         current_services().registry.set_alias(name, alias, version, actor(), reason)
     click.echo(f"{name}: {alias} -> v{version}")
+
+
+@models_cli.command("pool")
+@click.argument("name")
+@click.argument("pool")
+def models_pool(name: str, pool: str) -> None:
+    """Serve NAME's online rows by worker POOL (a worker with -Q inference.POOL); POOL is one the
+    POOLS setting lists, or default."""
+    svc = current_services()
+    with cli_errors():
+        svc.registry.require(name)
+        pools.check(pool, svc.settings.pools)
+        svc.registry.set_pool(name, pool)
+    click.echo(f"{name}: pool {pool} (Celery queue {pools.queue_of(pool)})")
 
 
 @models_cli.command("traffic")

@@ -35,6 +35,8 @@ class Model(Base):
     """Retrain on this schedule (beat); None: only on demand."""
     retrain_on_drift: Mapped[bool] = mapped_column(default=False, server_default="0")
     """A drift check that finds the window drifted starts a retrain."""
+    pool: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    """The worker pool whose queue (inference.<pool>) its online rows wake; None: the default pool."""
 
     versions: Mapped[list[ModelVersion]] = relationship(
         back_populates="model", order_by="ModelVersion.version"

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from app.celery_app import batch_task
 from app.predictions.items import QueuedRows, decode_item
+from app.registry import pools
 
 if TYPE_CHECKING:
     from app.access.ratelimit import RateCharge
@@ -248,6 +249,14 @@ def wake_worker(svc: Services, name: str, version: int, *, explained: bool = Fal
     place predq sends it. A broker that cannot be reached is logged, not raised: the rows stay
     queued and the sweeper wakes a worker for every non-empty queue."""
     try:
-        svc.celery.send_task(batch_task(explained), args=[name, version])
+        # Plain rows of a model in a pool go to its queue (app/registry/pools.py); the default
+        # pool's and explained rows keep the routes of app/celery_app.py.
+        pool = pools.DEFAULT_POOL if explained else svc.registry.pool(name)
+        queue = None if pool == pools.DEFAULT_POOL else pools.queue_of(pool)
+    except Exception as exc:  # the database is away: the sweeper wakes a worker later
+        log.warning("could not look up %s's pool to wake a worker: %s", name, exc)
+        return
+    try:
+        svc.celery.send_task(batch_task(explained), args=[name, version], queue=queue)
     except BrokerError as exc:
         log.warning("could not wake a worker for %s v%s: %s", name, version, exc)

@@ -7,6 +7,7 @@ from typing import Any
 
 from app.db import Model
 from app.registry import traffic
+from app.registry.pools import DEFAULT_POOL
 
 
 def describe_model(model: Model, serve_compiled: bool) -> dict[str, Any]:
@@ -17,6 +18,7 @@ def describe_model(model: Model, serve_compiled: bool) -> dict[str, Any]:
         "aliases": aliases,
         "traffic_policy": traffic.parse(model.traffic_policy).as_dict(),
         "retraining": {"every_seconds": model.retrain_every_seconds, "on_drift": model.retrain_on_drift},
+        "pool": model.pool or DEFAULT_POOL,
         "versions": [
             {
                 "version": v.version,

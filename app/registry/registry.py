@@ -28,7 +28,7 @@ from app.errors import (
     NothingToRollBack,
     VersionNotFound,
 )
-from app.registry import aliases, loading, registration, traffic
+from app.registry import aliases, loading, pools, registration, traffic
 from app.registry.describing import describe_model
 from app.registry.loading import CompiledLoader
 from app.registry.memory import VersionCache
@@ -80,6 +80,10 @@ class Registry:
         self._policy_cached = cached(self._policies, key=lambda name: name, condition=self._resolved_lock)(
             self._policy_uncached
         )
+        self._pools: TTLCache[str, str] = TTLCache(maxsize=1024, ttl=cache_seconds)
+        self._pool_cached = cached(self._pools, key=lambda name: name, condition=self._resolved_lock)(
+            lambda name: pools.pool_of(self.engine, name)
+        )
         # None (INFERENCE_BACKEND=sklearn): no compiled version is loaded, all serve scikit-learn.
         self.compiled_loader = compiled_loader
         self.memory: VersionCache[tuple[str, int], LoadedVersion] = VersionCache(
@@ -120,6 +124,16 @@ class Registry:
     def policy(self, name: str) -> Policy:
         """NAME's traffic policy, cached like alias lookups (a change applies within seconds)."""
         return self._policy_cached(name)
+
+    def pool(self, name: str) -> str:
+        """NAME's worker pool (app/registry/pools.py), cached like alias lookups."""
+        return self._pool_cached(name)
+
+    def set_pool(self, name: str, pool: str) -> None:
+        """Put NAME's online rows on ``pool``'s queue (checked against POOLS by the caller)."""
+        pools.set_pool(self.engine, name, pool)
+        with self._resolved_lock:
+            self._pools.clear()
 
     def _policy_uncached(self, name: str) -> Policy:
         existing_name(name)
