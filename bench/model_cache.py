@@ -1,6 +1,7 @@
 """The memory budget of a worker process (MODEL_CACHE_BYTES / MODEL_CACHE_MAX), measured from outside.
 
     python -m bench.model_cache [--trees 150] [--rows 40000] [--promotions 12] [--models 50] [--requests 500]
+                                [--cache-max 10] [--linger S] [--skip-promotions] [--skip-models]
 
 1. **Promotions.** One model promoted ``--promotions`` times in a row (each version a forest of
    ``--trees`` fully grown trees on ``--rows`` rows: fitted once, registered again each time, so
@@ -10,11 +11,12 @@
    is printed. Run twice, side by side: MODEL_CACHE_MAX=0 (no bound: the code before the budget)
    and MODEL_CACHE_MAX=2.
 2. **Many models.** ``--models`` logistic regressions served round-robin by one worker (pool of 2)
-   with MODEL_CACHE_MAX=10, single-row requests from 8 clients; every answer is compared with the
-   in-process model's ``predict_proba``, bit for bit. Then the same number of requests to one
-   model. Prints requests/s of both, and the worker's loads and evictions (its /metrics).
+   with MODEL_CACHE_MAX=10 (``--cache-max``; ``--linger`` sets QUEUE_LINGER_SECONDS), single-row
+   requests from 8 clients; every answer is compared with the in-process model's
+   ``predict_proba``. Then the same number of requests to one model. Prints requests/s of both,
+   and the worker's loads and evictions (its /metrics).
 
-Writes bench/results/model_cache.json.
+Writes bench/results/model_cache[-linger<S>][-max<N>].json.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ def main() -> int:
     parser.add_argument("--skip-promotions", action="store_true")
     parser.add_argument("--skip-models", action="store_true")
     parser.add_argument("--linger", help="QUEUE_LINGER_SECONDS for the many-models worker (default: predq's)")
+    parser.add_argument(
+        "--cache-max", type=int, default=10, help="MODEL_CACHE_MAX for the many-models worker"
+    )
     args = parser.parse_args()
 
     report: dict[str, Any] = {
@@ -65,9 +70,13 @@ def main() -> int:
             for label, cache_max in (("unbounded (MODEL_CACHE_MAX=0)", 0), ("MODEL_CACHE_MAX=2", 2))
         }
     if not args.skip_models:
-        report["many_models"] = many_models(args.models, args.requests, args.linger)
+        report["many_models"] = many_models(args.models, args.requests, args.linger, args.cache_max)
     RESULTS.mkdir(exist_ok=True)
-    suffix = "" if args.linger is None else f"-linger{args.linger}"
+    suffix = (
+        ("-promotions" if args.skip_models else "")
+        + ("" if args.linger is None else f"-linger{args.linger}")
+        + ("" if args.cache_max == 10 else f"-max{args.cache_max}")
+    )
     (RESULTS / f"model_cache{suffix}.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return 0
@@ -96,13 +105,18 @@ def promotions(forest: Path, count: int, cache_max: int) -> dict[str, Any]:
     }
 
 
-def many_models(count: int, requests: int, linger: str | None) -> dict[str, Any]:
-    """``count`` small models round-robin with MODEL_CACHE_MAX=10, then one model, same requests."""
-    print(f"\n== {count} models round-robin, MODEL_CACHE_MAX=10", flush=True)
+def many_models(count: int, requests: int, linger: str | None, cache_max: int) -> dict[str, Any]:
+    """``count`` small models round-robin with MODEL_CACHE_MAX=``cache_max``, then one model, same requests."""
+    print(
+        f"\n== {count} models round-robin, MODEL_CACHE_MAX={cache_max}, linger {linger or 'default'}",
+        flush=True,
+    )
     from sklearn.datasets import make_classification
     from sklearn.linear_model import LogisticRegression
 
-    extra = {"MODEL_CACHE_MAX": "10"} | ({"QUEUE_LINGER_SECONDS": linger} if linger is not None else {})
+    extra = {"MODEL_CACHE_MAX": str(cache_max)} | (
+        {"QUEUE_LINGER_SECONDS": linger} if linger is not None else {}
+    )
     with _stack("predq_cache_many", extra) as (stage, _):
         models = {}
         for i in range(count):

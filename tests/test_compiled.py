@@ -56,6 +56,12 @@ def test_a_forest_whose_conversion_is_exact_serves_with_onnxruntime_within_toler
     assert record["crossover_rows"] >= 1, "onnxruntime beats scikit-learn on small batches of a forest"
     loaded = svc.registry.loaded(name, version)
     assert isinstance(loaded.compiled, compiled.CompiledModel), "the worker's copy holds the session"
+    root = Path(svc.settings.artifact_root)
+    sizes = (
+        (root / loaded.served.artifact_path).stat().st_size,
+        (root / record["artifact_path"]).stat().st_size,
+    )
+    assert (loaded.artifact_bytes, loaded.onnx_bytes) == sizes, "the memory budget counts both artifacts"
     rows = np.random.default_rng(7).normal(0, 2, size=(50_000, X.shape[1]))
     expected, expected_proba = predict_arrays(model, loaded.served.signature, rows)
     got, got_proba = loaded.compiled.predict_arrays(model, loaded.served.signature, rows)

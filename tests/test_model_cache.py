@@ -158,3 +158,29 @@ def _free_port() -> int:
     from scripts.local import free_port
 
     return free_port()
+
+
+def test_explainers_are_held_under_the_same_bounds(svc, tmp_path):
+    """The explainers of a process (app/scoring/explain.py) live in the registry's ``explainers``
+    cache, bounded by MODEL_CACHE_MAX like the versions: a second version's pushes out the first's."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    from app.registry.registry import Registry
+    from app.scoring.explain import explanations
+
+    registry = Registry(svc.engine, svc.settings.artifact_root, cache_seconds=0, cache_max=1)
+    name = f"{PREFIX}-explained"
+    for depth in (2, 3):
+        path = tmp_path / f"tree-{depth}.joblib"
+        joblib.dump(DecisionTreeClassifier(max_depth=depth, random_state=0).fit(X, Y), path)
+        svc.registry.register(name, path)
+    cache = registry.derived("explainers")
+    for version in (1, 2):
+        estimator, served = registry.load(name, version)
+        found = explanations(
+            estimator, served, X[:3], estimator.predict(X[:3]).tolist(), lambda: None, cache=cache
+        )
+        assert len(found) == 3
+        assert cache.keys() == [(name, version, served.sha256)], "only the newest explainer is held"
+        assert cache.held_bytes > 0, "sized by the arrays it holds"
+    assert registry.loaded_versions() == [(name, 2)]
