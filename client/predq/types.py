@@ -49,6 +49,7 @@ class Model(TypedDict):
     aliases: dict[str, int]
     traffic_policy: dict[str, Any]
     retraining: dict[str, Any]
+    pool: str  # the worker pool serving its online rows ("default": the shared queue)
     versions: list[Version]
 
 
