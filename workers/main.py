@@ -19,7 +19,13 @@ from app.multiproc import use_multiprocess_metrics
 # Before prometheus_client is imported: the pool's processes share this directory.
 use_multiprocess_metrics("celery")
 
-from celery.signals import celeryd_init, setup_logging, worker_process_init, worker_ready  # noqa: E402
+from celery.signals import (  # noqa: E402
+    celeryd_init,
+    setup_logging,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+)
 
 from app import create_app  # noqa: E402
 from app.celery_app import BULK_QUEUE, EXPLAIN_QUEUE, INFERENCE_QUEUE  # noqa: E402
@@ -89,6 +95,16 @@ def _warm_serving_versions(**_: object) -> None:
     from workers import warming
 
     warming.start(flask_app.extensions["predq"], SERVED_POOLS)
+
+
+@worker_process_shutdown.connect
+def _forget_live_gauges(pid: int | None = None, **_: object) -> None:
+    # The memory budget's bytes gauge counts live processes only (multiprocess mode "livesum"):
+    # a pool process that ends takes its share with it.
+    from prometheus_client import multiprocess
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid or os.getpid())  # type: ignore[no-untyped-call]
 
 
 @worker_ready.connect
