@@ -75,7 +75,7 @@ class Settings:
     """The parity gate's bound on a compiled version's probabilities (and values, relative)."""
 
     warm_interval_seconds: float = 5.0
-    """How often each worker pool process loads the versions aliases point at; 0: only on demand."""
+    """How often each worker pool process loads the versions in service and reports them; 0: on demand."""
 
     model_cache_bytes: int = 2 * 1024**3
     """Per process: bytes of loaded versions kept (artifact + ONNX sizes), least recent out; 0: no bound."""

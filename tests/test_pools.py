@@ -59,8 +59,10 @@ def stack(settings, tokens, tmp_path_factory) -> Iterator[dict[str, Any]]:
             node = f"{pool}-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
             argv = [bin_path(PROCESSES["worker"][0]), *PROCESSES["worker"][1:], "-c", "1", "-n", node]
             argv[argv.index("-Q") + 1] = queue
+            # The heavy worker does not warm: it still reports its pool (every REPORT_SECONDS).
+            warm = "0.3" if pool == "default" else "0"
             env = settings_env(pool_settings) | {
-                "POOLS": "heavy,idle", "WARM_INTERVAL_SECONDS": "0.3", "WORKER_METRICS_BIND": ""
+                "POOLS": "heavy,idle", "WARM_INTERVAL_SECONDS": warm, "WORKER_METRICS_BIND": ""
             }  # fmt: skip
             logs[pool] = directory / f"{pool}.log"
             workers.enter_context(celery_worker(app, argv, env, node, logs[pool]))

@@ -61,20 +61,24 @@ def warm(
     return done
 
 
-def start(svc: Services, pools: list[str] | None = None) -> threading.Thread | None:
-    """Warm now and every WARM_INTERVAL_SECONDS in a daemon thread (None when the interval is 0);
-    each look also reports what this process holds and the worker ``pools`` it serves."""
-    interval = svc.settings.warm_interval_seconds
-    if interval <= 0:
-        return None
-    failed: set[tuple[str, int]] = set()
+#: How often a process that does not warm (WARM_INTERVAL_SECONDS=0) still reports what it holds.
+REPORT_SECONDS = 5.0
 
+
+def start(svc: Services, pools: list[str] | None = None) -> threading.Thread:
+    """Warm now and every WARM_INTERVAL_SECONDS in a daemon thread (0: no warming); each look
+    (every REPORT_SECONDS without warming) reports what this process holds and the worker
+    ``pools`` it serves."""
+    warming = svc.settings.warm_interval_seconds > 0
+    interval = svc.settings.warm_interval_seconds if warming else REPORT_SECONDS
+    failed: set[tuple[str, int]] = set()
     reported: set[tuple[str, int]] = set()
 
     def loop() -> None:
         while True:
             try:
-                warm(svc, failed, pools)
+                if warming:
+                    warm(svc, failed, pools)
             except Exception as exc:  # the database is away: try again next time
                 log.warning("warming failed: %s", exc)
             try:  # which versions this process holds, for "loaded on N processes" (app/registry/held.py)
