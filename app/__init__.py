@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.api import observe_requests, register_api
     from app.celery_app import celery_init_app
     from app.cli import register_cli
+    from app.console import register_console
     from app.errors import register_error_handlers
     from app.logs import configure_logging
     from app.services import build_services
@@ -50,11 +51,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_auth(app, svc.keys, settings.auth_enabled, lambda: count_failed_key(svc.limits, settings))
     init_rate_limits(app, settings, svc.limits)
     register_api(app, settings)
+    register_console(app, settings)
     register_cli(app)
     if settings.trusted_proxies:
         # Only then is X-Forwarded-For believed, and only its last hops, the ones those
         # proxies appended: a client can put anything before them.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
+        # X-Forwarded-Proto too: behind a TLS proxy the console's cookie is marked Secure.
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     if not logging.getLogger().handlers:  # gunicorn and Celery configure it before this
         configure_logging(settings.log_level, settings.log_format)
     return app

@@ -210,6 +210,15 @@ class Settings:
     trusted_proxies: int = 0
     """Proxies in front of the API whose X-Forwarded-For names the client; 0 ignores the header."""
 
+    secret_key: str = ""
+    """Signs the console's session cookies and CSRF tokens; the same in every API process."""
+
+    console_session_seconds: int = 8 * 3600
+    """How long a console sign-in lasts; after it the browser is sent back to sign in."""
+
+    worker_silent_seconds: float = 30.0
+    """The console marks a worker whose heartbeat (every few seconds) is older than this as silent."""
+
     max_queued_jobs: int = 10000
     """Jobs waiting on one model version's queue beyond which a submit gets 503 (backpressure)."""
 

@@ -12,6 +12,7 @@ stopping (honcho alone would stop everything).
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -90,6 +91,8 @@ def main() -> None:
         print(f"embedded SQLite at {sqlite_path} (set DATABASE_URL to use PostgreSQL)")
     # Local and single-user by default: no API keys unless asked for (said loudly below).
     env.setdefault("AUTH_ENABLED", "false")
+    # Every API process signs the console's cookies with the same key: one for this run.
+    env["SECRET_KEY"] = env.get("SECRET_KEY") or secrets.token_hex(32)
     settings = Settings.from_env(env)
 
     subprocess.run(shlex.split(command("migrate")), cwd=ROOT, env=env, check=True)
@@ -137,6 +140,7 @@ def main() -> None:
         f"""
 predq is starting (Ctrl-C stops everything):
   API      {base}            docs {base}/docs
+  console  {base}/console
   Flower   http://127.0.0.1:{flower_port}
   metrics  {base}/metrics  worker http://{worker_metrics["worker"]}/metrics  bulk worker http://{worker_metrics["bulk-worker"]}/metrics
   ready?   curl -s {base}/readyz

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from app import throughput
 from app.metrics import BATCH_ROWS, INFERENCE, JOB_DURATION, JOBS, QUEUE_WAIT
 from app.predictions.items import encode_view
 from app.predictions.queue import publish_results
@@ -67,3 +68,5 @@ def publish(svc: Services, work: BatchWork, results: list[dict[str, Any]], compl
         for item, result in zip(items, results, strict=True)
     }
     publish_results(svc.redis, cache, views, settings.cache_ttl_seconds, settings.result_ttl_seconds)
+    failed = sum(result["status"] == "failed" for result in results)
+    throughput.count(svc.redis, name, len(results) - failed, failed)

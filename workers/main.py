@@ -127,6 +127,16 @@ def _serve_metrics(**_: object) -> None:
 
 
 @worker_ready.connect
+def _heartbeat(sender: object = None, **_: object) -> None:
+    # In the main process: the console shows each worker's last beat (app/heartbeats.py).
+    from app import heartbeats
+
+    queues = sorted(getattr(celery.amqp.queues, "consume_from", None) or {})
+    node = str(getattr(sender, "hostname", "") or f"celery@{os.uname().nodename}")
+    heartbeats.start(flask_app.extensions["predq"].redis, node, queues)
+
+
+@worker_ready.connect
 def _drain_leftovers(**_: object) -> None:
     # Rows queued while no worker ran (or whose task message was lost) start now, not
     # at the next sweep.

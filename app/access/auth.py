@@ -129,6 +129,11 @@ class ApiKeys:
         self._refresh_if_due()
         return self._active.get(hash_token(token))
 
+    def by_id(self, key_id: int) -> Principal | None:
+        """The active key with this id, or None (revoked or unknown): the console's signed-in key."""
+        self._refresh_if_due()
+        return next((p for p in self._active.values() if p.key_id == key_id), None)
+
     def _refresh_if_due(self) -> None:
         if time.monotonic() - self._checked_at < self.cache_seconds:
             return

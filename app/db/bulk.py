@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
 )
@@ -22,6 +23,11 @@ class BulkJob(Base):
     """A batch job: one file scored in chunks on the bulk queue (app/batch_jobs/jobs.py, workers/bulk.py)."""
 
     __tablename__ = "bulk_jobs"
+    # The console's newest batch jobs, all or a key's own (migration 0017).
+    __table_args__ = (
+        Index("ix_bulk_jobs_created", "created_at"),
+        Index("ix_bulk_jobs_owner_created", "owner_key_id", "created_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     model_name: Mapped[str] = mapped_column(String(100), index=True)

@@ -11,10 +11,12 @@ from sqlalchemy import (
     JSON,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -92,6 +94,17 @@ class Job(Base):
     """One prediction request: its rows, its outputs and where it is in its life."""
 
     __tablename__ = "jobs"
+    # The console's: a model's recent failures, a key's recent jobs (migration 0017).
+    __table_args__ = (
+        Index(
+            "ix_jobs_failed_by_model",
+            "model_name",
+            "completed_at",
+            postgresql_where=text("status = 'failed'"),
+            sqlite_where=text("status = 'failed'"),
+        ),
+        Index("ix_jobs_owner_created", "owner_key_id", "created_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     model_name: Mapped[str] = mapped_column(String(100), index=True)

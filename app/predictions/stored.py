@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
-from app import logs
+from app import logs, throughput
 from app.db import Job, utcnow
 from app.errors import PredqError
 from app.metrics import CACHE_HITS, CACHE_MISSES, JOBS
@@ -151,3 +151,4 @@ def _publish_result(svc: Services, view: dict[str, Any], owner: int | None) -> N
         )
     except RedisError:
         pass
+    throughput.count(svc.redis, view["model"]["name"], 1)

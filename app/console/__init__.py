@@ -1,0 +1,64 @@
+"""The operator console at /console: server-rendered pages (Jinja2) over what predq stores.
+
+Pages work without JavaScript; htmx (vendored in ``static/`` with its licence) refreshes the
+live parts, and charts are SVG drawn by matplotlib on the server (app/console/charts.py).
+Modules: ``blueprint`` (who is looking, error pages), ``signin``, ``overview``, ``models``
+(the registry and its admin actions), ``jobs`` (jobs and batch jobs), ``keys``, ``queries``
+(the SQL behind the pages) and ``charts``. None of these routes is in /openapi.json: they
+answer HTML, not the API's JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask, request
+from flask.sessions import SecureCookieSessionInterface
+from werkzeug.exceptions import NotFound
+
+from app.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ConsoleSessions(SecureCookieSessionInterface):
+    """Flask's signed cookie, marked Secure whenever the request came over TLS (directly, or
+    through TRUSTED_PROXIES that say so in X-Forwarded-Proto)."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return request.is_secure
+
+
+def register_console(app: Flask, settings: Settings) -> None:
+    from app.console import jobs, keys, models, overview, signin  # noqa: F401  (their routes)
+    from app.console.blueprint import bp, csrf, not_found_page
+    from app.errors import http_exception_body
+
+    secret = settings.secret_key
+    if not secret:
+        log.warning("SECRET_KEY is unset: console sessions are signed with a key of this process alone")
+        secret = secrets.token_hex(32)
+    app.config.update(
+        SECRET_KEY=secret,
+        SESSION_COOKIE_NAME="predq_console",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_PATH="/console",
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=settings.console_session_seconds),
+        # The console's blueprint checks the token of every POST itself; the API has none.
+        WTF_CSRF_CHECK_DEFAULT=False,
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
+    )
+    app.session_interface = ConsoleSessions()
+    csrf.init_app(app)
+    app.register_blueprint(bp)
+
+    @app.errorhandler(NotFound)
+    def _not_found(error: NotFound) -> Any:
+        # An unknown console URL gets the console's HTML page; everything else the API's JSON.
+        if request.path == "/console" or request.path.startswith("/console/"):
+            return not_found_page()
+        return http_exception_body(error)

@@ -1,0 +1,40 @@
+"""The overview: health of what predq depends on, each worker's last heartbeat, queues, the
+last hour's throughput and the batch jobs running."""
+
+from __future__ import annotations
+
+from flask import redirect, url_for
+from flask.typing import ResponseReturnValue
+
+from app import heartbeats, throughput
+from app.console import charts, queries
+from app.console.blueprint import bp, page, viewer
+from app.services import current_services
+
+
+@bp.route("", methods=["GET"])
+def root() -> ResponseReturnValue:
+    return redirect(url_for("console.overview"))
+
+
+@bp.route("/overview", methods=["GET"])
+def overview() -> ResponseReturnValue:
+    svc = current_services()
+    checks = queries.health(svc)
+    redis_up = checks["redis"] == "ok"
+    workers = heartbeats.workers(svc.redis, svc.settings.worker_silent_seconds) if redis_up else []
+    models = svc.registry.list_models()
+    minutes = throughput.last_minutes(svc.redis) if redis_up else []
+    return page(
+        "overview.html",
+        checks=checks,
+        workers=workers,
+        queues=queries.queues(svc, models) if redis_up else [],
+        chart=charts.throughput(minutes) if minutes else None,
+        last_hour={
+            "ok": sum(m["ok"] for _, m in minutes),
+            "failed": sum(m["failed"] for _, m in minutes),
+        },
+        batch_jobs=queries.running_batch_jobs(svc, viewer()),
+        silent_after=svc.settings.worker_silent_seconds,
+    )

@@ -1,0 +1,44 @@
+"""Signing in and out: an API key typed into a form; its id kept in Flask's signed session cookie.
+
+The token itself is never stored in the cookie: only the key's id, signed with SECRET_KEY
+(HttpOnly, SameSite=Lax, Secure when the request came over TLS), which expires after
+CONSOLE_SESSION_SECONDS. Every request looks the id up among the active keys.
+"""
+
+from __future__ import annotations
+
+from flask import redirect, request, session, url_for
+from flask.typing import ResponseReturnValue
+
+from app.console.blueprint import bp, page
+from app.services import current_services
+
+
+@bp.route("/sign-in", methods=["GET", "POST"])
+def sign_in() -> ResponseReturnValue:
+    svc = current_services()
+    target = _safe_next(request.values.get("next", ""))
+    if not svc.settings.auth_enabled:
+        return redirect(target)
+    if request.method == "GET":
+        return page("sign_in.html", next=target, error=None)
+    principal = svc.keys.authenticate(request.form.get("api_key", "").strip())
+    if principal is None:
+        return page("sign_in.html", 401, next=target, error="That API key is unknown or revoked.")
+    session.clear()  # a fresh session (and CSRF token) for the new key
+    session.permanent = True  # expires after PERMANENT_SESSION_LIFETIME (CONSOLE_SESSION_SECONDS)
+    session["key_id"] = principal.key_id
+    return redirect(target, 303)
+
+
+@bp.route("/sign-out", methods=["POST"])
+def sign_out() -> ResponseReturnValue:
+    session.clear()
+    return redirect(url_for("console.sign_in"), 303)
+
+
+def _safe_next(target: str) -> str:
+    # Only a path inside the console: never an open redirect to another site.
+    if target.startswith("/console") and not target.startswith("//") and "\\" not in target:
+        return target.rstrip("?")
+    return url_for("console.overview")
