@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import sys
 import time
 import uuid
@@ -241,3 +242,28 @@ CHROMIUM = os.environ.get("TEST_CHROMIUM", "/usr/bin/chromium")
 # No sandbox: tests run as root in CI. The rest keeps the browser from calling home.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
+
+
+# -- the console ---------------------------------------------------------------------------
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token a console page's forms carry."""
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "the page has no form with a CSRF token"
+    return found.group(1)
+
+
+def console_client(app: Any, token: str) -> Any:
+    """A test client signed in to /console with ``token`` (its session cookie set)."""
+    client = app.test_client()
+    form = client.get("/console/sign-in")
+    signed_in = client.post("/console/sign-in", data={"csrf_token": csrf_of(form.text), "api_key": token})
+    assert signed_in.status_code == 303, signed_in.text
+    return client
+
+
+def console_post(client: Any, page: str, data: dict[str, Any]) -> Any:
+    """POST ``data`` with the CSRF token of the form on ``page`` (as a browser submits it)."""
+    token = csrf_of(client.get(page).text)
+    return client.post(page.split("?")[0], data={"csrf_token": token, **data})

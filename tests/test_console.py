@@ -1,0 +1,345 @@
+"""The operator console (/console) through Flask's test client, against real PostgreSQL and Redis
+(and a real worker where the page shows what workers do): sign-in and sessions, who sees what,
+CSRF, the admin actions' confirmation step, bad input, 404 pages, and the overview's sources.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from redis import Redis
+
+from app import create_app, heartbeats, throughput
+from app.registry.traffic import DEFAULT_POLICY
+from tests.helpers import (
+    REDIS_URL,
+    client_for,
+    console_client,
+    console_post,
+    csrf_of,
+)
+
+ROW = [6.3, 2.9, 5.6, 1.8]
+PAGES = [
+    "/console/overview",
+    "/console/models",
+    "/console/models/console-iris",
+    "/console/models/console-iris/versions/1/card",
+    "/console/jobs",
+    "/console/batch-jobs",
+]
+ADMIN_PAGES = [
+    "/console/keys",
+    "/console/models/console-iris/promote?version=2",
+    "/console/models/console-iris/rollback",
+    "/console/models/console-iris/traffic",
+    "/console/models/console-iris/retrain",
+    "/console/models/console-iris/drift-check",
+]
+
+
+@pytest.fixture(scope="module")
+def two_versions(svc, artifacts):
+    """Model "console-iris": v1 (champion) and v2."""
+    for _ in range(2):
+        svc.registry.register("console-iris", artifacts["iris"])
+    return "console-iris"
+
+
+@pytest.fixture
+def admin(app, tokens, two_versions):
+    return console_client(app, tokens["admin"])
+
+
+@pytest.fixture
+def predictor(app, tokens, two_versions):
+    return console_client(app, tokens["predict"])
+
+
+def champion(svc, name="console-iris"):
+    return svc.registry.describe(name)["aliases"]["champion"]
+
+
+# -- signing in -------------------------------------------------------------------------
+
+
+def test_a_page_without_a_session_goes_to_sign_in(anonymous):
+    answer = anonymous.get("/console/models")
+    assert answer.status_code == 302
+    assert answer.headers["Location"].startswith("/console/sign-in?next=/console/models")
+
+
+def test_sign_in_sets_a_signed_httponly_lax_cookie_holding_no_token(app, tokens):
+    client = app.test_client()
+    form = client.get("/console/sign-in")
+    answer = client.post(
+        "/console/sign-in", data={"csrf_token": csrf_of(form.text), "api_key": tokens["admin"]}
+    )
+    assert answer.status_code == 303
+    cookie = answer.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/console" in cookie
+    assert "Secure" not in cookie  # plain HTTP on 127.0.0.1
+    assert tokens["admin"] not in cookie
+    assert client.get("/console/models").status_code == 200
+
+
+def test_behind_tls_the_cookie_is_secure(app, tokens):
+    client = app.test_client()
+    form = client.get("/console/sign-in", base_url="https://console.example")
+    answer = client.post("/console/sign-in", base_url="https://console.example",
+                         headers={"Referer": "https://console.example/console/sign-in"},
+                         data={"csrf_token": csrf_of(form.text), "api_key": tokens["admin"]})  # fmt: skip
+    assert answer.status_code == 303, answer.text
+    assert "Secure" in answer.headers["Set-Cookie"]
+
+
+def test_an_unknown_key_is_refused_with_the_form_again(app):
+    client = app.test_client()
+    form = client.get("/console/sign-in")
+    answer = client.post("/console/sign-in", data={"csrf_token": csrf_of(form.text), "api_key": "pq_made_up"})
+    assert answer.status_code == 401
+    assert "unknown or revoked" in answer.text and 'id="api_key"' in answer.text
+    assert client.get("/console/models").status_code == 302
+
+
+def test_a_sign_in_without_its_csrf_token_is_refused(app, tokens):
+    client = app.test_client()
+    client.get("/console/sign-in")
+    answer = client.post("/console/sign-in", data={"api_key": tokens["admin"]})
+    assert answer.status_code == 400 and "nothing changed" in answer.text
+    assert client.get("/console/models").status_code == 302
+
+
+def test_a_revoked_keys_session_ends(app, svc, two_versions):
+    _, token = svc.keys.create(f"console-revoked-{uuid.uuid4().hex[:6]}", ["admin"])
+    client = console_client(app, token)
+    assert client.get("/console/models").status_code == 200
+    name = next(k.name for k in svc.keys.list() if k.prefix == token[:10])
+    svc.keys.revoke(name)
+    # This process re-reads the keys at once; others within AUTH_CACHE_SECONDS (the same lookup).
+    answer = client.get("/console/models")
+    assert answer.status_code == 302 and "/console/sign-in" in answer.headers["Location"]
+
+
+def test_an_expired_session_goes_back_to_sign_in(settings, tokens, two_versions):
+    short = create_app(settings.replace(console_session_seconds=1))
+    client = console_client(short, tokens["admin"])
+    assert client.get("/console/models").status_code == 200
+    time.sleep(2.1)
+    answer = client.get("/console/models")
+    assert answer.status_code == 302 and "/console/sign-in" in answer.headers["Location"]
+
+
+def test_sign_out_ends_the_session(admin):
+    page = admin.get("/console/overview")
+    assert admin.post("/console/sign-out", data={"csrf_token": csrf_of(page.text)}).status_code == 303
+    assert admin.get("/console/overview").status_code == 302
+
+
+# -- pages --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", PAGES + ADMIN_PAGES)
+def test_every_page_renders_for_an_admin(admin, path):
+    answer = admin.get(path)
+    assert answer.status_code == 200, answer.text[:500]
+    assert answer.mimetype == "text/html"
+    assert "<h1>" in answer.text and "signed in as" in answer.text
+
+
+def test_the_model_page_shows_versions_aliases_and_audit_trail(admin, svc, two_versions):
+    svc.registry.set_alias(two_versions, "challenger", 2, "test", "for the page")
+    html = admin.get(f"/console/models/{two_versions}").text
+    described = svc.registry.describe(two_versions)
+    for version in described["versions"]:
+        assert version["sha256"][:12] in html
+    assert "challenger" in html and "for the page" in html
+
+
+@pytest.mark.parametrize("path", ADMIN_PAGES)
+def test_a_predict_key_gets_a_403_page_for_admin_pages(predictor, path):
+    answer = predictor.get(path)
+    assert answer.status_code == 403 and answer.mimetype == "text/html"
+    assert "admin" in answer.text
+
+
+def test_a_predict_keys_admin_actions_change_nothing(predictor, admin, svc, two_versions):
+    before = champion(svc)
+    token = csrf_of(predictor.get("/console/models").text)
+    promote = {
+        "csrf_token": token,
+        "alias": "champion",
+        "version": "2" if before == 1 else "1",
+        "confirmed": "yes",
+    }
+    assert predictor.post(f"/console/models/{two_versions}/promote", data=promote).status_code == 403
+    assert (
+        predictor.post(
+            "/console/keys", data={"csrf_token": token, "name": "sneaky", "scope": "admin"}
+        ).status_code
+        == 403
+    )
+    assert champion(svc) == before
+    assert "sneaky" not in {k.name for k in svc.keys.list()}
+    assert "Keys</a>" not in predictor.get("/console/overview").text  # not even offered
+
+
+def test_promote_goes_through_a_confirmation_step_then_moves_the_alias(admin, svc, two_versions):
+    svc.registry.set_alias(two_versions, "champion", 1, "test", "start")
+    page = f"/console/models/{two_versions}/promote?version=2"
+    confirm = console_post(admin, page, {"alias": "champion", "version": "2", "reason": "better"})
+    assert confirm.status_code == 200 and "Confirm" in confirm.text
+    assert champion(svc) == 1  # not yet
+    done = admin.post(page.split("?")[0], data={"csrf_token": csrf_of(confirm.text), "alias": "champion",
+                                                  "version": "2", "reason": "better", "confirmed": "yes"})  # fmt: skip
+    assert done.status_code == 303
+    assert champion(svc) == 2
+    event = svc.registry.alias_history(two_versions, 1)[0]
+    assert event["actor"].startswith("console:test-admin") and event["reason"] == "better"
+    rolled = console_post(
+        admin, f"/console/models/{two_versions}/rollback", {"alias": "champion", "confirmed": "yes"}
+    )
+    assert rolled.status_code == 303 and champion(svc) == 1
+
+
+def test_a_post_without_csrf_changes_nothing(admin, svc, two_versions):
+    before = champion(svc)
+    answer = admin.post(f"/console/models/{two_versions}/promote",
+                        data={"alias": "champion", "version": "2" if before == 1 else "1", "confirmed": "yes"})  # fmt: skip
+    assert answer.status_code == 400 and "nothing changed" in answer.text
+    assert champion(svc) == before
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ({"weight_v1": "60", "weight_v2": "30"}, "add up to 90"),
+        ({"weight_v1": "50", "weight_v9": "50"}, "Version 9 is not a version"),
+        ({"weight_v1": "abc", "weight_v2": "100"}, "number from 0 to 100"),
+    ],
+)
+def test_a_bad_traffic_split_shows_the_error_and_changes_nothing(admin, svc, two_versions, weights, message):
+    before = svc.registry.describe(two_versions)["traffic_policy"]
+    answer = console_post(admin, f"/console/models/{two_versions}/traffic", {**weights, "confirmed": "yes"})
+    assert answer.status_code == 422 and message in answer.text
+    assert 'id="weight_v1"' in answer.text  # the form again
+    assert svc.registry.describe(two_versions)["traffic_policy"] == before
+
+
+def test_a_traffic_split_is_confirmed_then_set(admin, svc, two_versions):
+    page = f"/console/models/{two_versions}/traffic"
+    split = {"weight_v1": "75", "weight_v2": "25", "shadow": ""}
+    confirm = console_post(admin, page, split)
+    assert "version 1: 75%, version 2: 25%" in confirm.text
+    done = admin.post(page, data={"csrf_token": csrf_of(confirm.text), **split, "confirmed": "yes"})
+    assert done.status_code == 303
+    routes = svc.registry.describe(two_versions)["traffic_policy"]["routes"]
+    assert routes == [{"version": 1, "weight": 75.0}, {"version": 2, "weight": 25.0}]
+    svc.registry.set_policy(two_versions, DEFAULT_POLICY)  # back to champion only
+
+
+def test_keys_are_created_shown_once_and_revoked(admin, svc):
+    name = f"console-made-{uuid.uuid4().hex[:6]}"
+    made = console_post(admin, "/console/keys", {"name": name, "scope": "predict"})
+    assert made.status_code == 201
+    token = made.text.split('<code id="new-token">')[1].split("</code>")[0]
+    assert svc.keys.authenticate(token) is not None
+    assert token not in admin.get("/console/keys").text  # never shown again
+    assert console_post(admin, f"/console/keys/{name}/revoke", {}).status_code == 303
+    assert svc.keys.authenticate(token) is None
+    refused = console_post(admin, "/console/keys", {"name": "", "scope": "predict"})
+    assert refused.status_code == 422 and "Nothing created" in refused.text
+
+
+# -- bad addresses ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/console/models/no-such-model",
+        "/console/models/console-iris/versions/99/card",
+        f"/console/jobs/{uuid.uuid4()}",
+        "/console/jobs/not-a-uuid",
+        f"/console/batch-jobs/{uuid.uuid4()}/cancel",
+        "/console/no-such-page",
+    ],
+)
+def test_an_unknown_thing_in_a_console_url_is_an_html_404(admin, path):
+    answer = admin.get(path)
+    assert answer.status_code == 404 and answer.mimetype == "text/html"
+    assert "<h1>Not found</h1>" in answer.text
+
+
+@pytest.mark.parametrize("path", ["/v1/models/no-such-model", "/no-such-path"])
+def test_the_api_still_answers_json_404s(app, tokens, path):
+    answer = client_for(app, tokens["admin"]).get(path)
+    assert answer.status_code == 404 and answer.is_json and "error" in answer.json
+
+
+def test_console_routes_stay_out_of_the_openapi_document(anonymous):
+    paths = anonymous.get("/openapi.json").json["paths"]
+    assert not [p for p in paths if p.startswith("/console")]
+
+
+# -- who sees which jobs ----------------------------------------------------------------
+
+
+def test_a_predict_key_sees_its_own_job_and_not_anothers(app, tokens, predictor, two_versions, worker):
+    mine = client_for(app, tokens["predict"]).post(f"/v1/models/{two_versions}/predictions?wait=20",
+                                                  json={"inputs": [ROW]}).json  # fmt: skip
+    theirs = client_for(app, tokens["admin"]).post(f"/v1/models/{two_versions}/predictions?wait=20",
+                                                  json={"inputs": [[5.0, 3.0, 1.6, 0.2]]}).json  # fmt: skip
+    page = predictor.get(f"/console/jobs/{mine['id']}")
+    assert page.status_code == 200 and "6.3" in page.text and mine["status"] == "succeeded"
+    assert predictor.get(f"/console/jobs/{theirs['id']}").status_code == 404
+    assert mine["id"] in predictor.get("/console/jobs").text
+
+
+# -- the overview's sources ---------------------------------------------------------------
+
+
+def test_the_overview_shows_the_workers_heartbeat_and_the_last_hours_jobs(app, tokens, admin, svc, worker,
+                                                                            worker_name, two_versions):  # fmt: skip
+    before = sum(m["ok"] for _, m in throughput.last_minutes(svc.redis))
+    answer = client_for(app, tokens["predict"]).post(f"/v1/models/{two_versions}/predictions?wait=20",
+                                                    json={"inputs": [[5.9, 3.0, 5.1, 1.8]]})  # fmt: skip
+    assert answer.json["status"] == "succeeded"
+    deadline = time.monotonic() + 15
+    while not any(w["node"] == worker_name for w in heartbeats.workers(svc.redis, 30)):
+        assert time.monotonic() < deadline, "the worker never wrote a heartbeat"
+        time.sleep(0.5)
+    # Counted right after the worker hands the result over: a moment after the answer.
+    while sum(m["ok"] for _, m in throughput.last_minutes(svc.redis)) < before + 1:
+        assert time.monotonic() < deadline, "the finished job was not counted"
+        time.sleep(0.1)
+    html = admin.get("/console/overview").text
+    assert worker_name in html and "alive" in html
+    assert "<svg" in html and "jobs succeeded" in html
+
+
+def test_a_silent_worker_is_shown_as_silent(admin):
+    Redis.from_url(REDIS_URL).hset(
+        heartbeats.KEY, "gone@nowhere", b'{"queues": ["inference"], "pid": 1, "seen": 1}'
+    )
+    redis = Redis.from_url(REDIS_URL)
+    heartbeats.beat(redis, "quiet@nowhere", ["inference"], now=time.time() - 120)
+    html = admin.get("/console/overview").text
+    assert "gone@nowhere" not in html  # older than a day: forgotten
+    row = html.split("quiet@nowhere")[1].split("</tr>")[0]
+    assert "silent" in row
+    redis.hdel(heartbeats.KEY, "quiet@nowhere")
+
+
+# -- auth off -----------------------------------------------------------------------------
+
+
+def test_with_auth_off_the_console_is_open_on_loopback_only_and_says_so(settings, two_versions):
+    open_app = create_app(settings.replace(auth_enabled=False))
+    local = open_app.test_client()
+    page = local.get("/console/models")
+    assert page.status_code == 200 and "Auth is off" in page.text
+    remote = open_app.test_client().get("/console/models", environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    assert remote.status_code == 403 and "127.0.0.1" in remote.text
