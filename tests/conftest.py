@@ -64,6 +64,8 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         # Auth stays on, as in production; limits high enough for the load tests (the
         # rate-limit tests use keys with limits of their own).
         rate_limit="100000/second",
+        # Every API process of the api_server fixture signs console cookies with it.
+        secret_key="test-console-secret",
         extra={"TESTING": True},
     )
 

@@ -69,6 +69,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         MAX_BATCH_DELAY=str(settings.max_batch_delay),
         MAX_ROWS_PER_REQUEST=str(settings.max_rows_per_request),
         RATE_LIMIT=settings.rate_limit,
+        SECRET_KEY=settings.secret_key,
         PYTHONPATH=str(ROOT),
     )
     return env
