@@ -46,7 +46,8 @@ def compose() -> dict:
     if shutil.which("docker-compose"):
         resolved = subprocess.run(
             ["docker-compose", "-f", "docker-compose.yml", "config"],
-            cwd=ROOT, capture_output=True, text=True, env={**os.environ, "POSTGRES_PASSWORD": "pw"},
+            cwd=ROOT, capture_output=True, text=True,
+            env={**os.environ, "POSTGRES_PASSWORD": "pw", "SECRET_KEY": "s3cret"},
         )  # fmt: skip
         assert resolved.returncode == 0, resolved.stderr
         return yaml.safe_load(resolved.stdout)
@@ -57,8 +58,18 @@ def test_compose_file_validates():
     if not shutil.which("docker-compose"):
         pytest.skip("docker-compose (Debian's package) is not installed; make test installs it")
     result = subprocess.run(["docker-compose", "-f", "docker-compose.yml", "config", "-q"], cwd=ROOT,
-                            capture_output=True, text=True)  # fmt: skip
+                            capture_output=True, text=True, env={**os.environ, "SECRET_KEY": "s3cret"})  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def test_compose_refuses_to_start_without_a_secret_key():
+    if not shutil.which("docker-compose"):
+        pytest.skip("docker-compose (Debian's package) is not installed; make test installs it")
+    environ = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+    result = subprocess.run(["docker-compose", "-f", "docker-compose.yml", "config", "-q"], cwd=ROOT,
+                            capture_output=True, text=True, env=environ)  # fmt: skip
+    assert result.returncode != 0
+    assert "set SECRET_KEY, the key that signs the console sessions" in result.stderr
 
 
 # -- the GitHub Actions workflow, for forks ---------------------------------------------------
