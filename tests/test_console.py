@@ -343,3 +343,33 @@ def test_with_auth_off_the_console_is_open_on_loopback_only_and_says_so(settings
     assert page.status_code == 200 and "Auth is off" in page.text
     remote = open_app.test_client().get("/console/models", environ_base={"REMOTE_ADDR": "203.0.113.9"})
     assert remote.status_code == 403 and "127.0.0.1" in remote.text
+
+
+# -- live quality and the A/B report, summed in SQL -----------------------------------------
+
+
+def test_quality_and_the_ab_test_from_sql_sums_match_the_apis_per_row_figures(
+    admin, app, tokens, svc, two_versions
+):
+    from sqlalchemy import insert
+
+    from app.console import ab, queries
+    from app.db import Feedback
+
+    rows = []
+    for version, right in ((1, 31), (2, 42)):  # of 50 rows each: 62% against 84%
+        for i in range(50):
+            label = 1 if i < right else 2
+            rows.append({"job_id": uuid.uuid4(), "model_name": two_versions, "model_version": version, "row": 0,
+                         "label": label, "prediction": 1})  # fmt: skip
+    with svc.engine.begin() as conn:
+        conn.execute(insert(Feedback), rows)
+    api = client_for(app, tokens["admin"]).get(f"/v1/models/{two_versions}/ab-report?a=1&b=2").json
+    described = svc.registry.describe(two_versions)
+    sums = queries.quality_by_model(svc, [described], two_versions)[two_versions]
+    assert sums[1]["value"] == pytest.approx(api["a"]["value"]) and sums[1]["n"] == api["a"]["n"] == 50
+    assert sums[2]["value"] == pytest.approx(api["b"]["value"])
+    mine = ab.report(sums[1], sums[2], svc.settings.ab_min_samples)
+    assert f"p = {api['test']['p_value']:.4g}" in mine["verdict"]
+    assert "v2 is higher" in mine["verdict"]
+    assert "p = " in admin.get(f"/console/models/{two_versions}").text

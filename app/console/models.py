@@ -8,11 +8,11 @@ from typing import Any
 from flask import Response, flash, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 
-from app.console import charts, queries
+from app.console import ab, charts, queries
 from app.console.actions import ACTIONS
 from app.console.blueprint import bp, page, require_admin, viewer
 from app.errors import PredqError
-from app.lifecycle import drift, feedback
+from app.lifecycle import drift
 from app.lifecycle.training_runs import runs
 from app.services import current_services
 
@@ -31,6 +31,7 @@ def model(name: str) -> ResponseReturnValue:
     reports = drift.latest_reports(svc, name, 30)
     over_time = queries.quality_over_time(svc, described)
     metric = "accuracy" if _classifier(described) else "MAE"
+    quality = queries.quality_by_model(svc, [described], name).get(name, {})
     shares = [(str(r["created_at"]), r["drifted_share"]) for r in reversed(reports)]
     checked = [(when, share) for when, share in shares if share is not None]
     return page(
@@ -40,10 +41,10 @@ def model(name: str) -> ResponseReturnValue:
         events=svc.registry.alias_history(name, 20),
         runs=runs(svc, name, 20),
         reports=reports,
-        drift_chart=charts.drift(checked) if checked else None,
-        quality=feedback.quality(svc, name)["versions"] if over_time else [],
-        quality_chart=charts.quality(over_time, metric) if over_time else None,
-        ab=_ab_report(svc, described),
+        drift_chart=charts.drift(tuple(checked)) if checked else None,
+        quality=[quality[v] for v in sorted(quality)],
+        quality_chart=charts.quality(_frozen(over_time), metric) if over_time else None,
+        ab=_ab_report(svc, described, quality),
         failed=queries.failed_jobs(svc, name, viewer()),
     )
 
@@ -95,7 +96,9 @@ def _classifier(described: dict[str, Any]) -> bool:
     return bool(versions) and versions[-1]["signature"].get("task") == "classification"
 
 
-def _ab_report(svc: Any, described: dict[str, Any]) -> dict[str, Any] | None:
+def _ab_report(
+    svc: Any, described: dict[str, Any], quality: dict[int, dict[str, Any]]
+) -> dict[str, Any] | None:
     """Champion against the other version the traffic policy serves (else the newest other one)."""
     champion = described["aliases"].get("champion")
     routed = [r.get("version") for r in described["traffic_policy"]["routes"] if r.get("version")]
@@ -104,10 +107,14 @@ def _ab_report(svc: Any, described: dict[str, Any]) -> dict[str, Any] | None:
     ]
     if champion is None or not others:
         return None
-    try:
-        return feedback.ab_report(svc, described["name"], champion, others[0])
-    except PredqError:
-        return None
+    metric = "accuracy" if _classifier(described) else "mae"
+    empty = {"n": 0, "metric": metric, "value": 0.0, "square": 0.0}
+    arms = [quality.get(v) or {"version": v, **empty} for v in (champion, others[0])]
+    return ab.report(arms[0], arms[1], svc.settings.ab_min_samples)
+
+
+def _frozen(series: dict[int, list[tuple[str, float, int]]]) -> tuple[tuple[int, tuple[Any, ...]], ...]:
+    return tuple((version, tuple(points)) for version, points in sorted(series.items()))
 
 
 def _actor() -> str:

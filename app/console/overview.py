@@ -24,17 +24,18 @@ def overview() -> ResponseReturnValue:
     redis_up = checks["redis"] == "ok"
     workers = heartbeats.workers(svc.redis, svc.settings.worker_silent_seconds) if redis_up else []
     models = svc.registry.list_models()
-    minutes = throughput.last_minutes(svc.redis) if redis_up else []
+    # The last 60 finished minutes (they never change: their chart is drawn once a minute),
+    # and the minute under way as a number.
+    minutes = throughput.last_minutes(svc.redis, 61) if redis_up else []
+    finished = tuple((minute, (m["ok"], m["failed"])) for minute, m in minutes[:-1])
     return page(
         "overview.html",
         checks=checks,
         workers=workers,
         queues=queries.queues(svc, models) if redis_up else [],
-        chart=charts.throughput(minutes) if minutes else None,
-        last_hour={
-            "ok": sum(m["ok"] for _, m in minutes),
-            "failed": sum(m["failed"] for _, m in minutes),
-        },
+        chart=charts.throughput(finished) if finished else None,
+        last_hour={"ok": sum(ok for _, (ok, _) in finished), "failed": sum(f for _, (_, f) in finished)},
+        this_minute=minutes[-1][1] if minutes else {"ok": 0, "failed": 0},
         batch_jobs=queries.running_batch_jobs(svc, viewer()),
         silent_after=svc.settings.worker_silent_seconds,
     )

@@ -112,29 +112,33 @@ def batch_finished(view: dict[str, Any]) -> bool:
     return view["status"] in BATCH_FINISHED
 
 
-def quality_by_model(svc: Services, models: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
-    """Live quality per model and version from feedback, in SQL: accuracy for classifiers, MAE for
-    regressors (labels and predictions are stored as JSON; equal labels have equal JSON text)."""
-    task = {m["name"]: _task(m) for m in models}
+def quality_by_model(
+    svc: Services, models: list[dict[str, Any]], name: str | None = None
+) -> dict[str, dict[int, dict[str, Any]]]:
+    """Live quality per model (or only ``name``) and version from feedback, summed in SQL: accuracy
+    for classifiers; MAE and the mean squared error for regressors (labels and predictions are
+    stored as JSON; equal labels have equal JSON text)."""
+    task = {m["name"]: _task(m) for m in models if name is None or m["name"] == name}
     out: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
-    classifiers = [name for name, t in task.items() if t == "classification"]
-    regressors = [name for name, t in task.items() if t != "classification"]
     label, predicted = cast(Feedback.label, Text), cast(Feedback.prediction, Text)
-    queries = []
-    if classifiers:
-        hit = func.avg(case((label == predicted, 1.0), else_=0.0))
-        queries.append(("accuracy", hit, classifiers))
-    if regressors:
-        error = func.avg(func.abs(cast(label, Float) - cast(predicted, Float)))
-        queries.append(("mae", error, regressors))
+    error = func.abs(cast(label, Float) - cast(predicted, Float))
+    groups = [
+        ("accuracy", [n for n, t in task.items() if t == "classification"],
+         func.avg(case((label == predicted, 1.0), else_=0.0)), func.avg(0.0)),
+        ("mae", [n for n, t in task.items() if t != "classification"],
+         func.avg(error), func.avg(error * error)),
+    ]  # fmt: skip
     with svc.engine.connect() as conn:
-        for metric, expression, names in queries:
-            for name, version, n, value in conn.execute(
-                select(Feedback.model_name, Feedback.model_version, func.count(), expression)
+        for metric, names, value, square in groups:
+            if not names:
+                continue
+            for model, version, n, mean, squared in conn.execute(
+                select(Feedback.model_name, Feedback.model_version, func.count(), value, square)
                 .where(Feedback.model_name.in_(names))
                 .group_by(Feedback.model_name, Feedback.model_version)
             ):
-                out[name][version] = {"n": n, "metric": metric, "value": float(value)}
+                out[model][version] = {"version": version, "n": n, "metric": metric, "value": float(mean),
+                                       "square": float(squared)}  # fmt: skip
     return out
 
 
