@@ -98,7 +98,7 @@ def seed(app: Any, jobs: int, batch_jobs: int, owners: list[int]) -> str:
                 copy.write_row((uuid.uuid4(), MODELS[i % 4], 1 + i % 2, 0, json.dumps(label), json.dumps(0),
                                 now - timedelta(days=rng.random() * 7)))  # fmt: skip
         features = json.dumps(
-            [{"feature": f"f{k}", "p_value": 0.3, "psi": 0.05, "drifted": False} for k in range(4)]
+            [{"feature": f"f{k}", "ks_pvalue": 0.3, "psi": 0.05, "drifted": False} for k in range(4)]
         )
         with cursor.copy(
             "COPY drift_reports (model_name, model_version, created_at, status, drifted, drifted_share,"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -21,9 +22,10 @@ from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
-from app.db import Job
+from app.db import Feedback, Job
+from app.lifecycle import drift
 from scripts.local import ROOT
 from tests.helpers import arrow_table, bearer, iris_rows
 from tests.slow_model import slow_identity
@@ -35,9 +37,10 @@ ROW = [6.1, 2.8, 4.7, 1.2]
 
 @pytest.fixture(scope="module")
 def stack(api_server, worker, bulk_worker, svc, registered, artifacts, tokens, tmp_path_factory):
-    """Two versions of an iris forest, a slow model for batch jobs, some served jobs and a failure."""
-    for _ in range(2):
-        svc.registry.register(MODEL, artifacts["iris"])
+    """Two versions of an iris forest (labels for them, drift checks), a slow model for batch jobs, served jobs."""
+    reference = iris_rows(300, 11)
+    for accuracy in (0.94, 0.96):
+        svc.registry.register(MODEL, artifacts["iris"], metrics={"accuracy": accuracy}, reference=reference)
     x, y = load_iris(return_X_y=True)
     slow = make_pipeline(
         FunctionTransformer(slow_identity), RandomForestClassifier(n_estimators=5, random_state=0)
@@ -46,11 +49,18 @@ def stack(api_server, worker, bulk_worker, svc, registered, artifacts, tokens, t
     joblib.dump(slow.fit(x, y), path)
     svc.registry.register(SLOW, path)
     with httpx.Client(base_url=api_server, headers=bearer(tokens["predict"]), timeout=30) as http:
-        for seed in range(5):
+        for seed in range(12):  # 240 rows: enough for a drift check's window
             rows = iris_rows(20, seed).tolist()
             assert (
                 http.post(f"/v1/models/{MODEL}/predictions?wait=20", json={"inputs": rows}).status_code == 200
             )
+    # What the pages show beyond versions: labels for live quality, drift checks.
+    labels = [{"job_id": uuid.uuid4(), "model_name": MODEL, "model_version": 1 + i % 2, "row": 0,
+               "label": 0 if i % (3 + 4 * (i % 2)) else 1, "prediction": 0} for i in range(400)]  # fmt: skip
+    with svc.engine.begin() as conn:
+        conn.execute(insert(Feedback), labels)
+    for _ in range(3):
+        drift.check_model(svc, MODEL)
     return api_server
 
 
