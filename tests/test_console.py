@@ -156,6 +156,7 @@ def test_the_model_page_shows_versions_aliases_and_audit_trail(admin, svc, two_v
     for version in described["versions"]:
         assert version["sha256"][:12] in html
     assert "challenger" in html and "for the page" in html
+    assert f"Worker pool: {described['pool']}." in html
 
 
 @pytest.mark.parametrize("path", ADMIN_PAGES)
