@@ -32,6 +32,7 @@ def overview() -> ResponseReturnValue:
         "overview.html",
         checks=checks,
         workers=workers,
+        pools=queries.worker_pools(svc) if redis_up else {},
         queues=queries.queues(svc, models) if redis_up else [],
         chart=charts.throughput(finished) if finished else None,
         last_hour={"ok": sum(ok for _, (ok, _) in finished), "failed": sum(f for _, (_, f) in finished)},

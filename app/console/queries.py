@@ -20,6 +20,7 @@ from app.batch_jobs.storage import FINISHED as BATCH_FINISHED
 from app.db import BulkChunk, BulkJob, Feedback, Job, ModelVersion, utcnow
 from app.predictions.queue import queue_key
 from app.predictions.view import JobStatus
+from app.registry import held, pools
 from app.services import Services
 
 RECENT = 20
@@ -49,6 +50,13 @@ def health(svc: Services) -> dict[str, str]:
     root = svc.settings.artifact_root
     checks["artifact store"] = "ok" if os.access(root, os.R_OK | os.W_OK) else f"not writable: {root}"
     return checks
+
+
+def worker_pools(svc: Services) -> dict[str, int]:
+    """Each worker pool (POOLS, and any a model is in) and how many worker processes serve it now,
+    as /readyz counts them (their claims in Redis)."""
+    names = sorted(set(pools.known(svc.settings.pools)) | pools.pools_in_use(svc.engine))
+    return held.pool_workers(svc.redis, names)
 
 
 def queues(svc: Services, models: list[dict[str, Any]]) -> list[dict[str, Any]]:
