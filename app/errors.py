@@ -16,6 +16,7 @@
     ├── FeedbackConflict             409 feedback_conflict
     ├── BatchJobFinished             409 batch_job_finished (cannot be cancelled)
     ├── ImportDropped                409 import_dropped (a dropped import cannot be accepted)
+    ├── JobNotCancellable            409 job_not_cancellable (running or done: its status in details)
     ├── PayloadTooLarge              413 payload_too_large (rows and the limit in details)
     │   └── FileTooLarge                 (a batch job's file)
     ├── UnsupportedMediaType         415 unsupported_media_type
@@ -115,6 +116,10 @@ class BatchJobFinished(PredqError):
 
 class ImportDropped(PredqError):
     status, code = 409, "import_dropped"
+
+
+class JobNotCancellable(PredqError):
+    status, code = 409, "job_not_cancellable"
 
 
 class IdempotencyConflict(PredqError):

@@ -13,6 +13,7 @@ from app.access.auth import ApiKeys
 from app.access.ratelimit import RateLimits
 from app.config import Settings
 from app.db import make_engine
+from app.registry.deadlines import DeadlineDefaults
 from app.registry.registry import Registry
 from app.scoring import compiled
 
@@ -28,6 +29,8 @@ class Services:
     celery: Celery
     limits: RateLimits
     """Per-key rate limits and the failed-key guard, counted in Redis (app/access/ratelimit.py)."""
+    deadlines: DeadlineDefaults
+    """Models' default deadlines for their jobs (app/registry/deadlines.py)."""
 
 
 def current_services() -> Services:
@@ -57,4 +60,5 @@ def build_services(settings: Settings, celery: Celery) -> Services:
     )
     keys = ApiKeys(engine, settings.auth_cache_seconds)
     limits = RateLimits(settings.redis_url)
-    return Services(settings, engine, redis, redis_wait, registry, keys, celery, limits)
+    deadlines = DeadlineDefaults(engine, settings.registry_cache_seconds)
+    return Services(settings, engine, redis, redis_wait, registry, keys, celery, limits, deadlines)

@@ -59,6 +59,8 @@ def publish(svc: Services, work: BatchWork, results: list[dict[str, Any]], compl
                         "model_version": version,
                         "outputs": result["outputs"],
                         "error": result["error"],
+                        "priority": item.priority,
+                        "deadline": item.deadline,
                         "created_at": item.created_at,
                         "completed_at": completed_at,
                     }

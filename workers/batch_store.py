@@ -8,13 +8,19 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, select, update
 
 from app.db import INSERT_BY_DIALECT, Batch, Job, ShadowOutput, dialect_insert, utcnow
 from app.predictions.items import QueuedRows
-from app.predictions.view import JobStatus
+from app.predictions.view import NEVER_RUN, JobStatus
 from app.services import Services
 from workers.batch_work import BatchStatus, BatchWork
+
+#: A job in one of these is never claimed or answered again: it succeeded, or it ended
+#: without running (expired, cancelled: app/predictions/ending.py).
+_DONE_FOR_GOOD = (JobStatus.SUCCEEDED, *NEVER_RUN)
+# Spelled as plain comparisons, not NOT IN: an expanding IN cannot be executed many times.
+_NOT_DONE = and_(*(Job.status != status for status in _DONE_FOR_GOOD))
 
 # Built once: constructing these statements per batch shows up in profiles. Both are
 # idempotent: a job that already succeeded (say, re-queued by the sweeper and answered
@@ -28,7 +34,7 @@ _CLAIM_JOBS = (
     .where(
         Job.id.in_(
             select(Job.id)
-            .where(Job.id.in_(bindparam("job_ids", expanding=True)), Job.status != JobStatus.SUCCEEDED)
+            .where(Job.id.in_(bindparam("job_ids", expanding=True)), _NOT_DONE)
             .order_by(Job.id)
             .with_for_update()
             .scalar_subquery()
@@ -39,7 +45,7 @@ _CLAIM_JOBS = (
 )
 _FINISH_JOB = (
     update(Job)
-    .where(Job.id == bindparam("job_id"), Job.status != JobStatus.SUCCEEDED)
+    .where(Job.id == bindparam("job_id"), _NOT_DONE)
     .values(
         status=bindparam("new_status"),
         outputs=bindparam("new_outputs"),
@@ -58,7 +64,7 @@ def _store_deferred_statement(insert_of_dialect: Any) -> Any:
     return statement.on_conflict_do_update(
         index_elements=[Job.id],
         set_={column: statement.excluded[column] for column in result_columns},
-        where=Job.status != JobStatus.SUCCEEDED,
+        where=_NOT_DONE,
     )
 
 
@@ -142,6 +148,8 @@ def store_deferred_jobs(
          "status": r["status"], "n_rows": item.n_rows, "inputs": item.rows, "outputs": r["outputs"],
          "error": r["error"], "idempotency_key": None, "request_hash": None, "batch_id": work.id,
          "cached_rows": 0, "owner_key_id": item.owner, "created_at": datetime.fromisoformat(item.created_at),
+         "priority": item.priority,
+         "deadline": datetime.fromisoformat(item.deadline) if item.deadline else None,
          "started_at": work.started_at, "completed_at": completed_at}
         for item, r in finished
     ]  # fmt: skip

@@ -30,12 +30,12 @@ def collect(
         # here costs nothing, where letting go costs a Celery task (a message from the
         # API, a task start and finish in the worker) for every request.
         first = queue.wait_for_item(linger)
-        if first is None:
+        # The item the wait took goes back to the head of its queue in the pop, so it meets
+        # the pop's checks (cancelled, past its deadline, a higher priority first); whatever
+        # else is already there rides along (the round trip LLEN cost before).
+        items, left = queue.pop_batch(max_rows, release=first is None, put_back=first)
+        if not items and first is not None:  # the item the wait took was not to be run
             items, left = queue.pop_batch(max_rows, release=True)
-        else:
-            # Whatever else is already there rides along (the round trip LLEN cost before).
-            items, left = queue.pop_batch(max_rows - len(first.rows), top_up=True)
-            items.insert(0, first)
     if not items:
         return items, left
     count = sum(len(item.rows) for item in items)

@@ -23,8 +23,10 @@ import numpy as np
 from app import logs
 from app.db import utcnow
 from app.errors import PredqError
+from app.predictions.ending import end_unrun
 from app.predictions.items import QueuedRows
 from app.predictions.queue import RowQueue, cache_keys, wake_worker
+from app.predictions.view import JobStatus
 from app.scoring.explain import ExplanationFailed, explanations
 from app.scoring.inference import predict_by_job
 from app.services import Services
@@ -141,7 +143,9 @@ def take(svc: Services, name: str, version: int, explained: bool) -> list[Queued
     max_rows = settings.explain_max_rows if explained else settings.max_batch_rows
     queue = RowQueue(svc.redis, name, version, explained)
     items, left = collect(queue, max_rows, settings.max_batch_delay, settings.queue_linger_seconds)
-    if items and left > 0:
+    if queue.expired:
+        expire(svc, name, version, queue.expired)
+    if (items or queue.expired) and left > 0:
         # More is waiting: let another worker process start on it while this one predicts.
         wake_worker(svc, name, version, explained=explained)
     return items
@@ -151,6 +155,11 @@ def claim_items(svc: Services, name: str, version: int, items: list[QueuedRows])
     """The batch's work: the served items whose jobs this worker claimed, and the shadows."""
     batch_id, started_at = uuid.uuid4(), utcnow()
     logs.bind(batch_id=str(batch_id))
+    # Checked again as the batch forms (the pop checked too, before the batch window's wait).
+    late = {id(item) for item in items if item.past_deadline(started_at)}
+    if late:
+        expire(svc, name, version, [item for item in items if id(item) in late])
+    items = [item for item in items if id(item) not in late]
     served = [item for item in items if not item.shadow]
     # A deferred job has no row to claim yet: this batch inserts it (see app/predictions/deferred.py).
     stored_ids = [item.job_id for item in served if not item.deferred]
@@ -163,6 +172,16 @@ def claim_items(svc: Services, name: str, version: int, items: list[QueuedRows])
         items=[item for item in served if item.deferred or item.job_id in claimed],
         shadows=[item for item in items if item.shadow],
     )
+
+
+def expire(svc: Services, name: str, version: int, items: list[QueuedRows]) -> None:
+    """End the jobs of items found past their deadline (expired, never run); a deferred one's
+    row is inserted so. A job that ran or ended meanwhile is left as it was."""
+    served = [item for item in items if not item.shadow]
+    stored = [uuid.UUID(item.job_id) for item in served if not item.deferred]
+    deferred = [item for item in served if item.deferred]
+    if served:
+        end_unrun(svc, JobStatus.EXPIRED, stored, model=(name, version), deferred=deferred)
 
 
 def predict(svc: Services, work: BatchWork) -> None:

@@ -1,4 +1,5 @@
-"""Beat's housekeeping: re-queue jobs that waited too long, delete those past retention.
+"""Beat's housekeeping: expire jobs past their deadline, re-queue jobs that waited too long,
+delete those past retention.
 
 Redis is the fast path, not the record: if it lost a queue (restart without persistence)
 or a worker died holding a batch, the jobs are still ``queued``/``running`` in the
@@ -13,6 +14,7 @@ from datetime import timedelta
 from sqlalchemy import delete, exists, or_, select, update
 
 from app.db import Batch, Job, TrainingRun, utcnow
+from app.predictions.ending import end_unrun
 from app.predictions.items import encode_item
 from app.predictions.queue import enqueue, queued_versions, wake_worker
 from app.predictions.view import FINISHED, JobStatus
@@ -35,9 +37,45 @@ def wake_workers(svc: Services) -> int:
     return len(queues)
 
 
+def expire_overdue_jobs(svc: Services, limit: int = 10_000) -> int:
+    """End as expired up to ``limit`` jobs past their deadline that no worker started (or whose
+    worker died: running longer than ``stuck_job_seconds``); returns how many.
+
+    A worker expires the jobs it pops; this finds the ones whose rows Redis lost, before
+    :func:`requeue_stuck_jobs` would queue them again.
+    """
+    now = utcnow()
+    cutoff = now - timedelta(seconds=svc.settings.stuck_job_seconds)
+    with svc.engine.connect() as conn:
+        overdue = (
+            conn.execute(
+                select(Job.id)
+                .where(
+                    Job.deadline < now,
+                    or_(
+                        Job.status == JobStatus.QUEUED,
+                        (Job.status == JobStatus.RUNNING) & (Job.started_at < cutoff),
+                    ),
+                )
+                .limit(limit)
+            )
+            .scalars()
+            .all()
+        )
+    if not overdue:
+        return 0
+    ended = end_unrun(svc, JobStatus.EXPIRED, overdue, stale_running_before=cutoff)
+    if ended:
+        log.warning("sweeper expired %d jobs past their deadline", len(ended))
+    return len(ended)
+
+
 def requeue_stuck_jobs(svc: Services, limit: int = 1000) -> int:
-    """Re-queue up to ``limit`` jobs older than ``stuck_job_seconds``; returns how many."""
-    cutoff = utcnow() - timedelta(seconds=svc.settings.stuck_job_seconds)
+    """Re-queue up to ``limit`` jobs older than ``stuck_job_seconds``; returns how many.
+
+    Run after :func:`expire_overdue_jobs`: a job past its deadline is not queued again."""
+    now = utcnow()
+    cutoff = now - timedelta(seconds=svc.settings.stuck_job_seconds)
     with svc.engine.connect() as conn:
         stuck = conn.execute(
             select(
@@ -49,12 +87,15 @@ def requeue_stuck_jobs(svc: Services, limit: int = 1000) -> int:
                 Job.created_at,
                 Job.owner_key_id,
                 Job.explain,
+                Job.priority,
+                Job.deadline,
             )
             .where(
                 or_(
                     (Job.status == JobStatus.QUEUED) & (Job.created_at < cutoff),
                     (Job.status == JobStatus.RUNNING) & (Job.started_at < cutoff),
-                )
+                ),
+                or_(Job.deadline.is_(None), Job.deadline >= now),
             )
             .order_by(Job.created_at)
             .limit(limit)
@@ -67,8 +108,11 @@ def requeue_stuck_jobs(svc: Services, limit: int = 1000) -> int:
             created_at=job.created_at.isoformat(),
             owner=job.owner_key_id,
             explain=job.explain,
+            priority=job.priority,
+            deadline=job.deadline,
         )
-        enqueue(svc, job.model_name, job.model_version, item, explained=job.explain is not None)
+        explained = job.explain is not None
+        enqueue(svc, job.model_name, job.model_version, item, explained=explained, priority=job.priority)
     if stuck:
         log.warning("sweeper re-queued %d stuck jobs", len(stuck))
     return len(stuck)

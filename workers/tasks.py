@@ -38,9 +38,12 @@ def run_explained_batch(self: Task, model: str, version: int) -> dict[str, Any]:
 
 @shared_task(name=SWEEP)
 def sweep() -> dict[str, int]:
-    """Re-queue stuck jobs, wake workers for non-empty queues, delete jobs past retention."""
+    """Expire jobs past their deadline, re-queue stuck jobs, wake workers for non-empty queues,
+    delete jobs past retention."""
     svc = current_services()
     return {
+        # Before the re-queue: a job past its deadline ends expired, never queued again.
+        "deadline_expired": sweeper.expire_overdue_jobs(svc),
         "requeued": sweeper.requeue_stuck_jobs(svc),
         "woken": sweeper.wake_workers(svc),
         "expired": sweeper.expire_old_jobs(svc),

@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from app.db import ApiKey, utcnow
+from app.db import PRIORITIES, ApiKey, utcnow
 from app.errors import ApiKeyError, Forbidden, Unauthorized
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,10 @@ class Principal:
     name: str
     scopes: frozenset[str]
     rate_limit: str | None
+    default_priority: str | None = None
+    """Its submits' priority when they name none (None: normal)."""
+    max_priority: str | None = None
+    """The highest priority it may ask for (None: any): app/predictions/steering.py."""
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes
@@ -83,8 +87,20 @@ class ApiKeys:
         self._checked_at = -math.inf
         self._refresh_lock = threading.Lock()
 
-    def create(self, name: str, scopes: list[str], rate_limit: str | None = None) -> tuple[Principal, str]:
-        """A new key; returns it with its token, which is not stored and cannot be shown again."""
+    def create(
+        self,
+        name: str,
+        scopes: list[str],
+        rate_limit: str | None = None,
+        *,
+        default_priority: str | None = None,
+        max_priority: str | None = None,
+    ) -> tuple[Principal, str]:
+        """A new key; returns it with its token, which is not stored and cannot be shown again.
+
+        ``default_priority``: its submits' priority when they name none; ``max_priority``: the
+        highest it may ask for (a higher one is refused 403). None: normal, and any.
+        """
         if not name or len(name) > 100 or not name.isprintable():
             raise ApiKeyError(f"a key name must be 1 to 100 printable characters, not {name!r}")
         unknown = sorted(set(scopes) - set(SCOPES))
@@ -92,6 +108,9 @@ class ApiKeys:
             raise ApiKeyError(f"scopes must be among {', '.join(SCOPES)}; got {', '.join(scopes) or 'none'}")
         if rate_limit is not None:
             _check_rate_limit(rate_limit)
+        for option, value in (("default priority", default_priority), ("priority ceiling", max_priority)):
+            if value is not None and value not in PRIORITIES:
+                raise ApiKeyError(f"a key's {option} is one of {', '.join(PRIORITIES)}, not {value!r}")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         granted = sorted(set(scopes))
         row = ApiKey(
@@ -100,6 +119,8 @@ class ApiKeys:
             key_hash=hash_token(token),
             scopes=granted,
             rate_limit=rate_limit,
+            default_priority=default_priority,
+            max_priority=max_priority,
         )
         try:
             with Session(self.engine) as session, session.begin():
@@ -109,7 +130,7 @@ class ApiKeys:
         except IntegrityError:
             raise ApiKeyError(f"an API key named {name!r} already exists") from None
         self._checked_at = -math.inf  # this process sees its own change on the next request
-        return Principal(key_id, name, frozenset(granted), rate_limit), token
+        return Principal(key_id, name, frozenset(granted), rate_limit, default_priority, max_priority), token
 
     def revoke(self, name: str) -> None:
         with Session(self.engine) as session, session.begin():
@@ -153,7 +174,15 @@ class ApiKeys:
                 if version != self._version:
                     rows = session.execute(_ACTIVE).all()
                     self._active = {
-                        r.key_hash: Principal(r.id, r.name, frozenset(r.scopes), r.rate_limit) for r in rows
+                        r.key_hash: Principal(
+                            r.id,
+                            r.name,
+                            frozenset(r.scopes),
+                            r.rate_limit,
+                            r.default_priority,
+                            r.max_priority,
+                        )
+                        for r in rows
                     }
                     self._version = version
         except OperationalError:
@@ -167,9 +196,15 @@ class ApiKeys:
 
 # Keys are only created (a new id) and revoked (revoked_at set once): this changes with either.
 _VERSION = select(func.count(), func.max(ApiKey.id), func.count(ApiKey.revoked_at))
-_ACTIVE = select(ApiKey.id, ApiKey.name, ApiKey.key_hash, ApiKey.scopes, ApiKey.rate_limit).where(
-    ApiKey.revoked_at.is_(None)
-)
+_ACTIVE = select(
+    ApiKey.id,
+    ApiKey.name,
+    ApiKey.key_hash,
+    ApiKey.scopes,
+    ApiKey.rate_limit,
+    ApiKey.default_priority,
+    ApiKey.max_priority,
+).where(ApiKey.revoked_at.is_(None))
 
 
 def _check_rate_limit(value: str) -> None:

@@ -28,6 +28,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 from app.api.bodies import loads_loose
 from app.errors import InvalidInput, MalformedArrow, MalformedJSON
+from app.predictions.steering import MAX_DEADLINE_MS
 
 #: Versions are stored as 32-bit integers.
 Version = Annotated[int, Meta(ge=1, le=2**31 - 1)]
@@ -78,6 +79,24 @@ _INPUTS_META = Meta(
 )
 
 
+Priority = Annotated[
+    Literal["high", "normal", "low"],
+    Meta(
+        description="Which of the version's row queues the job waits on; a worker drains them highest first."
+        " Default: the API key's default (normal); above the key's ceiling: 403."
+    ),
+]
+DeadlineMs = Annotated[
+    int,
+    Meta(
+        ge=1,
+        le=MAX_DEADLINE_MS,
+        description="Milliseconds the job may wait to start; not started by then, it ends expired (never"
+        " run). Default: the model's default, else QUEUE_TTL_SECONDS, else none.",
+    ),
+]
+
+
 class PredictionRequest(Struct, forbid_unknown_fields=True):
     """A prediction request: the rows, and optionally which version serves them."""
 
@@ -89,6 +108,8 @@ class PredictionRequest(Struct, forbid_unknown_fields=True):
         bool, Meta(description="Each row's feature contributions too (shap; tree and linear models).")
     ] = False
     explain_classes: ExplainClasses = "predicted"
+    priority: Priority | UnsetType = UNSET
+    deadline_ms: DeadlineMs | UnsetType = UNSET
 
     def get(self, field: str) -> Any:
         """The field's value, None when the body left it out."""
@@ -124,6 +145,8 @@ class ArrowOptions(Struct, forbid_unknown_fields=True):
     routing_key: Annotated[str, Meta(max_length=200)] | UnsetType = UNSET
     explain: bool = False
     explain_classes: ExplainClasses = "predicted"
+    priority: Priority | UnsetType = UNSET
+    deadline_ms: DeadlineMs | UnsetType = UNSET
 
     def get(self, field: str) -> Any:
         value = getattr(self, field)

@@ -11,9 +11,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import func, select
 
-from app.db import BulkChunk, BulkJob, DriftReport, Job, utcnow
+from app.db import PRIORITIES, BulkChunk, BulkJob, DriftReport, Job, utcnow
 from app.metrics import process_registry
-from app.predictions.queue import queue_key, queued_versions
+from app.predictions.queue import queue_keys, queued_versions
 from app.predictions.view import JobStatus
 from app.registry import held, pools
 from app.services import Services
@@ -37,9 +37,11 @@ class LiveState:
             queues = queued_versions(self.svc.redis)
             with self.svc.redis.pipeline(transaction=False) as pipe:
                 for name, version, explained in queues:
-                    pipe.llen(queue_key(name, version, explained))
-                lengths = pipe.execute()
-            # Plain and explained rows wait on two lists; a version's depth is both.
+                    for key in queue_keys(name, version, explained):
+                        pipe.llen(key)
+                found = iter(pipe.execute())
+                lengths = [sum(next(found) for _ in PRIORITIES) for _ in queues]
+            # Plain and explained rows wait on a list per priority each; a version's depth is all.
             by_version: dict[tuple[str, int], int] = {}
             for (name, version, _), length in zip(queues, lengths, strict=True):
                 by_version[name, version] = by_version.get((name, version), 0) + length
@@ -55,21 +57,33 @@ class LiveState:
             "counts jobs Redis lost too).",
             labels=["model", "version"],
         )
+        by_priority = GaugeMetricFamily(
+            "predq_oldest_queued_job_by_priority_age_seconds",
+            "Age of the oldest job still queued, per model version and priority (the signal an"
+            " autoscaler reads: high work waiting long means too few workers).",
+            labels=["model", "version", "priority"],
+        )
         try:
             with self.svc.engine.connect() as conn:
                 rows = conn.execute(
-                    select(Job.model_name, Job.model_version, func.min(Job.created_at))
+                    select(Job.model_name, Job.model_version, Job.priority, func.min(Job.created_at))
                     .where(Job.status == JobStatus.QUEUED)
-                    .group_by(Job.model_name, Job.model_version)
+                    .group_by(Job.model_name, Job.model_version, Job.priority)
                 ).all()
             now = utcnow()
-            for name, version, created in rows:
+            ages: dict[tuple[str, str], float] = {}
+            for name, version, priority, created in rows:
                 if created.tzinfo is None:  # SQLite returns naive UTC datetimes
                     created = created.replace(tzinfo=now.tzinfo)
-                oldest.add_metric([name, str(version)], max(0.0, (now - created).total_seconds()))
+                age = max(0.0, (now - created).total_seconds())
+                by_priority.add_metric([name, str(version), priority], age)
+                ages[name, str(version)] = max(age, ages.get((name, str(version)), 0.0))
+            for labels, age in ages.items():
+                oldest.add_metric(list(labels), age)
         except Exception as exc:
             log.warning("oldest queued job unavailable: %s", exc)
         yield oldest
+        yield by_priority
         yield from self._bulk_depth()
         yield from self._pool_workers()
         yield from self._drift()

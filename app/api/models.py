@@ -23,6 +23,8 @@ from app.api.openapi import refusals
 from app.api.schemas import (
     AliasEventListSchema,
     AliasUpdateSchema,
+    DeadlineDefaultSchema,
+    DeadlineDefaultViewSchema,
     ModelListSchema,
     ModelSchema,
     PoolUpdateSchema,
@@ -120,6 +122,27 @@ def set_pool(body: dict[str, Any], name: str) -> dict[str, Any]:
     pools.check(body["pool"], svc.settings.pools)
     registry.set_pool(name, body["pool"])
     return registry.describe(name)
+
+
+@blp.route("/models/<string:name>/deadline", methods=["PUT"])
+@requires_scope("admin")
+@blp.arguments(DeadlineDefaultSchema)
+@blp.response(200, DeadlineDefaultViewSchema)
+@blp.alt_response(404, schema="Error", description="Unknown model.")
+def set_deadline_default(body: dict[str, Any], name: str) -> dict[str, Any]:
+    """The default deadline of this model's jobs; applies within REGISTRY_CACHE_SECONDS."""
+    current_services().deadlines.set(name, body["default_deadline_ms"])
+    return {"model": name, "default_deadline_ms": body["default_deadline_ms"]}
+
+
+@blp.route("/models/<string:name>/deadline", methods=["GET"])
+@blp.response(200, DeadlineDefaultViewSchema)
+@blp.alt_response(404, schema="Error", description="Unknown model.")
+def get_deadline_default(name: str) -> dict[str, Any]:
+    """The default deadline of this model's jobs (null: none; QUEUE_TTL_SECONDS applies)."""
+    svc = current_services()
+    svc.registry.require(name)
+    return {"model": name, "default_deadline_ms": svc.deadlines.get(name)}
 
 
 @blp.route("/models/<string:name>/shadow-outputs", methods=["GET"])

@@ -16,7 +16,7 @@ from app.api.openapi import refusals
 from app.api.schemas import JobSchema
 from app.errors import UnsupportedMediaType
 from app.lifecycle import feedback
-from app.predictions import jobs, submit
+from app.predictions import ending, jobs, steering, submit
 from app.predictions.view import FINISHED
 from app.services import current_services
 
@@ -26,7 +26,7 @@ blp = Blueprint("predictions", __name__, url_prefix="/v1", description="Submit a
 @blp.before_request
 def _require_json() -> None:
     # Checked before the body is read, so a body of another type is never parsed.
-    if request.method != "POST" or request.is_json:
+    if request.method != "POST" or request.is_json or request.endpoint == "predictions.cancel_prediction":
         return
     if request.mimetype == decoding.ARROW_STREAM and request.endpoint == "predictions.submit_prediction":
         return
@@ -47,12 +47,14 @@ def _require_json() -> None:
 @refusals(
     blp,
     {
+        403: "A priority above this API key's ceiling.",
         409: "Idempotency-Key reused with another body (by this API key).",
         413: "More rows than this deployment's limits: with explain, more than EXPLAIN_MAX_ROWS;"
         " or a body beyond MAX_BODY_BYTES.",
         422: "The rows do not fit this model's signature (GET /v1/models/{name}): a row of the"
         " wrong width or feature names, a value beyond float32 for a tree model; or explain for"
-        " a model shap cannot explain exactly (explanation_unsupported). Row and field are named.",
+        " a model shap cannot explain exactly (explanation_unsupported); a priority or deadline_ms"
+        " out of range. Row and field are named.",
         503: "The model's queue is full (overloaded), or the database is unreachable.",
     },
 )
@@ -86,6 +88,8 @@ def submit_prediction(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
         rate=ratelimit.pending_charge(),
         owner=_caller_key_id(),
         explain=body.explain_mode(),
+        priority=steering.priority_for(current_principal(), body.get("priority")),
+        deadline_ms=steering.deadline_ms_for(svc, name, body.get("deadline_ms")),
     )
     location = {"Location": f"/v1/predictions/{view['id']}"}
     return view, 200 if view["status"] in FINISHED else 202, location
@@ -117,6 +121,15 @@ def get_prediction(job_id: str) -> tuple[dict[str, Any], int]:
     wait = decoding.wait_seconds(request.args.get("wait"))
     wait = min(wait, svc.settings.max_wait_seconds)
     return jobs.get(svc, job_id, wait=wait, reader=current_principal()), 200
+
+
+@blp.route("/predictions/<string:job_id>/cancel", methods=["POST"])
+@blp.alt_response(200, schema=JobSchema, description="Cancelled: the job, its status cancelled (never run).")
+@blp.alt_response(404, schema="Error", description="No such job (or another API key's).")
+@refusals(blp, {409: "The job is running or done (its status in details): only a queued job is cancelled."})
+def cancel_prediction(job_id: str) -> tuple[dict[str, Any], int]:
+    """Cancel a queued job: it ends cancelled and is never run (it stays readable)."""
+    return ending.cancel(current_services(), job_id, current_principal()), 200
 
 
 def _caller_key_id() -> int | None:

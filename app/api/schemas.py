@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from app.predictions.steering import MAX_DEADLINE_MS
+
 #: Versions are stored as 32-bit integers.
 VERSION_RANGE = validate.Range(min=1, max=2**31 - 1)
 #: PostgreSQL's text cannot hold a NUL character: stored free text refuses one (422), and the
@@ -73,10 +75,27 @@ class OutputSchema(Schema):
 
 class JobSchema(Schema):
     id = fields.String()
-    status = fields.String(metadata={"enum": ["queued", "running", "succeeded", "failed"]})
+    status = fields.String(
+        metadata={
+            "enum": ["queued", "running", "succeeded", "failed", "expired", "cancelled"],
+            "description": "More statuses may come: read done, not this list. expired (not started"
+            " before its deadline) and cancelled jobs were never run, and carry an error with their code.",
+        }
+    )
+    done = fields.Boolean(
+        metadata={"description": "True once the job has its answer and never changes again."}
+    )
     model = fields.Nested(ModelRefSchema)
     outputs = fields.List(fields.Nested(OutputSchema), allow_none=True)
     error = fields.Nested(ErrorDetailSchema, allow_none=True)
+    priority = fields.String(metadata={"enum": ["high", "normal", "low"]})
+    deadline = fields.String(
+        allow_none=True,
+        metadata={
+            "format": "date-time",
+            "description": "Not started by then, the job ends expired; null: none.",
+        },
+    )
     created_at = fields.String(metadata={"format": "date-time"})
     completed_at = fields.String(allow_none=True, metadata={"format": "date-time"})
 
@@ -139,6 +158,26 @@ class PoolUpdateSchema(Schema):
         validate=validate.Length(min=1, max=100),
         metadata={"description": "A pool the POOLS setting lists, or default (no pool of its own)."},
     )
+
+
+class DeadlineDefaultSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    default_deadline_ms = fields.Integer(
+        required=True,
+        strict=True,
+        allow_none=True,
+        validate=validate.Range(min=1, max=MAX_DEADLINE_MS),
+        metadata={
+            "description": "Milliseconds a job of this model may wait to start when its submit names no"
+            " deadline_ms; null: none (QUEUE_TTL_SECONDS applies)."
+        },
+    )
+
+
+class DeadlineDefaultViewSchema(DeadlineDefaultSchema):
+    model = fields.String()
 
 
 class AliasUpdateSchema(Schema):

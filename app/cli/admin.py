@@ -6,6 +6,7 @@ import click
 
 from app.access.auth import SCOPES
 from app.cli.common import cli_errors, db_cli, keys_cli
+from app.db import PRIORITIES
 from app.migrate import upgrade
 from app.services import current_services
 
@@ -32,10 +33,30 @@ def db_upgrade(revision: str) -> None:
 @click.option(
     "--rate-limit", default=None, help="This key's own limit, e.g. '500/second' (default RATE_LIMIT)."
 )
-def keys_create(name: str, scopes: tuple[str, ...], rate_limit: str | None) -> None:
+@click.option(
+    "--default-priority",
+    type=click.Choice(PRIORITIES),
+    default=None,
+    help="Its submits' priority when they name none (default normal).",
+)
+@click.option(
+    "--max-priority",
+    type=click.Choice(PRIORITIES),
+    default=None,
+    help="The highest priority it may ask for; higher is refused 403 (default: any).",
+)
+def keys_create(
+    name: str,
+    scopes: tuple[str, ...],
+    rate_limit: str | None,
+    default_priority: str | None,
+    max_priority: str | None,
+) -> None:
     """Create an API key called NAME and print its token (the only time it is shown)."""
     with cli_errors():
-        principal, token = current_services().keys.create(name, list(scopes), rate_limit)
+        principal, token = current_services().keys.create(
+            name, list(scopes), rate_limit, default_priority=default_priority, max_priority=max_priority
+        )
     scopes_shown = ", ".join(sorted(principal.scopes))
     click.echo(f"created API key {principal.name!r} with scopes {scopes_shown}", err=True)
     click.echo("store this token now; it cannot be shown again:", err=True)

@@ -16,10 +16,11 @@ from app.db.lifecycle import (
     TrainingImport,
     TrainingRun,
 )
-from app.db.serving import ApiKey, Batch, Job, Model, ModelAlias, ModelVersion, ShadowOutput
+from app.db.serving import PRIORITIES, ApiKey, Batch, Job, Model, ModelAlias, ModelVersion, ShadowOutput
 
 __all__ = [
     "INSERT_BY_DIALECT",
+    "PRIORITIES",
     "AliasEvent",
     "ApiKey",
     "Base",

@@ -22,6 +22,10 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, utcnow
 
+#: The priorities a submit may ask for, highest first: a worker drains them in this order
+#: (app/predictions/queue.py); a key's default and ceiling are among them.
+PRIORITIES = ("high", "normal", "low")
+
 
 class Model(Base):
     """A named model; its versions hold the artifacts."""
@@ -39,6 +43,8 @@ class Model(Base):
     """A drift check that finds the window drifted starts a retrain."""
     pool: Mapped[str | None] = mapped_column(String(100), nullable=True)
     """The worker pool whose queue (inference.<pool>) its online rows wake; None: the default pool."""
+    default_deadline_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Its jobs' deadline in ms when a submit names none (set by admins); None: QUEUE_TTL_SECONDS."""
 
     versions: Mapped[list[ModelVersion]] = relationship(
         back_populates="model", order_by="ModelVersion.version"
@@ -123,6 +129,10 @@ class Job(Base):
     """The API key that submitted the job (None with auth off): only it or an admin key reads it."""
     explain: Mapped[str | None] = mapped_column(String(16), nullable=True)
     """What the job asked to be explained: "predicted", "all" (every class too), or None."""
+    priority: Mapped[str] = mapped_column(String(8), default="normal", server_default="normal")
+    """high, normal or low: which of its version's row queues the job waits on."""
+    deadline: Mapped[datetime | None] = mapped_column(nullable=True)
+    """Not started by then, the job ends expired (never run); None: no deadline."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(nullable=True)
@@ -171,5 +181,9 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     scopes: Mapped[list[str]] = mapped_column(JSON)
     rate_limit: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    default_priority: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    """The priority of this key's submits that name none; None: normal."""
+    max_priority: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    """The highest priority this key may ask for (a higher one is refused 403); None: any."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -47,6 +47,7 @@ def submit_deferred(svc: Services, sub: Submission) -> Deferred:
     name, version, rows = sub.name, sub.version, sub.rows
     job_id = str(uuid.uuid4())
     created_at = utcnow()
+    deadline = sub.deadline(created_at)
     item = encode_item(
         job_id,
         rows,
@@ -55,9 +56,11 @@ def submit_deferred(svc: Services, sub: Submission) -> Deferred:
         request_id=sub.request_id,
         deferred=True,
         owner=sub.owner,
+        priority=sub.priority,
+        deadline=deadline,
     )
     try:
-        queue = RowQueue(svc.redis, name, version)
+        queue = RowQueue(svc.redis, name, version, priority=sub.priority)
         admission = queue.admit(item, sub.keys, svc.settings.max_queued_jobs, sub.rate)
     except RedisError as exc:
         # As _peek does when Redis fails: compute every row, queue depth unknown.
@@ -77,8 +80,9 @@ def submit_deferred(svc: Services, sub: Submission) -> Deferred:
     # Not finished in time: store the job before the client hears of it (the 202).
     uncached = [None] * len(rows)
     record = job_record(
-        uuid.UUID(job_id), name, version, rows, uncached, created_at=created_at, owner=sub.owner
-    )
+        uuid.UUID(job_id), name, version, rows, uncached, created_at=created_at, owner=sub.owner,
+        priority=sub.priority, deadline=deadline,
+    )  # fmt: skip
     with svc.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         stored = insert_if_absent(conn, [record])
     # Not stored here means the worker stored it meanwhile, finished: answer with that.

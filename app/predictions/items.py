@@ -2,7 +2,10 @@
 jobs' views, encoded here and nowhere else (app/predictions/queue.py keeps the keys and scripts).
 
 A queue item is one job's rows that still need the model, encoded as
-``"<row count>|<json>"`` so the pop script can count rows without decoding JSON::
+``"<row count>|<deadline>|<job id>|<json>"`` so the pop script can count rows, drop a
+cancelled job (its mark, app/predictions/queue.py) and set aside one past its deadline
+without decoding JSON (``<deadline>``: unix milliseconds, 0 for none; items queued before
+deadlines existed are ``"<row count>|<json>"``, read the same way)::
 
     {"id": job id, "rows": [[float, ...], ...], "slots": [index in job, ...] | null,
      "pre": {"index": output} | null, "n": rows in job, "c": job created_at (ISO 8601),
@@ -11,7 +14,8 @@ A queue item is one job's rows that still need the model, encoded as
      "d": true when the job has no database row yet (the worker inserts it, see
            app/predictions/deferred.py),
      "o": the id of the API key that owns the job | null,
-     "x": "predicted" or "all" when each row's explanation is asked for (app/scoring/explain.py) | null}
+     "x": "predicted" or "all" when each row's explanation is asked for (app/scoring/explain.py) | null,
+     "p": "high" | "low" (absent: "normal"), "dl": the deadline (ISO 8601) | absent}
 
 ``slots``/``pre`` are set only when part of the job was answered from the cache.
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -45,6 +50,12 @@ class QueuedRows:
     deferred: bool = False
     owner: int | None = None
     explain: str | None = None
+    priority: str = "normal"
+    deadline: str | None = None
+    """ISO 8601; None: no deadline."""
+
+    def past_deadline(self, now: datetime) -> bool:
+        return self.deadline is not None and datetime.fromisoformat(self.deadline) <= now
 
 
 def encode_item(
@@ -60,28 +71,34 @@ def encode_item(
     deferred: bool = False,
     owner: int | None = None,
     explain: str | None = None,
+    priority: str = "normal",
+    deadline: datetime | None = None,
 ) -> bytes:
-    body = orjson.dumps(
-        {
-            "id": job_id,
-            "rows": rows,
-            "slots": slots,
-            "pre": pre,
-            "n": n_rows,
-            "c": created_at,
-            "t": time.time(),
-            "r": request_id,
-            "s": shadow,
-            "d": deferred,
-            "o": owner,
-            "x": explain,
-        }
-    )
-    return str(len(rows)).encode() + b"|" + body
+    fields: dict[str, Any] = {
+        "id": job_id,
+        "rows": rows,
+        "slots": slots,
+        "pre": pre,
+        "n": n_rows,
+        "c": created_at,
+        "t": time.time(),
+        "r": request_id,
+        "s": shadow,
+        "d": deferred,
+        "o": owner,
+        "x": explain,
+    }
+    if priority != "normal":
+        fields["p"] = priority
+    if deadline is not None:
+        fields["dl"] = deadline.isoformat()
+    deadline_ms = round(deadline.timestamp() * 1000) if deadline is not None else 0
+    return f"{len(rows)}|{deadline_ms}|{job_id}|".encode() + orjson.dumps(fields)
 
 
 def decode_item(raw: bytes) -> QueuedRows:
-    body = orjson.loads(raw[raw.index(b"|") + 1 :])
+    # The JSON starts at the first brace: nothing in the header holds one.
+    body = orjson.loads(raw[raw.index(b"{") :])
     return QueuedRows(
         job_id=body["id"],
         rows=body["rows"],
@@ -95,6 +112,8 @@ def decode_item(raw: bytes) -> QueuedRows:
         deferred=body.get("d", False),
         owner=body.get("o"),
         explain=_explain_mode(body.get("x")),
+        priority=body.get("p", "normal"),
+        deadline=body.get("dl"),
     )
 
 

@@ -19,6 +19,7 @@ from redis.commands.core import Script
 from redis.exceptions import RedisError
 
 from app.celery_app import batch_task
+from app.db import PRIORITIES
 from app.predictions.items import QueuedRows, decode_item
 from app.registry import pools
 
@@ -30,27 +31,45 @@ log = logging.getLogger(__name__)
 
 PREFIX = "predq"
 
+#: Priorities, highest first (app/predictions/view.py): a version has a row queue for each,
+#: and the pop script drains them strictly in this order.
+PRIORITY_ORDER = PRIORITIES
+
 # Rows whose explanations are asked for wait on lists of their own ("x" keys), taken by
 # other workers (the bulk worker's, see app/celery_app.py): shap takes a thousand times
 # the model's time on a deep forest, and plain predictions must not wait behind it.
-_QUEUE_PREFIXES = {False: f"{PREFIX}:queue:", True: f"{PREFIX}:xqueue:"}
+# Normal rows keep the keys they had before priorities existed.
+_PRIORITY_SUFFIX = {"high": "-high", "normal": "", "low": "-low"}
+_QUEUE_PREFIXES = {
+    (explained, priority): f"{PREFIX}:{'x' if explained else ''}queue{_PRIORITY_SUFFIX[priority]}:"
+    for explained in (False, True)
+    for priority in PRIORITY_ORDER
+}
+
+#: A cancelled job's mark (its id after this): the pop script drops the job's items unread.
+CANCEL_PREFIX = f"{PREFIX}:cancelled:"
 
 
-def queue_key(name: str, version: int, explained: bool = False) -> str:
-    return f"{_QUEUE_PREFIXES[explained]}{name}:{version}"
+def queue_key(name: str, version: int, explained: bool = False, priority: str = "normal") -> str:
+    return f"{_QUEUE_PREFIXES[explained, priority]}{name}:{version}"
+
+
+def queue_keys(name: str, version: int, explained: bool = False) -> list[str]:
+    """The version's row queues (of its explained rows), highest priority first."""
+    return [queue_key(name, version, explained, priority) for priority in PRIORITY_ORDER]
 
 
 def queued_versions(redis: Redis) -> list[tuple[str, int, bool]]:
-    """(model, version, explained) of every row queue that holds items.
+    """(model, version, explained) of every version with a row queue that holds items.
 
     Redis deletes a list when its last item is popped, so every key found is non-empty.
     """
-    found = []
-    for explained, prefix in _QUEUE_PREFIXES.items():
+    found: dict[tuple[str, int, bool], None] = {}
+    for (explained, _), prefix in _QUEUE_PREFIXES.items():
         for key in redis.scan_iter(match=f"{prefix}*", count=1000):
             name, _, version = key.decode().removeprefix(prefix).rpartition(":")
-            found.append((name, int(version), explained))
-    return found
+            found[name, int(version), explained] = None
+    return list(found)
 
 
 def active_key(name: str, version: int, explained: bool = False) -> str:
@@ -163,12 +182,18 @@ class Admission:
 
 
 class RowQueue:
-    """The Redis list of pending rows for one model version (``explained``: of its explained rows)."""
+    """The Redis lists of pending rows for one model version (``explained``: of its explained
+    rows), one per priority: ``push`` and ``admit`` add to ``priority``'s, pops take from all."""
 
-    def __init__(self, redis: Redis, name: str, version: int, explained: bool = False) -> None:
+    def __init__(
+        self, redis: Redis, name: str, version: int, explained: bool = False, priority: str = "normal"
+    ) -> None:
         self.redis = redis
-        self.key = queue_key(name, version, explained)
+        self.key = queue_key(name, version, explained, priority)
+        self.keys = queue_keys(name, version, explained)
         self.active = active_key(name, version, explained)
+        self.expired: list[QueuedRows] = []
+        """Items the pops found past their deadline (never run): the caller ends their jobs."""
 
     def push(self, item: bytes) -> bool:
         """Append an item; True when no worker holds the queue, so the caller must wake one."""
@@ -202,40 +227,59 @@ class RowQueue:
         return Admission(outcome, depth, wake=outcome == "queued" and reply[2] == 1)
 
     def pop_batch(
-        self, max_rows: int, release: bool = False, top_up: bool = False
+        self,
+        max_rows: int,
+        release: bool = False,
+        top_up: bool = False,
+        put_back: tuple[str, bytes] | None = None,
     ) -> tuple[list[QueuedRows], int]:
-        """Whole items holding up to ``max_rows`` rows, and how many items are left.
+        """Whole items holding up to ``max_rows`` rows, highest priority first, and how many
+        items are left (on every priority's queue).
 
         A first item larger than ``max_rows`` is taken alone (it must go somewhere), unless
         the pop tops up a batch already begun (``top_up``): then nothing passes ``max_rows``.
         With ``release``, an empty queue is let go of (the next push wakes a worker).
+        ``put_back`` (a queue key and an item a blocking wait took from its head) goes back
+        first, so the item meets the same checks as any other. Items of cancelled jobs are
+        dropped; items past their deadline are added to ``expired``.
         """
-        left, *raw = _POP_BATCH(
-            keys=[self.key, self.active],
-            args=[max_rows, int(release), ACTIVE_TTL_SECONDS, int(top_up)],
+        key, item = put_back or ("", b"")
+        left, n_expired, *raw = _POP_BATCH(
+            keys=[self.active, *self.keys],
+            args=[max_rows, int(release), ACTIVE_TTL_SECONDS, int(top_up), CANCEL_PREFIX,
+                  item, self.keys.index(key) + 1 if key else 0],
             client=self.redis,
-        )
-        return [decode_item(item) for item in raw], int(left)
+        )  # fmt: skip
+        self.expired += [decode_item(expired) for expired in raw[: int(n_expired)]]
+        return [decode_item(taken) for taken in raw[int(n_expired) :]], int(left)
 
-    def wait_for_item(self, seconds: float) -> QueuedRows | None:
-        """Block up to ``seconds`` for the next item; the caller keeps holding the queue."""
-        popped = self.redis.blpop([self.key], timeout=seconds)
-        return decode_item(cast(bytes, popped[1])) if popped else None
+    def wait_for_item(self, seconds: float) -> tuple[str, bytes] | None:
+        """Block up to ``seconds`` for the next item (of the highest priority waiting): its
+        queue's key and the item as it was, for ``pop_batch``'s ``put_back``. The caller keeps
+        holding the queue."""
+        popped = self.redis.blpop(self.keys, timeout=seconds)
+        return (cast(bytes, popped[0]).decode(), cast(bytes, popped[1])) if popped else None
 
     def __len__(self) -> int:
-        return int(self.redis.llen(self.key))
+        with self.redis.pipeline(transaction=False) as pipe:
+            for key in self.keys:
+                pipe.llen(key)
+            return sum(pipe.execute())
 
 
 # -- pushing and waking ------------------------------------------------------------
 
 
-def enqueue(svc: Services, name: str, version: int, item: bytes, *, explained: bool = False) -> None:
+def enqueue(
+    svc: Services, name: str, version: int, item: bytes, *, explained: bool = False, priority: str = "normal"
+) -> None:
     """Push rows and wake a worker when none holds the queue (no Celery message per request).
 
-    ``explained``: the item asks for explanations, and goes to the version's explained rows.
+    ``explained``: the item asks for explanations, and goes to the version's explained rows;
+    ``priority``: the queue it waits on.
     """
     try:
-        woke = RowQueue(svc.redis, name, version, explained).push(item)
+        woke = RowQueue(svc.redis, name, version, explained, priority).push(item)
     except RedisError as exc:
         # The job is committed; the sweeper re-queues it from the database.
         log.warning("could not queue job rows for %s v%s: %s", name, version, exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -37,6 +38,7 @@ def submit_stored(svc: Services, sub: Submission, peek: Peek) -> dict[str, Any]:
     all_cached = all(c is not None for c in cached)
     if not all_cached and queued_jobs >= svc.settings.max_queued_jobs:
         raise overloaded(sub.name, sub.version, queued_jobs)
+    created_at = utcnow()
     record = job_record(
         uuid.uuid4(),
         sub.name,
@@ -45,9 +47,11 @@ def submit_stored(svc: Services, sub: Submission, peek: Peek) -> dict[str, Any]:
         cached,
         idempotency_key=sub.stored_key,
         request_hash=sub.request_hash,
-        created_at=utcnow(),
+        created_at=created_at,
         owner=sub.owner,
         explain=sub.explain,
+        priority=sub.priority,
+        deadline=sub.deadline(created_at),
     )
     # A database that cannot be reached raises here, before anything is queued; the
     # error handler in app/errors.py answers 503 for it.
@@ -73,14 +77,16 @@ def submit_stored(svc: Services, sub: Submission, peek: Peek) -> dict[str, Any]:
         JOBS.labels(sub.name, str(sub.version), JobStatus.SUCCEEDED).inc()
         _publish_result(svc, view, sub.owner)
         return view
-    _queue_rows(svc, sub, view, cached)
+    _queue_rows(svc, sub, view, cached, record["deadline"])
     if sub.wait > 0:
         # Just stored, so nothing to read first: wait for the worker's hand-off.
         view = wait_for(svc, view["id"], sub.wait) or view
     return view
 
 
-def _queue_rows(svc: Services, sub: Submission, view: dict[str, Any], cached: list[Any]) -> None:
+def _queue_rows(
+    svc: Services, sub: Submission, view: dict[str, Any], cached: list[Any], deadline: datetime | None
+) -> None:
     """Push a stored job's uncached rows (with its cached outputs beside them) for a worker."""
     rows = sub.rows
     pending = [i for i, c in enumerate(cached) if c is None]
@@ -95,8 +101,10 @@ def _queue_rows(svc: Services, sub: Submission, view: dict[str, Any], cached: li
         request_id=sub.request_id,
         owner=sub.owner,
         explain=sub.explain,
+        priority=sub.priority,
+        deadline=deadline,
     )
-    enqueue(svc, sub.name, sub.version, item, explained=sub.explain is not None)
+    enqueue(svc, sub.name, sub.version, item, explained=sub.explain is not None, priority=sub.priority)
 
 
 def peek_at(svc: Services, sub: Submission) -> Peek:
@@ -108,7 +116,7 @@ def peek_at(svc: Services, sub: Submission) -> Peek:
     """
     n_rows = len(sub.rows)
     try:
-        queue = RowQueue(svc.redis, sub.name, sub.version, sub.explain is not None)
+        queue = RowQueue(svc.redis, sub.name, sub.version, sub.explain is not None, sub.priority)
         admission = queue.admit(None, sub.keys, rate=sub.rate)
     except RedisError as exc:
         # Redis is the fast path only: compute every row, and queue depth is unknown.

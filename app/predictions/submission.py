@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
@@ -42,6 +42,13 @@ class Submission:
     request_hash: str | None = None
     shadow: traffic.Route | None = None
     """The version the model's policy shadows, if any: it scores the same rows apart."""
+    priority: str = "normal"
+    """high, normal or low: the row queue it waits on (app/predictions/queue.py)."""
+    deadline_ms: int | None = None
+    """Not started this long after it is stored, the job expires (app/predictions/ending.py)."""
+
+    def deadline(self, created_at: datetime) -> datetime | None:
+        return created_at + timedelta(milliseconds=self.deadline_ms) if self.deadline_ms else None
 
 
 class Peek(NamedTuple):
@@ -64,6 +71,8 @@ def job_record(
     created_at: datetime,
     owner: int | None,
     explain: str | None = None,
+    priority: str = "normal",
+    deadline: datetime | None = None,
 ) -> dict[str, Any]:
     """A new job's row: finished already when every row's output was cached, else queued.
 
@@ -83,6 +92,8 @@ def job_record(
         "cached_rows": sum(c is not None for c in cached),
         "owner_key_id": owner,
         "explain": explain,
+        "priority": priority,
+        "deadline": deadline,
         "created_at": created_at,
         "completed_at": created_at if all_cached else None,
     }

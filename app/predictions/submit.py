@@ -40,13 +40,15 @@ def submit(
     rate: RateCharge | None = None,
     owner: int | None = None,
     explain: str | None = None,
+    priority: str = "normal",
+    deadline_ms: int | None = None,
 ) -> dict[str, Any]:
     """Store a job for ``inputs`` (JSON rows, or an Arrow table of the model's features) and
     queue it; returns the job's public view, the finished job's when it finishes within
     ``wait`` seconds. ``rate`` is the request's rate-limit count, sent with the cache lookup
     (RateLimited when spent); ``owner`` the submitting API key's id (None with auth off);
     ``request_id`` names the request in the worker's log; ``explain`` ("predicted" or "all")
-    asks for each row's explanation. Routing: see ``_route``.
+    asks for each row's explanation; ``priority`` and ``deadline_ms``: app/predictions/steering.py.
     """
     served, shadow = _route(svc, name, version, alias, routing_key)
     matrix, hashed = _validated(svc, served, inputs, explain)
@@ -62,8 +64,8 @@ def submit(
         explain,
         rate,
         wait,
-        shadow=shadow,
-    )
+        shadow=shadow, priority=priority, deadline_ms=deadline_ms,
+    )  # fmt: skip
     if idempotency_key is not None:
         # It hashes what the client sent, not the route drawn for it: a replay may draw another.
         request_hash = request_hash_of(name, version, alias, routing_key, rows if hashed is None else hashed)

@@ -12,16 +12,27 @@ from typing import Any
 
 
 class JobStatus(StrEnum):
-    """Where a job is in its life (the ``jobs.status`` column and the view's ``status``)."""
+    """Where a job is in its life (the ``jobs.status`` column and the view's ``status``).
+
+    More may come: clients read the view's ``done``, not this list (README, the contract).
+    """
 
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    EXPIRED = "expired"
+    """Not started before its deadline: never run (error code ``deadline_exceeded``)."""
+    CANCELLED = "cancelled"
+    """Cancelled while queued: never run (error code ``cancelled``)."""
 
 
-#: A job in one of these has its answer: outputs, or the error that failed it.
-FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED)
+#: A job in one of these is done: it has its answer (outputs, or the error that ended it)
+#: and never changes again.
+FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.EXPIRED, JobStatus.CANCELLED)
+
+#: Done without running: no worker took the job, and none ever will (app/predictions/ending.py).
+NEVER_RUN = (JobStatus.EXPIRED, JobStatus.CANCELLED)
 
 
 def job_view(row: Any) -> dict[str, Any]:
@@ -30,9 +41,12 @@ def job_view(row: Any) -> dict[str, Any]:
     return {
         "id": str(row["id"]),
         "status": row["status"],
+        "done": finished,
         "model": {"name": row["model_name"], "version": row["model_version"]},
         "outputs": row["outputs"] if finished else None,
         "error": row.get("error"),
+        "priority": row.get("priority") or "normal",
+        "deadline": _iso(row.get("deadline")),
         "created_at": _iso(row["created_at"]),
         "completed_at": _iso(row.get("completed_at")),
     }
