@@ -1,4 +1,5 @@
-"""A model step that takes its time, so a fault test can strike in the middle of a batch.
+"""Model steps for tests: one that takes its time (so a fault test can strike in the middle of
+a batch), one that refuses marked rows, one that counts its calls.
 
 Kept in a module of its own with no test imports: worker processes unpickle a reference to
 ``slow_identity`` and must import it cheaply.
@@ -26,4 +27,15 @@ MARKER = 666.0
 def refuse_marked_rows(x: np.ndarray) -> np.ndarray:
     if (np.asarray(x) == MARKER).any():
         raise ValueError("this model refuses rows holding the marker value")
+    return x
+
+
+#: How many times :func:`counting_identity` ran in this process: a test that runs its worker
+#: in-process proves by it that a job was never run (the model was never called on it).
+CALLS = {"calls": 0, "rows": 0}
+
+
+def counting_identity(x: np.ndarray) -> np.ndarray:
+    CALLS["calls"] += 1
+    CALLS["rows"] += len(x)
     return x

@@ -16,6 +16,8 @@ from predq.errors import (
     ConnectionFailed,
     DeadlineExceeded,
     InvalidInput,
+    JobCancelled,
+    JobExpired,
     JobFailed,
     NotFound,
     Overloaded,
@@ -27,6 +29,7 @@ from predq.errors import (
 
 __all__ = [
     "AsyncClient", "AsyncJob", "AuthError", "Backoff", "Client", "Conflict", "ConnectionFailed",
-    "DeadlineExceeded", "InvalidInput", "Job", "JobFailed", "NotFound", "Overloaded", "PredqError",
-    "RateLimited", "ServerError", "ServiceUnavailable", "as_completed", "wait_all",
+    "DeadlineExceeded", "InvalidInput", "Job", "JobCancelled", "JobExpired", "JobFailed", "NotFound",
+    "Overloaded", "PredqError", "RateLimited", "ServerError", "ServiceUnavailable", "as_completed",
+    "wait_all",
 ]  # fmt: skip

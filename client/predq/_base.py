@@ -20,9 +20,10 @@ import httpx
 
 from predq import _rows
 from predq._policy import Backoff, Deadline, error_of, give_up, retryable
-from predq.errors import DeadlineExceeded, InvalidInput, JobFailed, PredqError
+from predq.errors import DeadlineExceeded, InvalidInput, PredqError, job_error
 from predq.types import JobView, Output
 
+#: What a server that predates the view's ``done`` calls finished.
 FINISHED = ("succeeded", "failed")
 #: What either client's ``_json`` catches and hands to ``_retry_delay``: no answer, or an error answer.
 CALL_ERRORS = (httpx.TransportError, PredqError)
@@ -63,7 +64,7 @@ class Submission:
     def request(self, inputs: list[Any]) -> dict[str, Any]:
         """The body, headers and query of one request carrying ``inputs`` (some or all of the rows)."""
         hold = self.deadline.hold(self.wait) if self.wait > 0 else 0
-        return _rows.submit_request(inputs, self.options, hold)
+        return _rows.submit_request(inputs, self.options, hold, self.deadline.remaining())
 
     def answer(self, outputs: list[Output]) -> Any:
         """The outputs as the rows came: a DataFrame aligned to a DataFrame's index, else a list."""
@@ -163,10 +164,16 @@ class BaseJob(Generic[ClientT]):
     def _path(self) -> str:
         return f"/v1/predictions/{self.id}"
 
+    @property
+    def done(self) -> bool:
+        """Whether the job has its answer (as of the last view): the server's ``done``, so a
+        status this client does not know yet is read right."""
+        return bool(self.view.get("done", self.view["status"] in FINISHED))
+
     def _waiting(self, deadline: Deadline) -> bool:
         """Whether to poll again: the job is not finished and the deadline leaves time to;
         DeadlineExceeded when it does not."""
-        if self.view["status"] in FINISHED:
+        if self.done:
             return False
         if deadline.remaining() <= 0.1:
             raise DeadlineExceeded(
@@ -180,11 +187,12 @@ class BaseJob(Generic[ClientT]):
         """Seconds to wait before the next poll: none, unless the server answered a long-poll
         well before ``hold`` without the job finishing (its Redis is down): then poll, but not
         in a tight loop."""
-        if self.view["status"] in FINISHED or time.monotonic() - asked_at >= hold / 2:
+        if self.done or time.monotonic() - asked_at >= hold / 2:
             return 0.0
         return min(0.25, deadline.remaining())
 
     def _outputs(self) -> list[Output]:
-        if self.view["status"] == "failed":
-            raise JobFailed(self.view)
-        return self.view["outputs"] or []
+        """The outputs; a job done without them (failed, expired, cancelled) raises its JobFailed."""
+        if self.view["status"] != "succeeded" and self.view.get("error"):
+            raise job_error(self.view)
+        return self.view.get("outputs") or []

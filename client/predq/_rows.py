@@ -21,6 +21,13 @@ class SubmitOptions:
     idempotency_key: str | None = None
     explain: bool | str = False
     """True: each output carries its row's explanation; "all": every class's too (by_class)."""
+    priority: str | None = None
+    """high, normal or low; None: the API key's default."""
+    deadline_ms: int | None = None
+    """How long the job may wait to start; None: the server's default, unless ``follow_call``."""
+    follow_call: bool = False
+    """No ``deadline_ms`` given: send what is left of the call's own deadline (``predict``),
+    so the server does no work no one waits for."""
 
     def __post_init__(self) -> None:
         if self.explain not in EXPLAIN_CHOICES:
@@ -41,11 +48,23 @@ def to_inputs(rows: Any) -> list[Any]:
     return list(rows)
 
 
-def submit_request(inputs: list[Any], options: SubmitOptions, hold: float) -> dict[str, Any]:
+#: The longest deadline_ms a server takes (a day).
+MAX_DEADLINE_MS = 86_400_000
+
+
+def submit_request(
+    inputs: list[Any], options: SubmitOptions, hold: float, remaining: float | None = None
+) -> dict[str, Any]:
     """The body, headers and query of a submit: the caller's Idempotency-Key or a fresh one,
-    so every retry of this submit is the same request."""
+    so every retry of this submit is the same request (the server's key ignores priority and
+    deadline). ``remaining``: seconds left of the call's deadline (sent with ``follow_call``)."""
     body: dict[str, Any] = {"inputs": inputs}
-    for key in ("version", "alias", "routing_key"):
+    deadline_ms = options.deadline_ms
+    if deadline_ms is None and options.follow_call and remaining is not None:
+        deadline_ms = min(MAX_DEADLINE_MS, max(1, int(remaining * 1000)))
+    if deadline_ms is not None:
+        body["deadline_ms"] = deadline_ms
+    for key in ("version", "alias", "routing_key", "priority"):
         if (value := getattr(options, key)) is not None:
             body[key] = value
     if options.explain:

@@ -24,6 +24,11 @@ class AsyncJob(BaseJob["AsyncClient"]):
         self.view = await self.client._json("GET", self._path)
         return self.view["status"]
 
+    async def cancel(self) -> AsyncJob:
+        """As ``Job.cancel``."""
+        self.view = await self.client._json("POST", f"{self._path}/cancel")
+        return self
+
     async def result(self, timeout: float | None = None) -> list[Output]:
         deadline = self.client._deadline(timeout)
         while self._waiting(deadline):
@@ -57,10 +62,13 @@ class AsyncClient(BaseClient[httpx.AsyncClient, httpx.AsyncBaseTransport]):
         alias: str | None = None,
         routing_key: str | None = None,
         explain: bool | str = False,
+        priority: str | None = None,
         wait: float = 30.0,
         timeout: float | None = None,
     ) -> Any:
-        options = _rows.SubmitOptions(version, alias, routing_key, explain=explain)
+        options = _rows.SubmitOptions(
+            version, alias, routing_key, explain=explain, priority=priority, follow_call=True
+        )
         submission = self._submission(model, rows, options, wait, timeout)
         try:
             return submission.answer(await self._in_parts(submission))
@@ -90,15 +98,24 @@ class AsyncClient(BaseClient[httpx.AsyncClient, httpx.AsyncBaseTransport]):
         routing_key: str | None = None,
         idempotency_key: str | None = None,
         explain: bool | str = False,
+        priority: str | None = None,
+        deadline_ms: int | None = None,
         wait: float = 0.0,
         timeout: float | None = None,
     ) -> AsyncJob:
-        options = _rows.SubmitOptions(version, alias, routing_key, idempotency_key, explain)
+        options = _rows.SubmitOptions(
+            version, alias, routing_key, idempotency_key, explain, priority, deadline_ms
+        )
         submission = self._submission(model, rows, options, wait, timeout)
         return await self._submit(submission, submission.inputs)
 
     async def job(self, job_id: str) -> AsyncJob:
         return AsyncJob(self, await self._json("GET", f"/v1/predictions/{job_id}"))
+
+    async def cancel(self, job: AsyncJob | str) -> AsyncJob:
+        """As ``Client.cancel``."""
+        handle = job if isinstance(job, AsyncJob) else AsyncJob(self, {"id": job, "status": "queued"})
+        return await handle.cancel()
 
     async def models(self) -> list[Model]:
         return cast("list[Model]", (await self._json("GET", "/v1/models"))["models"])

@@ -33,6 +33,12 @@ class Job(BaseJob["Client"]):
         self.view = self.client._json("GET", self._path)
         return self.view["status"]
 
+    def cancel(self) -> Job:
+        """Cancel the job while it is queued (it ends cancelled, never run); Conflict (409) once
+        it is running or done."""
+        self.view = self.client._json("POST", f"{self._path}/cancel")
+        return self
+
     def result(self, timeout: float | None = None) -> list[Output]:
         """The outputs once the job finishes; JobFailed if it failed, DeadlineExceeded after ``timeout``."""
         deadline = self.client._deadline(timeout)
@@ -103,6 +109,7 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
         alias: str | None = None,
         routing_key: str | None = None,
         explain: bool | str = False,
+        priority: str | None = None,
         wait: float = 30.0,
         timeout: float | None = None,
     ) -> Any:
@@ -111,9 +118,13 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
         Submits and waits (``wait`` seconds per request, at most 30), then long-polls until
         every job is done or ``timeout`` (default: the client's) passes. ``explain``: True
         adds each row's explanation (a DataFrame gets an ``explanation`` column), "all"
-        every class's too.
+        every class's too. ``priority``: high, normal or low (default: the API key's). Each
+        request carries what is left of ``timeout`` as its deadline: a job no one waits for
+        any more expires on the server instead of running.
         """
-        options = _rows.SubmitOptions(version, alias, routing_key, explain=explain)
+        options = _rows.SubmitOptions(
+            version, alias, routing_key, explain=explain, priority=priority, follow_call=True
+        )
         submission = self._submission(model, rows, options, wait, timeout)
         try:
             return submission.answer(self._in_parts(submission))
@@ -143,17 +154,29 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
         routing_key: str | None = None,
         idempotency_key: str | None = None,
         explain: bool | str = False,
+        priority: str | None = None,
+        deadline_ms: int | None = None,
         wait: float = 0.0,
         timeout: float | None = None,
     ) -> Job:
-        """Submit one job (at most the server's rows per request) and return its handle."""
-        options = _rows.SubmitOptions(version, alias, routing_key, idempotency_key, explain)
+        """Submit one job (at most the server's rows per request) and return its handle.
+
+        ``deadline_ms``: not started within it, the job ends expired (None: the server's default).
+        """
+        options = _rows.SubmitOptions(
+            version, alias, routing_key, idempotency_key, explain, priority, deadline_ms
+        )
         submission = self._submission(model, rows, options, wait, timeout)
         return self._submit(submission, submission.inputs)
 
     def job(self, job_id: str) -> Job:
         """A handle on a job submitted earlier (by this key)."""
         return Job(self, self._json("GET", f"/v1/predictions/{job_id}"))
+
+    def cancel(self, job: Job | str) -> Job:
+        """Cancel a queued job (a handle or its id): see ``Job.cancel``."""
+        handle = job if isinstance(job, Job) else Job(self, {"id": job, "status": "queued"})
+        return handle.cancel()
 
     def _submit(self, submission: Submission, inputs: list[Any]) -> Job:
         view = self._json("POST", submission.path, submission.deadline, **submission.request(inputs))

@@ -95,15 +95,30 @@ class ConnectionFailed(PredqError):
 
 
 class JobFailed(PredqError):
+    """A job done without outputs: failed, or (its subclasses) expired or cancelled."""
+
     def __init__(self, job: Mapping[str, Any]) -> None:
         error = job.get("error") or {}
         super().__init__(
-            f"job {job['id']} failed: {error.get('message', 'no reason given')}",
+            f"job {job['id']} {job.get('status', 'failed')}: {error.get('message', 'no reason given')}",
             code=error.get("code", ""),
             details=error.get("details") or {},
         )
         self.job = job
         self.error = error
+
+
+class JobExpired(JobFailed):
+    """The job was not started before its deadline (``deadline_ms``): it was never run."""
+
+
+class JobCancelled(JobFailed):
+    """The job was cancelled before it started: it was never run."""
+
+
+def job_error(job: Mapping[str, Any]) -> JobFailed:
+    """The exception for a job done without outputs, by its status."""
+    return {"expired": JobExpired, "cancelled": JobCancelled}.get(job.get("status", ""), JobFailed)(job)
 
 
 def from_response(status: int, body: Any, retry_after: float | None) -> PredqError:

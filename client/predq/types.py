@@ -22,12 +22,15 @@ class ErrorBody(TypedDict):
     details: dict[str, Any]
 
 
-class JobView(TypedDict):
+class JobView(TypedDict, total=False):
     id: str
-    status: str  # queued, running, succeeded, failed
+    status: str  # queued, running, succeeded, failed, expired, cancelled; more may come: read done
+    done: bool  # the job has its answer and never changes again (servers before it: absent)
     model: ModelRef
     outputs: list[Output] | None
-    error: ErrorBody | None
+    error: ErrorBody | None  # failed, expired (deadline_exceeded) and cancelled jobs say why
+    priority: str  # high, normal, low
+    deadline: str | None
     created_at: str
     completed_at: str | None
 
