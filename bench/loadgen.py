@@ -79,7 +79,7 @@ def _submit_and_wait(
             job = orjson.loads(await response.read())
             if response.status not in (200, 202):
                 return 0
-        while job["status"] not in ("succeeded", "failed"):
+        while not job.get("done", job["status"] in ("succeeded", "failed")):
             async with session.get(f"/v1/predictions/{job['id']}?wait=30", headers=auth) as response:
                 job = orjson.loads(await response.read())
         return len(job["outputs"]) if job["status"] == "succeeded" else 0
