@@ -425,3 +425,55 @@ def test_a_priority_or_deadline_out_of_range_is_refused_and_nothing_stored(clien
     error = response.get_json()["error"]
     assert error["code"] == "invalid_input" and set(error["details"]["fields"]) == set(body)
     assert count_jobs(svc) == before
+
+
+# -- the Python client ----------------------------------------------------------------------
+
+
+def test_the_client_cancels_reads_done_and_raises_job_cancelled(api_server, tokens, svc, counting):
+    import asyncio
+
+    import predq
+
+    with predq.Client(api_server, tokens["predict"], timeout=10) as client, worker_stopped(svc, counting):
+        job = client.submit(counting, iris_rows(1).tolist(), priority="low", deadline_ms=60_000)
+        assert job.done is False and job.view["priority"] == "low"
+        assert job.cancel() is job and job.done and job.view["status"] == "cancelled"
+        with pytest.raises(predq.JobCancelled) as raised:
+            job.result(timeout=2)
+        assert raised.value.code == "cancelled"
+        with pytest.raises(predq.Conflict):
+            client.cancel(job.id)
+        other = client.submit(counting, iris_rows(1).tolist())
+        assert client.cancel(other.id).view["status"] == "cancelled"
+
+        async def cancel_async() -> str:
+            async with predq.AsyncClient(api_server, tokens["predict"], timeout=10) as aclient:
+                queued = await aclient.submit(counting, iris_rows(1).tolist())
+                return (await queued.cancel()).view["status"]
+
+        assert asyncio.run(cancel_async()) == "cancelled"
+
+
+def test_predict_sends_what_is_left_of_its_deadline_so_a_job_no_one_waits_for_expires(
+    api_server, tokens, svc, counting
+):
+    import predq
+
+    submitted = utcnow()
+    with predq.Client(api_server, tokens["predict"], timeout=1.5) as client, worker_stopped(svc, counting):
+        with pytest.raises(predq.DeadlineExceeded):
+            client.predict(counting, iris_rows(1).tolist(), wait=0.5)
+    with svc.engine.connect() as conn:
+        job = conn.execute(
+            select(Job.id, Job.created_at, Job.deadline)
+            .where(Job.model_name == counting, Job.created_at >= submitted)
+            .order_by(Job.created_at.desc())
+        ).first()
+    assert job is not None and job.deadline is not None
+    assert 0 < (job.deadline - job.created_at).total_seconds() <= 1.5
+    time.sleep(max(0.0, (job.deadline - utcnow()).total_seconds()) + 0.05)
+    calls = dict(CALLS)
+    drain(svc, counting, 1)
+    assert CALLS == calls
+    assert _rows_of(svc, [str(job.id)])[str(job.id)]["status"] == "expired"
