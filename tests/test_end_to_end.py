@@ -56,10 +56,13 @@ def test_submit_then_poll(client, svc, registered, worker):
 
     assert submitted.status_code == 202
     assert submitted.json["status"] == "queued"
-    assert set(submitted.json) == {"id", "status", "model", "outputs", "error", "created_at", "completed_at"}
+    assert set(submitted.json) == {"id", "status", "done", "model", "outputs", "error", "priority", "deadline",
+                                   "created_at", "completed_at"}  # fmt: skip
+    assert submitted.json["done"] is False and submitted.json["priority"] == "normal"
+    assert submitted.json["deadline"] is None, "QUEUE_TTL_SECONDS unset: no deadline"
     polled = client.get(f"{submitted.headers['Location']}?wait=20")
     assert polled.status_code == 200
-    assert polled.json["status"] == "succeeded"
+    assert polled.json["status"] == "succeeded" and polled.json["done"] is True
     assert polled.json["outputs"] == expected_outputs(stored_estimator(svc, "iris"), rows)
     # The stored record holds inputs, outputs, the version served and timings.
     with svc.engine.connect() as conn:

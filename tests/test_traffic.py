@@ -78,7 +78,8 @@ def test_a_shadow_scores_the_rows_and_is_never_returned(app, svc, tokens, split)
     job = http.post("/v1/models/split/predictions?wait=20", json={"inputs": rows}).json
 
     assert job["status"] == "succeeded" and job["model"]["version"] == 1
-    assert set(job) == {"id", "status", "model", "outputs", "error", "created_at", "completed_at"}
+    assert set(job) == {"id", "status", "done", "model", "outputs", "error", "priority", "deadline",
+                        "created_at", "completed_at"}, "nothing of the shadow's"  # fmt: skip
     deadline = time.monotonic() + 20
     while True:
         with svc.engine.connect() as conn:
