@@ -131,7 +131,8 @@ def main() -> int:
     report |= {
         "idle_high": {"n": len(idle["probe"]), "p50_ms": p(idle["probe"], 50), "p99_ms": p(idle["probe"], 99)},
         "loaded_high": {"n": len(loaded["probe"]), "p50_ms": p(loaded["probe"], 50),
-                        "p99_ms": p(loaded["probe"], 99)},
+                        "p90_ms": p(loaded["probe"], 90), "p99_ms": p(loaded["probe"], 99),
+                        "slowest_ms": sorted(round(x * 1000) for x in loaded["probe"])[-5:]},
         "loaded_low": {"n": len(loaded["load"]), "p50_ms": p(loaded["load"], 50), "p99_ms": p(loaded["load"], 99)},
         "batch_ms": batches,
         "no_priorities_single_row": {"n": len(flat["probe"]), "p50_ms": p(flat["probe"], 50),

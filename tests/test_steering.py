@@ -339,16 +339,19 @@ def test_the_pop_drains_priorities_strictly_in_order(svc):
     high.push(high_item)
 
     items, left = high.pop_batch(10)
-    assert [item.job_id for item in items] == [high_id, normal_id, low_id], "a batch mixes, highest first"
+    assert [item.job_id for item in items] == [high_id], "a batch holding high rows takes no lower ones"
+    assert left == 2
+    items, left = high.pop_batch(10)
+    assert [item.job_id for item in items] == [normal_id, low_id], "normal and low mix, normal first"
     assert left == 0
 
     big = [_item(3) for _ in range(2)]
     for _, item in big:
-        high.push(item)
+        normal.push(item)
     small_low_id, small_low = _item(1)
     low.push(small_low)
     first, left = high.pop_batch(4)
-    assert [item.job_id for item in first] == [big[0][0]], "no low row while a high item waits"
+    assert [item.job_id for item in first] == [big[0][0]], "no low row while a normal item waits"
     assert left == 2
     second, left = high.pop_batch(4)
     assert [item.job_id for item in second] == [big[1][0], small_low_id] and left == 0
@@ -361,7 +364,8 @@ def test_the_pop_drains_priorities_strictly_in_order(svc):
     taken = high.wait_for_item(1)
     assert taken is not None and taken[0] == high.key
     items, _ = high.pop_batch(10, put_back=taken)
-    assert [item.job_id for item in items] == [high_id, low_id]
+    assert [item.job_id for item in items] == [high_id]
+    assert [item.job_id for item in high.pop_batch(10)[0]] == [low_id]
     svc.redis.delete(*high.keys, high.active)
 
 

@@ -1,7 +1,8 @@
 -- pop_batch: whole items from the head of a version's row queues (app/predictions/queue.py
 -- RowQueue.pop_batch), one queue per priority, strictly highest first: a lower queue is
 -- read only when every higher one is empty, and a higher item that does not fit ends the
--- batch (a batch may mix priorities, never taking a lower one while a higher one waits).
+-- batch (a batch may mix normal and low, never taking a lower one while a higher one waits;
+-- one that holds high rows takes no lower ones).
 -- Pops until adding the next item would pass max_rows (at least one, unless the pop tops up
 -- a batch already begun), atomically, so concurrent workers never split a job. An item
 -- whose job has a cancel mark is dropped (its row says cancelled already); an item past its
@@ -47,7 +48,9 @@ for q = 2, #KEYS do
       full = total >= max_rows
     end
   end
-  if full then break end
+  -- A batch holding high rows is not topped up with lower ones: a high row then waits for the
+  -- batch in progress and a small batch of its own, not for a full batch of low work.
+  if full or (q == 2 and #out > 0) then break end
 end
 if #out > 0 then
   redis.call('SET', KEYS[1], '1', 'EX', ARGV[3])
