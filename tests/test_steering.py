@@ -481,3 +481,22 @@ def test_predict_sends_what_is_left_of_its_deadline_so_a_job_no_one_waits_for_ex
     drain(svc, counting, 1)
     assert CALLS == calls
     assert _rows_of(svc, [str(job.id)])[str(job.id)]["status"] == "expired"
+
+
+def test_an_arrow_request_steers_its_job_from_the_query_string(client, svc, counting):
+    from tests.helpers import arrow_body, arrow_table
+
+    path = f"/v1/models/{counting}/predictions"
+    body = arrow_body(arrow_table(iris_rows(2)))
+    headers = {"Content-Type": "application/vnd.apache.arrow.stream"}
+    before = count_jobs(svc)
+    refused = client.post(f"{path}?priority=urgent", data=body, headers=headers)
+    assert refused.status_code == 422 and "priority" in refused.get_json()["error"]["details"]["fields"]
+    assert client.post(f"{path}?deadline_ms=0", data=body, headers=headers).status_code == 422
+    assert count_jobs(svc) == before
+    with worker_stopped(svc, counting):
+        accepted = client.post(f"{path}?priority=low&deadline_ms=60000", data=body, headers=headers)
+    assert accepted.status_code == 202
+    view = accepted.get_json()
+    assert view["priority"] == "low" and 59_900 <= _deadline_ms(view) <= 60_100
+    ending.end_unrun(svc, ending.JobStatus.CANCELLED, [uuid.UUID(view["id"])])
