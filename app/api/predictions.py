@@ -63,8 +63,8 @@ def submit_prediction(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
 
     The body may instead be an Arrow IPC stream (Content-Type
     application/vnd.apache.arrow.stream), one column per feature, with version, alias,
-    routing_key, explain, explain_classes, priority and deadline_ms in the query string. That binary protocol is
-    left out of this document; see the README.
+    routing_key, explain, explain_classes, priority and deadline_ms in the query string. That
+    binary protocol is left out of this document; see the README.
     """
     svc = current_services()
     wait = decoding.wait_seconds(request.args.get("wait"))

@@ -31,19 +31,16 @@ log = logging.getLogger(__name__)
 
 PREFIX = "predq"
 
-#: Priorities, highest first (app/predictions/view.py): a version has a row queue for each,
-#: and the pop script drains them strictly in this order.
-PRIORITY_ORDER = PRIORITIES
-
 # Rows whose explanations are asked for wait on lists of their own ("x" keys), taken by
 # other workers (the bulk worker's, see app/celery_app.py): shap takes a thousand times
 # the model's time on a deep forest, and plain predictions must not wait behind it.
-# Normal rows keep the keys they had before priorities existed.
+# A version has a list per priority (PRIORITIES, highest first: the pop drains them in that
+# order); normal rows keep the keys they had before priorities existed.
 _PRIORITY_SUFFIX = {"high": "-high", "normal": "", "low": "-low"}
 _QUEUE_PREFIXES = {
     (explained, priority): f"{PREFIX}:{'x' if explained else ''}queue{_PRIORITY_SUFFIX[priority]}:"
     for explained in (False, True)
-    for priority in PRIORITY_ORDER
+    for priority in PRIORITIES
 }
 
 #: A cancelled job's mark (its id after this): the pop script drops the job's items unread.
@@ -56,7 +53,7 @@ def queue_key(name: str, version: int, explained: bool = False, priority: str = 
 
 def queue_keys(name: str, version: int, explained: bool = False) -> list[str]:
     """The version's row queues (of its explained rows), highest priority first."""
-    return [queue_key(name, version, explained, priority) for priority in PRIORITY_ORDER]
+    return [queue_key(name, version, explained, priority) for priority in PRIORITIES]
 
 
 def queued_versions(redis: Redis) -> list[tuple[str, int, bool]]:
@@ -261,10 +258,7 @@ class RowQueue:
         return (cast(bytes, popped[0]).decode(), cast(bytes, popped[1])) if popped else None
 
     def __len__(self) -> int:
-        with self.redis.pipeline(transaction=False) as pipe:
-            for key in self.keys:
-                pipe.llen(key)
-            return sum(pipe.execute())
+        return sum(int(self.redis.llen(key)) for key in self.keys)
 
 
 # -- pushing and waking ------------------------------------------------------------
