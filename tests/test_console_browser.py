@@ -154,6 +154,7 @@ def test_cancel_a_running_batch_job_and_its_progress_stops(stack, offline_page, 
     page.wait_for_function(
         "id => Number(document.querySelector(`#batch-${id} progress`).value) > 0", arg=job_id, timeout=60_000
     )
+    page.screenshot(path=str(SHOTS / "batch-jobs.png"), full_page=True)  # one running, its bar moving
     row.get_by_role("link", name="Cancel…").click()
     page.get_by_role("button", name="Cancel the batch job").click()
     page.wait_for_url("**/console/batch-jobs")
