@@ -295,7 +295,7 @@ def test_a_predict_key_sees_its_own_job_and_not_anothers(app, tokens, predictor,
                                                   json={"inputs": [[5.0, 3.0, 1.6, 0.2]]}).json  # fmt: skip
     page = predictor.get(f"/console/jobs/{mine['id']}")
     assert page.status_code == 200 and "6.3" in page.text and mine["status"] == "succeeded"
-    assert "<th scope=\"row\">priority</th><td>normal" in page.text
+    assert '<th scope="row">priority</th><td>normal' in page.text
     assert predictor.get(f"/console/jobs/{theirs['id']}").status_code == 404
     assert mine["id"] in predictor.get("/console/jobs").text
 
