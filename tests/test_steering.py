@@ -500,3 +500,20 @@ def test_an_arrow_request_steers_its_job_from_the_query_string(client, svc, coun
     view = accepted.get_json()
     assert view["priority"] == "low" and 59_900 <= _deadline_ms(view) <= 60_100
     ending.end_unrun(svc, ending.JobStatus.CANCELLED, [uuid.UUID(view["id"])])
+
+
+def test_keys_are_created_with_a_default_priority_and_a_ceiling_from_the_cli(app, svc, counting):
+    runner = app.test_cli_runner()
+    name = f"low-cli-{uuid.uuid4().hex[:6]}"
+    created = runner.invoke(
+        args=["keys", "create", name, "--default-priority", "low", "--max-priority", "low"]
+    )
+    assert created.exit_code == 0, created.output
+    capped = client_for(app, created.stdout.strip().splitlines()[-1])
+    assert runner.invoke(args=["keys", "create", "bad-prio", "--max-priority", "urgent"]).exit_code != 0
+    with worker_stopped(svc, counting):
+        view = _submit(capped, counting)
+        refused = capped.post(f"/v1/models/{counting}/predictions",
+                              json={"inputs": iris_rows(1).tolist(), "priority": "normal"})  # fmt: skip
+    assert view["priority"] == "low" and refused.status_code == 403
+    ending.end_unrun(svc, ending.JobStatus.CANCELLED, [uuid.UUID(view["id"])])
