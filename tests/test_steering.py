@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import shutil
 import time
 import uuid
@@ -434,7 +435,7 @@ def test_a_priority_or_deadline_out_of_range_is_refused_and_nothing_stored(clien
 # -- the Python client ----------------------------------------------------------------------
 
 
-def test_the_client_cancels_reads_done_and_raises_job_cancelled(api_server, tokens, svc, counting):
+def test_the_client_cancels_reads_done_and_raises_job_cancelled(api_server, tokens, svc, counting, capsys):
     import asyncio
 
     import predq
@@ -457,6 +458,13 @@ def test_the_client_cancels_reads_done_and_raises_job_cancelled(api_server, toke
                 return (await queued.cancel()).view["status"]
 
         assert asyncio.run(cancel_async()) == "cancelled"
+        from predq.cli import main as predq_command
+
+        third = client.submit(counting, iris_rows(1).tolist())
+    command = ["--url", api_server, "--api-key", tokens["predict"], "cancel", third.id]
+    assert predq_command(command) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "cancelled"
+    assert predq_command(command) == 1 and "job_not_cancellable" in capsys.readouterr().err
 
 
 def test_predict_sends_what_is_left_of_its_deadline_so_a_job_no_one_waits_for_expires(

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _predict(client: Client, args: argparse.Namespace) -> Any:
     rows = json.loads(args.json) if args.json is not None else _csv_rows(args.csv)
-    return client.predict(args.model, rows, version=args.version, alias=args.alias)
+    return client.predict(args.model, rows, version=args.version, alias=args.alias, priority=args.priority)
 
 
 def _csv_rows(path: str) -> list[dict[str, float]]:
@@ -80,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--csv", help="a CSV file whose header names the features")
     predict.add_argument("--version", type=int, default=None)
     predict.add_argument("--alias", default=None)
+    predict.add_argument("--priority", choices=["high", "normal", "low"], default=None)
     predict.set_defaults(run=_predict)
 
     models = commands.add_parser("models", help="list the models")
@@ -89,6 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     job.add_argument("id")
     job.add_argument("--wait", action="store_true", help="wait until it finishes")
     job.set_defaults(run=_job)
+
+    cancel = commands.add_parser("cancel", help="cancel a queued job (it ends cancelled, never run)")
+    cancel.add_argument("id")
+    cancel.set_defaults(run=lambda client, args: client.cancel(args.id).view)
 
     score = commands.add_parser("score", help="score a .csv or .parquet file as a batch job")
     score.add_argument("model")
