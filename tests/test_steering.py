@@ -525,3 +525,24 @@ def test_keys_are_created_with_a_default_priority_and_a_ceiling_from_the_cli(app
                               json={"inputs": iris_rows(1).tolist(), "priority": "normal"})  # fmt: skip
     assert view["priority"] == "low" and refused.status_code == 403
     ending.end_unrun(svc, ending.JobStatus.CANCELLED, [uuid.UUID(view["id"])])
+
+
+def test_a_deferred_job_cancelled_while_its_batch_runs_is_not_answered_twice(client, svc, counting):
+    """The worker popped the waiting submit's rows before the cancel (its mark too late): the
+    row says cancelled, so the worker's result is neither stored nor handed to pollers."""
+    import threading
+
+    answers: list[Any] = []
+    with worker_stopped(svc, counting):
+        thread = threading.Thread(target=lambda: answers.append(client.post(
+            f"/v1/models/{counting}/predictions?wait=0.3", json={"inputs": iris_rows(1).tolist()})))  # fmt: skip
+        thread.start()
+        thread.join(10)
+        assert answers and answers[0].status_code == 202, "the wait ran out: the API stored the job"
+        job_id = answers[0].get_json()["id"]
+        assert client.post(f"/v1/predictions/{job_id}/cancel").status_code == 200
+        svc.redis.delete(CANCEL_PREFIX + job_id)  # as if the worker had popped the rows first
+    drain(svc, counting, 1)
+
+    assert client.get(f"/v1/predictions/{job_id}").get_json()["status"] == "cancelled"
+    assert _rows_of(svc, [job_id])[job_id]["status"] == "cancelled"

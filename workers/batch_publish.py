@@ -68,6 +68,7 @@ def publish(svc: Services, work: BatchWork, results: list[dict[str, Any]], compl
             ),
         )
         for item, result in zip(items, results, strict=True)
+        if item.job_id not in work.not_written
     }
     publish_results(svc.redis, cache, views, settings.cache_ttl_seconds, settings.result_ttl_seconds)
     failed = sum(result["status"] == "failed" for result in results)

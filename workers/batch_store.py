@@ -65,7 +65,7 @@ def _store_deferred_statement(insert_of_dialect: Any) -> Any:
         index_elements=[Job.id],
         set_={column: statement.excluded[column] for column in result_columns},
         where=_NOT_DONE,
-    )
+    ).returning(Job.id)
 
 
 # Per dialect, since each spells ON CONFLICT with its own insert().
@@ -107,7 +107,8 @@ def store(
             finish_jobs(conn, finished, work.id, completed_at)
         deferred = [(item, r) for item, r in zip(work.items, results, strict=True) if item.deferred]
         if deferred:
-            store_deferred_jobs(conn, work, deferred, completed_at)
+            written = store_deferred_jobs(conn, work, deferred, completed_at)
+            work.not_written = {item.job_id for item, _ in deferred} - written
 
 
 def finish_jobs(
@@ -135,12 +136,13 @@ def store_deferred_jobs(
     work: BatchWork,
     finished: list[tuple[QueuedRows, dict[str, Any]]],
     completed_at: datetime,
-) -> None:
-    """Insert the rows of finished deferred jobs, outputs and all.
+) -> set[str]:
+    """Insert the rows of finished deferred jobs, outputs and all; returns the ids written.
 
     The API may have inserted one as queued meanwhile (its client's wait ran out), and the
     sweeper may have queued that row again: the existing row takes the result unless it
-    already succeeded, so a job is never answered twice differently.
+    already succeeded or ended unrun (cancelled, expired), so a job is never answered twice
+    differently.
     """
     # A deferred item carries all of its job's rows: it is queued only when none was cached.
     records = [
@@ -154,7 +156,7 @@ def store_deferred_jobs(
         for item, r in finished
     ]  # fmt: skip
     records.sort(key=lambda record: record["id"])  # lock order: see _CLAIM_JOBS
-    conn.execute(_STORE_DEFERRED[conn.dialect.name], records)
+    return {str(job_id) for job_id in conn.execute(_STORE_DEFERRED[conn.dialect.name], records).scalars()}
 
 
 def store_shadow_outputs(

@@ -52,6 +52,8 @@ class BatchWork:
     inference_seconds: float = 0.0
     backend: str = "sklearn"
     """What answered the model call: sklearn, or the version's compiled backend (onnxruntime)."""
+    not_written: set[str] = field(default_factory=set)
+    """Deferred jobs whose rows had ended otherwise meanwhile (cancelled, say): not handed to pollers."""
 
     @cached_property
     def rows(self) -> list[list[float]]:
