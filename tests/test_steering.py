@@ -546,3 +546,46 @@ def test_a_deferred_job_cancelled_while_its_batch_runs_is_not_answered_twice(cli
 
     assert client.get(f"/v1/predictions/{job_id}").get_json()["status"] == "cancelled"
     assert _rows_of(svc, [job_id])[job_id]["status"] == "cancelled"
+
+
+def test_a_celery_worker_started_after_200_jobs_past_their_deadline_runs_none(
+    app, client, svc, settings, tmp_path
+):
+    """The deadline target with a real worker process (the production command) of its own: the
+    model's pool sends its batches to that worker alone; the model counts its calls in a file."""
+    import socket
+
+    from app.predictions.queue import wake_worker
+    from app.processes import PROCESSES
+    from tests.helpers import bin_path, celery_worker, settings_env
+    from tests.slow_model import CALLS_FILE_VARIABLE
+
+    x, y = load_iris(return_X_y=True)
+    model = make_pipeline(FunctionTransformer(counting_identity), RandomForestClassifier(n_estimators=5)).fit(
+        x, y
+    )
+    joblib.dump(model, tmp_path / "counting.joblib")
+    name, pool = f"counted-{uuid.uuid4().hex[:6]}", f"steer{uuid.uuid4().hex[:6]}"
+    svc.registry.register(name, tmp_path / "counting.joblib")
+    svc.registry.set_pool(name, pool)
+    calls_file = tmp_path / "calls.txt"
+    calls_file.write_text("")
+    with worker_stopped(svc, name):
+        views = [_submit(client, name, deadline_ms=50) for _ in range(200)]
+    node = f"steer-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
+    argv = [bin_path("celery"), *PROCESSES["worker"][1:5], "-Q", f"inference.{pool}", "-c", "1", "-n", node]
+    env = settings_env(settings) | {CALLS_FILE_VARIABLE: str(calls_file)}
+    with celery_worker(app, argv, env, node, tmp_path / "worker.log"):
+        wake_worker(svc, name, 1)
+        deadline = time.monotonic() + 60
+        while any(row["status"] == "queued" for row in _rows_of(svc, [v["id"] for v in views]).values()):
+            assert time.monotonic() < deadline, "the worker did not end the jobs"
+            time.sleep(0.2)
+        probe = client.post(f"/v1/models/{name}/predictions?wait=20", json={"inputs": iris_rows(1).tolist()})
+    assert probe.status_code == 200 and probe.get_json()["status"] == "succeeded", "the worker runs live jobs"
+
+    rows = _rows_of(svc, [view["id"] for view in views])
+    assert len(rows) == 200 and {row["status"] for row in rows.values()} == {"expired"}, "none lost"
+    calls = [int(n) for n in calls_file.read_text().split()]
+    # predict and predict_proba, each on the live probe's one row: never on the 200.
+    assert calls and len(calls) <= 2 and set(calls) == {1}, calls
