@@ -34,6 +34,9 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     """Redis for the row queues, the output cache and the result hand-off."""
 
+    cache_redis_url: str = ""
+    """A Redis of its own for the output cache and finished jobs' views (evictable); empty: ``redis_url``."""
+
     broker_url: str | None = None
     """Celery broker; defaults to ``redis_url``."""
 
@@ -122,6 +125,15 @@ class Settings:
 
     job_retention_seconds: int = 7 * 24 * 3600
     """The sweeper deletes finished jobs (and their batches) older than this; 0 keeps them forever."""
+
+    retention_budget_seconds: float = 10.0
+    """Longest one sweep spends deleting expired rows, in batches, before it leaves the rest to the next."""
+
+    feedback_retention_seconds: int = 90 * 24 * 3600
+    """The sweeper deletes feedback recorded longer ago than this; 0 keeps it forever."""
+
+    shadow_output_retention_seconds: int = 7 * 24 * 3600
+    """The sweeper deletes shadow outputs stored longer ago than this; 0 keeps them forever."""
 
     allow_pickle: bool = True
     """Register and load joblib (pickle) artifacts; false allows only skops artifacts."""

@@ -42,6 +42,10 @@ JOBS = Counter(
 )
 CACHE_HITS = Counter("predq_cache_hits_total", "Rows answered from the output cache at submit.", ["model"])
 CACHE_MISSES = Counter("predq_cache_misses_total", "Rows that had to go to a worker.", ["model"])
+CACHE_WRITE_ERRORS = Counter(
+    "predq_cache_write_errors_total",
+    "Cached outputs and result views not written: their Redis refused them (out of memory) or failed.",
+)
 BATCH_ROWS = Histogram(
     "predq_batch_size_rows",
     "Rows fed to one model call.",

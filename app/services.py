@@ -24,6 +24,8 @@ class Services:
     engine: Engine
     redis: Redis
     redis_wait: Redis
+    cache: Redis
+    """The output cache's and finished views' Redis: ``redis`` itself unless CACHE_REDIS_URL names another."""
     registry: Registry
     keys: ApiKeys
     celery: Celery
@@ -61,4 +63,11 @@ def build_services(settings: Settings, celery: Celery) -> Services:
     keys = ApiKeys(engine, settings.auth_cache_seconds)
     limits = RateLimits(settings.redis_url)
     deadlines = DeadlineDefaults(engine, settings.registry_cache_seconds)
-    return Services(settings, engine, redis, redis_wait, registry, keys, celery, limits, deadlines)
+    # Its own Redis (maxmemory, allkeys-lru) only when named: the cache may be evicted, the
+    # queue may not (README, Redis keys). Short timeouts: a cache that stalls is skipped.
+    cache = redis
+    if settings.cache_redis_url and settings.cache_redis_url != settings.redis_url:
+        cache = Redis.from_url(
+            settings.cache_redis_url, health_check_interval=30, socket_timeout=2, socket_connect_timeout=2
+        )
+    return Services(settings, engine, redis, redis_wait, cache, registry, keys, celery, limits, deadlines)

@@ -28,6 +28,7 @@ from sklearn.ensemble import RandomForestClassifier
 from app import create_app
 from app.config import Settings
 from app.migrate import upgrade
+from app.predictions.items import encode_output
 from app.predictions.queue import cache_keys
 from scripts.local import scratch_database
 
@@ -75,7 +76,8 @@ def main() -> None:
             )
         )
         assert probe.status_code == 202, probe.json
-        svc.redis.set(cache_keys("iris", 1, np.asarray([ROW], dtype=np.float64))[0], b'{"prediction": 0}')
+        cached = encode_output({"prediction": 0})
+        svc.cache.set(cache_keys("iris", 1, np.asarray([ROW], dtype=np.float64))[0], cached)
 
         clients = {name: app.test_client() for name, app in apps.items()}
         headers = {"Authorization": f"Bearer {token}"}

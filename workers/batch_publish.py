@@ -9,8 +9,8 @@ import orjson
 
 from app import throughput
 from app.metrics import BATCH_ROWS, INFERENCE, JOB_DURATION, JOBS, QUEUE_WAIT
-from app.predictions.items import encode_view
-from app.predictions.queue import publish_results
+from app.predictions import cache as output_cache
+from app.predictions.items import encode_output, encode_view
 from app.predictions.view import FINISHED, job_view
 from app.services import Services
 from workers.batch_work import BatchWork
@@ -45,7 +45,7 @@ def publish(svc: Services, work: BatchWork, results: list[dict[str, Any]], compl
         for item, outputs in zip(items, outcomes, strict=True):
             if not isinstance(outputs, Exception):
                 mine = keys[offset : offset + len(item.rows)]  # each of its item's kind
-                cache.update((key, orjson.dumps(output)) for key, output in zip(mine, outputs, strict=True))
+                cache.update((key, encode_output(output)) for key, output in zip(mine, outputs, strict=True))
             offset += len(item.rows)
     views = {
         item.job_id: encode_view(
@@ -70,6 +70,6 @@ def publish(svc: Services, work: BatchWork, results: list[dict[str, Any]], compl
         for item, result in zip(items, results, strict=True)
         if item.job_id not in work.not_written
     }
-    publish_results(svc.redis, cache, views, settings.cache_ttl_seconds, settings.result_ttl_seconds)
+    output_cache.publish(svc, cache, views, settings.cache_ttl_seconds, settings.result_ttl_seconds)
     failed = sum(result["status"] == "failed" for result in results)
     throughput.count(svc.redis, name, len(results) - failed, failed)

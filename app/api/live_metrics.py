@@ -1,6 +1,7 @@
 """Gauges read when Prometheus scrapes the API: queue depth (Redis), the oldest queued job
-and batch-job chunks waiting (the database, so they count what Redis lost too), and each
-model's newest drift report. The counters and histograms are app/metrics.py's."""
+and batch-job chunks waiting (the database, so they count what Redis lost too), each
+model's newest drift report, and each Redis's memory against its budget. The counters and
+histograms are app/metrics.py's."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from app.db import PRIORITIES, BulkChunk, BulkJob, DriftReport, Job, utcnow
 from app.metrics import process_registry
 from app.predictions.queue import queue_keys, queued_versions
 from app.predictions.view import JobStatus
+from app.redis_memory import redis_gauges
 from app.registry import held, pools
 from app.services import Services
 
@@ -87,6 +89,7 @@ class LiveState:
         yield from self._bulk_depth()
         yield from self._pool_workers()
         yield from self._drift()
+        yield from redis_gauges(self.svc)
 
     def _pool_workers(self) -> Iterator[Metric]:
         """Worker processes serving each pool, as they report it (app/registry/held.py); 0: that

@@ -120,8 +120,8 @@ def _forget_cached_outputs(svc: Services, name: str, version: int) -> None:
     """Cached outputs of the version were computed by the backend it had: a version turned off
     (or on) answers from its new backend from now on, not from the cache."""
     try:
-        keys = list(svc.redis.scan_iter(match=f"{PREFIX}:*cache:{name}:{version}:*", count=1000))
+        keys = list(svc.cache.scan_iter(match=f"{PREFIX}:*cache:{name}:{version}:*", count=1000))
         for start in range(0, len(keys), 1000):
-            svc.redis.delete(*keys[start : start + 1000])
+            svc.cache.delete(*keys[start : start + 1000])
     except RedisError as exc:
         log.warning("could not clear the cached outputs of %s v%s: %s", name, version, exc)

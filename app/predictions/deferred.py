@@ -12,13 +12,13 @@ from redis.exceptions import RedisError
 from app import logs
 from app.db import utcnow
 from app.metrics import CACHE_MISSES
-from app.predictions.items import encode_item
+from app.predictions import cache
+from app.predictions.items import decode_outputs, encode_item
 from app.predictions.jobs import read, wait_for
 from app.predictions.queue import RowQueue, wake_worker
 from app.predictions.submission import (
     Peek,
     Submission,
-    decoded_outputs,
     insert_if_absent,
     job_record,
     overloaded,
@@ -61,13 +61,13 @@ def submit_deferred(svc: Services, sub: Submission) -> Deferred:
     )
     try:
         queue = RowQueue(svc.redis, name, version, priority=sub.priority)
-        admission = queue.admit(item, sub.keys, svc.settings.max_queued_jobs, sub.rate)
+        admission = cache.admit(svc, queue, item, sub.keys, svc.settings.max_queued_jobs, sub.rate)
     except RedisError as exc:
         # As _peek does when Redis fails: compute every row, queue depth unknown.
         log.warning("could not queue job rows for %s v%s, storing the job first: %s", name, version, exc)
         return Deferred(peek=Peek([None] * len(rows), 0))
     if admission.outcome == "cached":
-        return Deferred(peek=Peek(decoded_outputs(admission.outputs), admission.depth))
+        return Deferred(peek=Peek(decode_outputs(admission.outputs, sub.classes), admission.depth))
     if admission.outcome == "overloaded":
         raise overloaded(name, version, admission.depth)
     if admission.wake:

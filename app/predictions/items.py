@@ -22,6 +22,13 @@ deadlines existed are ``"<row count>|<json>"``, read the same way)::
 A finished job's view, under its result key and on its done list, is stored as
 ``"<owner key id>|<json>"`` (nothing before the bar when the job has no owner), so a poll
 answered from Redis checks ownership without a database read (see :func:`encode_view`).
+
+A cached row output is MessagePack (msgspec), without the field names every row would
+repeat: ``[prediction]`` for ``{"prediction": p}``, ``[prediction, [p, ...]]`` for a
+classifier's ``{"prediction": p, "probabilities": {class: p, ...}}`` (the probabilities in
+the order of the version's classes, whose names the reader takes from its signature), and
+any other output (explained rows) as the map it is. The iris demo's output: 56 bytes of
+JSON, 30 of this (README, Redis keys).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import orjson
 
 
@@ -131,3 +139,39 @@ def decode_view(raw: bytes) -> tuple[int | None, dict[str, Any]]:
     """The owner's key id and the public view of what :func:`encode_view` stored."""
     owner, _, view = raw.partition(b"|")
     return (int(owner) if owner else None), orjson.loads(view)
+
+
+_PACK = msgspec.msgpack.Encoder()
+_UNPACK = msgspec.msgpack.Decoder()
+
+
+def encode_output(output: dict[str, Any]) -> bytes:
+    """A row's output as the cache keeps it (the module docstring's compact form)."""
+    if len(output) == 1 and "prediction" in output:
+        return _PACK.encode([output["prediction"]])
+    if len(output) == 2 and "prediction" in output and isinstance(output.get("probabilities"), dict):
+        return _PACK.encode([output["prediction"], list(output["probabilities"].values())])
+    return _PACK.encode(output)
+
+
+def decode_outputs(values: list[bytes | None], classes: list[str] | None) -> list[Any]:
+    """Cached outputs (None where missing) decoded; ``classes`` are the version's class
+    names as strings. A value that does not decode, or whose probabilities do not match
+    the classes, is a miss (None): the row goes to a worker."""
+    return [_decoded(value, classes) if value is not None else None for value in values]
+
+
+def _decoded(value: bytes, classes: list[str] | None) -> dict[str, Any] | None:
+    try:
+        output = _UNPACK.decode(value)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(output, dict):
+        return output
+    if not isinstance(output, list):
+        return None
+    if len(output) == 1:
+        return {"prediction": output[0]}
+    if len(output) == 2 and classes is not None and len(output[1]) == len(classes):
+        return {"prediction": output[0], "probabilities": dict(zip(classes, output[1], strict=True))}
+    return None

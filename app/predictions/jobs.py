@@ -66,7 +66,7 @@ def read(svc: Services, job_id: uuid.UUID, reader: Principal | None) -> dict[str
     """The job's view from Redis, else the database; JobNotFound when ``reader`` may not read it."""
     found: tuple[int | None, dict[str, Any]] | None = None
     try:
-        raw = svc.redis.get(result_key(str(job_id)))
+        raw = svc.cache.get(result_key(str(job_id)))
         if raw is not None:
             found = decode_view(cast(bytes, raw))
     except RedisError:

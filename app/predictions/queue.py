@@ -5,6 +5,7 @@ finished job's view holds is app/predictions/items.py.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -93,14 +94,17 @@ def cache_keys(name: str, version: int, matrix: np.ndarray, explained: str | Non
     an output without its explanation (or, asking for every class, with only the predicted one).
 
     Rows are hashed as slices of the matrix's bytes, not as numpy rows: iterating a matrix
-    makes an array per row, a third of the cost (README, Benchmark).
+    makes an array per row, a third of the cost (README, Benchmark). The 128-bit digest is
+    written in 22 characters of URL-safe base64, not 32 hex digits: every cached row holds
+    its key, and Redis rounds a 51-byte key up to 64 bytes, a 41-byte one to 48.
     """
     prefix = f"{PREFIX}:{_CACHE_KINDS[explained]}:{name}:{version}:"
     data = memoryview(np.ascontiguousarray(matrix, dtype=np.float64).tobytes())
     width = 8 * matrix.shape[1]
-    blake2b = hashlib.blake2b
+    blake2b, b64 = hashlib.blake2b, base64.urlsafe_b64encode
     return [
-        prefix + blake2b(data[i : i + width], digest_size=16).hexdigest() for i in range(0, len(data), width)
+        prefix + b64(blake2b(data[i : i + width], digest_size=16).digest())[:22].decode()
+        for i in range(0, len(data), width)
     ]
 
 
@@ -138,20 +142,31 @@ def publish_results(
     views: dict[str, bytes],
     cache_ttl: int,
     result_ttl: int,
+    *,
+    done: bool = True,
+    results: bool = True,
 ) -> None:
-    """Store row outputs in the cache and hand finished jobs' views to pollers, in one round trip.
+    """Hand finished jobs' views to pollers and store row outputs in the cache, in one round trip.
 
     ``cache`` maps cache keys to encoded outputs (empty when the cache is off); ``views``
     maps job ids to their public views, encoded with their owners by :func:`encode_view`.
+    ``done``: push each view onto its job's done list (the queue's Redis); ``results``:
+    store it under its result key (the cache's). app/predictions/cache.py decides which
+    Redis gets which, and what a refused write costs.
     """
     keys = list(cache)
     for job_id in views:
-        keys += [result_key(job_id), done_key(job_id)]
+        if results:
+            keys.append(result_key(job_id))
+        if done:
+            keys.append(done_key(job_id))
     args: list[bytes | int] = [
         cache_ttl,
         result_ttl,
         DONE_TTL_SECONDS,
         len(cache),
+        int(done),
+        int(results),
         *cache.values(),
         *views.values(),
     ]

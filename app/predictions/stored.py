@@ -16,11 +16,12 @@ from app import logs, throughput
 from app.db import Job, utcnow
 from app.errors import PredqError
 from app.metrics import CACHE_HITS, CACHE_MISSES, JOBS
+from app.predictions import cache
 from app.predictions.idempotency import find_by_key, replay
-from app.predictions.items import encode_item, encode_view
+from app.predictions.items import decode_outputs, encode_item, encode_view
 from app.predictions.jobs import wait_for
-from app.predictions.queue import RowQueue, enqueue, result_key
-from app.predictions.submission import Peek, Submission, decoded_outputs, job_record, overloaded
+from app.predictions.queue import RowQueue, enqueue
+from app.predictions.submission import Peek, Submission, job_record, overloaded
 from app.predictions.view import JobStatus, job_view
 from app.registry import traffic
 from app.services import Services
@@ -117,12 +118,13 @@ def peek_at(svc: Services, sub: Submission) -> Peek:
     n_rows = len(sub.rows)
     try:
         queue = RowQueue(svc.redis, sub.name, sub.version, sub.explain is not None, sub.priority)
-        admission = queue.admit(None, sub.keys, rate=sub.rate)
+        admission = cache.admit(svc, queue, None, sub.keys, rate=sub.rate)
     except RedisError as exc:
         # Redis is the fast path only: compute every row, and queue depth is unknown.
         log.warning("cache unavailable, computing every row: %s", exc)
         return Peek([None] * n_rows, 0)
-    return Peek(decoded_outputs(admission.outputs) if sub.keys else [None] * n_rows, admission.depth)
+    cached = decode_outputs(admission.outputs, sub.classes) if sub.keys else [None] * n_rows
+    return Peek(cached, admission.depth)
 
 
 def _shadow(
@@ -151,12 +153,5 @@ def _shadow(
 
 
 def _publish_result(svc: Services, view: dict[str, Any], owner: int | None) -> None:
-    try:
-        svc.redis.set(
-            result_key(view["id"]),
-            encode_view(owner, orjson.dumps(view)),
-            ex=svc.settings.result_ttl_seconds,
-        )
-    except RedisError:
-        pass
+    cache.store_view(svc, view["id"], encode_view(owner, orjson.dumps(view)))
     throughput.count(svc.redis, view["model"]["name"], 1)

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import orjson
 from sqlalchemy import Connection
 
 from app.db import Job, dialect_insert
@@ -42,6 +41,8 @@ class Submission:
     request_hash: str | None = None
     shadow: traffic.Route | None = None
     """The version the model's policy shadows, if any: it scores the same rows apart."""
+    classes: list[str] | None = None
+    """The served version's class names as strings (None: a regressor): cached outputs name them."""
     priority: str = "normal"
     """high, normal or low: the row queue it waits on (app/predictions/queue.py)."""
     deadline_ms: int | None = None
@@ -115,8 +116,3 @@ def overloaded(name: str, version: int, queued_jobs: int) -> Overloaded:
         version=version,
         queued_jobs=queued_jobs,
     )
-
-
-def decoded_outputs(outputs: list[bytes | None]) -> list[Any]:
-    """Cached outputs as the cache holds them (encoded, None where missing), decoded."""
-    return [orjson.loads(v) if v is not None else None for v in outputs]

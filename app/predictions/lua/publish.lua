@@ -1,22 +1,34 @@
--- publish: a finished batch in one command (app/rqueue.py publish_results): each row's
--- output into the cache, each job's view under its result key and onto its done list
--- (long-polls BLMOVE that list onto itself). One call instead of a pipeline of 1 + 3 per
--- job commands: redis-py spends more time packing each command than Redis running it.
--- KEYS: cache keys..., then per job its result key and done key.
--- ARGV: cache ttl, result ttl, done-list ttl, number of cache keys, then one value per
---       cache key, then one view per job.
+-- publish: a finished batch in one command (app/predictions/queue.py publish_results): each
+-- job's view onto its done list (long-polls BLMOVE that list onto itself) and under its
+-- result key, and each row's output into the cache. One call instead of a pipeline of
+-- 1 + 3 per job commands: redis-py spends more time packing each command than Redis
+-- running it. The done lists go first: they are what a waiting caller needs, and when
+-- the cache's writes are refused (a Redis at its maxmemory) the pushes are already made.
+-- With a cache Redis of its own (CACHE_REDIS_URL) the call is made twice: the queue's
+-- Redis gets the done lists, the cache's the result keys and the outputs.
+-- KEYS: cache keys..., then per view its result key (when results = 1) and its done key
+--       (when done = 1), in that order.
+-- ARGV: cache ttl, result ttl, done-list ttl, number of cache keys, done (1 or 0),
+--       results (1 or 0), then one value per cache key, then one view per job.
 -- Reply: how many jobs were published.
-local cache_ttl, result_ttl, done_ttl = ARGV[1], ARGV[2], ARGV[3]
 local n_cache = tonumber(ARGV[4])
+local done, results = ARGV[5] == '1', ARGV[6] == '1'
+local per_view = (done and 1 or 0) + (results and 1 or 0)
+local first_view = 7 + n_cache
+local n_views = #ARGV - first_view + 1
+if done then
+  for j = 0, n_views - 1 do
+    local key = KEYS[n_cache + (j + 1) * per_view]
+    redis.call('RPUSH', key, ARGV[first_view + j])
+    redis.call('EXPIRE', key, ARGV[3])
+  end
+end
 for i = 1, n_cache do
-  redis.call('SET', KEYS[i], ARGV[4 + i], 'EX', cache_ttl)
+  redis.call('SET', KEYS[i], ARGV[6 + i], 'EX', ARGV[1])
 end
-local job = 0
-for i = n_cache + 1, #KEYS, 2 do
-  local view = ARGV[4 + n_cache + job + 1]
-  redis.call('SET', KEYS[i], view, 'EX', result_ttl)
-  redis.call('RPUSH', KEYS[i + 1], view)
-  redis.call('EXPIRE', KEYS[i + 1], done_ttl)
-  job = job + 1
+if results then
+  for j = 0, n_views - 1 do
+    redis.call('SET', KEYS[n_cache + j * per_view + 1], ARGV[first_view + j], 'EX', ARGV[2])
+  end
 end
-return job
+return n_views

@@ -1,0 +1,107 @@
+"""The output cache and finished jobs' views: which Redis holds them, and why neither can
+fail a submit or a batch.
+
+Both may be lost at any time (a cached output is computed again, a view read from the
+database), so they may live in a Redis that evicts (CACHE_REDIS_URL: ``maxmemory`` with
+``allkeys-lru``), apart from the queues, which must never be evicted. Unset, they share
+the queue's Redis, and a submit's cache lookup rides in the same call as its admission
+(app/predictions/lua/admit.lua). Either way a cache write that Redis refuses (out of
+memory, unreachable) is skipped and counted (``predq_cache_write_errors_total``), and a
+lookup that fails is a miss: every row goes to a worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
+
+from redis.exceptions import OutOfMemoryError, RedisError
+
+from app.metrics import CACHE_WRITE_ERRORS
+from app.predictions.queue import Admission, RowQueue, publish_results, result_key
+
+if TYPE_CHECKING:
+    from app.access.ratelimit import RateCharge
+    from app.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def separate(svc: Services) -> bool:
+    """True when the cache has a Redis of its own (CACHE_REDIS_URL)."""
+    return svc.cache is not svc.redis
+
+
+def admit(
+    svc: Services,
+    queue: RowQueue,
+    item: bytes | None,
+    keys: Sequence[str],
+    max_queued: int = -1,
+    rate: RateCharge | None = None,
+) -> Admission:
+    """:meth:`RowQueue.admit` with the rows' cached outputs looked up wherever the cache is.
+
+    Sharing the queue's Redis, one call does both. With a cache of its own, the lookup
+    comes first (a failed one finds nothing), then the queue's call, which pushes ``item``
+    only when no row was cached: the outcomes are the same as one call's.
+    """
+    if not keys or not separate(svc):
+        return queue.admit(item, keys, max_queued, rate)
+    outputs = lookup(svc, keys)
+    if any(output is not None for output in outputs):
+        counted = queue.admit(None, (), max_queued, rate)
+        return Admission("cached", counted.depth, outputs=outputs)
+    admitted = queue.admit(item, (), max_queued, rate)
+    if item is None:
+        return Admission("looked", admitted.depth, outputs=outputs)
+    return admitted
+
+
+def lookup(svc: Services, keys: Sequence[str]) -> list[bytes | None]:
+    """The cached outputs under ``keys`` (None where missing); all None when the cache fails."""
+    try:
+        return cast(list[bytes | None], svc.cache.mget(keys))
+    except RedisError as exc:
+        log.warning("output cache unreachable, computing every row: %s", exc)
+        return [None] * len(keys)
+
+
+def publish(
+    svc: Services, cache: dict[str, bytes], views: dict[str, bytes], cache_ttl: int, result_ttl: int
+) -> None:
+    """A finished batch's done lists, result views and cached outputs, as one call per Redis.
+
+    The done lists wake waiting callers: an error there is raised as before (the jobs are
+    stored; long-polls fall back to reading them). The cache's writes are skipped when
+    refused, and counted.
+    """
+    if not separate(svc):
+        try:
+            publish_results(svc.redis, cache, views, cache_ttl, result_ttl)
+        except RedisError as exc:
+            if not isinstance(exc, OutOfMemoryError):
+                raise
+            # Redis at its maxmemory with nothing it may evict (noeviction). The jobs are
+            # stored; a waiting caller reads its job from the database when its wait ends.
+            _skipped(len(cache) + len(views), exc)
+        return
+    publish_results(svc.redis, {}, views, cache_ttl, result_ttl, results=False)
+    try:
+        publish_results(svc.cache, cache, views, cache_ttl, result_ttl, done=False)
+    except RedisError as exc:
+        _skipped(len(cache) + len(views), exc)
+
+
+def store_view(svc: Services, job_id: str, view: bytes) -> None:
+    """A finished job's view under its result key, best effort (the database has the job)."""
+    try:
+        svc.cache.set(result_key(job_id), view, ex=svc.settings.result_ttl_seconds)
+    except RedisError as exc:
+        _skipped(1, exc)
+
+
+def _skipped(writes: int, exc: RedisError) -> None:
+    CACHE_WRITE_ERRORS.inc(writes)
+    log.debug("%d cache writes skipped: %s", writes, exc)
