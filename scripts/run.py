@@ -81,6 +81,9 @@ def main() -> None:
         env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
         redis_dir = var_dir / "redis"
         redis_dir.mkdir(exist_ok=True)
+        # noeviction: it holds the queues, which must never be evicted. The output cache
+        # shares it, uncapped, unless CACHE_REDIS_URL names another (README, Redis keys):
+        # on one laptop its TTLs bound it; a capped cache beside it is compose's.
         procs["redis"] = "exec " + shlex.join(
             [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(redis_dir),
              "--appendonly", "yes", "--save", "", "--maxmemory-policy", "noeviction"]

@@ -109,6 +109,7 @@ def test_compose_services_run_the_same_commands_as_make_run(compose):
     assert set(services) == {
         "postgres",
         "redis",
+        "redis-cache",
         "migrate",
         "api",
         "worker",
@@ -126,6 +127,10 @@ def test_compose_production_settings(compose):
     services = compose["services"]
     redis_command = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in redis_command and "--maxmemory-policy noeviction" in redis_command
+    # The cache's own Redis evicts within its budget; every predq process points at it.
+    cache_command = " ".join(services["redis-cache"]["command"])
+    assert "--maxmemory-policy allkeys-lru" in cache_command and "--maxmemory " in cache_command
+    assert services["api"]["environment"]["CACHE_REDIS_URL"] == "redis://redis-cache:6379/0"
     assert any("/var/lib/postgresql/data" in str(v) for v in services["postgres"]["volumes"])
     for name in ("postgres", "redis", "api", "worker", "bulk-worker"):
         assert services[name]["healthcheck"]["test"], name

@@ -22,7 +22,7 @@ import pytest
 from redis import Redis
 
 from app import create_app
-from app.predictions.items import decode_outputs, encode_output
+from app.predictions.items import decode_outputs, decode_view, encode_output, encode_view
 from app.processes import PROCESSES
 from app.redis_memory import budget_warnings
 from scripts.local import free_port
@@ -226,3 +226,25 @@ def test_cached_outputs_are_compact_and_decode_to_the_same_output():
     # Probabilities that do not match the version's classes, or a value that is not ours,
     # are misses: the row goes to a worker.
     assert decode_outputs([encoded[0], orjson.dumps(classifier) + b"x"], ["0", "1"]) == [None, None]
+
+
+def test_a_finished_view_is_compact_and_decodes_to_the_same_view():
+    outputs = [{"prediction": i % 3, "probabilities": {"0": 0.5, "1": 0.25, "2": 0.25}} for i in range(3)]
+    view = {"id": str(uuid.uuid4()), "status": "succeeded", "done": True, "model": {"name": "iris", "version": 2},
+            "outputs": outputs, "error": None, "priority": "high", "deadline": "2026-12-05T10:00:01.123456+00:00",
+            "created_at": "2026-12-05T10:00:00.123456+00:00", "completed_at": "2026-12-05T10:00:00.234567+00:00"}  # fmt: skip
+    failed = view | {
+        "status": "failed",
+        "outputs": None,
+        "error": {"code": "x", "message": "y", "details": {}},
+    }
+
+    encoded = encode_view(7, view)
+
+    assert decode_view(encoded) == (7, view)
+    assert decode_view(encode_view(None, failed)) == (None, failed)
+    assert len(encoded) < len(orjson.dumps(view)) / 2
+    assert encoded.count(b"probabilities") == 0 and encoded.count(b"0.25") == 0
+    # A view written before this form ("<owner>|<json>") still reads.
+    assert decode_view(b"7|" + orjson.dumps(view)) == (7, view)
+    assert decode_view(b"|" + orjson.dumps(failed)) == (None, failed)

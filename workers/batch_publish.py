@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from app import throughput
 from app.metrics import BATCH_ROWS, INFERENCE, JOB_DURATION, JOBS, QUEUE_WAIT
 from app.predictions import cache as output_cache
@@ -50,21 +48,19 @@ def publish(svc: Services, work: BatchWork, results: list[dict[str, Any]], compl
     views = {
         item.job_id: encode_view(
             item.owner,
-            orjson.dumps(
-                job_view(
-                    {
-                        "id": result["id"],
-                        "status": result["status"],
-                        "model_name": name,
-                        "model_version": version,
-                        "outputs": result["outputs"],
-                        "error": result["error"],
-                        "priority": item.priority,
-                        "deadline": item.deadline,
-                        "created_at": item.created_at,
-                        "completed_at": completed_at,
-                    }
-                )
+            job_view(
+                {
+                    "id": result["id"],
+                    "status": result["status"],
+                    "model_name": name,
+                    "model_version": version,
+                    "outputs": result["outputs"],
+                    "error": result["error"],
+                    "priority": item.priority,
+                    "deadline": item.deadline,
+                    "created_at": item.created_at,
+                    "completed_at": completed_at,
+                }
             ),
         )
         for item, result in zip(items, results, strict=True)

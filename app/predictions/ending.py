@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from redis.exceptions import RedisError
 from sqlalchemy import select, update
 
@@ -26,8 +25,9 @@ from app.access.auth import may_read
 from app.db import Job, dialect_insert, utcnow
 from app.errors import JobNotCancellable, JobNotFound
 from app.metrics import JOBS
+from app.predictions import cache as output_cache
 from app.predictions.items import QueuedRows, encode_view
-from app.predictions.queue import CANCEL_PREFIX, publish_results
+from app.predictions.queue import CANCEL_PREFIX
 from app.predictions.view import JobStatus, job_view
 from app.services import Services
 
@@ -128,8 +128,8 @@ def _announce(svc: Services, status: JobStatus, views: dict[str, tuple[int | Non
                 for job_id in views:
                     pipe.set(CANCEL_PREFIX + job_id, b"1", ex=CANCEL_MARK_SECONDS)
                 pipe.execute()
-        encoded = {job_id: encode_view(owner, orjson.dumps(view)) for job_id, (owner, view) in views.items()}
-        publish_results(svc.redis, {}, encoded, settings.cache_ttl_seconds, settings.result_ttl_seconds)
+        encoded = {job_id: encode_view(owner, view) for job_id, (owner, view) in views.items()}
+        output_cache.publish(svc, {}, encoded, settings.cache_ttl_seconds, settings.result_ttl_seconds)
     except RedisError as exc:
         log.warning("could not hand %d %s jobs to Redis: %s", len(views), status, exc)
 

@@ -19,21 +19,27 @@ deadlines existed are ``"<row count>|<json>"``, read the same way)::
 
 ``slots``/``pre`` are set only when part of the job was answered from the cache.
 
-A finished job's view, under its result key and on its done list, is stored as
-``"<owner key id>|<json>"`` (nothing before the bar when the job has no owner), so a poll
-answered from Redis checks ownership without a database read (see :func:`encode_view`).
+Outputs and views are MessagePack (msgspec), without the field names every row and job
+would repeat (what Redis holds per prediction; README, Redis keys). A row's output is
+``[prediction]`` for ``{"prediction": p}``, ``[prediction, [p, ...]]`` for a classifier's
+``{"prediction": p, "probabilities": {class: p, ...}}`` (the probabilities in the order of
+the classes), and any other output (explained rows) the map it is. Cached under its row's
+key, an output names no classes: the reader takes them from the version's signature.
 
-A cached row output is MessagePack (msgspec), without the field names every row would
-repeat: ``[prediction]`` for ``{"prediction": p}``, ``[prediction, [p, ...]]`` for a
-classifier's ``{"prediction": p, "probabilities": {class: p, ...}}`` (the probabilities in
-the order of the version's classes, whose names the reader takes from its signature), and
-any other output (explained rows) as the map it is. The iris demo's output: 56 bytes of
-JSON, 30 of this (README, Redis keys).
+A finished job's view, under its result key and on its done list, is the array::
+
+    [owner key id | nil, job id (16 bytes), status, model name, model version,
+     [class, ...] | nil (the classes its outputs' probabilities follow, once per job),
+     [output, ...] | nil, error | nil, done, priority, deadline | nil, created_at, completed_at]
+
+so a poll answered from Redis checks ownership without a database read. A view written as
+``"<owner key id>|<json>"`` (before this form) is still read.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -130,48 +136,117 @@ def _explain_mode(raw: Any) -> str | None:
     return "predicted" if raw is True else raw or None
 
 
-def encode_view(owner: int | None, view: bytes) -> bytes:
-    """A job's encoded public view, tagged with its owner's key id for the result key and done list."""
-    return (b"" if owner is None else str(owner).encode()) + b"|" + view
-
-
-def decode_view(raw: bytes) -> tuple[int | None, dict[str, Any]]:
-    """The owner's key id and the public view of what :func:`encode_view` stored."""
-    owner, _, view = raw.partition(b"|")
-    return (int(owner) if owner else None), orjson.loads(view)
-
-
 _PACK = msgspec.msgpack.Encoder()
 _UNPACK = msgspec.msgpack.Decoder()
 
 
 def encode_output(output: dict[str, Any]) -> bytes:
     """A row's output as the cache keeps it (the module docstring's compact form)."""
-    if len(output) == 1 and "prediction" in output:
-        return _PACK.encode([output["prediction"]])
-    if len(output) == 2 and "prediction" in output and isinstance(output.get("probabilities"), dict):
-        return _PACK.encode([output["prediction"], list(output["probabilities"].values())])
-    return _PACK.encode(output)
+    return _PACK.encode(_compact(output, None))
 
 
 def decode_outputs(values: list[bytes | None], classes: list[str] | None) -> list[Any]:
     """Cached outputs (None where missing) decoded; ``classes`` are the version's class
     names as strings. A value that does not decode, or whose probabilities do not match
     the classes, is a miss (None): the row goes to a worker."""
-    return [_decoded(value, classes) if value is not None else None for value in values]
+    found: list[Any] = []
+    for value in values:
+        try:
+            found.append(_expanded(_UNPACK.decode(value), classes) if value is not None else None)
+        except msgspec.DecodeError:
+            found.append(None)
+    return found
 
 
-def _decoded(value: bytes, classes: list[str] | None) -> dict[str, Any] | None:
+def encode_view(owner: int | None, view: dict[str, Any]) -> bytes:
+    """A job's public view with its owner's key id, for its result key and done list (the
+    module docstring's form)."""
+    outputs, classes = view["outputs"], None
+    if outputs:
+        probabilities = outputs[0].get("probabilities") if isinstance(outputs[0], dict) else None
+        classes = list(probabilities) if isinstance(probabilities, dict) else None
+    model = view["model"]
+    return _PACK.encode(
+        [
+            owner,
+            uuid.UUID(view["id"]).bytes,
+            view["status"],
+            model["name"],
+            model["version"],
+            classes,
+            None if outputs is None else [_compact(output, classes) for output in outputs],
+            view["error"],
+            view["done"],
+            view["priority"],
+            view["deadline"],
+            view["created_at"],
+            view["completed_at"],
+        ]
+    )
+
+
+def decode_view(raw: bytes) -> tuple[int | None, dict[str, Any]]:
+    """The owner's key id and the public view of what :func:`encode_view` stored."""
     try:
-        output = _UNPACK.decode(value)
-    except msgspec.DecodeError:
-        return None
-    if isinstance(output, dict):
+        (
+            owner,
+            job_id,
+            status,
+            name,
+            version,
+            classes,
+            outputs,
+            error,
+            done,
+            priority,
+            deadline,
+            created,
+            completed,
+        ) = _UNPACK.decode(raw)
+    except (msgspec.DecodeError, ValueError, TypeError):
+        # Written before views were MessagePack: "<owner>|<json>".
+        tag, _, view = raw.partition(b"|")
+        return (int(tag) if tag else None), orjson.loads(view)
+    return owner, {
+        "id": str(uuid.UUID(bytes=job_id)),
+        "status": status,
+        "done": done,
+        "model": {"name": name, "version": version},
+        "outputs": None if outputs is None else [_expanded(output, classes) for output in outputs],
+        "error": error,
+        "priority": priority,
+        "deadline": deadline,
+        "created_at": created,
+        "completed_at": completed,
+    }
+
+
+def _compact(output: Any, classes: list[str] | None) -> Any:
+    """``[prediction]``, ``[prediction, [p, ...]]`` (with ``classes`` None: the version's
+    classes, else these), or the output as it is."""
+    if not isinstance(output, dict):
         return output
-    if not isinstance(output, list):
+    if len(output) == 1 and "prediction" in output:
+        return [output["prediction"]]
+    probabilities = output.get("probabilities")
+    if len(output) == 2 and "prediction" in output and isinstance(probabilities, dict):
+        if classes is None or list(probabilities) == classes:
+            return [output["prediction"], list(probabilities.values())]
+    return output
+
+
+def _expanded(value: Any, classes: list[str] | None) -> Any:
+    if isinstance(value, dict):
+        return value
+    if not isinstance(value, list):
         return None
-    if len(output) == 1:
-        return {"prediction": output[0]}
-    if len(output) == 2 and classes is not None and len(output[1]) == len(classes):
-        return {"prediction": output[0], "probabilities": dict(zip(classes, output[1], strict=True))}
+    if len(value) == 1:
+        return {"prediction": value[0]}
+    if (
+        len(value) == 2
+        and classes is not None
+        and isinstance(value[1], list)
+        and len(value[1]) == len(classes)
+    ):
+        return {"prediction": value[0], "probabilities": dict(zip(classes, value[1], strict=True))}
     return None

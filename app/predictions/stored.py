@@ -7,7 +7,6 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-import orjson
 from redis.exceptions import RedisError
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
@@ -153,5 +152,5 @@ def _shadow(
 
 
 def _publish_result(svc: Services, view: dict[str, Any], owner: int | None) -> None:
-    cache.store_view(svc, view["id"], encode_view(owner, orjson.dumps(view)))
+    cache.store_view(svc, view["id"], encode_view(owner, view))
     throughput.count(svc.redis, view["model"]["name"], 1)
