@@ -7,7 +7,7 @@
    ``--entries`` outputs of the benchmark's model written to an empty Redis under each
    format's keys (32 hex digits and JSON before; 22 base64 characters and MessagePack
    after) with the cache's TTL, and Redis's ``used_memory`` growth divided by their number;
-   a result view (a single-row job's JSON, unchanged) likewise.
+   a single-row job's finished view likewise ("<owner>|<json>" before, MessagePack after).
 2. A soak: the benchmark's stack (the API under granian, a worker with 2 processes), the
    queue's Redis as ever (BENCH_REDIS_URL, noeviction) and the cache and result views in
    a Redis of their own capped at ``--cache-cap-mb`` with allkeys-lru (CACHE_REDIS_URL, as
@@ -96,13 +96,18 @@ def measure_bytes(redis: Redis, model: Any, n: int) -> dict[str, Any]:
     view = {"id": "6f0c7e0a-3b7b-4a7e-9d7e-2d7b1c1f0a11", "status": "succeeded",
             "model": {"name": MODEL, "version": 1}, "outputs": [outputs[0]], "error": None,
             "created_at": "2026-12-05T10:00:00.123456+00:00", "completed_at": "2026-12-05T10:00:00.134567+00:00"}  # fmt: skip
-    views = {f"predq:result:{i:08x}-3b7b-4a7e-9d7e-2d7b1c1f0a11": encode_view(1, view) for i in range(n)}
+    view_keys = [f"predq:result:{i:08x}-3b7b-4a7e-9d7e-2d7b1c1f0a11" for i in range(n)]
+    old_view, new_view = b"1|" + orjson.dumps(view), encode_view(1, view)
     return {
         "entries": n,
         "value_bytes": {"before": len(next(iter(old.values()))), "after": len(next(iter(new.values())))},
         "key_bytes": {"before": len(next(iter(old))), "after": len(next(iter(new)))},
         "redis_bytes_per_cached_output": {"before": bytes_per_entry(redis, old), "after": bytes_per_entry(redis, new)},
-        "redis_bytes_per_result_view": bytes_per_entry(redis, views),
+        "view_bytes": {"before": len(old_view), "after": len(new_view)},
+        "redis_bytes_per_result_view": {
+            "before": bytes_per_entry(redis, dict.fromkeys(view_keys, old_view)),
+            "after": bytes_per_entry(redis, dict.fromkeys(view_keys, new_view)),
+        },
     }  # fmt: skip
 
 

@@ -1,4 +1,6 @@
-"""The sweeper's retention: old finished jobs and their batches go; unfinished jobs stay."""
+"""The sweeper's retention: old finished jobs and their batches go, unfinished jobs stay;
+feedback and shadow outputs have retentions of their own; a backlog goes batch after batch
+within the sweep's budget."""
 
 from __future__ import annotations
 
@@ -8,9 +10,15 @@ from datetime import timedelta
 
 from sqlalchemy import insert, select, update
 
-from app.db import Batch, Job, TrainingRun, utcnow
-from tests.helpers import insert_queued_job
-from workers.sweeper import expire_old_jobs, fail_stale_training_runs
+from app.db import Batch, Feedback, Job, ShadowOutput, TrainingRun, make_engine, utcnow
+from app.migrate import upgrade
+from tests.helpers import count_rows, insert_queued_job
+from workers.retention import RETENTION_BATCH_ROWS, expire_all
+from workers.sweeper import fail_stale_training_runs
+
+
+def expire_old_jobs(svc) -> int:
+    return expire_all(svc)["jobs"]
 
 
 def _finish(svc, job_id: uuid.UUID, completed_at, batch_id: uuid.UUID | None = None) -> None:
@@ -61,6 +69,95 @@ def test_jobs_past_retention_are_deleted_and_the_rest_kept(settings, svc, regist
 def test_retention_zero_keeps_everything(settings, svc):
     keep_all = dataclasses.replace(svc, settings=settings.replace(job_retention_seconds=0))
     assert expire_old_jobs(keep_all) == 0
+
+
+def _finished_jobs(svc, n: int, completed_at) -> None:
+    rows = [{"id": uuid.uuid4(), "model_name": "iris", "model_version": 1, "status": "succeeded", "n_rows": 1,
+             "inputs": [[5.0, 3.4, 1.5, 0.2]], "outputs": [{"prediction": 0}], "cached_rows": 0,
+             "created_at": completed_at, "completed_at": completed_at} for _ in range(n)]  # fmt: skip
+    with svc.engine.begin() as conn:
+        conn.execute(insert(Job), rows)
+
+
+def _old_jobs_left(svc, cutoff) -> int:
+    with svc.engine.connect() as conn:
+        return len(conn.execute(select(Job.id).where(Job.completed_at < cutoff)).all())
+
+
+def test_a_backlog_goes_in_one_sweep_batch_after_batch(settings, svc):
+    backlog = 2 * RETENTION_BATCH_ROWS + 17
+    old = utcnow() - timedelta(days=2)
+    _finished_jobs(svc, backlog, old)
+    retention = dataclasses.replace(svc, settings=settings.replace(job_retention_seconds=86400))
+
+    assert expire_old_jobs(retention) == backlog, "not 10,000 per sweep: until none is left"
+    assert _old_jobs_left(svc, utcnow() - timedelta(days=1)) == 0
+
+
+def test_retention_runs_on_sqlite_too(settings, svc, tmp_path):
+    """make run's embedded database: the same statements, row by row in batches."""
+    url = f"sqlite:///{tmp_path / 'retention.sqlite3'}"
+    upgrade(url)
+    embedded = dataclasses.replace(
+        svc, engine=make_engine(url), settings=settings.replace(job_retention_seconds=3600)
+    )
+    _finished_jobs(embedded, RETENTION_BATCH_ROWS + 3, utcnow() - timedelta(hours=2))
+    _finished_jobs(embedded, 2, utcnow())
+
+    assert expire_old_jobs(embedded) == RETENTION_BATCH_ROWS + 3
+    assert count_rows(embedded, Job) == 2
+
+
+def test_a_sweep_stops_deleting_once_its_budget_is_spent(settings, svc):
+    _finished_jobs(svc, RETENTION_BATCH_ROWS + 10, utcnow() - timedelta(days=2))
+    no_time = dataclasses.replace(
+        svc, settings=settings.replace(job_retention_seconds=86400, retention_budget_seconds=0)
+    )
+
+    assert expire_old_jobs(no_time) == RETENTION_BATCH_ROWS, "one batch, then the next sweep"
+    assert expire_old_jobs(no_time) == 10
+
+
+def test_feedback_and_shadow_outputs_have_retentions_of_their_own(settings, svc):
+    old, recent = utcnow() - timedelta(days=3), utcnow() - timedelta(hours=1)
+    with svc.engine.begin() as conn:
+        for created in (old, recent):
+            job_id = uuid.uuid4()
+            conn.execute(insert(Feedback), {"job_id": job_id, "model_name": "iris", "model_version": 1, "row": 0,
+                                            "label": 1, "prediction": 1, "created_at": created})  # fmt: skip
+            conn.execute(insert(ShadowOutput), {"job_id": job_id, "model_name": "iris", "model_version": 2,
+                                                "outputs": [{"prediction": 1}], "batch_id": uuid.uuid4(),
+                                                "created_at": created})  # fmt: skip
+    idle_batch = _batch(svc, old)  # a shadow's batch: no job refers to it
+    feedback_before, shadows_before = count_rows(svc, Feedback), count_rows(svc, ShadowOutput)
+    two_days = settings.replace(
+        feedback_retention_seconds=2 * 86400,
+        shadow_output_retention_seconds=2 * 86400,
+        job_retention_seconds=2 * 86400,
+    )
+
+    expired = expire_all(dataclasses.replace(svc, settings=two_days))
+
+    assert expired["feedback"] >= 1 and expired["shadow_outputs"] >= 1 and expired["batches"] >= 1
+    assert count_rows(svc, Feedback) == feedback_before - expired["feedback"]
+    with svc.engine.connect() as conn:
+        assert (
+            conn.execute(
+                select(Feedback.id).where(Feedback.created_at < utcnow() - timedelta(days=2))
+            ).first()
+            is None
+        )
+        assert conn.execute(select(Feedback.id).where(Feedback.created_at == recent)).first() is not None
+        assert (
+            conn.execute(select(ShadowOutput.id).where(ShadowOutput.created_at == recent)).first() is not None
+        )
+        assert conn.execute(select(Batch.id).where(Batch.id == idle_batch)).first() is None
+    assert count_rows(svc, ShadowOutput) == shadows_before - expired["shadow_outputs"]
+    keep = settings.replace(
+        feedback_retention_seconds=0, shadow_output_retention_seconds=0, job_retention_seconds=0
+    )
+    assert expire_all(dataclasses.replace(svc, settings=keep)) == {"jobs": 0, "batches": 0, "feedback": 0,
+                                                                   "shadow_outputs": 0}  # fmt: skip
 
 
 def test_training_runs_that_never_finish_are_marked_failed(settings, svc):

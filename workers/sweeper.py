@@ -1,5 +1,5 @@
-"""Beat's housekeeping: expire jobs past their deadline, re-queue jobs that waited too long,
-delete those past retention.
+"""Beat's housekeeping: expire jobs past their deadline, re-queue jobs that waited too long
+(retention, deleting what is past it, is workers/retention.py).
 
 Redis is the fast path, not the record: if it lost a queue (restart without persistence)
 or a worker died holding a batch, the jobs are still ``queued``/``running`` in the
@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import delete, exists, or_, select, update
+from sqlalchemy import or_, select, update
 
-from app.db import Batch, Job, TrainingRun, utcnow
+from app.db import Job, TrainingRun, utcnow
 from app.predictions.ending import end_unrun
 from app.predictions.items import encode_item
 from app.predictions.queue import enqueue, queued_versions, wake_worker
-from app.predictions.view import FINISHED, JobStatus
+from app.predictions.view import JobStatus
 from app.services import Services
 
 log = logging.getLogger(__name__)
@@ -116,39 +116,6 @@ def requeue_stuck_jobs(svc: Services, limit: int = 1000) -> int:
     if stuck:
         log.warning("sweeper re-queued %d stuck jobs", len(stuck))
     return len(stuck)
-
-
-def expire_old_jobs(svc: Services, limit: int = 10_000) -> int:
-    """Delete up to ``limit`` finished jobs older than ``job_retention_seconds``, then their batches.
-
-    Returns how many jobs were deleted. Bounded per sweep so one sweep never holds a long
-    transaction; a backlog is cleared over successive sweeps. Queued and running jobs are
-    never deleted, however old.
-    """
-    if svc.settings.job_retention_seconds <= 0:
-        return 0
-    cutoff = utcnow() - timedelta(seconds=svc.settings.job_retention_seconds)
-    expired = (
-        select(Job.id)
-        .where(Job.status.in_(FINISHED), Job.completed_at < cutoff)
-        .limit(limit)
-        .scalar_subquery()
-    )
-    with svc.engine.begin() as conn:
-        deleted = conn.execute(delete(Job).where(Job.id.in_(expired))).rowcount
-        conn.execute(
-            delete(Batch).where(
-                Batch.completed_at < cutoff,
-                ~exists().where(Job.batch_id == Batch.id),
-            )
-        )
-    if deleted:
-        log.info(
-            "sweeper deleted %d jobs older than the %d s retention",
-            deleted,
-            svc.settings.job_retention_seconds,
-        )
-    return deleted
 
 
 def fail_stale_training_runs(svc: Services) -> int:

@@ -20,7 +20,7 @@ from app.celery_app import (
 )
 from app.lifecycle import drift, training, training_runs
 from app.services import current_services
-from workers import batching, bulk, sweeper
+from workers import batching, bulk, retention, sweeper
 
 
 @shared_task(name=RUN_BATCH, bind=True)
@@ -39,18 +39,20 @@ def run_explained_batch(self: Task, model: str, version: int) -> dict[str, Any]:
 @shared_task(name=SWEEP)
 def sweep() -> dict[str, int]:
     """Expire jobs past their deadline, re-queue stuck jobs, wake workers for non-empty queues,
-    delete jobs past retention."""
+    delete rows past retention."""
     svc = current_services()
-    return {
+    done = {
         # Before the re-queue: a job past its deadline ends expired, never queued again.
         "deadline_expired": sweeper.expire_overdue_jobs(svc),
         "requeued": sweeper.requeue_stuck_jobs(svc),
         "woken": sweeper.wake_workers(svc),
-        "expired": sweeper.expire_old_jobs(svc),
         "stale_training_runs": sweeper.fail_stale_training_runs(svc),
         "bulk_chunks_resent": bulk.requeue_stuck_chunks(svc),
         "bulk_jobs_expired": bulk.expire_old_batch_jobs(svc),
     }
+    # Last: it may take up to RETENTION_BUDGET_SECONDS (workers/retention.py).
+    expired = retention.expire_all(svc)
+    return done | {"expired": expired.pop("jobs")} | {f"{table}_expired": n for table, n in expired.items()}
 
 
 @shared_task(name=SCORE_CHUNK)

@@ -32,7 +32,7 @@ class Feedback(Base):
     row: Mapped[int] = mapped_column(Integer)
     label: Mapped[Any] = mapped_column(JSON)
     prediction: Mapped[Any] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class AliasEvent(Base):

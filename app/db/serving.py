@@ -152,7 +152,7 @@ class Batch(Base):
     status: Mapped[str] = mapped_column(String(16))
     inference_seconds: Mapped[float] = mapped_column(Float)
     started_at: Mapped[datetime] = mapped_column()
-    completed_at: Mapped[datetime] = mapped_column()
+    completed_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class ShadowOutput(Base):
@@ -167,7 +167,7 @@ class ShadowOutput(Base):
     model_version: Mapped[int] = mapped_column(Integer)
     outputs: Mapped[list[Any]] = mapped_column(JSON)
     batch_id: Mapped[uuid.UUID] = mapped_column()
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class ApiKey(Base):
