@@ -93,9 +93,10 @@ def measure_bytes(redis: Redis, model: Any, n: int) -> dict[str, Any]:
     old = {old_prefix + hashlib.blake2b(row.tobytes(), digest_size=16).hexdigest(): orjson.dumps(output)
            for row, output in zip(rows, outputs, strict=True)}  # fmt: skip
     new = dict(zip(cache_keys(MODEL, 1, rows), map(encode_output, outputs), strict=True))
-    view = {"id": "6f0c7e0a-3b7b-4a7e-9d7e-2d7b1c1f0a11", "status": "succeeded",
-            "model": {"name": MODEL, "version": 1}, "outputs": [outputs[0]], "error": None,
-            "created_at": "2026-12-05T10:00:00.123456+00:00", "completed_at": "2026-12-05T10:00:00.134567+00:00"}  # fmt: skip
+    view = {"id": "6f0c7e0a-3b7b-4a7e-9d7e-2d7b1c1f0a11", "status": "succeeded", "done": True,
+            "model": {"name": MODEL, "version": 1}, "outputs": [outputs[0]], "error": None, "priority": "normal",
+            "deadline": None, "created_at": "2026-12-05T10:00:00.123456+00:00",
+            "completed_at": "2026-12-05T10:00:00.134567+00:00"}  # fmt: skip
     view_keys = [f"predq:result:{i:08x}-3b7b-4a7e-9d7e-2d7b1c1f0a11" for i in range(n)]
     old_view, new_view = b"1|" + orjson.dumps(view), encode_view(1, view)
     return {

@@ -16,16 +16,22 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
+from redis import Redis
+from redis.commands.core import Script
 from redis.exceptions import OutOfMemoryError, RedisError
 
 from app.metrics import CACHE_WRITE_ERRORS
-from app.predictions.queue import Admission, RowQueue, publish_results, result_key
+from app.predictions.queue import DONE_TTL_SECONDS, LUA, Admission, RowQueue, done_key, result_key
 
 if TYPE_CHECKING:
     from app.access.ratelimit import RateCharge
     from app.services import Services
 
 log = logging.getLogger(__name__)
+
+# What it does: the top of its file (lua/, beside the row queue). Built once per process,
+# as the row queue's scripts are.
+_PUBLISH = Script(None, (LUA / "publish.lua").read_bytes())  # type: ignore[arg-type]  # a client comes per call
 
 
 def separate(svc: Services) -> bool:
@@ -92,6 +98,43 @@ def publish(
         publish_results(svc.cache, cache, views, cache_ttl, result_ttl, done=False)
     except RedisError as exc:
         _skipped(len(cache) + len(views), exc)
+
+
+def publish_results(
+    redis: Redis,
+    cache: dict[str, bytes],
+    views: dict[str, bytes],
+    cache_ttl: int,
+    result_ttl: int,
+    *,
+    done: bool = True,
+    results: bool = True,
+) -> None:
+    """Hand finished jobs' views to pollers and store row outputs in the cache, in one round trip.
+
+    ``cache`` maps cache keys to encoded outputs (empty when the cache is off); ``views``
+    maps job ids to their public views, encoded with their owners by :func:`encode_view`.
+    ``done``: push each view onto its job's done list (the queue's Redis); ``results``:
+    store it under its result key (the cache's). :func:`publish` decides which Redis gets
+    which, and what a refused write costs.
+    """
+    keys = list(cache)
+    for job_id in views:
+        if results:
+            keys.append(result_key(job_id))
+        if done:
+            keys.append(done_key(job_id))
+    args: list[bytes | int] = [
+        cache_ttl,
+        result_ttl,
+        DONE_TTL_SECONDS,
+        len(cache),
+        int(done),
+        int(results),
+        *cache.values(),
+        *views.values(),
+    ]
+    _PUBLISH(keys=keys, args=args, client=redis)
 
 
 def store_view(svc: Services, job_id: str, view: bytes) -> None:

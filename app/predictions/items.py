@@ -32,8 +32,9 @@ A finished job's view, under its result key and on its done list, is the array::
      [class, ...] | nil (the classes its outputs' probabilities follow, once per job),
      [output, ...] | nil, error | nil, done, priority, deadline | nil, created_at, completed_at]
 
-so a poll answered from Redis checks ownership without a database read. A view written as
-``"<owner key id>|<json>"`` (before this form) is still read.
+its times in microseconds since the epoch (UTC), or as the text they were when that would not
+give back the same text; so a poll answered from Redis checks ownership without a database
+read. A view written as ``"<owner key id>|<json>"`` (before this form) is still read.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -178,9 +179,9 @@ def encode_view(owner: int | None, view: dict[str, Any]) -> bytes:
             view["error"],
             view["done"],
             view["priority"],
-            view["deadline"],
-            view["created_at"],
-            view["completed_at"],
+            _packed_time(view["deadline"]),
+            _packed_time(view["created_at"]),
+            _packed_time(view["completed_at"]),
         ]
     )
 
@@ -215,10 +216,27 @@ def decode_view(raw: bytes) -> tuple[int | None, dict[str, Any]]:
         "outputs": None if outputs is None else [_expanded(output, classes) for output in outputs],
         "error": error,
         "priority": priority,
-        "deadline": deadline,
-        "created_at": created,
-        "completed_at": completed,
+        "deadline": _unpacked_time(deadline),
+        "created_at": _unpacked_time(created),
+        "completed_at": _unpacked_time(completed),
     }
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _packed_time(stamp: str | None) -> int | str | None:
+    """A UTC ISO 8601 time as microseconds since the epoch (9 bytes, not 32), when that gives
+    back the very same text; any other as it is."""
+    if stamp is None or not stamp.endswith("+00:00"):
+        return stamp
+    micros = (datetime.fromisoformat(stamp) - _EPOCH) // _MICROSECOND
+    return micros if _unpacked_time(micros) == stamp else stamp
+
+
+def _unpacked_time(packed: int | str | None) -> str | None:
+    return (_EPOCH + packed * _MICROSECOND).isoformat() if isinstance(packed, int) else packed
 
 
 def _compact(output: Any, classes: list[str] | None) -> Any:

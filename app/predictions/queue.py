@@ -130,47 +130,9 @@ ACTIVE_TTL_SECONDS = 10
 # What each does: the top of its file (lua/, beside this module).
 _ADMIT = _script("admit.lua")
 _POP_BATCH = _script("pop_batch.lua")
-_PUBLISH = _script("publish.lua")
 
 # A waiting long-poll reads a job's done list for this long after the job finished.
 DONE_TTL_SECONDS = 60
-
-
-def publish_results(
-    redis: Redis,
-    cache: dict[str, bytes],
-    views: dict[str, bytes],
-    cache_ttl: int,
-    result_ttl: int,
-    *,
-    done: bool = True,
-    results: bool = True,
-) -> None:
-    """Hand finished jobs' views to pollers and store row outputs in the cache, in one round trip.
-
-    ``cache`` maps cache keys to encoded outputs (empty when the cache is off); ``views``
-    maps job ids to their public views, encoded with their owners by :func:`encode_view`.
-    ``done``: push each view onto its job's done list (the queue's Redis); ``results``:
-    store it under its result key (the cache's). app/predictions/cache.py decides which
-    Redis gets which, and what a refused write costs.
-    """
-    keys = list(cache)
-    for job_id in views:
-        if results:
-            keys.append(result_key(job_id))
-        if done:
-            keys.append(done_key(job_id))
-    args: list[bytes | int] = [
-        cache_ttl,
-        result_ttl,
-        DONE_TTL_SECONDS,
-        len(cache),
-        int(done),
-        int(results),
-        *cache.values(),
-        *views.values(),
-    ]
-    _PUBLISH(keys=keys, args=args, client=redis)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ once past JOB_RETENTION_SECONDS. An index on the time each is kept by makes each
 batches a range scan of the index instead of a scan of the table.
 
 Revision ID: 0020
-Revises: 0017
+Revises: 0019
 Create Date: 2026-12-05 10:00:00
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0020"
-down_revision = "0017"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 

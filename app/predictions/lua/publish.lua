@@ -1,4 +1,4 @@
--- publish: a finished batch in one command (app/predictions/queue.py publish_results): each
+-- publish: a finished batch in one command (app/predictions/cache.py publish_results): each
 -- job's view onto its done list (long-polls BLMOVE that list onto itself) and under its
 -- result key, and each row's output into the cache. One call instead of a pipeline of
 -- 1 + 3 per job commands: redis-py spends more time packing each command than Redis
