@@ -108,6 +108,9 @@ class Settings:
     max_wait_seconds: float = 30.0
     """Upper bound for ``?wait=S`` long-polls."""
 
+    v2_wait_seconds: float = 30.0
+    """How long a /v2 infer waits for its job before answering 503 (the job goes on; read it on /v1)."""
+
     cache_ttl_seconds: int = 24 * 3600
     """How long a cached row output lives in Redis; 0 turns the cache off."""
 

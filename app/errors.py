@@ -3,6 +3,7 @@
     PredqError                       500 internal_error
     ├── MalformedJSON                400 malformed_json
     ├── MalformedArrow               400 malformed_arrow
+    ├── InvalidInferenceRequest      400 invalid_inference_request (the Open Inference Protocol's)
     ├── Unauthorized                 401 unauthorized (with WWW-Authenticate: Bearer)
     ├── Forbidden                    403 forbidden (the scope needed in details)
     ├── NotFound                     404
@@ -73,6 +74,13 @@ class MalformedJSON(PredqError):
 
 class MalformedArrow(PredqError):
     status, code = 400, "malformed_arrow"
+
+
+class InvalidInferenceRequest(PredqError):
+    """A /v2 inference request the protocol refuses (a tensor's shape, datatype or value; the
+    binary extension's lengths): 400, as the protocol has it, naming the tensor and row."""
+
+    status, code = 400, "invalid_inference_request"
 
 
 class Unauthorized(PredqError):

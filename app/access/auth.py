@@ -6,7 +6,7 @@ nothing and cost every request. The first characters (``prefix``) are kept to te
 apart in listings.
 
 Scopes: ``predict`` (submit and poll, read the registry) and ``admin`` (everything,
-including changing aliases). Every endpoint under ``/v1`` needs ``predict`` unless its
+including changing aliases). Every endpoint under ``/v1`` (and ``/v2/models/``) needs ``predict`` unless its
 view is marked with :func:`requires_scope`; health checks, ``/metrics`` and the OpenAPI
 document need no key.
 """
@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 
 SCOPES = ("predict", "admin")
 TOKEN_PREFIX = "pq_"
-PROTECTED_PREFIX = "/v1/"
+#: What needs a key: /v1, and the Open Inference Protocol's model routes (its health and
+#: server metadata are public, as /healthz and /readyz are).
+PROTECTED_PREFIXES = ("/v1/", "/v2/models/")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -248,7 +250,7 @@ def init_auth(
 
     @app.before_request
     def _authenticate() -> None:
-        if not request.path.startswith(PROTECTED_PREFIX):
+        if not request.path.startswith(PROTECTED_PREFIXES):
             return
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")

@@ -33,7 +33,7 @@ from limits import RateLimitItem, parse_many
 from limits.storage import RedisStorage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
-from app.access.auth import PROTECTED_PREFIX, current_principal
+from app.access.auth import PROTECTED_PREFIXES, current_principal
 from app.config import Settings
 from app.errors import RateLimited
 
@@ -161,7 +161,7 @@ def init_rate_limits(app: Flask, settings: Settings, limits: RateLimits) -> None
 
     @app.before_request
     def _count_request() -> None:
-        if not request.path.startswith(PROTECTED_PREFIX):
+        if not request.path.startswith(PROTECTED_PREFIXES):
             return
         principal = current_principal()
         if principal is None:

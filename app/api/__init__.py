@@ -64,7 +64,7 @@ def observe_requests(app: Flask, log_requests: bool = True) -> None:
 
 
 def register_api(app: Flask, settings: Settings) -> None:
-    from app.api import batch_jobs, decoding, docs, health, models, predictions
+    from app.api import batch_jobs, decoding, docs, health, models, predictions, v2
     from app.api.openapi import ContractMarshmallowPlugin, ContractPlugin
 
     app.config.update(
@@ -90,3 +90,4 @@ def register_api(app: Flask, settings: Settings) -> None:
     models.register_schemas(api.spec)
     for blueprint in (predictions.blp, batch_jobs.blp, models.blp, health.blp):
         api.register_blueprint(blueprint)
+    v2.register(app, api)

@@ -48,6 +48,22 @@ def metrics() -> tuple[bytes, int, dict[str, str]]:
 def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:
     """Database, Redis and at least one worker are reachable."""
     svc = current_services()
+    checks = readiness(svc)
+    down = [name for name, state in checks.items() if state != "ok"]
+    # A pool with no worker does not make the API unready (other models serve): its jobs wait.
+    served = _pools(svc) if checks["redis"] == "ok" and checks["database"] == "ok" else {}
+    if down:
+        log.warning("not ready: %s", ", ".join(f"{n} {checks[n]}" for n in down))
+        return (
+            {"status": "unavailable", "checks": checks, "pools": served, "down": down},
+            503,
+            {"Retry-After": "5"},
+        )
+    return {"status": "ok", "checks": checks, "pools": served}, 200, {}
+
+
+def readiness(svc: Services) -> dict[str, str]:
+    """Database, Redis and a worker, each "ok" or what is wrong (/readyz, /v2/health/ready)."""
     checks: dict[str, str] = {}
     try:
         with svc.engine.connect() as conn:
@@ -69,17 +85,7 @@ def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:
             checks["worker"] = f"unreachable: {type(exc).__name__}"
     else:
         checks["worker"] = "unknown: broker unreachable"
-    down = [name for name, state in checks.items() if state != "ok"]
-    # A pool with no worker does not make the API unready (other models serve): its jobs wait.
-    served = _pools(svc) if checks["redis"] == "ok" and checks["database"] == "ok" else {}
-    if down:
-        log.warning("not ready: %s", ", ".join(f"{n} {checks[n]}" for n in down))
-        return (
-            {"status": "unavailable", "checks": checks, "pools": served, "down": down},
-            503,
-            {"Retry-After": "5"},
-        )
-    return {"status": "ok", "checks": checks, "pools": served}, 200, {}
+    return checks
 
 
 def _pools(svc: Services) -> dict[str, str]:

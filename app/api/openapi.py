@@ -28,13 +28,14 @@ from flask import Flask
 from flask_smorest import Blueprint
 from marshmallow import validate
 
-from app.access.auth import PROTECTED_PREFIX
+from app.access.auth import PROTECTED_PREFIXES
 from app.registry.versions import NAME
 
 #: The extension listing, per operation, the statuses a schema-valid request may get beyond 2xx/404.
 REFUSALS = "x-valid-request-refusals"
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+_V2_ERROR = {"$ref": "#/components/schemas/V2ErrorMessage"}
 #: The header every 429 and 503 carries.
 RETRY_AFTER = {
     "Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}
@@ -121,27 +122,29 @@ class ContractPlugin(BasePlugin):
             if rule is not None:
                 # The view's name (unique, one view per method): what generated clients call it.
                 operation.setdefault("operationId", rule.endpoint.rsplit(".", 1)[-1])
-        if rule is None or not rule.rule.startswith(PROTECTED_PREFIX):
+        if rule is None or not rule.rule.startswith(PROTECTED_PREFIXES):
             for operation in (operations or {}).values():
                 operation["security"] = []  # public, when auth is on elsewhere
             return
         view = self.app.view_functions.get(rule.endpoint)
         admin = getattr(view, "required_scope", "predict") == "admin"
+        # The Open Inference Protocol's routes answer its own error shape (app/api/v2).
+        error = _V2_ERROR if rule.rule.startswith("/v2/") else _ERROR
         for operation in (operations or {}).values():
-            self._guarded(operation, admin)
+            self._guarded(operation, admin, error)
 
-    def _guarded(self, operation: dict[str, Any], admin: bool) -> None:
+    def _guarded(self, operation: dict[str, Any], admin: bool, error: dict[str, str]) -> None:
         responses = operation.setdefault("responses", {})
         if self.auth_enabled:
             operation["security"] = [{"bearer": []}]
-            responses.setdefault("401", _error("No API key, or an unknown or revoked one."))
+            responses.setdefault("401", _error("No API key, or an unknown or revoked one.", error))
             if admin:
-                responses.setdefault("403", _error("The API key lacks the admin scope."))
+                responses.setdefault("403", _error("The API key lacks the admin scope.", error))
         for status, why in _EVERY_V1_ROUTE.items():
-            response = responses.setdefault(status, _error(why))
+            response = responses.setdefault(status, _error(why, error))
             response.setdefault("headers", {}).update(RETRY_AFTER)
             operation.setdefault(REFUSALS, {}).setdefault(status, response["description"])
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
+def _error(description: str, schema: dict[str, str] = _ERROR) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}

@@ -1,0 +1,223 @@
+"""The Open Inference Protocol (V2) under /v2, spoken to by NVIDIA's own client (tritonclient)
+against a running predq (granian, a real worker): outputs equal the stored model's in process,
+bad input is a 400 in V2's error shape with nothing stored."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
+
+from tests.helpers import IRIS_FEATURES, bearer, count_jobs, iris_rows, stored_estimator
+
+
+class _Bearer:
+    """A tritonclient plugin: the API key on every request."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def __call__(self, request) -> None:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+
+
+@pytest.fixture
+def triton_client(api_server, tokens, registered, worker):
+    client = triton.InferenceServerClient(api_server.removeprefix("http://"), network_timeout=60)
+    client.register_plugin(_Bearer(tokens["predict"]))
+    yield client
+    client.close()
+
+
+def _input(name: str, array: np.ndarray, binary: bool) -> triton.InferInput:
+    tensor = triton.InferInput(name, list(array.shape), "FP64" if array.dtype == np.float64 else "FP32")
+    return tensor.set_data_from_numpy(array, binary_data=binary)
+
+
+def test_health_and_metadata_through_tritonclient(triton_client, svc):
+    assert triton_client.is_server_live()
+    assert triton_client.is_model_ready("plain")
+    assert triton_client.is_model_ready("iris", model_version="1")
+    assert not triton_client.is_model_ready("no-such-model")
+    assert "binary_tensor_data" in triton_client.get_server_metadata()["extensions"]
+
+    iris = triton_client.get_model_metadata("iris")
+    plain = triton_client.get_model_metadata("plain", model_version="1")
+
+    # Fitted on a DataFrame: a tensor per feature; trees read float32.
+    assert iris["inputs"] == [{"name": n, "datatype": "FP32", "shape": [-1]} for n in IRIS_FEATURES]
+    assert iris["outputs"] == [
+        {"name": "predict", "datatype": "INT64", "shape": [-1]},
+        {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 3]},
+    ]
+    assert iris["versions"] == ["1"] and iris["platform"] == "scikit-learn"
+    # Fitted on an array: one matrix; a regressor has no predict_proba.
+    assert plain["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 3]}]
+    assert plain["outputs"] == [{"name": "predict", "datatype": "FP64", "shape": [-1]}]
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_infer_a_matrix_equals_the_model_in_process(triton_client, svc, binary):
+    rows = np.random.default_rng().uniform(-0.1, 0.1, size=(40, 3))
+    before = count_jobs(svc)
+
+    result = triton_client.infer(
+        "plain",
+        [_input("input-0", rows, binary)],
+        outputs=[triton.InferRequestedOutput("predict", binary_data=binary)],
+    )
+
+    expected = stored_estimator(svc, "plain").predict(rows)
+    assert np.array_equal(result.as_numpy("predict"), expected)
+    response = result.get_response()
+    assert response["model_name"] == "plain" and response["model_version"] == "1"
+    # The job is stored like any other, its id in the answer.
+    assert count_jobs(svc) == before + 1
+    job_id = response["id"]
+    assert str(uuid.UUID(job_id)) == job_id and response["parameters"]["predq-job-id"] == job_id
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_infer_named_inputs_of_a_dataframe_model(triton_client, svc, binary):
+    frame = pd.DataFrame(iris_rows(25), columns=IRIS_FEATURES)
+    inputs = [_input(name, frame[name].to_numpy(), binary) for name in reversed(IRIS_FEATURES)]
+
+    # No outputs named: every output, binary as tritonclient asks (binary_data_output).
+    result = triton_client.infer("iris", inputs, request_id="mine-7")
+
+    estimator = stored_estimator(svc, "iris")
+    assert np.array_equal(result.as_numpy("predict"), estimator.predict(frame))
+    assert np.array_equal(result.as_numpy("predict_proba"), estimator.predict_proba(frame))
+    assert result.get_response()["id"] == "mine-7"  # the protocol echoes the request's id
+
+
+def test_outputs_asked_for_are_the_only_ones_sent(triton_client, svc):
+    rows = iris_rows(3).astype(np.float32)
+    inputs = [_input(name, rows[:, j].copy(), True) for j, name in enumerate(IRIS_FEATURES)]
+
+    result = triton_client.infer(
+        "iris", inputs, outputs=[triton.InferRequestedOutput("predict_proba", binary_data=False)]
+    )
+
+    assert [o["name"] for o in result.get_response()["outputs"]] == ["predict_proba"]
+    frame = pd.DataFrame(rows.astype(np.float64), columns=IRIS_FEATURES)
+    assert np.array_equal(
+        result.as_numpy("predict_proba"), stored_estimator(svc, "iris").predict_proba(frame)
+    )
+
+
+def _plain_request(**changes):
+    tensor = {
+        "name": "input-0",
+        "shape": [2, 3],
+        "datatype": "FP64",
+        "data": [0.01, 0.02, 0.03, 0.04, 0.05, 0.06],
+    }
+    tensor.update(changes)
+    return [tensor]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "outputs", "words"),
+    [
+        (_plain_request(datatype="BYTES", data=["a", "b", "c", "d", "e", "f"]), None, "is BYTES"),
+        (_plain_request(shape=[3, 3]), None, "needs 9 elements, its data holds 6"),
+        (_plain_request(name="features"), None, "missing input 'input-0'"),
+        (_plain_request(), [{"name": "predict_log_proba"}], "unknown output 'predict_log_proba'"),
+        (_plain_request(data=[0.01, 0.02, 0.03, 0.04, True, 0.06]), None, "row 1: True is not a number"),
+        (_plain_request(shape=[2, 4], data=[0.0] * 8), None, "the model takes [-1, 3]"),
+    ],
+    ids=["bytes", "shape vs data", "missing input", "unknown output", "a boolean", "width"],
+)
+def test_bad_input_is_a_400_in_v2_shape_and_stores_nothing(
+    api_server, tokens, svc, registered, inputs, outputs, words
+):
+    before = count_jobs(svc)
+    body = {"inputs": inputs} | ({"outputs": outputs} if outputs else {})
+
+    response = httpx.post(f"{api_server}/v2/models/plain/infer", json=body, headers=bearer(tokens["predict"]))
+
+    assert response.status_code == 400, response.text
+    assert list(response.json()) == ["error"] and words in response.json()["error"], response.json()
+    assert count_jobs(svc) == before
+
+
+def test_bad_input_reaches_tritonclient_as_its_exception(triton_client, svc):
+    before = count_jobs(svc)
+    bad = np.array([[0.0, np.inf, 0.0]])
+
+    with pytest.raises(InferenceServerException) as raised:
+        triton_client.infer("plain", [_input("input-0", bad, True)])
+
+    assert raised.value.status() == "400" and "row 0" in raised.value.message()
+    assert count_jobs(svc) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "header_length", "words"),
+    [
+        (b'{"inputs": []}' + b"\0" * 8, "500", "the body holds 22 bytes"),
+        (b"not json at all, nor close", "10", "not JSON"),
+        (b'{"inputs": [{"name": "input-0", "shape": [1, 3], "datatype": "FP64",'
+         b' "parameters": {"binary_data_size": 24}}]}' + b"\0" * 16, None, "runs past the body"),
+    ],
+    ids=["header length past the body", "header not JSON", "binary size past the body"],
+)  # fmt: skip
+def test_a_broken_binary_body_is_a_400(api_server, tokens, svc, registered, body, header_length, words):
+    before = count_jobs(svc)
+    headers = bearer(tokens["predict"]) | {"Content-Type": "application/octet-stream"}
+    if header_length is not None:
+        headers["Inference-Header-Content-Length"] = header_length
+    elif body.startswith(b"{"):
+        headers["Inference-Header-Content-Length"] = str(body.index(b"}]}") + 3)
+
+    response = httpx.post(f"{api_server}/v2/models/plain/infer", content=body, headers=headers)
+
+    assert response.status_code == 400 and words in response.json()["error"], response.text
+    assert count_jobs(svc) == before
+
+
+def test_no_key_is_a_401_in_v2_shape(api_server, registered):
+    response = httpx.get(f"{api_server}/v2/models/plain")
+
+    assert response.status_code == 401 and isinstance(response.json()["error"], str)
+    assert httpx.get(f"{api_server}/v2/health/live").status_code == 200  # health needs no key
+
+
+def test_respond_async_answers_202_with_the_job(api_server, tokens, registered, worker):
+    body = {"inputs": _plain_request()}
+    headers = bearer(tokens["predict"]) | {"Prefer": "respond-async"}
+
+    response = httpx.post(f"{api_server}/v2/models/plain/versions/1/infer", json=body, headers=headers)
+
+    assert response.status_code in (202, 200), response.text
+    if response.status_code == 202:
+        assert response.headers["Location"] == f"/v1/predictions/{response.headers['predq-job-id']}"
+        job = httpx.get(
+            f"{api_server}{response.headers['Location']}?wait=20", headers=bearer(tokens["predict"])
+        )
+        assert job.json()["status"] == "succeeded"
+
+
+def test_a_job_not_done_in_time_is_a_503_that_names_it(settings, tokens, registered):
+    from app import create_app
+
+    impatient = create_app(settings.replace(v2_wait_seconds=0.001))
+    client = impatient.test_client()
+    rows = np.random.default_rng().uniform(-0.1, 0.1, size=(2, 3)).ravel().tolist()
+
+    response = client.post(
+        "/v2/models/plain/infer",
+        json={"inputs": _plain_request(data=rows)},
+        headers=bearer(tokens["predict"]),
+    )
+
+    assert response.status_code == 503, response.json
+    assert response.headers["Retry-After"] and "not finished" in response.json["error"]
+    job = client.get(f"/v1/predictions/{response.headers['predq-job-id']}", headers=bearer(tokens["predict"]))
+    assert job.status_code == 200  # stored: readable on /v1
