@@ -7,13 +7,28 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
 import tritonclient.http as triton
+from sklearn.datasets import load_iris
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
 from tritonclient.utils import InferenceServerException
 
-from tests.helpers import IRIS_FEATURES, bearer, count_jobs, iris_rows, stored_estimator
+from app import create_app
+from tests.helpers import (
+    IRIS_FEATURES,
+    bearer,
+    client_for,
+    count_jobs,
+    iris_rows,
+    scrape_test_client,
+    stored_estimator,
+)
+from tests.slow_model import MARKER, refuse_marked_rows, slow_identity
 
 
 class _Bearer:
@@ -154,7 +169,8 @@ def test_bad_input_reaches_tritonclient_as_its_exception(triton_client, svc):
     with pytest.raises(InferenceServerException) as raised:
         triton_client.infer("plain", [_input("input-0", bad, True)])
 
-    assert raised.value.status() == "400" and "row 0" in raised.value.message()
+    assert raised.value.status() == "400"
+    assert "input 'input-0', row 0, field 1: NaN and infinity" in raised.value.message()
     assert count_jobs(svc) == before
 
 
@@ -204,20 +220,59 @@ def test_respond_async_answers_202_with_the_job(api_server, tokens, registered, 
         assert job.json()["status"] == "succeeded"
 
 
-def test_a_job_not_done_in_time_is_a_503_that_names_it(settings, tokens, registered):
-    from app import create_app
+def _register_pipeline(svc, tmp_path, step) -> str:
+    """A forest on iris behind ``step`` (tests/slow_model.py), registered under a fresh name."""
+    x, y = load_iris(return_X_y=True)
+    model = make_pipeline(FunctionTransformer(step), RandomForestClassifier(n_estimators=5, random_state=0))
+    joblib.dump(model.fit(x, y), tmp_path / "model.joblib")
+    name = f"v2-{step.__name__.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
+    svc.registry.register(name, tmp_path / "model.joblib")
+    return name
 
-    impatient = create_app(settings.replace(v2_wait_seconds=0.001))
-    client = impatient.test_client()
-    rows = np.random.default_rng().uniform(-0.1, 0.1, size=(2, 3)).ravel().tolist()
 
-    response = client.post(
-        "/v2/models/plain/infer",
-        json={"inputs": _plain_request(data=rows)},
-        headers=bearer(tokens["predict"]),
+def test_a_job_not_done_in_time_is_a_503_that_names_it(settings, svc, tokens, worker, tmp_path):
+    name = _register_pipeline(svc, tmp_path, slow_identity)  # every batch takes 0.4 s
+    impatient = create_app(settings.replace(v2_wait_seconds=0.05)).test_client()
+    tensor = {"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}
+
+    response = impatient.post(
+        f"/v2/models/{name}/infer", json={"inputs": [tensor]}, headers=bearer(tokens["predict"])
     )
 
     assert response.status_code == 503, response.json
     assert response.headers["Retry-After"] and "not finished" in response.json["error"]
-    job = client.get(f"/v1/predictions/{response.headers['predq-job-id']}", headers=bearer(tokens["predict"]))
-    assert job.status_code == 200  # stored: readable on /v1
+    job = impatient.get(
+        f"/v1/predictions/{response.headers['predq-job-id']}?wait=20", headers=bearer(tokens["predict"])
+    )
+    assert job.json["status"] == "succeeded"  # stored, and finished on /v1
+
+
+def test_a_job_the_model_fails_is_a_400_naming_it(api_server, svc, tokens, worker, tmp_path):
+    name = _register_pipeline(svc, tmp_path, refuse_marked_rows)
+    tensor = {"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [MARKER, 3.5, 1.4, 0.2]}
+
+    response = httpx.post(
+        f"{api_server}/v2/models/{name}/infer",
+        json={"inputs": [tensor]},
+        headers=bearer(tokens["predict"]),
+        timeout=60,
+    )
+
+    assert response.status_code == 400 and "marker" in response.json()["error"], response.text
+    assert response.headers["predq-job-id"] in response.json()["error"]
+
+
+def test_v2_requests_are_rate_limited_and_counted_like_v1(app, svc, registered):
+    token = svc.keys.create(f"v2-limited-{uuid.uuid4().hex[:6]}", ["predict"], rate_limit="2/minute")[1]
+    client = client_for(app, token)
+    bad = {"inputs": _plain_request(shape=[1, 3], data=[0.0, 0.0])}  # 2 values for 3: counted all the same
+
+    statuses = [client.post("/v2/models/plain/infer", json=bad).status_code for _ in range(2)]
+    refused = client.post("/v2/models/plain/infer", json={"inputs": _plain_request()})
+
+    assert statuses == [400, 400] and refused.status_code == 429
+    assert refused.headers["Retry-After"] and isinstance(refused.json["error"], str)
+    samples = scrape_test_client(app.test_client())
+    route = "/v2/models/<string:name>/infer"
+    labels = frozenset({"route": route, "method": "POST", "status": "429"}.items())
+    assert samples[("predq_http_requests_total", labels)] >= 1

@@ -122,6 +122,9 @@ class ContractPlugin(BasePlugin):
             if rule is not None:
                 # The view's name (unique, one view per method): what generated clients call it.
                 operation.setdefault("operationId", rule.endpoint.rsplit(".", 1)[-1])
+        if rule is not None and rule.rule.startswith("/v2"):
+            for operation in (operations or {}).values():
+                operation.setdefault("responses", {})["default"] = _error("An error.", _V2_ERROR)
         if rule is None or not rule.rule.startswith(PROTECTED_PREFIXES):
             for operation in (operations or {}).values():
                 operation["security"] = []  # public, when auth is on elsewhere

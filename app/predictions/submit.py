@@ -7,6 +7,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import pyarrow as pa
+
 from app.batch_jobs import files
 from app.errors import ExplanationUnsupported, PayloadTooLarge
 from app.predictions.deferred import submit_deferred
@@ -15,13 +18,10 @@ from app.predictions.queue import cache_keys
 from app.predictions.stored import peek_at, submit_stored
 from app.predictions.submission import Submission
 from app.registry import explainability, traffic
-from app.registry.signature import largest_value, rows_to_matrix
+from app.registry.signature import checked_matrix, largest_value, rows_to_matrix
 from app.services import Services
 
 if TYPE_CHECKING:
-    import numpy as np
-    import pyarrow as pa
-
     from app.access.ratelimit import RateCharge
     from app.registry.versions import ServedVersion
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 def submit(
     svc: Services,
     name: str,
-    inputs: list[Any] | pa.Table,
+    inputs: list[Any] | pa.Table | np.ndarray,
     *,
     version: int | None = None,
     alias: str | None = None,
@@ -43,7 +43,8 @@ def submit(
     priority: str = "normal",
     deadline_ms: int | None = None,
 ) -> dict[str, Any]:
-    """Store a job for ``inputs`` (JSON rows, or an Arrow table of the model's features) and
+    """Store a job for ``inputs`` (JSON rows, an Arrow table of the model's features, or a float64
+    matrix of them in the model's order: /v2's tensors) and
     queue it; returns the job's public view, the finished job's when it finishes within
     ``wait`` seconds. ``rate`` is the request's rate-limit count, sent with the cache lookup
     (RateLimited when spent); ``owner`` the submitting API key's id (None with auth off);
@@ -103,21 +104,24 @@ def _route(
 
 
 def _validated(
-    svc: Services, served: ServedVersion, inputs: list[Any] | pa.Table, explain: str | None
+    svc: Services, served: ServedVersion, inputs: list[Any] | pa.Table | np.ndarray, explain: str | None
 ) -> tuple[np.ndarray, list[Any] | None]:
-    """The rows as the model's float64 matrix, and the JSON rows as sent (None for Arrow:
-    an Idempotency-Key then hashes the matrix's rows). Raises 413/422 naming what is wrong."""
+    """The rows as the model's float64 matrix, and the JSON rows as sent (None for Arrow and
+    matrices: an Idempotency-Key then hashes the matrix's rows). Raises 413/422 naming what is wrong."""
     refused = explainability.refusal(served.signature) if explain else None
     if refused is not None:
         raise ExplanationUnsupported(
             f"{served.name} v{served.version}: {refused}", estimator=served.signature.get("estimator")
         )
     if explain:
-        n_rows = len(inputs) if isinstance(inputs, list) else inputs.num_rows
+        n_rows = inputs.num_rows if isinstance(inputs, pa.Table) else len(inputs)
         _check_explained_rows(n_rows, svc.settings.explain_max_rows)
-    if not isinstance(inputs, list):  # an Arrow table: its columns are the features
-        return files.table_matrix(inputs, served.signature, svc.settings.max_rows_per_request), None
     signature = served.signature
+    if isinstance(inputs, np.ndarray):
+        max_rows = svc.settings.max_rows_per_request
+        return checked_matrix(inputs, signature["feature_names"], max_rows, largest_value(signature)), None
+    if not isinstance(inputs, list):  # an Arrow table: its columns are the features
+        return files.table_matrix(inputs, signature, svc.settings.max_rows_per_request), None
     matrix = rows_to_matrix(
         inputs,
         signature["n_features"],

@@ -110,6 +110,25 @@ def rows_to_matrix(
     return fast if fast is not None else _checked_rows(rows, n_features, names, largest)
 
 
+def checked_matrix(
+    matrix: np.ndarray, names: list[str] | None, max_rows: int, largest: float | None = None
+) -> np.ndarray:
+    """A float64 matrix already in the model's feature order (the Open Inference Protocol's
+    tensors), checked as rows_to_matrix checks rows: 413 past ``max_rows``, 422 naming the
+    first row and field whose value is not finite or passes ``largest``."""
+    if len(matrix) > max_rows:
+        raise PayloadTooLarge(
+            f"{len(matrix)} rows sent; at most {max_rows} per request", rows=len(matrix), limit=max_rows
+        )
+    bad = ~np.isfinite(matrix)
+    if largest is not None:
+        bad |= np.abs(matrix) > largest
+    if bad.any():
+        i, j = (int(k) for k in np.argwhere(bad)[0])
+        _number(float(matrix[i, j]), i, names[j] if names else j, largest)  # raises, as for a JSON row
+    return matrix
+
+
 def _checked_rows(
     rows: list[Any], n_features: int, names: dict[str, int] | None, largest: float | None
 ) -> np.ndarray:

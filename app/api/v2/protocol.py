@@ -42,7 +42,11 @@ NUMERIC = {
 
 Parameter = str | int | float | bool
 Parameters = Annotated[
-    dict[str, Parameter], Meta(description="Name/value pairs; predq reads those it documents.")
+    dict[str, Parameter],
+    Meta(
+        description="Name/value pairs. predq reads, on a request: alias and routing_key (strings),"
+        " binary_data_output; on an input: binary_data_size; on an output: binary_data. Others are ignored."
+    ),
 ]
 
 

@@ -21,7 +21,6 @@ from app.access.auth import current_principal
 from app.api.blueprint import Blueprint
 from app.api.bodies import body_of
 from app.api.health import readiness
-from app.api.openapi import refusals
 from app.api.v2 import documents, protocol, tensors
 from app.errors import InvalidInferenceRequest, InvalidInput, ServiceUnavailable, UnsupportedMediaType
 from app.predictions import submit
@@ -89,9 +88,12 @@ def model_ready(name: str, version: int | None = None) -> dict[str, Any]:
 @blp.route("/models/<string:name>/versions/<int:version>/infer", methods=["POST"])
 @blp.doc(**documents.INFER)
 @ratelimit.sends_own_rate_charge
-@refusals(blp, documents.INFER_REFUSALS)
 def infer(name: str, version: int | None = None) -> Response | tuple[Any, int, dict[str, str]]:
-    """Inference: input tensors in, the model's outputs out (JSON, or binary tensor data)."""
+    """Inference: input tensors in, the model's outputs out (JSON, or binary tensor data).
+
+    The rows are checked as a /v1 request's are; the version routed as /v1 routes (a traffic
+    policy, sticky by the routing_key parameter) unless the path or the alias parameter names it.
+    """
     if request.mimetype not in _JSON_TYPES:
         raise UnsupportedMediaType(f"send application/json or {protocol.BINARY}, not {request.mimetype}")
     svc = current_services()
@@ -105,19 +107,20 @@ def infer(name: str, version: int | None = None) -> Response | tuple[Any, int, d
     asynchronous = "respond-async" in request.headers.get("Prefer", "")
     signature = (served or svc.registry.resolve(name, version=None, alias=None)).signature
     wanted = _wanted_outputs(body, signature)
-    table = tensors.input_table(body, tail, signature)
+    matrix = tensors.input_matrix(body, tail, signature)
     principal = current_principal()
     try:
         view = submit.submit(
-            svc, name, table, version=version, alias=alias, routing_key=routing_key,
+            svc, name, matrix, version=version, alias=alias, routing_key=routing_key,
             request_id=g.get("request_id"), rate=ratelimit.pending_charge(),
             wait=0.0 if asynchronous else svc.settings.v2_wait_seconds,
             owner=principal.key_id if principal is not None else None,
         )  # fmt: skip
     except InvalidInput as exc:
-        # Row checks name the row and the column, which is the input of that name (or of
-        # the one input of a model without feature names).
-        raise InvalidInferenceRequest(f"the inputs do not fit the model: {exc.message}") from None
+        # The row check names the row and the field: the input of that name, or a column of
+        # the one input of a model without feature names.
+        where = "" if signature["feature_names"] else f"input {tensors.SINGLE_INPUT!r}, "
+        raise InvalidInferenceRequest(f"{where}{exc.message}") from None
     location = {"Location": f"/v1/predictions/{view['id']}", JOB_ID_HEADER: view["id"]}
     if asynchronous and view["status"] not in FINISHED:
         return view, 202, location

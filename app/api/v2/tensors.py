@@ -22,11 +22,9 @@ from typing import Any
 
 import numpy as np
 import orjson
-import pyarrow as pa
 from msgspec import UNSET
 
 from app.api.v2.protocol import NUMERIC, Datatype, InferenceRequest, MetadataTensor, RequestInput, parameter
-from app.batch_jobs.files import feature_columns
 from app.errors import InvalidInferenceRequest
 
 SINGLE_INPUT = "input-0"
@@ -62,9 +60,9 @@ def label_datatype(signature: dict[str, Any]) -> Any:
     return "BYTES"
 
 
-def input_table(request: InferenceRequest, tail: memoryview, signature: dict[str, Any]) -> pa.Table:
-    """The request's input tensors as a table of the model's feature columns (named as
-    app/batch_jobs/files.py names them), for the same checks an Arrow request's rows get."""
+def input_matrix(request: InferenceRequest, tail: memoryview, signature: dict[str, Any]) -> np.ndarray:
+    """The request's input tensors as the model's float64 matrix (features in its order), for
+    the checks every request's rows get (app/registry/signature.py: finite, within the dtype)."""
     arrays = _arrays(request.inputs, tail)
     names = signature["feature_names"]
     expected = list(names) if names is not None else [SINGLE_INPUT]
@@ -78,7 +76,6 @@ def input_table(request: InferenceRequest, tail: memoryview, signature: dict[str
         raise InvalidInferenceRequest(
             f"{'; '.join(parts)}: the model takes {_listed(expected)} (GET its metadata)"
         )
-    columns = feature_columns(signature)
     if names is None:
         (tensor,) = request.inputs
         n = signature["n_features"]
@@ -86,8 +83,7 @@ def input_table(request: InferenceRequest, tail: memoryview, signature: dict[str
             raise InvalidInferenceRequest(
                 f"input {tensor.name!r} has shape {tensor.shape}; the model takes [-1, {n}]"
             )
-        matrix = arrays[0].reshape(tensor.shape)
-        return pa.table([matrix[:, j] for j in range(n)], names=columns)
+        return _some_rows(arrays[0].reshape(tensor.shape))
     rows = {tensor.shape[0] if tensor.shape else -1 for tensor in request.inputs}
     for tensor in request.inputs:
         if len(tensor.shape) not in (1, 2) or tensor.shape[1:] not in ([], [1]):
@@ -97,7 +93,13 @@ def input_table(request: InferenceRequest, tail: memoryview, signature: dict[str
     if len(rows) != 1:
         raise InvalidInferenceRequest(f"the inputs hold different numbers of rows: {sorted(rows)}")
     by_name = dict(zip(given, arrays, strict=True))
-    return pa.table([by_name[name] for name in names], names=columns)
+    return _some_rows(np.column_stack([by_name[name] for name in names]))
+
+
+def _some_rows(matrix: np.ndarray) -> np.ndarray:
+    if not len(matrix):
+        raise InvalidInferenceRequest("the inputs hold no rows")
+    return np.ascontiguousarray(matrix)
 
 
 def _listed(names: list[str]) -> str:
