@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
@@ -81,6 +82,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--big-clients", type=int, default=2, help="clients sending 1,000-row requests")
     parser.add_argument("--small-clients", type=int, default=8, help="clients sending single-row requests")
+    parser.add_argument(
+        "--only", choices=["1000", "1"], help="one comparison alone (1,000-row or single-row)"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="predq-v2-"))
@@ -96,22 +100,26 @@ def main() -> int:
         }  # fmt: skip
         commands = predq_commands() | {"api": granian("app.wsgi:app")}
         with running(commands, stage.env, f"{url}/readyz", work):
-            for pair in (["arrow 1000", "v2 1000"], ["v1 1", "v2 1"]):
+            pairs = [["arrow 1000", "v2 1000"], ["v1 1", "v2 1"]]
+            for pair in [p for p in pairs if args.only is None or p[0].endswith(f" {args.only}")]:
                 for kind in alternating(pair, args.pairs):
                     make, rows, clients = scenarios[kind]
                     point = measure(kind, url, make(), clients, rows, args.seconds, args.warmup)
                     points.setdefault(kind, []).append(point)
 
     summary = {kind: _summary(found) for kind, found in points.items()}
+    compared = {"v2 / arrow (1,000 rows)": ("v2 1000", "arrow 1000"), "v2 / v1 (1 row)": ("v2 1", "v1 1")}
     ratios = {
-        "v2 / arrow (1,000 rows)": summary["v2 1000"]["rows_per_s"] / summary["arrow 1000"]["rows_per_s"],
-        "v2 / v1 (1 row)": summary["v2 1"]["rows_per_s"] / summary["v1 1"]["rows_per_s"],
+        name: summary[v2]["rows_per_s"] / summary[base]["rows_per_s"]
+        for name, (v2, base) in compared.items()
+        if v2 in summary
     }
     report = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "pairs": args.pairs,
         "seconds": args.seconds,
         "clients": {"1000 rows": args.big_clients, "1 row": args.small_clients},
+        "command": "python -m bench.v2 " + " ".join(sys.argv[1:]),
         "summary": summary,
         "ratios": {name: round(value, 3) for name, value in ratios.items()},
         "target": TARGET,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import struct
 from typing import Any
 
@@ -180,7 +181,11 @@ def output_tensors(
             shape = [len(values)]
         else:
             keys = [str(c) for c in signature["classes"]]
-            values = [[o["probabilities"][k] for k in keys] for o in outputs]
+            if len(keys) == 1:  # itemgetter of one key gives the value, not a tuple
+                values = [(o["probabilities"][keys[0]],) for o in outputs]
+            else:
+                row = operator.itemgetter(*keys)
+                values = [row(o["probabilities"]) for o in outputs]
             shape = [len(values), len(keys)]
         tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
         if binary:
