@@ -56,6 +56,7 @@ def _input(name: str, array: np.ndarray, binary: bool) -> triton.InferInput:
 
 def test_health_and_metadata_through_tritonclient(triton_client, svc):
     assert triton_client.is_server_live()
+    assert triton_client.is_server_ready()  # database, Redis and a worker, as /readyz
     assert triton_client.is_model_ready("plain")
     assert triton_client.is_model_ready("iris", model_version="1")
     assert not triton_client.is_model_ready("no-such-model")
@@ -195,6 +196,24 @@ def test_a_broken_binary_body_is_a_400(api_server, tokens, svc, registered, body
     response = httpx.post(f"{api_server}/v2/models/plain/infer", content=body, headers=headers)
 
     assert response.status_code == 400 and words in response.json()["error"], response.text
+    assert count_jobs(svc) == before
+
+
+def test_nested_json_data_and_too_many_rows(api_server, tokens, svc, registered, worker):
+    rows = np.random.default_rng().uniform(-0.1, 0.1, size=(3, 3))
+    nested = {"inputs": [{"name": "input-0", "shape": [3, 3], "datatype": "FP64", "data": rows.tolist()}]}
+    auth = bearer(tokens["predict"])
+
+    answer = httpx.post(f"{api_server}/v2/models/plain/infer", json=nested, headers=auth, timeout=60)
+    # MAX_ROWS_PER_REQUEST is 500 in the tests: 501 rows are refused, in V2's shape, nothing stored.
+    before = count_jobs(svc)
+    many = _plain_request(shape=[501, 3], data=[0.0] * 1503)
+    refused = httpx.post(f"{api_server}/v2/models/plain/infer", json={"inputs": many}, headers=auth)
+
+    assert answer.status_code == 200, answer.text
+    (predict,) = answer.json()["outputs"]
+    assert predict["data"] == stored_estimator(svc, "plain").predict(rows).tolist()
+    assert refused.status_code == 413 and "at most 500" in refused.json()["error"]
     assert count_jobs(svc) == before
 
 
