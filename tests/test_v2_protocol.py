@@ -295,3 +295,34 @@ def test_v2_requests_are_rate_limited_and_counted_like_v1(app, svc, registered):
     route = "/v2/models/<string:name>/infer"
     labels = frozenset({"route": route, "method": "POST", "status": "429"}.items())
     assert samples[("predq_http_requests_total", labels)] >= 1
+
+
+def test_tritonclient_priority_and_a_deadline_steer_the_job(triton_client, api_server, tokens, svc):
+    rows = np.random.default_rng().uniform(-0.1, 0.1, size=(2, 3))
+
+    # Triton's priority: 1 is the highest level; predq's deadline_ms as a custom parameter.
+    result = triton_client.infer(
+        "plain", [_input("input-0", rows, True)], priority=1, parameters={"deadline_ms": 60000}
+    )
+
+    job = httpx.get(
+        f"{api_server}/v1/predictions/{result.get_response()['id']}", headers=bearer(tokens["predict"])
+    )
+    assert job.json()["priority"] == "high" and job.json()["deadline"] is not None
+    assert np.array_equal(result.as_numpy("predict"), stored_estimator(svc, "plain").predict(rows))
+
+
+@pytest.mark.parametrize(
+    ("parameters", "words"),
+    [({"priority": "urgent"}, "parameter 'priority'"), ({"deadline_ms": 0}, "parameter 'deadline_ms'"),
+     ({"alias": 3}, "parameter 'alias' must be a str")],
+    ids=["priority", "deadline", "alias"],
+)  # fmt: skip
+def test_bad_parameters_are_a_400(api_server, tokens, svc, registered, parameters, words):
+    before = count_jobs(svc)
+    body = {"inputs": _plain_request(), "parameters": parameters}
+
+    response = httpx.post(f"{api_server}/v2/models/plain/infer", json=body, headers=bearer(tokens["predict"]))
+
+    assert response.status_code == 400 and words in response.json()["error"], response.text
+    assert count_jobs(svc) == before

@@ -77,8 +77,9 @@ INFER_REFUSALS = {
     400: "The tensors do not fit the model (a name, shape, datatype or value, named with its row), an"
     " output it lacks, or the binary extension's lengths disagree with the body.",
     413: "More rows than MAX_ROWS_PER_REQUEST, or a body beyond MAX_BODY_BYTES.",
-    503: "The job did not finish within V2_WAIT_SECONDS (read it on /v1), the model's queue is full,"
-    " or the database is unreachable.",
+    403: "A priority parameter above this API key's ceiling.",
+    503: "The job did not finish within V2_WAIT_SECONDS (read it on /v1) or its deadline_ms passed"
+    " before it started, the model's queue is full, or the database is unreachable.",
 }
 INFER = {
     "parameters": [
@@ -105,6 +106,7 @@ INFER = {
         "202": _json("Prefer: respond-async: the job, stored and queued.", _JOB,
                      {"Location": {"schema": {"type": "string"}}} | JOB_ID),
         "404": _NOT_FOUND,
+        "409": _error("The job was cancelled (on /v1) while it waited."),
         "415": _error("A body neither JSON nor " + BINARY + "."),
         **{str(status): _error(why, RETRY_AFTER | JOB_ID if status == 503 else None)
            for status, why in INFER_REFUSALS.items()},

@@ -45,7 +45,8 @@ Parameters = Annotated[
     dict[str, Parameter],
     Meta(
         description="Name/value pairs. predq reads, on a request: alias and routing_key (strings),"
-        " binary_data_output; on an input: binary_data_size; on an output: binary_data. Others are ignored."
+        " priority (high, normal, low; or Triton's 1, 2, 3), deadline_ms, binary_data_output;"
+        " on an input: binary_data_size; on an output: binary_data. Others are ignored."
     ),
 ]
 

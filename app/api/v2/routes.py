@@ -22,8 +22,9 @@ from app.api.blueprint import Blueprint
 from app.api.bodies import body_of
 from app.api.health import readiness
 from app.api.v2 import documents, protocol, tensors
+from app.db import PRIORITIES
 from app.errors import InvalidInferenceRequest, InvalidInput, ServiceUnavailable, UnsupportedMediaType
-from app.predictions import submit
+from app.predictions import steering, submit
 from app.predictions.view import FINISHED, JobStatus
 from app.services import current_services
 
@@ -115,34 +116,58 @@ def infer(name: str, version: int | None = None) -> Response | tuple[Any, int, d
             request_id=g.get("request_id"), rate=ratelimit.pending_charge(),
             wait=0.0 if asynchronous else svc.settings.v2_wait_seconds,
             owner=principal.key_id if principal is not None else None,
+            priority=steering.priority_for(principal, _priority(body.parameters)),
+            deadline_ms=steering.deadline_ms_for(svc, name, _deadline_ms(body.parameters)),
         )  # fmt: skip
     except InvalidInput as exc:
         # The row check names the row and the field: the input of that name, or a column of
         # the one input of a model without feature names.
         where = "" if signature["feature_names"] else f"input {tensors.SINGLE_INPUT!r}, "
         raise InvalidInferenceRequest(f"{where}{exc.message}") from None
-    location = {"Location": f"/v1/predictions/{view['id']}", JOB_ID_HEADER: view["id"]}
-    if asynchronous and view["status"] not in FINISHED:
-        return view, 202, location
-    if view["status"] == JobStatus.FAILED:
-        error = view.get("error") or {}
-        # The model refused the rows (prediction_failed): the request's; anything else is ours.
-        status = 400 if error.get("code") == "prediction_failed" else 500
-        return (
-            {"error": f"job {view['id']} failed: {error.get('message', 'unknown error')}"},
-            status,
-            location,
-        )
     if view["status"] != JobStatus.SUCCEEDED:
-        retry = {"Retry-After": "1"} | location
-        return (
-            {"error": f"job {view['id']} is not finished yet; read it at {location['Location']}"},
-            503,
-            retry,
-        )
+        return _unanswered(view, asynchronous)
     # The version that served it (a traffic policy may pick another than the default's).
     signature = svc.registry.resolve(name, version=view["model"]["version"]).signature
     return _answer(body, view, signature, wanted)
+
+
+def _priority(parameters: Any) -> str | None:
+    """The priority parameter: predq's name (high, normal, low), or Triton's number (1 the
+    highest; 0, the client's default, is none given)."""
+    asked = parameters.get("priority") if parameters is not UNSET else None
+    if asked is None or asked == 0:
+        return None
+    if isinstance(asked, str) and asked in PRIORITIES:
+        return asked
+    if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0:
+        return PRIORITIES[min(asked, len(PRIORITIES)) - 1]
+    raise InvalidInferenceRequest(f"parameter 'priority' must be one of {', '.join(PRIORITIES)} or 1, 2, 3")
+
+
+def _deadline_ms(parameters: Any) -> int | None:
+    asked: int | None = protocol.parameter(parameters, "deadline_ms", int, "request")
+    if asked is not None and not 1 <= asked <= steering.MAX_DEADLINE_MS:
+        raise InvalidInferenceRequest(f"parameter 'deadline_ms' must be 1 to {steering.MAX_DEADLINE_MS}")
+    return asked
+
+
+def _unanswered(view: dict[str, Any], asynchronous: bool) -> tuple[Any, int, dict[str, str]]:
+    """A job with no outputs to send: queued (202 when asked not to wait, else 503), or ended
+    without them (failed, expired, cancelled)."""
+    location = {"Location": f"/v1/predictions/{view['id']}", JOB_ID_HEADER: view["id"]}
+    if view["status"] not in FINISHED:
+        if asynchronous:
+            return view, 202, location
+        message = f"job {view['id']} is not finished yet; read it at {location['Location']}"
+        return {"error": message}, 503, {"Retry-After": "1"} | location
+    error = view.get("error") or {}
+    message = f"job {view['id']} {view['status']}: {error.get('message', 'no outputs')}"
+    if view["status"] == JobStatus.FAILED:
+        # The model refused the rows (prediction_failed): the request's; anything else is ours.
+        return {"error": message}, 400 if error.get("code") == "prediction_failed" else 500, location
+    if view["status"] == JobStatus.EXPIRED:  # not started before its deadline
+        return {"error": message}, 503, {"Retry-After": "1"} | location
+    return {"error": message}, 409, location  # cancelled (on /v1) while it waited
 
 
 def _wanted_outputs(body: protocol.InferenceRequest, signature: dict[str, Any]) -> list[tuple[str, bool]]:
