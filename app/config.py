@@ -41,10 +41,34 @@ class Settings:
     """Celery broker; defaults to ``redis_url``."""
 
     artifact_root: str = ""
-    """Directory where registered model artifacts are stored; empty means var_dir/artifacts."""
+    """Where registered artifacts are stored: a directory or s3://bucket/prefix; empty: var_dir/artifacts."""
 
     batch_root: str = ""
-    """Where batch jobs keep their inputs, part files and results; empty means var_dir/batches."""
+    """Batch jobs' inputs, parts and results: a directory or s3://bucket/prefix; empty: var_dir/batches."""
+
+    s3_endpoint_url: str = ""
+    """The S3-compatible endpoint of s3:// roots (MinIO, Ceph: http://host:9000); empty means AWS."""
+
+    s3_region: str = "us-east-1"
+    """The region s3:// roots are signed for."""
+
+    s3_public_endpoint: str = ""
+    """The endpoint clients reach, when not S3_ENDPOINT_URL: presigned result URLs are signed for it."""
+
+    model_cache_dir: str = ""
+    """Where a worker host keeps artifacts fetched from an s3:// ARTIFACT_ROOT; empty: var_dir/model-cache."""
+
+    model_cache_dir_bytes: int = 10 * 1024 * 1024 * 1024
+    """Most bytes MODEL_CACHE_DIR holds; the least recently used artifacts are deleted first."""
+
+    store_retry_seconds: float = 60.0
+    """How long a worker waits for an unavailable store before its jobs fail (store_unavailable)."""
+
+    batch_presigned_results: bool = False
+    """A batch job's result on S3 is answered with a redirect to a presigned URL instead of streamed."""
+
+    batch_presigned_seconds: int = 3600
+    """How long a presigned result URL stays valid."""
 
     batch_input_root: str = ""
     """Server-side files a batch job may read (its ``path``) lie under this; empty allows none."""
@@ -252,6 +276,8 @@ class Settings:
             object.__setattr__(self, "artifact_root", str(var / "artifacts"))
         if not self.batch_root:
             object.__setattr__(self, "batch_root", str(var / "batches"))
+        if not self.model_cache_dir:
+            object.__setattr__(self, "model_cache_dir", str(var / "model-cache"))
         if self.inference_backend not in ("auto", "sklearn"):
             raise ValueError(f"INFERENCE_BACKEND={self.inference_backend!r}: auto or sklearn")
 
@@ -268,7 +294,7 @@ class Settings:
         if "var_dir" in changes:
             # Paths derived from the old var_dir follow the new one, unless given too.
             old = Settings(var_dir=self.var_dir)
-            for derived in ("database_url", "artifact_root", "batch_root"):
+            for derived in ("database_url", "artifact_root", "batch_root", "model_cache_dir"):
                 if derived not in changes and getattr(self, derived) == getattr(old, derived):
                     changes[derived] = ""
         return dataclasses.replace(self, **changes)

@@ -25,7 +25,8 @@
     │   └── ExplanationUnsupported       explanation_unsupported (the model type in details)
     ├── RateLimited                  429 rate_limited (with Retry-After)
     ├── ServiceUnavailable           503 service_unavailable (with Retry-After)
-    │   └── Overloaded                   overloaded (a model's queue is too deep)
+    │   ├── Overloaded                   overloaded (a model's queue is too deep)
+    │   └── StoreUnavailable             store_unavailable (ARTIFACT_ROOT or BATCH_ROOT unreachable)
     ├── RegistryError                    raised by the registry CLI and workers
     │   └── ArtifactIntegrityError       artifact_integrity_error (sha256 mismatch)
     └── ApiKeyError                      raised by the API key CLI
@@ -185,6 +186,10 @@ class ServiceUnavailable(_RetryLater):
 
 class Overloaded(ServiceUnavailable):
     code = "overloaded"
+
+
+class StoreUnavailable(ServiceUnavailable):
+    code = "store_unavailable"
 
 
 class RegistryError(PredqError):

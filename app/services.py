@@ -16,6 +16,7 @@ from app.db import make_engine
 from app.registry.deadlines import DeadlineDefaults
 from app.registry.registry import Registry
 from app.scoring import compiled
+from app.storage import ObjectStore, artifact_store, batch_store
 
 
 @dataclass
@@ -33,6 +34,8 @@ class Services:
     """Per-key rate limits and the failed-key guard, counted in Redis (app/access/ratelimit.py)."""
     deadlines: DeadlineDefaults
     """Models' default deadlines for their jobs (app/registry/deadlines.py)."""
+    batches: ObjectStore
+    """BATCH_ROOT: batch jobs' inputs, parts and results (app/storage/)."""
 
 
 def current_services() -> Services:
@@ -50,7 +53,7 @@ def build_services(settings: Settings, celery: Celery) -> Services:
     )
     registry = Registry(
         engine,
-        settings.artifact_root,
+        artifact_store(settings),
         settings.registry_cache_seconds,
         allow_pickle=settings.allow_pickle,
         skops_trusted_types=[t.strip() for t in settings.skops_trusted_types.split(",") if t.strip()],
@@ -70,4 +73,16 @@ def build_services(settings: Settings, celery: Celery) -> Services:
         cache = Redis.from_url(
             settings.cache_redis_url, health_check_interval=30, socket_timeout=2, socket_connect_timeout=2
         )
-    return Services(settings, engine, redis, redis_wait, cache, registry, keys, celery, limits, deadlines)
+    return Services(
+        settings,
+        engine,
+        redis,
+        redis_wait,
+        cache,
+        registry,
+        keys,
+        celery,
+        limits,
+        deadlines,
+        batch_store(settings),
+    )

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make sure the PostgreSQL and Redis that the tests use are reachable on 127.0.0.1,
+# Make sure the PostgreSQL, Redis and S3 server that the tests use are reachable on 127.0.0.1,
 # installing (apt-get) and starting them when they are not. Tests create their own
 # database and flush their own Redis DB number, so an existing server is fine to share.
 set -euo pipefail
@@ -48,6 +48,20 @@ if ! redis_ready; then
   for _ in $(seq 30); do redis_ready && break; sleep 0.5; done
   redis_ready || { echo "Redis did not come up" >&2; exit 1; }
 fi
+# The S3 server of the object-store tests: moto's standalone server (moto[server], a pinned
+# test dependency), on TEST_S3_ENDPOINT's port; each test run makes a bucket of its own.
+S3_URL="${TEST_S3_ENDPOINT:-http://127.0.0.1:9390}"
+s3_ready() {
+  "$PY" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)" "$S3_URL/" >/dev/null 2>&1
+}
+if ! s3_ready; then
+  port="$("$PY" -c 'import sys, urllib.parse; print(urllib.parse.urlparse(sys.argv[1]).port or 9390)' "$S3_URL")"
+  echo "No S3 server on port $port; starting moto's" >&2
+  mkdir -p var
+  nohup .venv/bin/moto_server -H 127.0.0.1 -p "$port" >var/test-s3.log 2>&1 &
+  for _ in $(seq 60); do s3_ready && break; sleep 0.5; done
+  s3_ready || { echo "the S3 server did not come up (var/test-s3.log)" >&2; exit 1; }
+fi
 # Required: Debian's Chromium, the real browser the page tests drive (tests/test_docs_page.py).
 # Playwright's own browser download needs a CDN; Debian's package needs only apt.
 if [ ! -x "${TEST_CHROMIUM:-/usr/bin/chromium}" ]; then
@@ -65,4 +79,4 @@ if ! command -v docker-compose >/dev/null 2>&1 && command -v apt-get >/dev/null 
       echo "could not install docker-compose; the compose validation test will be skipped" >&2
   fi
 fi
-echo "PostgreSQL and Redis are reachable"
+echo "PostgreSQL, Redis and the S3 server are reachable"

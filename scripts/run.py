@@ -51,8 +51,9 @@ def ensure_demo_model(settings: Settings) -> None:
     """Train and register an iris classifier (a dataset bundled with scikit-learn)."""
     from app.db import make_engine
     from app.registry.registry import Registry
+    from app.storage import artifact_store
 
-    registry = Registry(make_engine(settings.database_url), settings.artifact_root)
+    registry = Registry(make_engine(settings.database_url), artifact_store(settings))
     if registry.list_models():
         return
     import joblib

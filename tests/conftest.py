@@ -8,6 +8,7 @@ dropped) by this run, and the Redis DB number is flushed at the start.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import uuid
 from collections.abc import Iterator
@@ -31,11 +32,17 @@ from tests.helpers import (
     FUZZ_CASES,
     FUZZ_STATUSES,
     REDIS_URL,
+    S3_CREDENTIALS,
+    S3_ENDPOINT,
+    S3_REDIS_URL,
     api_log_path,
     bin_path,
     celery_worker,
     client_for,
+    s3_answers,
+    s3_client,
     settings_env,
+    subprocess_environ,
 )
 
 
@@ -163,6 +170,66 @@ def api_server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
         # Importing the app (scikit-learn, pyarrow, shap) takes 20-30 s on a busy 2-core machine.
         wait_for_http(f"http://127.0.0.1:{port}/healthz", [proc], timeout=90)
         yield f"http://127.0.0.1:{port}"
+
+
+# -- an S3 server, and an app whose ARTIFACT_ROOT and BATCH_ROOT are on it -----------------
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server: the one `make test` started (TEST_S3_ENDPOINT), else one of our own."""
+    os.environ.update(S3_CREDENTIALS)  # the AWS chain of this process and of its subprocesses
+    if s3_answers(S3_ENDPOINT):
+        yield S3_ENDPOINT
+        return
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("s3") / "moto.log"
+    argv = [bin_path("moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    with process_group(argv, subprocess_environ(), log_path) as proc:
+        wait_for_http(f"http://127.0.0.1:{port}/", [proc], timeout=60)
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(s3_endpoint: str) -> str:
+    """A bucket of this run's own."""
+    name = f"predq-test-{uuid.uuid4().hex[:12]}"
+    s3_client(s3_endpoint).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def s3_settings(
+    s3_endpoint: str, s3_bucket: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Settings]:
+    """Settings of an app on the S3 server, with a database and a Redis DB of its own (so the
+    local app's bulk workers never take its chunks)."""
+    Redis.from_url(S3_REDIS_URL).flushdb()
+    with scratch_database(ADMIN_URL, "predq_s3") as url:
+        upgrade(url)
+        yield Settings(
+            var_dir=str(tmp_path_factory.mktemp("s3-var")),
+            database_url=url,
+            redis_url=S3_REDIS_URL,
+            artifact_root=f"s3://{s3_bucket}/artifacts",
+            batch_root=f"s3://{s3_bucket}/batches",
+            s3_endpoint_url=s3_endpoint,
+            store_retry_seconds=3.0,
+            batch_chunk_rows=1000,
+            rate_limit="100000/second",
+            extra={"TESTING": True},
+        )
+
+
+@pytest.fixture(scope="session")
+def s3_app(s3_settings: Settings) -> Any:
+    return create_app(s3_settings)
+
+
+@pytest.fixture(scope="session")
+def s3_tokens(s3_app: Any) -> dict[str, str]:
+    keys = s3_app.extensions["predq"].keys
+    return {scope: keys.create(f"s3-{scope}", [scope])[1] for scope in ("predict", "admin")}
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,13 @@ ADMIN_URL = os.environ.get(
     "TEST_DATABASE_ADMIN_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+#: The S3 server the object-store tests use (moto's, started by scripts/ensure-services.sh;
+#: the s3_endpoint fixture starts one of its own when none answers there).
+S3_ENDPOINT = os.environ.get("TEST_S3_ENDPOINT", "http://127.0.0.1:9390")
+#: The Redis DB of the object-store tests' own app (its bulk queue is not the local one's).
+S3_REDIS_URL = os.environ.get("TEST_S3_REDIS_URL", REDIS_URL.rsplit("/", 1)[0] + "/15")
+#: Credentials for the S3 server (moto takes any); the AWS chain reads them from the environment.
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "predq-test", "AWS_SECRET_ACCESS_KEY": "predq-test-secret"}
 
 #: Cases run and statuses seen by the fuzzer, per operation; conftest prints them after the run.
 FUZZ_CASES: Counter[str] = Counter()
@@ -64,6 +71,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         REDIS_URL=settings.redis_url,
         ARTIFACT_ROOT=settings.artifact_root,
         BATCH_ROOT=settings.batch_root,
+        S3_ENDPOINT_URL=settings.s3_endpoint_url,
+        MODEL_CACHE_DIR=settings.model_cache_dir,
+        STORE_RETRY_SECONDS=str(settings.store_retry_seconds),
         BATCH_CHUNK_ROWS=str(settings.batch_chunk_rows),
         MAX_BATCH_ROWS=str(settings.max_batch_rows),
         MAX_BATCH_DELAY=str(settings.max_batch_delay),
@@ -73,6 +83,27 @@ def settings_env(settings: Settings) -> dict[str, str]:
         PYTHONPATH=str(ROOT),
     )
     return env
+
+
+def s3_client(endpoint: str) -> Any:
+    """A botocore S3 client of the test server (to look at the bucket as another tool would)."""
+    import botocore.session
+    from botocore.config import Config
+
+    return botocore.session.Session().create_client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1",
+        aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=2),
+    )  # fmt: skip
+
+
+def s3_answers(endpoint: str) -> bool:
+    try:
+        s3_client(endpoint).list_buckets()
+    except Exception:
+        return False
+    return True
 
 
 def api_log_path(tmp_path_factory: pytest.TempPathFactory) -> Path:

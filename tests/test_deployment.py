@@ -110,6 +110,8 @@ def test_compose_services_run_the_same_commands_as_make_run(compose):
         "postgres",
         "redis",
         "redis-cache",
+        "minio",
+        "minio-bucket",
         "migrate",
         "api",
         "worker",
@@ -140,6 +142,11 @@ def test_compose_production_settings(compose):
     assert services["beat"]["deploy"]["replicas"] == 1
     assert "FLOWER_BASIC_AUTH" in services["flower"]["environment"]
     assert "ports" not in services["worker"], "workers must scale with --scale worker=N"
+    for name in ("api", "worker", "bulk-worker"):  # the object store by default, no shared volume
+        environment = services[name]["environment"]
+        assert environment["ARTIFACT_ROOT"].startswith("s3://"), name
+        assert environment["BATCH_ROOT"].startswith("s3://"), name
+        assert environment["S3_ENDPOINT_URL"] == "http://minio:9000"
 
 
 def test_monitoring_profile_scrapes_api_and_workers_and_the_dashboard_uses_real_series(compose, svc):

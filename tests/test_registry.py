@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import joblib
 import pytest
@@ -84,7 +85,7 @@ def test_load_refuses_a_changed_artifact(svc, artifacts):
     served = svc.registry.register("integrity", artifacts["diabetes"])
     assert svc.registry.load("integrity", served.version)[0] is not None
     svc.registry.memory.discard(("integrity", served.version))  # a fresh process would read the file again
-    (svc.registry.artifact_root / served.artifact_path).write_bytes(artifacts["iris"].read_bytes())
+    (Path(svc.settings.artifact_root) / served.artifact_path).write_bytes(artifacts["iris"].read_bytes())
 
     with pytest.raises(ArtifactIntegrityError):
         svc.registry.load("integrity", served.version)

@@ -11,19 +11,14 @@ so the result holds every scored row once, in input order.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import time
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 from kombu.exceptions import ChannelError
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import delete, func, select, update
@@ -31,9 +26,12 @@ from sqlalchemy import delete, func, select, update
 from app.batch_jobs import files, storage
 from app.celery_app import BULK_QUEUE
 from app.db import BulkChunk, BulkJob, utcnow
+from app.errors import StoreUnavailable
 from app.metrics import BULK_CHUNKS, BULK_ROWS
 from app.scoring.inference import predict_arrays
 from app.services import Services
+from app.storage import retried
+from workers import bulk_files
 from workers.batch_work import error_of
 
 log = logging.getLogger(__name__)
@@ -47,17 +45,17 @@ def score_chunk(svc: Services, job_id: str, index: int) -> dict[str, Any]:
     job = _claim(svc, parsed, index)
     if job is None:
         return {"job": job_id, "chunk": index, "status": "skipped"}
-    directory = storage.job_dir(svc.settings, parsed)
+    store, retry = svc.batches, svc.settings.store_retry_seconds
     tick = time.perf_counter()
     error: dict[str, Any] | None = None
     try:
         loaded = svc.registry.loaded(job.model_name, job.model_version)
         signature = loaded.served.signature
-        matrix, ids = files.read_chunk(directory / storage.INPUT_FILE, index, signature)
+        matrix, ids = retried(lambda: bulk_files.read_chunk(store, parsed, index, signature), retry)
         # A compiled version answers only chunks within its crossover (BATCH_CHUNK_ROWS is past it).
         predictions, proba = predict_arrays(loaded.estimator, signature, matrix, loaded.compiled)
         table = output_table(job, index, ids, predictions, proba, signature)
-        _write_atomically(table, storage.part_path(directory, index))
+        retried(lambda: bulk_files.write_part(store, storage.part_key(parsed, index), table), retry)
         status, rows = "succeeded", len(matrix)
     except Exception as exc:  # the model refused the rows, or the file could not be read
         log.warning("chunk %d of batch job %s failed: %s", index, job_id, exc)
@@ -106,14 +104,14 @@ def finish(svc: Services, job_id: uuid.UUID) -> str | None:
         ).all()
     if job is None or job.status in storage.FINISHED or any(c.status in _UNFINISHED for c in chunks):
         return None
-    directory = storage.job_dir(svc.settings, job_id)
     scored = [c.index for c in chunks if c.status == "succeeded"]
     status = "succeeded" if len(scored) == len(chunks) else "partial" if scored else "failed"
     result_path = None
     if scored:
-        result = directory / f"result.{job.output_format}"
-        _merge([storage.part_path(directory, i) for i in scored], result, job.output_format)
-        result_path = str(result.relative_to(svc.settings.batch_root))
+        # The store down: this raises, the job stays running, and the sweeper finishes it later.
+        result_path = storage.result_key(job_id, job.output_format)
+        parts = [storage.part_key(job_id, i) for i in scored]
+        bulk_files.merge(svc.batches, parts, result_path, job.output_format)
     failed = len(chunks) - len(scored)
     error = (
         {"code": "chunks_failed", "message": f"{failed} of {len(chunks)} chunks failed", "details": {}}
@@ -128,9 +126,13 @@ def finish(svc: Services, job_id: uuid.UUID) -> str | None:
         ).rowcount
     if not settled:
         return None
-    # The result holds every scored row: the rewritten input and the parts are not needed.
-    (directory / storage.INPUT_FILE).unlink(missing_ok=True)
-    shutil.rmtree(directory / "parts", ignore_errors=True)
+    # The result holds every scored row: the rewritten input and the parts are not needed
+    # (left behind if the store is down now: the job's expiry deletes its whole directory).
+    try:
+        svc.batches.delete_dir(storage.input_dir(job_id))
+        svc.batches.delete_dir(storage.parts_dir(job_id))
+    except StoreUnavailable as exc:
+        log.warning("batch job %s: its input and parts stay until it expires: %s", job_id, exc)
     log.info(
         "batch job %s %s: %d rows, %d of %d chunks failed",
         job_id,
@@ -214,7 +216,7 @@ def expire_old_batch_jobs(svc: Services, limit: int = 100) -> int:
     for job_id in expired:
         # Files first: a sweep that dies between the two leaves rows to try again, never
         # files no row points at.
-        shutil.rmtree(storage.job_dir(svc.settings, job_id), ignore_errors=True)
+        svc.batches.delete_dir(storage.job_dir(job_id))
         with svc.engine.begin() as conn:
             conn.execute(delete(BulkChunk).where(BulkChunk.job_id == job_id))
             conn.execute(delete(BulkJob).where(BulkJob.id == job_id))
@@ -264,28 +266,6 @@ def _record(
             .where(BulkChunk.job_id == job_id, BulkChunk.status.in_(_UNFINISHED))
         ).scalar_one()
     return left == 0
-
-
-def _write_atomically(table: pa.Table, path: Path) -> None:
-    """Write a part under a temporary name, then rename: readers see all of it or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    pq.write_table(table, temporary)
-    os.replace(temporary, path)
-
-
-def _merge(parts: list[Path], result: Path, fmt: str) -> None:
-    """The parts, in order, as one file; one part in memory at a time."""
-    if fmt == "parquet" and len(parts) == 1:
-        os.replace(parts[0], result)  # a one-chunk job's part is its result, as it was written
-        return
-    temporary = result.with_name(f".{result.name}.{uuid.uuid4().hex}.tmp")
-    schema = pq.read_schema(parts[0])
-    writer = pq.ParquetWriter(temporary, schema) if fmt == "parquet" else pa_csv.CSVWriter(temporary, schema)
-    with writer:
-        for part in parts:
-            writer.write_table(pq.read_table(part))
-    os.replace(temporary, result)
 
 
 def _bulk_messages_waiting(svc: Services) -> int | None:

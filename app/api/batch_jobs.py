@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import IO, Annotated, Any, Literal
 
 import msgspec
-from flask import request, send_file
+from flask import Response, redirect, request, send_file
 from flask.typing import ResponseReturnValue
 from msgspec import UNSET, Meta, Struct, UnsetType
 from werkzeug.wsgi import FileWrapper
@@ -19,7 +19,7 @@ from app.api.bodies import body_of, loads_loose
 from app.api.decoding import Version, field_messages
 from app.api.openapi import refusals
 from app.batch_jobs import files, jobs, storage
-from app.errors import InvalidInput, UnsupportedMediaType
+from app.errors import BatchJobNotFound, InvalidInput, UnsupportedMediaType
 from app.services import current_services
 
 blp = Blueprint("batch_jobs", __name__, url_prefix="/v1", description="Score whole files (bulk)")
@@ -100,6 +100,7 @@ _SUBMIT_DOC = {
     {
         403: "A server path while BATCH_INPUT_ROOT is unset, or one outside it.",
         413: "The file is larger than BATCH_MAX_BYTES.",
+        503: "BATCH_ROOT is an object store that cannot be reached now (store_unavailable).",
         422: "The file does not fit the model: not CSV or Parquet as its type says, the model's"
         " features missing or not numbers (row and column named), no id_column; or no such"
         " server file.",
@@ -114,7 +115,9 @@ def submit_batch_job(name: str) -> ResponseReturnValue:
     owner = current_principal()
     # The query string's options apply to every body; the JSON body's or the form's win.
     query = _convert(request.args.to_dict(), BatchOptions).given()
-    with tempfile.TemporaryDirectory(dir=_spool_dir(settings)) as spool:
+    if svc.batches.remote:
+        svc.batches.require()  # 503 before a large upload is spooled, not after
+    with tempfile.TemporaryDirectory(dir=_spool_dir(svc)) as spool:
         if mimetype == "application/json":
             options = query | _convert(loads_loose(body_of(request)), ServerFile, strict=True).given()
             source, fmt = jobs.server_file(settings, options.pop("path"))
@@ -169,13 +172,30 @@ def cancel_batch_job(job_id: str) -> ResponseReturnValue:
 
 @blp.route("/batch-jobs/<string:job_id>/result", methods=["GET"])
 @blp.alt_response(200, description="The result file (Parquet or CSV), streamed.")
+@blp.alt_response(
+    302,
+    description="BATCH_PRESIGNED_RESULTS, s3:// BATCH_ROOT: Location is a presigned URL of the result.",
+    headers={"Location": {"description": "The presigned URL.", "schema": {"type": "string"}}},
+)
 @blp.alt_response(404, schema="Error", description="No such batch job, or no result (yet).")
+@refusals(blp, {503: "BATCH_ROOT is an object store that cannot be reached now."})
 def get_batch_job_result(job_id: str) -> ResponseReturnValue:
-    path, fmt = jobs.result_file(current_services(), job_id, current_principal())
-    # A server with a file wrapper of its own (gunicorn: sendfile, no copy through Python)
-    # keeps it; granian has none, and werkzeug's default reads 8 KiB per step.
-    request.environ.setdefault("wsgi.file_wrapper", _LargeBlocks)
-    return send_file(path, mimetype=_RESULT_TYPES[fmt], as_attachment=True, download_name=f"{job_id}.{fmt}")
+    svc = current_services()
+    key, fmt = jobs.result_file(svc, job_id, current_principal())
+    name, mimetype = f"{job_id}.{fmt}", _RESULT_TYPES[fmt]
+    path = svc.batches.local_path(key)
+    if path is not None:
+        # A server with a file wrapper of its own (gunicorn: sendfile, no copy through Python)
+        # keeps it; granian has none, and werkzeug's default reads 8 KiB per step.
+        request.environ.setdefault("wsgi.file_wrapper", _LargeBlocks)
+        return send_file(path, mimetype=mimetype, as_attachment=True, download_name=name)
+    if svc.settings.batch_presigned_results:
+        return redirect(svc.batches.presigned_url(key, svc.settings.batch_presigned_seconds, name), 302)
+    size = svc.batches.size(key)
+    if size is None:
+        raise BatchJobNotFound(f"the result of batch job {job_id} is gone from the store", id=job_id)
+    headers = {"Content-Length": str(size), "Content-Disposition": f'attachment; filename="{name}"'}
+    return Response(svc.batches.stream(key), 200, headers, mimetype=mimetype)
 
 
 class _LargeBlocks(FileWrapper):
@@ -224,8 +244,9 @@ def register_schemas(spec: Any) -> None:
         spec.components.schema(name, component=schema)
 
 
-def _spool_dir(settings: Any) -> Path:
-    directory = Path(settings.batch_root) / "uploads"
+def _spool_dir(svc: Any) -> Path:
+    """Uploads are spooled on this machine: under a local BATCH_ROOT, else under VAR_DIR."""
+    directory = svc.batches.local_path("uploads") or Path(svc.settings.var_dir) / "uploads"
     directory.mkdir(parents=True, exist_ok=True)
     return directory
 

@@ -46,7 +46,7 @@ def metrics() -> tuple[bytes, int, dict[str, str]]:
     503, schema=ReadinessSchema, description="A dependency is down; the body names it.", headers=RETRY_AFTER
 )
 def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:
-    """Database, Redis and at least one worker are reachable."""
+    """Database, Redis and at least one worker are reachable (and the object store, when one is used)."""
     svc = current_services()
     checks = readiness(svc)
     down = [name for name, state in checks.items() if state != "ok"]
@@ -63,7 +63,8 @@ def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:
 
 
 def readiness(svc: Services) -> dict[str, str]:
-    """Database, Redis and a worker, each "ok" or what is wrong (/readyz, /v2/health/ready)."""
+    """Database, Redis and a worker (and the object store, for s3:// roots), each "ok" or what is
+    wrong (/readyz, /v2/health/ready)."""
     checks: dict[str, str] = {}
     try:
         with svc.engine.connect() as conn:
@@ -85,6 +86,11 @@ def readiness(svc: Services) -> dict[str, str]:
             checks["worker"] = f"unreachable: {type(exc).__name__}"
     else:
         checks["worker"] = "unknown: broker unreachable"
+    # Named only when ARTIFACT_ROOT or BATCH_ROOT is an object store (a directory has no outage of its own).
+    remote = {s.root: s for s in (svc.registry.artifacts.store, svc.batches) if s.remote}
+    if remote:
+        wrong = [f"{root}: {state}" for root, store in remote.items() if (state := store.check()) != "ok"]
+        checks["store"] = "; ".join(wrong) or "ok"
     return checks
 
 

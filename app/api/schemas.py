@@ -49,7 +49,7 @@ class ReadinessSchema(Schema):
         keys=fields.String(),
         values=fields.String(),
         required=True,
-        metadata={"description": 'database, redis, worker: "ok" or what is wrong.'},
+        metadata={"description": 'database, redis, worker (store, for s3:// roots): "ok" or what is wrong.'},
     )
     pools = fields.Dict(
         keys=fields.String(),

@@ -2,18 +2,21 @@
 
 A batch job's input is rewritten once, at submit, into Parquet of one shape: the model's
 features as float64 columns in the fitted order (plus the client's id column, if named),
-in row groups of exactly ``chunk_rows`` rows. So chunk ``i`` is row group ``i``: a worker
-reads its chunk and nothing else, whatever the size of the file or of the client's own row
-groups, and every check (columns, types, missing and out-of-range values) is done before
-anything is queued, with the row and column named. The rewrite streams: memory holds one
-chunk, never the file.
+one file (one row group) of exactly ``chunk_rows`` rows per chunk. So chunk ``i`` is file
+``i``: a worker reads its chunk and nothing else, in one read (one GET on S3, where a
+ranged read of a large file costs a request per range, and moto's server copies the whole
+object for each), whatever the size of the file or of the client's own row groups; and
+every check (columns, types, missing and out-of-range values) is done before anything is
+queued, with the row and column named. The rewrite streams: memory holds one chunk, never
+the file.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,9 +45,8 @@ REWRITE_OPTIONS: dict[str, Any] = {"use_dictionary": False, "compression": "none
 
 @dataclass(frozen=True)
 class Normalized:
-    """The rewritten input: where it is, how many rows and chunks, and the id column's name."""
+    """The rewritten input: how many rows and chunks, and the id column's name."""
 
-    path: Path
     rows: int
     chunks: int
     id_column: str | None
@@ -57,10 +59,16 @@ def feature_columns(signature: dict[str, Any]) -> list[str]:
 
 
 def normalize(
-    source: Path, fmt: str, target: Path, signature: dict[str, Any], chunk_rows: int, id_column: str | None
+    source: Path,
+    fmt: str,
+    sink_for: Callable[[int], AbstractContextManager[Any]],
+    signature: dict[str, Any],
+    chunk_rows: int,
+    id_column: str | None,
 ) -> Normalized:
     """Read ``source`` (``csv`` or ``parquet``), check it against the model's signature and
-    write it to ``target`` in chunks of ``chunk_rows`` rows; InvalidInput names what is wrong."""
+    write it in chunks of ``chunk_rows`` rows, chunk ``i`` to ``sink_for(i)`` (a context giving
+    a path or an output stream of the batch store); InvalidInput names what is wrong."""
     batches = _read(source, fmt, signature, id_column)
     first = next(batches, None)
     if first is None:
@@ -77,24 +85,23 @@ def normalize(
     )
     largest = largest_value(signature)
     rows, chunks, pending, pending_rows = 0, 0, [], 0
-    with pq.ParquetWriter(target, schema, **REWRITE_OPTIONS) as writer:
-        for batch in _chain(first, batches):
-            table = _checked(batch, columns, id_name, schema, rows, largest)
-            rows += table.num_rows
-            pending.append(table)
-            pending_rows += table.num_rows
-            while pending_rows >= chunk_rows:
-                whole = pa.concat_tables(pending)
-                writer.write_table(whole.slice(0, chunk_rows), row_group_size=chunk_rows)
-                chunks += 1
-                pending = [whole.slice(chunk_rows)]
-                pending_rows -= chunk_rows
-        if pending_rows:
-            writer.write_table(pa.concat_tables(pending), row_group_size=chunk_rows)
+    for batch in _chain(first, batches):
+        table = _checked(batch, columns, id_name, schema, rows, largest)
+        rows += table.num_rows
+        pending.append(table)
+        pending_rows += table.num_rows
+        while pending_rows >= chunk_rows:
+            whole = pa.concat_tables(pending)
+            _write_chunk(sink_for, chunks, whole.slice(0, chunk_rows))
             chunks += 1
+            pending = [whole.slice(chunk_rows)]
+            pending_rows -= chunk_rows
+    if pending_rows:
+        _write_chunk(sink_for, chunks, pa.concat_tables(pending))
+        chunks += 1
     if rows == 0:
         raise InvalidInput("the file holds no rows")
-    return Normalized(target, rows, chunks, id_name)
+    return Normalized(rows, chunks, id_name)
 
 
 def table_matrix(table: pa.Table, signature: dict[str, Any], max_rows: int) -> np.ndarray:
@@ -115,15 +122,21 @@ def table_matrix(table: pa.Table, signature: dict[str, Any], max_rows: int) -> n
     return matrix
 
 
-def read_chunk(path: Path, index: int, signature: dict[str, Any]) -> tuple[np.ndarray, pa.Array | None]:
-    """Chunk ``index`` of a normalized input: its feature matrix and its id column (or None)."""
-    table = pq.ParquetFile(path).read_row_group(index)
+def read_chunk(source: Any, signature: dict[str, Any]) -> tuple[np.ndarray, pa.Array | None]:
+    """A chunk of a normalized input (a path, or its bytes in a pyarrow buffer): its feature
+    matrix and its id column (or None)."""
+    table = pq.read_table(source)
     features = feature_columns(signature)
     matrix = np.empty((table.num_rows, len(features)), dtype=np.float64)
     for j, name in enumerate(features):
         matrix[:, j] = table.column(name).to_numpy()
     ids = table.column(_ID).combine_chunks() if _ID in table.column_names else None
     return matrix, ids
+
+
+def _write_chunk(sink_for: Callable[[int], AbstractContextManager[Any]], index: int, table: pa.Table) -> None:
+    with sink_for(index) as sink:
+        pq.write_table(table, sink, row_group_size=table.num_rows, **REWRITE_OPTIONS)
 
 
 def _read(

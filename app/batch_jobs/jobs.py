@@ -7,8 +7,8 @@ A job belongs to the API key that made it, as prediction jobs do (``may_read``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import shutil
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -19,9 +19,16 @@ from sqlalchemy import func, insert, select, update
 
 from app.access.auth import may_read
 from app.batch_jobs import files
-from app.batch_jobs.storage import CHUNK_STATUSES, FINISHED, INPUT_FILE, job_dir, send_chunk
+from app.batch_jobs.storage import CHUNK_STATUSES, FINISHED, input_key, job_dir, send_chunk
 from app.db import BulkChunk, BulkJob, utcnow
-from app.errors import BatchJobFinished, BatchJobNotFound, FileTooLarge, Forbidden, InvalidInput
+from app.errors import (
+    BatchJobFinished,
+    BatchJobNotFound,
+    FileTooLarge,
+    Forbidden,
+    InvalidInput,
+    StoreUnavailable,
+)
 from app.services import Services
 
 if TYPE_CHECKING:
@@ -95,11 +102,14 @@ def create(
     served = svc.registry.resolve(name, version=version, alias=alias)
     settings = svc.settings
     job_id = uuid.uuid4()
-    directory = job_dir(settings, job_id)
-    directory.mkdir(parents=True, exist_ok=True)
     try:
         normalized = files.normalize(
-            source, fmt, directory / INPUT_FILE, served.signature, settings.batch_chunk_rows, id_column
+            source,
+            fmt,
+            lambda index: svc.batches.writing(input_key(job_id, index)),
+            served.signature,
+            settings.batch_chunk_rows,
+            id_column,
         )
         chunk_sizes = [
             min(settings.batch_chunk_rows, normalized.rows - i * settings.batch_chunk_rows)
@@ -121,7 +131,8 @@ def create(
             )  # fmt: skip
     except BaseException:
         # A file refused (or a database down) leaves nothing behind.
-        shutil.rmtree(directory, ignore_errors=True)
+        with contextlib.suppress(StoreUnavailable):
+            svc.batches.delete_dir(job_dir(job_id))
         raise
     for index, rows in enumerate(chunk_sizes):
         send_chunk(svc, job_id, index, name, rows)
@@ -218,14 +229,14 @@ def cancel(svc: Services, job_id: str, reader: Principal | None) -> dict[str, An
     return get(svc, job_id, reader)
 
 
-def result_file(svc: Services, job_id: str, reader: Principal | None) -> tuple[Path, str]:
-    """The finished job's result file and its format; BatchJobNotFound while there is none."""
+def result_file(svc: Services, job_id: str, reader: Principal | None) -> tuple[str, str]:
+    """The finished job's result (its key in BATCH_ROOT) and format; BatchJobNotFound while there is none."""
     job = _job(svc, job_id, reader)
     if not job.result_path:
         raise BatchJobNotFound(
             f"batch job {job_id} has no result ({job.status})", id=job_id, status=job.status
         )
-    return Path(svc.settings.batch_root) / job.result_path, job.output_format
+    return job.result_path, job.output_format
 
 
 def _job(svc: Services, job_id: str, reader: Principal | None) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,9 @@ def models_score(
         job = _follow(svc, job, progress)
     if job["result"] is None:
         raise click.ClickException(f"batch job {job_id} {job['status']}: nothing to write ({job['error']})")
-    shutil.copyfile(jobs.result_file(svc, job_id, None)[0], output)
+    with open(output, "wb") as out:
+        for piece in svc.batches.stream(jobs.result_file(svc, job_id, None)[0]):
+            out.write(piece)
     click.echo(f"{name}: batch job {job_id} {job['status']}; {job['rows']['done']} rows written to {output}")
     if job["status"] != "succeeded":
         raise click.ClickException(f"{job['chunks']['failed']} chunks failed: {job['failed_chunks'][:3]}")

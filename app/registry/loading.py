@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -21,6 +20,7 @@ from app.registry import registration, traffic
 from app.registry.memory import VersionCache, VersionKey
 from app.registry.registration import verified_bytes
 from app.registry.versions import LoadedVersion, ServedVersion
+from app.storage import Artifacts
 
 #: Builds a version's compiled backend from its checked ONNX bytes (app/scoring/compiled.py's load).
 CompiledLoader = Callable[[bytes, ServedVersion], Any]
@@ -31,12 +31,12 @@ class Loader:
 
     def __init__(
         self,
-        artifact_root: Path,
+        artifacts: Artifacts,
         cache: VersionCache[VersionKey, LoadedVersion],
         deserialize: Callable[[ServedVersion, bytes], Any],
         compiled_loader: CompiledLoader | None,
     ) -> None:
-        self.artifact_root = artifact_root
+        self.artifacts = artifacts
         self.cache = cache
         self.deserialize = deserialize
         self.compiled_loader = compiled_loader
@@ -54,7 +54,7 @@ class Loader:
             if entry is not None and _current(entry, served, wanted):
                 return entry
             if entry is None or entry.served.sha256 != served.sha256:
-                data = verified_bytes(self.artifact_root, served.artifact_path, served.sha256, served)
+                data = verified_bytes(self.artifacts, served.artifact_path, served.sha256, served)
                 # Deserialize the very bytes that were hashed, so the file cannot change in between.
                 estimator, size = self.deserialize(served, data), len(data)
                 entry = None
@@ -65,7 +65,7 @@ class Loader:
             onnx_size = entry.onnx_bytes if session is not None and entry is not None else 0
             if wanted and session is None and self.compiled_loader is not None:
                 record = served.compiled or {}
-                onnx = verified_bytes(self.artifact_root, record["artifact_path"], record["sha256"], served)
+                onnx = verified_bytes(self.artifacts, record["artifact_path"], record["sha256"], served)
                 session, onnx_size = self.compiled_loader(onnx, served), len(onnx)
             serving = served.compiled_serving
             entry = LoadedVersion(

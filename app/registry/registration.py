@@ -26,14 +26,15 @@ from app.errors import ArtifactIntegrityError, RegistryError, VersionNotFound
 from app.registry.aliases import point_alias
 from app.registry.signature import feature_index, in_feature_order, signature_of
 from app.registry.versions import DEFAULT_ALIAS, NAME, ServedVersion
+from app.storage import Artifacts
 
 
 class ArtifactStore(Protocol):
     """What registering needs of the registry (app/registry/registry.py's Registry is one):
-    its database, where artifacts go, and the rules a file must pass."""
+    its database, where artifacts go (ARTIFACT_ROOT, app/storage/), and the rules a file must pass."""
 
     engine: Engine
-    artifact_root: Path
+    artifacts: Artifacts
     allow_pickle: bool
     skops_trusted_types: set[str]
     reference_rows: int
@@ -93,10 +94,9 @@ def register(
         )
         version = (latest or 0) + 1
         relative = Path(name) / str(version) / f"model.{fmt}"
-        target = registry.artifact_root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # The bytes that were hashed and checked, not the file again (it may have changed).
-        target.write_bytes(data)
+        # The bytes that were hashed and checked, not the file again (it may have changed);
+        # uploaded once, before the row commits: a row never names an artifact not stored.
+        registry.artifacts.put(str(relative), data)
         session.add(
             ModelVersion(
                 model_id=model.id,
@@ -177,11 +177,7 @@ def store_compiled(
     if onnx is not None and record is not None:
         digest = hashlib.sha256(onnx).hexdigest()
         relative = Path(name) / str(version) / f"model-{digest[:16]}.onnx"
-        target = registry.artifact_root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.tmp")
-        temporary.write_bytes(onnx)
-        temporary.replace(target)  # a whole file or none (DESIGN, Durable first)
+        registry.artifacts.put(str(relative), onnx)  # a whole file or none (DESIGN, Durable first)
         record = record | {"artifact_path": str(relative), "sha256": digest}
     with Session(registry.engine) as session, session.begin():
         model_id = session.scalar(select(Model.id).where(Model.name == name))
@@ -194,10 +190,10 @@ def store_compiled(
             raise VersionNotFound(f"model {name!r} has no version {version}", model=name, version=version)
 
 
-def verified_bytes(root: Path, path: str, sha256: str, served: ServedVersion) -> bytes:
-    """An artifact's bytes (a model's or its ONNX file's), refused unless their sha256 is the registry's."""
-    data = (root / path).read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
+def verified_bytes(artifacts: Artifacts, path: str, sha256: str, served: ServedVersion) -> bytes:
+    """An artifact's bytes (a model's or its ONNX file's), refused unless their sha256 is the
+    registry's (from this host's disk cache or the store: app/storage/artifacts.py)."""
+    data, digest = artifacts.fetch(path, sha256)
     if digest != sha256:
         raise ArtifactIntegrityError(
             f"artifact {Path(path).name} of {served.name} v{served.version} has sha256 {digest[:12]}…,"

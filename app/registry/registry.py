@@ -1,8 +1,8 @@
 """The model registry: stored artifacts, their versions, aliases and signatures.
 
-Artifacts live under ``artifact_root/<name>/<version>/model.<joblib|skops>``; the database
-holds their sha256. Loading always goes through :meth:`Registry.load`, which refuses a file
-whose bytes no longer match the recorded digest.
+Artifacts live under ``ARTIFACT_ROOT/<name>/<version>/model.<joblib|skops>`` (a directory or
+an S3 prefix, app/storage/); the database holds their sha256. Loading always goes through
+:meth:`Registry.load`, which refuses a file whose bytes no longer match the recorded digest.
 
 The Registry is what the rest of predq calls, and it caches what requests read (aliases,
 policies, loaded estimators). Writing is done beside it: registering a version and the
@@ -42,6 +42,7 @@ from app.registry.versions import (
     ServedVersion,
     existing_name,
 )
+from app.storage import Artifacts, ObjectStore
 
 
 class Registry:
@@ -50,7 +51,7 @@ class Registry:
     def __init__(
         self,
         engine: Engine,
-        artifact_root: str | Path,
+        artifacts: str | Path | Artifacts,
         cache_seconds: float = 2.0,
         allow_pickle: bool = True,
         skops_trusted_types: list[str] | None = None,
@@ -60,7 +61,10 @@ class Registry:
         cache_max: int = 0,
     ) -> None:
         self.engine = engine
-        self.artifact_root = Path(artifact_root)
+        # A path (tests, scripts): a local store read in place.
+        self.artifacts = (
+            artifacts if isinstance(artifacts, Artifacts) else Artifacts(ObjectStore(str(artifacts)))
+        )
         self.allow_pickle = allow_pickle
         self.skops_trusted_types = set(skops_trusted_types or [])
         self.reference_rows = reference_rows
@@ -91,7 +95,7 @@ class Registry:
         )
         self._derived: dict[str, VersionCache[Any, Any]] = {}
         self._loader = loading.Loader(
-            self.artifact_root, self.memory, loading.deserializer(allow_pickle), compiled_loader
+            self.artifacts, self.memory, loading.deserializer(allow_pickle), compiled_loader
         )
 
     # -- writing -----------------------------------------------------------------------

@@ -1,0 +1,47 @@
+"""A batch job's files in BATCH_ROOT, as the bulk workers read and write them (app/storage/).
+
+A part is written whole or not at all (a temporary name renamed, or one S3 upload), so a
+half-written part is never taken for a finished one; the merge reads the parts in chunk
+order, one in memory at a time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from app.batch_jobs import files, storage
+from app.storage import ObjectStore
+
+
+def read_chunk(
+    store: ObjectStore, job_id: uuid.UUID, index: int, signature: dict[str, Any]
+) -> tuple[np.ndarray, pa.Array | None]:
+    """Chunk ``index`` of the job's input, its own file read whole in one request."""
+    return files.read_chunk(pa.BufferReader(store.read_bytes(storage.input_key(job_id, index))), signature)
+
+
+def write_part(store: ObjectStore, key: str, table: pa.Table) -> None:
+    """Write a part whole or not at all (app/storage/): readers never see half of one."""
+    with store.writing(key) as sink:
+        pq.write_table(table, sink)
+
+
+def merge(store: ObjectStore, parts: list[str], result: str, fmt: str) -> None:
+    """The parts, in order, as one file; one part in memory at a time."""
+    if fmt == "parquet" and len(parts) == 1:
+        store.move(parts[0], result)  # a one-chunk job's part is its result, as it was written
+        return
+    with store.open_input(parts[0]) as first:
+        schema = pq.read_schema(first)
+    with store.writing(result) as sink:
+        writer = pq.ParquetWriter(sink, schema) if fmt == "parquet" else pa_csv.CSVWriter(sink, schema)
+        with writer:
+            for part in parts:
+                with store.open_input(part) as source:
+                    writer.write_table(pq.read_table(source))
