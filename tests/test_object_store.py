@@ -54,11 +54,15 @@ def _keys(endpoint: str, bucket: str, prefix: str) -> list[str]:
     return sorted(item["Key"] for item in listed.get("Contents", []) if not item["Key"].endswith("/"))
 
 
-def _fresh_registry(svc, cache_dir: Path, endpoint: str | None = None, retry: float = 3.0) -> Registry:
+def _fresh_registry(
+    svc, cache_dir: Path, endpoint: str | None = None, retry: float = 3.0, compiled_loader=None
+) -> Registry:
     """A registry as a new worker host builds it: an empty disk cache of its own."""
     settings = svc.settings
     store = ObjectStore(settings.artifact_root, S3Options(endpoint or settings.s3_endpoint_url))
-    return Registry(svc.engine, Artifacts(store, cache_dir, retry_seconds=retry))
+    return Registry(
+        svc.engine, Artifacts(store, cache_dir, retry_seconds=retry), compiled_loader=compiled_loader
+    )
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +106,7 @@ def test_a_compiled_version_s_onnx_artifact_goes_through_the_same_store_and_cach
 
     assert record["status"] == "serving", record.get("reason")
     assert f"artifacts/{record['artifact_path']}" in _keys(s3_endpoint, s3_bucket, "artifacts/s3compiled/")
-    host = _fresh_registry(s3_svc, tmp_path / "cache")
-    host.compiled_loader = compiled.load
+    host = _fresh_registry(s3_svc, tmp_path / "cache", compiled_loader=compiled.load)
     loaded = host.loaded("s3compiled", served.version)
     assert isinstance(loaded.compiled, compiled.CompiledModel)
     assert set(host.artifacts.cached_digests()) == {served.sha256, record["sha256"]}

@@ -2,13 +2,10 @@
 
 A batch job's input is rewritten once, at submit, into Parquet of one shape: the model's
 features as float64 columns in the fitted order (plus the client's id column, if named),
-one file (one row group) of exactly ``chunk_rows`` rows per chunk. So chunk ``i`` is file
-``i``: a worker reads its chunk and nothing else, in one read (one GET on S3, where a
-ranged read of a large file costs a request per range, and moto's server copies the whole
-object for each), whatever the size of the file or of the client's own row groups; and
-every check (columns, types, missing and out-of-range values) is done before anything is
-queued, with the row and column named. The rewrite streams: memory holds one chunk, never
-the file.
+one file of exactly ``chunk_rows`` rows per chunk. So chunk ``i`` is file ``i``: a worker reads
+its chunk and nothing else, in one read (one GET on S3), whatever the size of the file; every
+check (columns, types, missing and out-of-range values) is done before anything is queued,
+with the row and column named. The rewrite streams: memory holds one chunk, never the file.
 """
 
 from __future__ import annotations
@@ -33,6 +30,8 @@ from app.registry.signature import largest_value
 #: Input formats, by the content type a client sends or the file's suffix.
 FORMATS = {"text/csv": "csv", "application/vnd.apache.parquet": "parquet", "application/x-parquet": "parquet"}
 SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+#: Chunk ``i``'s output, as a context giving a path or an output stream of the batch store.
+Sinks = Callable[[int], AbstractContextManager[Any]]
 #: The column that numbers input rows in the output when the client names no id column.
 ROW_COLUMN = "row"
 _ID = "__id"
@@ -59,16 +58,10 @@ def feature_columns(signature: dict[str, Any]) -> list[str]:
 
 
 def normalize(
-    source: Path,
-    fmt: str,
-    sink_for: Callable[[int], AbstractContextManager[Any]],
-    signature: dict[str, Any],
-    chunk_rows: int,
-    id_column: str | None,
+    source: Path, fmt: str, sinks: Sinks, signature: dict[str, Any], chunk_rows: int, id_column: str | None
 ) -> Normalized:
-    """Read ``source`` (``csv`` or ``parquet``), check it against the model's signature and
-    write it in chunks of ``chunk_rows`` rows, chunk ``i`` to ``sink_for(i)`` (a context giving
-    a path or an output stream of the batch store); InvalidInput names what is wrong."""
+    """Read ``source`` (``csv`` or ``parquet``), check it against the model's signature and write
+    it in chunks of ``chunk_rows`` rows, chunk ``i`` to ``sinks(i)``; InvalidInput names what is wrong."""
     batches = _read(source, fmt, signature, id_column)
     first = next(batches, None)
     if first is None:
@@ -92,12 +85,14 @@ def normalize(
         pending_rows += table.num_rows
         while pending_rows >= chunk_rows:
             whole = pa.concat_tables(pending)
-            _write_chunk(sink_for, chunks, whole.slice(0, chunk_rows))
+            with sinks(chunks) as sink:
+                pq.write_table(whole.slice(0, chunk_rows), sink, **REWRITE_OPTIONS)
             chunks += 1
             pending = [whole.slice(chunk_rows)]
             pending_rows -= chunk_rows
     if pending_rows:
-        _write_chunk(sink_for, chunks, pa.concat_tables(pending))
+        with sinks(chunks) as sink:
+            pq.write_table(pa.concat_tables(pending), sink, **REWRITE_OPTIONS)
         chunks += 1
     if rows == 0:
         raise InvalidInput("the file holds no rows")
@@ -123,8 +118,7 @@ def table_matrix(table: pa.Table, signature: dict[str, Any], max_rows: int) -> n
 
 
 def read_chunk(source: Any, signature: dict[str, Any]) -> tuple[np.ndarray, pa.Array | None]:
-    """A chunk of a normalized input (a path, or its bytes in a pyarrow buffer): its feature
-    matrix and its id column (or None)."""
+    """A chunk of a normalized input (a path or a buffer): its feature matrix and id column (or None)."""
     table = pq.read_table(source)
     features = feature_columns(signature)
     matrix = np.empty((table.num_rows, len(features)), dtype=np.float64)
@@ -132,11 +126,6 @@ def read_chunk(source: Any, signature: dict[str, Any]) -> tuple[np.ndarray, pa.A
         matrix[:, j] = table.column(name).to_numpy()
     ids = table.column(_ID).combine_chunks() if _ID in table.column_names else None
     return matrix, ids
-
-
-def _write_chunk(sink_for: Callable[[int], AbstractContextManager[Any]], index: int, table: pa.Table) -> None:
-    with sink_for(index) as sink:
-        pq.write_table(table, sink, row_group_size=table.num_rows, **REWRITE_OPTIONS)
 
 
 def _read(
