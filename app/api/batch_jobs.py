@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 import tempfile
 from pathlib import Path
-from typing import IO, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
-from flask import Response, redirect, request, send_file
+from flask import request
 from flask.typing import ResponseReturnValue
 from msgspec import UNSET, Meta, Struct, UnsetType
-from werkzeug.wsgi import FileWrapper
 
 from app.access.auth import current_principal
 from app.api.blueprint import Blueprint
@@ -19,13 +18,13 @@ from app.api.bodies import body_of, loads_loose
 from app.api.decoding import Version, field_messages
 from app.api.openapi import refusals
 from app.batch_jobs import files, jobs, storage
-from app.errors import BatchJobNotFound, InvalidInput, UnsupportedMediaType
+from app.batch_jobs.results import result_response
+from app.errors import InvalidInput, UnsupportedMediaType
 from app.services import current_services
 
 blp = Blueprint("batch_jobs", __name__, url_prefix="/v1", description="Score whole files (bulk)")
 
 _UNKNOWN = re.compile(r"unknown field `([^`]+)`")
-_RESULT_TYPES = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv"}
 _FILE = {"type": "string", "format": "binary"}
 _FILE_TYPES = ", ".join(files.FORMATS)
 
@@ -180,30 +179,7 @@ def cancel_batch_job(job_id: str) -> ResponseReturnValue:
 @blp.alt_response(404, schema="Error", description="No such batch job, or no result (yet).")
 @refusals(blp, {503: "BATCH_ROOT is an object store that cannot be reached now."})
 def get_batch_job_result(job_id: str) -> ResponseReturnValue:
-    svc = current_services()
-    key, fmt = jobs.result_file(svc, job_id, current_principal())
-    name, mimetype = f"{job_id}.{fmt}", _RESULT_TYPES[fmt]
-    path = svc.batches.local_path(key)
-    if path is not None:
-        # A server with a file wrapper of its own (gunicorn: sendfile, no copy through Python)
-        # keeps it; granian has none, and werkzeug's default reads 8 KiB per step.
-        request.environ.setdefault("wsgi.file_wrapper", _LargeBlocks)
-        return send_file(path, mimetype=mimetype, as_attachment=True, download_name=name)
-    if svc.settings.batch_presigned_results:
-        return redirect(svc.batches.presigned_url(key, svc.settings.batch_presigned_seconds, name), 302)
-    size = svc.batches.size(key)
-    if size is None:
-        raise BatchJobNotFound(f"the result of batch job {job_id} is gone from the store", id=job_id)
-    headers = {"Content-Length": str(size), "Content-Disposition": f'attachment; filename="{name}"'}
-    return Response(svc.batches.stream(key), 200, headers, mimetype=mimetype)
-
-
-class _LargeBlocks(FileWrapper):
-    """werkzeug's file wrapper reading 1 MiB a step: a result of 100 MB crosses from Python to
-    the HTTP server 100 times, not 12,800 (8 KiB, the size send_file asks for)."""
-
-    def __init__(self, file: IO[bytes], buffer_size: int = 8192) -> None:
-        super().__init__(file, max(buffer_size, 1 << 20))
+    return result_response(current_services(), job_id, current_principal())
 
 
 #: The view of a batch job (app/batch_jobs/jobs.py ``view``) in /openapi.json.

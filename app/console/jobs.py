@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import uuid
 
-from flask import flash, redirect, request, send_file, url_for
+from flask import flash, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 
 from app.access.auth import may_read
 from app.batch_jobs import jobs as batch_jobs
+from app.batch_jobs.results import result_response
 from app.console import queries
 from app.console.blueprint import bp, page, viewer
 from app.errors import BatchJobFinished, JobNotFound
 from app.services import current_services
-
-_RESULT_TYPES = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv"}
 
 
 @bp.route("/jobs", methods=["GET"])
@@ -80,6 +79,4 @@ def batch_job_cancel(job_id: str) -> ResponseReturnValue:
 
 @bp.route("/batch-jobs/<string:job_id>/result", methods=["GET"])
 def batch_job_result(job_id: str) -> ResponseReturnValue:
-    path, output_format = batch_jobs.result_file(current_services(), job_id, viewer())
-    return send_file(path, mimetype=_RESULT_TYPES[output_format], as_attachment=True,
-                     download_name=f"{job_id}.{output_format}")  # fmt: skip
+    return result_response(current_services(), job_id, viewer())

@@ -6,7 +6,6 @@ predict key sees only what it submitted, as in the API: app/access/auth.py's ``m
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections import defaultdict
 from typing import Any
@@ -18,6 +17,7 @@ from app.access.auth import Principal
 from app.batch_jobs import jobs as batch_jobs
 from app.batch_jobs.storage import FINISHED as BATCH_FINISHED
 from app.db import BulkChunk, BulkJob, Feedback, Job, ModelVersion, utcnow
+from app.errors import StoreUnavailable
 from app.predictions.queue import queue_key
 from app.predictions.view import JobStatus
 from app.registry import held, pools
@@ -47,8 +47,9 @@ def health(svc: Services) -> dict[str, str]:
         checks["redis"] = "ok"
     except Exception as exc:
         checks["redis"] = f"unreachable: {type(exc).__name__}"
-    root = svc.settings.artifact_root
-    checks["artifact store"] = "ok" if os.access(root, os.R_OK | os.W_OK) else f"not writable: {root}"
+    store = svc.registry.artifacts.store  # a directory or an S3 bucket (app/storage/)
+    state = store.check()
+    checks["artifact store"] = "ok" if state == "ok" else f"{state}: {store.root}"
     return checks
 
 
@@ -181,9 +182,12 @@ def artifact_sizes(svc: Services, name: str) -> dict[int, int | None]:
             .where(Model.name == name)
         ).all()
     sizes: dict[int, int | None] = {}
+    store = svc.registry.artifacts.store
     for version, path in rows:
-        full = os.path.join(svc.settings.artifact_root, path)
-        sizes[version] = os.path.getsize(full) if os.path.exists(full) else None
+        try:
+            sizes[version] = store.size(path)
+        except StoreUnavailable:
+            sizes[version] = None
     return sizes
 
 
