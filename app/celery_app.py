@@ -24,11 +24,13 @@ CHECK_DRIFT = "predq.check_drift"
 RETRAIN = "predq.retrain"
 SCHEDULE_RETRAINS = "predq.schedule_retrains"
 SCORE_CHUNK = "predq.score_chunk"
+DELIVER_WEBHOOKS = "predq.deliver_webhooks"
 INFERENCE_QUEUE = "inference"
 MAINTENANCE_QUEUE = "maintenance"
 TRAINING_QUEUE = "training"
 BULK_QUEUE = "bulk"
 EXPLAIN_QUEUE = "explain"
+WEBHOOKS_QUEUE = "webhooks"
 
 
 def batch_task(explained: bool) -> str:
@@ -74,7 +76,14 @@ def make_celery(settings: Settings, app: Flask | None = None) -> Celery:
         # Without -Q a worker consumes every queue listed here.
         task_queues=[
             Queue(q)  # type: ignore[no-untyped-call]  # kombu's Queue is unannotated
-            for q in (INFERENCE_QUEUE, MAINTENANCE_QUEUE, TRAINING_QUEUE, BULK_QUEUE, EXPLAIN_QUEUE)
+            for q in (
+                INFERENCE_QUEUE,
+                MAINTENANCE_QUEUE,
+                TRAINING_QUEUE,
+                BULK_QUEUE,
+                EXPLAIN_QUEUE,
+                WEBHOOKS_QUEUE,
+            )
         ],
         task_default_queue=INFERENCE_QUEUE,
         task_routes={
@@ -91,6 +100,8 @@ def make_celery(settings: Settings, app: Flask | None = None) -> Celery:
             # Explained rows too (shap is slow on deep forests): the bulk worker takes them,
             # between chunks, and online batches never wait behind an explanation.
             RUN_EXPLAINED_BATCH: {"queue": EXPLAIN_QUEUE},
+            # Webhooks wait on receivers' answers: a sender of their own, never a batch's worker.
+            DELIVER_WEBHOOKS: {"queue": WEBHOOKS_QUEUE},
         },
         beat_schedule={
             "sweep-stuck-jobs": {
@@ -100,6 +111,13 @@ def make_celery(settings: Settings, app: Flask | None = None) -> Celery:
             "check-drift": {
                 "task": CHECK_DRIFT,
                 "schedule": settings.drift_interval_seconds,
+            },
+            # Due webhook deliveries (retries included: their time is in the outbox, not in
+            # Celery countdowns, which Redis redelivers every visibility_timeout).
+            "deliver-webhooks": {
+                "task": DELIVER_WEBHOOKS,
+                "schedule": settings.webhook_poll_seconds,
+                "options": {"expires": settings.webhook_poll_seconds},
             },
             # Each model's own schedule (models.retrain_every_seconds) is checked every minute.
             "schedule-retrains": {

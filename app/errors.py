@@ -11,18 +11,21 @@
     │   ├── VersionNotFound              version_not_found
     │   ├── AliasNotFound                alias_not_found
     │   ├── JobNotFound                  job_not_found
-    │   └── BatchJobNotFound             batch_job_not_found (also: no result yet)
+    │   ├── BatchJobNotFound             batch_job_not_found (also: no result yet)
+    │   └── WebhookNotFound              webhook_not_found (an endpoint or one of its deliveries)
     ├── IdempotencyConflict          409 idempotency_conflict
     ├── NothingToRollBack            409 nothing_to_roll_back
     ├── FeedbackConflict             409 feedback_conflict
     ├── BatchJobFinished             409 batch_job_finished (cannot be cancelled)
     ├── ImportDropped                409 import_dropped (a dropped import cannot be accepted)
     ├── JobNotCancellable            409 job_not_cancellable (running or done: its status in details)
+    ├── WebhookSecretServerWide      409 webhook_secret_server_wide (auth off: WEBHOOK_SECRET signs)
     ├── PayloadTooLarge              413 payload_too_large (rows and the limit in details)
     │   └── FileTooLarge                 (a batch job's file)
     ├── UnsupportedMediaType         415 unsupported_media_type
     ├── InvalidInput                 422 invalid_input (row and field in details)
-    │   └── ExplanationUnsupported       explanation_unsupported (the model type in details)
+    │   ├── ExplanationUnsupported       explanation_unsupported (the model type in details)
+    │   └── WebhookSecretMissing         webhook_secret_missing (a callback_url with no secret to sign it)
     ├── RateLimited                  429 rate_limited (with Retry-After)
     ├── ServiceUnavailable           503 service_unavailable (with Retry-After)
     │   ├── Overloaded                   overloaded (a model's queue is too deep)
@@ -119,6 +122,14 @@ class BatchJobNotFound(NotFound):
     code = "batch_job_not_found"
 
 
+class WebhookNotFound(NotFound):
+    code = "webhook_not_found"
+
+
+class WebhookSecretServerWide(PredqError):
+    status, code = 409, "webhook_secret_server_wide"
+
+
 class BatchJobFinished(PredqError):
     status, code = 409, "batch_job_finished"
 
@@ -163,6 +174,10 @@ class InvalidInput(PredqError):
 
 class ExplanationUnsupported(InvalidInput):
     code = "explanation_unsupported"
+
+
+class WebhookSecretMissing(InvalidInput):
+    code = "webhook_secret_missing"
 
 
 class _RetryLater(PredqError):

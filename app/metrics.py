@@ -94,6 +94,11 @@ MODEL_EVICTIONS = Counter(
     " (out_of_service, lru, over_budget: bigger than the whole budget, used once).",
     ["cache", "model", "reason"],
 )
+WEBHOOK_ATTEMPTS = Counter(
+    "predq_webhook_attempts_total",
+    "Webhook delivery attempts, by event and outcome: delivered, retried (due later), failed (given up).",
+    ["event", "outcome"],
+)
 
 
 class _ThisProcess:

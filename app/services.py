@@ -17,6 +17,7 @@ from app.registry.deadlines import DeadlineDefaults
 from app.registry.registry import Registry
 from app.scoring import compiled
 from app.storage import ObjectStore, artifact_store, batch_store
+from app.webhooks.outbox import EndpointCache
 
 
 @dataclass
@@ -36,6 +37,8 @@ class Services:
     """Models' default deadlines for their jobs (app/registry/deadlines.py)."""
     batches: ObjectStore
     """BATCH_ROOT: batch jobs' inputs, parts and results (app/storage/)."""
+    webhook_endpoints: EndpointCache
+    """Webhook endpoints, re-read every AUTH_CACHE_SECONDS: workers announce jobs' ends to them."""
 
 
 def current_services() -> Services:
@@ -85,4 +88,5 @@ def build_services(settings: Settings, celery: Celery) -> Services:
         limits,
         deadlines,
         batch_store(settings),
+        EndpointCache(engine, settings.auth_cache_seconds),
     )

@@ -60,6 +60,7 @@ def publish(svc: Services, work: BatchWork, results: list[dict[str, Any]], compl
                     "deadline": item.deadline,
                     "created_at": item.created_at,
                     "completed_at": completed_at,
+                    "callback_url": item.callback_url,
                 }
             ),
         )

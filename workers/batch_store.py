@@ -1,5 +1,5 @@
-"""A batch's writes to the database: claiming its jobs, then the batch, its jobs' results
-and its shadows' outputs in one transaction.
+"""A batch's writes to the database: claiming its jobs, then the batch, its jobs' results,
+its shadows' outputs and the webhook deliveries announcing its jobs' ends in one transaction.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from app.db import INSERT_BY_DIALECT, Batch, Job, ShadowOutput, dialect_insert, 
 from app.predictions.items import QueuedRows
 from app.predictions.view import NEVER_RUN, JobStatus
 from app.services import Services
+from app.webhooks import outbox
 from workers.batch_work import BatchStatus, BatchWork
 
 #: A job in one of these is never claimed or answered again: it succeeded, or it ended
@@ -80,8 +81,9 @@ def store(
     status: BatchStatus,
     worker: str,
     completed_at: datetime,
-) -> None:
-    """The batch, its shadows' outputs and its jobs' results, in one transaction."""
+) -> int:
+    """The batch, its shadows' outputs, its jobs' results and the outbox rows announcing them
+    (app/webhooks/outbox.py), in one transaction; returns how many outbox rows it wrote."""
     shadow_outputs = [(item, out) for item, out in zip(work.shadows, work.shadow_outcomes, strict=True)
                       if not isinstance(out, Exception)]  # fmt: skip
     with svc.engine.begin() as conn:
@@ -109,6 +111,14 @@ def store(
         if deferred:
             written = store_deferred_jobs(conn, work, deferred, completed_at)
             work.not_written = {item.job_id for item, _ in deferred} - written
+        announced = outbox.job_deliveries(
+            [outbox.JobEnd(r["id"], r["status"], item.owner, item.callback_url)
+             for item, r in zip(work.items, results, strict=True) if item.job_id not in work.not_written],
+            svc.webhook_endpoints,
+            completed_at,
+        )  # fmt: skip
+        outbox.write(conn, announced)
+    return len(announced)
 
 
 def finish_jobs(

@@ -30,6 +30,7 @@ from app.predictions.view import JobStatus
 from app.scoring.explain import ExplanationFailed, explanations
 from app.scoring.inference import predict_by_job
 from app.services import Services
+from app.webhooks.outbox import wake_sender
 from workers.batch_publish import observe, publish
 from workers.batch_store import claim, store
 from workers.batch_window import collect
@@ -127,8 +128,10 @@ def run_batch(
     results = job_results(work.items, work.outcomes)
     status = batch_status(results)
     completed_at = utcnow()
-    store(svc, work, results, status=status, worker=worker, completed_at=completed_at)
+    announced = store(svc, work, results, status=status, worker=worker, completed_at=completed_at)
     publish(svc, work, results, completed_at)
+    if announced:
+        wake_sender(svc.celery)
     observe(work, results, completed_at)
     _log_batch(work, status)
     return BatchReport(

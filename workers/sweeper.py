@@ -89,6 +89,7 @@ def requeue_stuck_jobs(svc: Services, limit: int = 1000) -> int:
                 Job.explain,
                 Job.priority,
                 Job.deadline,
+                Job.callback_url,
             )
             .where(
                 or_(
@@ -110,6 +111,7 @@ def requeue_stuck_jobs(svc: Services, limit: int = 1000) -> int:
             explain=job.explain,
             priority=job.priority,
             deadline=job.deadline,
+            callback_url=job.callback_url,
         )
         explained = job.explain is not None
         enqueue(svc, job.model_name, job.model_version, item, explained=explained, priority=job.priority)

@@ -11,6 +11,7 @@ from celery import Task, shared_task
 
 from app.celery_app import (
     CHECK_DRIFT,
+    DELIVER_WEBHOOKS,
     RETRAIN,
     RUN_BATCH,
     RUN_EXPLAINED_BATCH,
@@ -20,7 +21,7 @@ from app.celery_app import (
 )
 from app.lifecycle import drift, training, training_runs
 from app.services import current_services
-from workers import batching, bulk, retention, sweeper
+from workers import batching, bulk, retention, sweeper, webhook_sender
 
 
 @shared_task(name=RUN_BATCH, bind=True)
@@ -86,3 +87,9 @@ def retrain(model: str, run_id: str, trigger: str = "manual") -> dict[str, Any]:
 def schedule_retrains() -> list[str]:
     """Start a run for every model whose retrain schedule is due; returns their names."""
     return training_runs.start_due_runs(current_services())
+
+
+@shared_task(name=DELIVER_WEBHOOKS)
+def deliver_webhooks() -> dict[str, int]:
+    """Send due deliveries (beat sends this every WEBHOOK_POLL_SECONDS; so does a batch that wrote some)."""
+    return webhook_sender.deliver_due(current_services()).as_dict()

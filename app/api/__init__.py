@@ -64,7 +64,7 @@ def observe_requests(app: Flask, log_requests: bool = True) -> None:
 
 
 def register_api(app: Flask, settings: Settings) -> None:
-    from app.api import batch_jobs, decoding, docs, health, models, predictions, v2
+    from app.api import batch_jobs, decoding, docs, health, models, predictions, v2, webhooks
     from app.api.openapi import ContractMarshmallowPlugin, ContractPlugin
 
     app.config.update(
@@ -88,6 +88,6 @@ def register_api(app: Flask, settings: Settings) -> None:
     decoding.register_schemas(api.spec, settings.max_rows_per_request)
     batch_jobs.register_schemas(api.spec)
     models.register_schemas(api.spec)
-    for blueprint in (predictions.blp, batch_jobs.blp, models.blp, health.blp):
+    for blueprint in (predictions.blp, batch_jobs.blp, models.blp, webhooks.blp, health.blp):
         api.register_blueprint(blueprint)
     v2.register(app, api)

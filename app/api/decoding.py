@@ -64,6 +64,19 @@ def explain_mode(explain: bool, classes: str) -> str | None:
     return classes
 
 
+#: Where a job's end is announced (a webhook, app/webhooks/): http(s), with no credentials and
+#: no literal private address, both checked after decoding (422 naming the field).
+CallbackUrl = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=2048,
+        pattern="^[Hh][Tt][Tt][Pp][Ss]?://",
+        description="POSTed the finished job (Standard Webhooks, signed with this API key's webhook secret).",
+    ),
+]
+
+
 #: One row: numbers in the model's feature order, or an object of numbers keyed by feature
 #: name (a model fitted on a DataFrame). How many, and which names, is the model's signature
 #: (GET /v1/models/{name}), checked after decoding (app/registry/signature.py).
@@ -110,6 +123,7 @@ class PredictionRequest(Struct, forbid_unknown_fields=True):
     explain_classes: ExplainClasses = "predicted"
     priority: Priority | UnsetType = UNSET
     deadline_ms: DeadlineMs | UnsetType = UNSET
+    callback_url: CallbackUrl | UnsetType = UNSET
 
     def get(self, field: str) -> Any:
         """The field's value, None when the body left it out."""
@@ -147,6 +161,7 @@ class ArrowOptions(Struct, forbid_unknown_fields=True):
     explain_classes: ExplainClasses = "predicted"
     priority: Priority | UnsetType = UNSET
     deadline_ms: DeadlineMs | UnsetType = UNSET
+    callback_url: CallbackUrl | UnsetType = UNSET
 
     def get(self, field: str) -> Any:
         value = getattr(self, field)

@@ -48,6 +48,8 @@ _PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "name": {"type": "string", "pattern": NAME.pattern},
     "alias": {"type": "string", "pattern": NAME.pattern},
     "job_id": {"type": "string", "format": "uuid"},
+    "webhook_id": {"type": "string", "format": "uuid"},
+    "delivery_id": {"type": "string", "pattern": "^msg_[0-9a-f]{32}$"},
 }
 
 

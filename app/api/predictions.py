@@ -54,7 +54,8 @@ def _require_json() -> None:
         422: "The rows do not fit this model's signature (GET /v1/models/{name}): a row of the"
         " wrong width or feature names, a value beyond float32 for a tree model; or explain for"
         " a model shap cannot explain exactly (explanation_unsupported); a priority or deadline_ms"
-        " out of range. Row and field are named.",
+        " out of range. Row and field are named. A callback_url with credentials or a private"
+        " address, or with no webhook secret to sign it (webhook_secret_missing).",
         503: "The model's queue is full (overloaded), or the database is unreachable.",
     },
 )
@@ -90,6 +91,7 @@ def submit_prediction(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
         explain=body.explain_mode(),
         priority=steering.priority_for(current_principal(), body.get("priority")),
         deadline_ms=steering.deadline_ms_for(svc, name, body.get("deadline_ms")),
+        callback_url=body.get("callback_url"),
     )
     location = {"Location": f"/v1/predictions/{view['id']}"}
     return view, 200 if view["status"] in FINISHED else 202, location

@@ -73,6 +73,18 @@ class OutputSchema(Schema):
     probabilities = fields.Dict(keys=fields.String(), values=fields.Float())
 
 
+class JobWebhookSchema(Schema):
+    url = fields.String()
+    state = fields.String(
+        metadata={
+            "enum": ["waiting", "pending", "delivered", "failed"],
+            "description": "waiting: the job has not finished; pending: being sent (retried on failure).",
+        }
+    )
+    attempts = fields.Integer()
+    last_status_code = fields.Integer(allow_none=True)
+
+
 class JobSchema(Schema):
     id = fields.String()
     status = fields.String(
@@ -98,6 +110,9 @@ class JobSchema(Schema):
     )
     created_at = fields.String(metadata={"format": "date-time"})
     completed_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+    webhook = fields.Nested(
+        JobWebhookSchema, allow_none=True, metadata={"description": "The callback_url's delivery, or null."}
+    )
 
 
 class VersionSchema(Schema):

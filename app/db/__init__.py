@@ -17,6 +17,7 @@ from app.db.lifecycle import (
     TrainingRun,
 )
 from app.db.serving import PRIORITIES, ApiKey, Batch, Job, Model, ModelAlias, ModelVersion, ShadowOutput
+from app.db.webhooks import WebhookDelivery, WebhookEndpoint, WebhookSecret
 
 __all__ = [
     "INSERT_BY_DIALECT",
@@ -38,6 +39,9 @@ __all__ = [
     "TrainingExample",
     "TrainingImport",
     "TrainingRun",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookSecret",
     "dialect_insert",
     "make_engine",
     "newest_rows",

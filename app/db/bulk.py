@@ -45,6 +45,8 @@ class BulkJob(Base):
     """Relative to BATCH_ROOT, once the job finished with rows to show."""
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     owner_key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    callback_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    """Where its end is announced (``batch_job.finished``), or None."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -133,6 +133,8 @@ class Job(Base):
     """high, normal or low: which of its version's row queues the job waits on."""
     deadline: Mapped[datetime | None] = mapped_column(nullable=True)
     """Not started by then, the job ends expired (never run); None: no deadline."""
+    callback_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    """Where its result is announced (a webhook, app/webhooks/), or None."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -15,7 +15,8 @@ deadlines existed are ``"<row count>|<json>"``, read the same way)::
            app/predictions/deferred.py),
      "o": the id of the API key that owns the job | null,
      "x": "predicted" or "all" when each row's explanation is asked for (app/scoring/explain.py) | null,
-     "p": "high" | "low" (absent: "normal"), "dl": the deadline (ISO 8601) | absent}
+     "p": "high" | "low" (absent: "normal"), "dl": the deadline (ISO 8601) | absent,
+     "w": the job's callback_url (its end is announced, app/webhooks/) | absent}
 
 ``slots``/``pre`` are set only when part of the job was answered from the cache.
 
@@ -72,6 +73,8 @@ class QueuedRows:
     def past_deadline(self, now: datetime) -> bool:
         return self.deadline is not None and datetime.fromisoformat(self.deadline) <= now
 
+    callback_url: str | None = None
+
 
 def encode_item(
     job_id: str,
@@ -88,6 +91,7 @@ def encode_item(
     explain: str | None = None,
     priority: str = "normal",
     deadline: datetime | None = None,
+    callback_url: str | None = None,
 ) -> bytes:
     fields: dict[str, Any] = {
         "id": job_id,
@@ -107,6 +111,8 @@ def encode_item(
         fields["p"] = priority
     if deadline is not None:
         fields["dl"] = deadline.isoformat()
+    if callback_url:
+        fields["w"] = callback_url
     deadline_ms = round(deadline.timestamp() * 1000) if deadline is not None else 0
     return f"{len(rows)}|{deadline_ms}|{job_id}|".encode() + orjson.dumps(fields)
 
@@ -129,6 +135,7 @@ def decode_item(raw: bytes) -> QueuedRows:
         explain=_explain_mode(body.get("x")),
         priority=body.get("p", "normal"),
         deadline=body.get("dl"),
+        callback_url=body.get("w"),
     )
 
 

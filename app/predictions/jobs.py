@@ -23,6 +23,7 @@ from app.predictions.items import decode_view
 from app.predictions.queue import done_key, result_key
 from app.predictions.view import FINISHED, job_view
 from app.services import Services
+from app.webhooks.endpoints import job_delivery
 
 if TYPE_CHECKING:
     from app.access.auth import Principal
@@ -43,7 +44,21 @@ def get(svc: Services, job_id: str, wait: float = 0.0, reader: Principal | None 
     view = read(svc, parsed, reader)
     if wait > 0 and view["status"] not in FINISHED:
         view = wait_for(svc, view["id"], wait) or read(svc, parsed, reader)
-    return view
+    return with_delivery_state(svc, view)
+
+
+def with_delivery_state(svc: Services, view: dict[str, Any]) -> dict[str, Any]:
+    """The view with its callback's delivery state as the outbox has it now (a job with a
+    callback_url only: one more read, which no other job pays)."""
+    webhook = view.get("webhook")
+    if webhook is None or view["status"] not in FINISHED:
+        return view
+    with svc.engine.connect() as conn:
+        found = job_delivery(conn, view["id"])
+    if found is None:
+        return view
+    current = {key: found[key] for key in ("state", "attempts", "last_status_code")}
+    return view | {"webhook": webhook | current}
 
 
 def wait_for(svc: Services, job_id: str, seconds: float) -> dict[str, Any] | None:

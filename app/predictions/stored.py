@@ -24,6 +24,7 @@ from app.predictions.submission import Peek, Submission, job_record, overloaded
 from app.predictions.view import JobStatus, job_view
 from app.registry import traffic
 from app.services import Services
+from app.webhooks import outbox
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,12 @@ def submit_stored(svc: Services, sub: Submission, peek: Peek) -> dict[str, Any]:
         explain=sub.explain,
         priority=sub.priority,
         deadline=sub.deadline(created_at),
+        callback_url=sub.callback_url,
     )
     # A database that cannot be reached raises here, before anything is queued; the
     # error handler in app/errors.py answers 503 for it.
     try:
-        # One statement, autocommitted: one round trip instead of BEGIN/INSERT/COMMIT.
-        with svc.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(_INSERT_JOB, record)
+        _insert(svc, record, all_cached)
     except IntegrityError:
         # Another request with the same Idempotency-Key won the race.
         existing = find_by_key(svc, sub.stored_key) if sub.stored_key else None
@@ -84,6 +84,22 @@ def submit_stored(svc: Services, sub: Submission, peek: Peek) -> dict[str, Any]:
     return view
 
 
+def _insert(svc: Services, record: dict[str, Any], finished: bool) -> None:
+    """Store the job's row; a job answered from the cache is finished, so whoever listens
+    (app/webhooks/) hears of it from an outbox row written in the same transaction."""
+    owner, callback_url = record["owner_key_id"], record["callback_url"]
+    end = outbox.JobEnd(str(record["id"]), JobStatus.SUCCEEDED, owner, callback_url)
+    announced = outbox.job_deliveries([end], svc.webhook_endpoints, record["created_at"]) if finished else []
+    if announced:
+        with svc.engine.begin() as conn:
+            conn.execute(_INSERT_JOB, record)
+            outbox.write(conn, announced)
+        return
+    # One statement, autocommitted: one round trip instead of BEGIN/INSERT/COMMIT.
+    with svc.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(_INSERT_JOB, record)
+
+
 def _queue_rows(
     svc: Services, sub: Submission, view: dict[str, Any], cached: list[Any], deadline: datetime | None
 ) -> None:
@@ -103,6 +119,7 @@ def _queue_rows(
         explain=sub.explain,
         priority=sub.priority,
         deadline=deadline,
+        callback_url=sub.callback_url,
     )
     enqueue(svc, sub.name, sub.version, item, explained=sub.explain is not None, priority=sub.priority)
 

@@ -47,6 +47,8 @@ class Submission:
     """high, normal or low: the row queue it waits on (app/predictions/queue.py)."""
     deadline_ms: int | None = None
     """Not started this long after it is stored, the job expires (app/predictions/ending.py)."""
+    callback_url: str | None = None
+    """Where the job's end is announced (a webhook; such a job takes the stored road)."""
 
     def deadline(self, created_at: datetime) -> datetime | None:
         return created_at + timedelta(milliseconds=self.deadline_ms) if self.deadline_ms else None
@@ -74,6 +76,7 @@ def job_record(
     explain: str | None = None,
     priority: str = "normal",
     deadline: datetime | None = None,
+    callback_url: str | None = None,
 ) -> dict[str, Any]:
     """A new job's row: finished already when every row's output was cached, else queued.
 
@@ -95,6 +98,7 @@ def job_record(
         "explain": explain,
         "priority": priority,
         "deadline": deadline,
+        "callback_url": callback_url,
         "created_at": created_at,
         "completed_at": created_at if all_cached else None,
     }

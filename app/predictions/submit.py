@@ -20,6 +20,7 @@ from app.predictions.submission import Submission
 from app.registry import explainability, traffic
 from app.registry.signature import checked_matrix, largest_value, rows_to_matrix
 from app.services import Services
+from app.webhooks.endpoints import check_callback
 
 if TYPE_CHECKING:
     from app.access.ratelimit import RateCharge
@@ -42,6 +43,7 @@ def submit(
     explain: str | None = None,
     priority: str = "normal",
     deadline_ms: int | None = None,
+    callback_url: str | None = None,
 ) -> dict[str, Any]:
     """Store a job for ``inputs`` (JSON rows, an Arrow table of the model's features, or a float64
     matrix of them in the model's order: /v2's tensors) and
@@ -49,10 +51,12 @@ def submit(
     ``wait`` seconds. ``rate`` is the request's rate-limit count, sent with the cache lookup
     (RateLimited when spent); ``owner`` the submitting API key's id (None with auth off);
     ``request_id`` names the request in the worker's log; ``explain`` ("predicted" or "all")
-    asks for each row's explanation; ``priority`` and ``deadline_ms``: app/predictions/steering.py.
+    asks for each row's explanation; ``priority`` and ``deadline_ms``: app/predictions/steering.py;
+    ``callback_url`` where its end is announced (a stored job).
     """
     served, shadow = _route(svc, name, version, alias, routing_key)
     matrix, hashed = _validated(svc, served, inputs, explain)
+    check_callback(svc.engine, svc.settings, callback_url, owner)  # before anything is stored
     rows = matrix.tolist()
     sub = Submission(
         name,
@@ -66,6 +70,7 @@ def submit(
         rate,
         wait,
         shadow=shadow, priority=priority, deadline_ms=deadline_ms, classes=_class_names(served.signature),
+        callback_url=callback_url,
     )  # fmt: skip
     if idempotency_key is not None:
         # It hashes what the client sent, not the route drawn for it: a replay may draw another.
@@ -74,10 +79,10 @@ def submit(
         existing = find_by_key(svc, sub.stored_key or "")
         if existing is not None:
             return replay(existing, request_hash, idempotency_key)
-    if wait > 0 and sub.stored_key is None and not explain and sub.shadow is None:
+    if wait > 0 and sub.stored_key is None and not explain and sub.shadow is None and callback_url is None:
         # Neither an Idempotency-Key (its row is what finds a replay), a shadow (its outputs
-        # refer to the job's row) nor explanations (rare: kept off this road) can wait for
-        # the worker to store the job.
+        # refer to the job's row), explanations (rare: kept off this road) nor a callback
+        # (its outbox row is written with the job's row) can wait for the worker to store the job.
         deferred = submit_deferred(svc, sub)
         if deferred.view is not None:
             return deferred.view
