@@ -35,6 +35,24 @@ PROCESSES: dict[str, list[str]] = {  # fmt: skip
         "bulk@%h",
         "--loglevel=INFO",
     ],
+    # Webhook deliveries (app/webhooks/, workers/webhook_sender.py): waiting on receivers'
+    # answers, so threads, and a worker of their own so no batch ever waits behind a receiver.
+    "webhook-sender": [
+        "celery",
+        "-A",
+        "workers.main",
+        "--quiet",
+        "worker",
+        "-Q",
+        "webhooks",
+        "-n",
+        "webhooks@%h",
+        "-P",
+        "threads",
+        "-c",
+        "4",
+        "--loglevel=INFO",
+    ],
     "beat": ["celery", "-A", "workers.main", "--quiet", "beat", "--loglevel=INFO"],
     "flower": ["celery", "-A", "workers.main", "flower"],
 }

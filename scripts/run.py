@@ -47,6 +47,17 @@ def respawned(shell_line: str) -> str:
     return shlex.join([str(BIN / "python"), "-m", "scripts.respawn", "--", "sh", "-c", shell_line])
 
 
+def webhook_secret(var_dir: Path) -> str:
+    """The server-wide webhook secret of this var/ (made once): signs callbacks while auth is off."""
+    from app.webhooks.signing import new_secret
+
+    path = var_dir / "webhook-secret"
+    if not path.exists():
+        path.write_text(new_secret())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def ensure_demo_model(settings: Settings) -> None:
     """Train and register an iris classifier (a dataset bundled with scikit-learn)."""
     from app.db import make_engine
@@ -97,6 +108,8 @@ def main() -> None:
     env.setdefault("AUTH_ENABLED", "false")
     # Every API process signs the console's cookies with the same key: one for this run.
     env["SECRET_KEY"] = env.get("SECRET_KEY") or secrets.token_hex(32)
+    # With auth off one server-wide secret signs every job's callback_url: kept in var/.
+    env.setdefault("WEBHOOK_SECRET", webhook_secret(var_dir))
     settings = Settings.from_env(env)
 
     subprocess.run(shlex.split(command("migrate")), cwd=ROOT, env=env, check=True)
@@ -112,13 +125,15 @@ def main() -> None:
     # Celery processes start once the embedded Redis answers.
     wait = f"{shlex.quote(str(BIN / 'python'))} -m scripts.waitfor && exec"
     procs["api"] = f"exec {command('api')}"
-    for name in ("worker", "bulk-worker", "beat", "flower"):
+    for name in ("worker", "bulk-worker", "webhook-sender", "beat", "flower"):
         procs[name] = f"{wait} {command(name)}"
-    # Both workers serve /metrics; on one host they need a port each (the bulk worker the next one).
+    # The workers serve /metrics; on one host they need a port each (the bulk worker the next
+    # one, the webhook sender the one after).
     metrics_host, _, metrics_port = (env.get("WORKER_METRICS_BIND") or "127.0.0.1:9540").rpartition(":")
     worker_metrics = {
         "worker": f"{metrics_host}:{metrics_port}",
         "bulk-worker": f"{metrics_host}:{int(metrics_port) + 1}",
+        "webhook-sender": f"{metrics_host}:{int(metrics_port) + 2}",
     }
     for name, bind in worker_metrics.items():
         procs[name] = f"{wait} env WORKER_METRICS_BIND={shlex.quote(bind)} {command(name)}"
@@ -148,6 +163,7 @@ predq is starting (Ctrl-C stops everything):
   Flower   http://127.0.0.1:{flower_port}
   metrics  {base}/metrics  worker http://{worker_metrics["worker"]}/metrics  bulk worker http://{worker_metrics["bulk-worker"]}/metrics
   ready?   curl -s {base}/readyz
+  webhooks callbacks are signed with WEBHOOK_SECRET, kept in {var_dir / "webhook-secret"}
 
 Try a prediction (waits up to 5 s for the answer):
   {example}

@@ -299,3 +299,70 @@ def console_post(client: Any, page: str, data: dict[str, Any]) -> Any:
     """POST ``data`` with the CSRF token of the form on ``page`` (as a browser submits it)."""
     token = csrf_of(client.get(page).text)
     return client.post(page.split("?")[0], data={"csrf_token": token, **data})
+
+
+# -- a webhook receiver ---------------------------------------------------------------------
+
+
+class WebhookReceiver:
+    """A real HTTP server on 127.0.0.1 (a thread) that records every request and answers each
+    POST with ``answer(seconds since the receiver started, path)``'s status code.
+
+    ``received`` holds ``(path, headers with lower-case names, body)`` in arrival order;
+    ``connections`` counts the TCP connections it accepted (a refused webhook makes none).
+    """
+
+    def __init__(self, answer: Any = None) -> None:
+        import http.server
+        import threading
+
+        self.answer = answer or (lambda elapsed, path: 200)
+        self.received: list[tuple[str, dict[str, str], bytes]] = []
+        self.connections = 0
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                with receiver.lock:
+                    receiver.connections += 1
+                super().setup()
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with receiver.lock:
+                    receiver.received.append((self.path, headers, body))
+                status = receiver.answer(time.monotonic() - receiver.started, self.path)
+                self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", "/redirected")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.started = time.monotonic()
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def __enter__(self) -> WebhookReceiver:
+        self.started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def bodies_to(self, path: str) -> list[tuple[dict[str, str], bytes]]:
+        with self.lock:
+            return [(headers, body) for p, headers, body in self.received if p == path]

@@ -116,6 +116,7 @@ def test_compose_services_run_the_same_commands_as_make_run(compose):
         "api",
         "worker",
         "bulk-worker",
+        "webhook-sender",
         "beat",
         "flower",
         "prometheus",
@@ -202,7 +203,7 @@ def test_make_run_starts_everything_embedded_and_stops_cleanly(tmp_path, stop):
         assert "API KEYS ARE OFF" in text, "make run must say loudly that auth is off"
         assert (tmp_path / "var" / "predq.sqlite3").exists()
         procfile = (tmp_path / "var" / "Procfile.run").read_text()
-        for name in ("api", "worker", "bulk-worker", "beat", "flower"):
+        for name in ("api", "worker", "bulk-worker", "webhook-sender", "beat", "flower"):
             assert shlex.join(PROCESSES[name][1:]) in procfile, name
 
         example = next(

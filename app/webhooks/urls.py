@@ -93,7 +93,7 @@ def refused_kind(address: IPAddress) -> str | None:
     """Why a webhook may not go to ``address`` (``"loopback"``, ``"link-local"``, ...), or None."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    for kind in ("loopback", "link_local", "private", "multicast", "unspecified", "reserved"):
+    for kind in ("loopback", "unspecified", "link_local", "multicast", "private", "reserved"):
         if getattr(address, f"is_{kind}"):
             return kind.replace("_", "-")
     return None if address.is_global else "non-global"
