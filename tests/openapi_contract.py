@@ -16,8 +16,10 @@ tests.openapi_contract URL TOKEN MODEL`` writes the config for a running predq.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
+import socket
 import sys
 from typing import Any
 from urllib.parse import urlsplit
@@ -66,7 +68,7 @@ def st_config(document: dict[str, Any], headers: dict[str, str], values: dict[st
 
 def _path_values(path: str, values: dict[str, Any]) -> dict[str, Any]:
     found = {}
-    for name in ("name", "alias", "version", "import_id", "job_id"):
+    for name in ("name", "alias", "version", "import_id", "job_id", "webhook_id", "delivery_id"):
         if "{" + name + "}" in path:
             key = "batch_job_id" if name == "job_id" and path.startswith("/v1/batch-jobs") else name
             if key in values:
@@ -81,6 +83,13 @@ def rows_refused_only_for_the_model(ctx: Any, response: Any, case: Any) -> bool 
     if meta is None or not meta.generation.mode.is_positive or case.operation.label != SUBMIT:
         return None
     if response.status_code != 422 or not isinstance(case.body, dict):
+        return None
+    error = response.json()["error"]
+    if error["code"] == "webhook_secret_missing" or "callback_url" in error["details"].get("fields", {}):
+        # Refused for its callback_url, not its rows: the URL must be one a webhook may not reach.
+        assert error["code"] == "webhook_secret_missing" or callback_refusal(case.body), (
+            f"a schema-valid callback_url was refused: {response.text[:300]}"
+        )
         return None
     signatures = _signatures(response, case.path_parameters["name"], case.body.get("version"))
     reasons = [misfit(case.body, signature) for signature in signatures]
@@ -100,6 +109,32 @@ def _signatures(response: Any, model: str, version: int | None) -> list[dict[str
     assert answer.status_code == 200, f"could not read {model}'s signature: {answer.status_code}"
     versions = answer.json()["versions"]
     return [v["signature"] for v in versions if version is None or v["version"] == version]
+
+
+def callback_refusal(body: dict[str, Any]) -> str | None:
+    """Why ``body``'s callback_url may not be one (written apart from app/webhooks/urls.py), or None."""
+    url = body.get("callback_url")
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises for a port that is not a number)
+    except ValueError:
+        return "not a URL"
+    if "@" in parts.netloc:
+        return "credentials"
+    if not parts.hostname:
+        return "no host"
+    try:
+        address = ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(parts.hostname))
+        except OSError:
+            return None  # a name: resolved at send time
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return None if address.is_global else f"{address} is not a global address"
 
 
 def misfit(body: dict[str, Any], signature: dict[str, Any]) -> str | None:

@@ -31,9 +31,11 @@ from sklearn.datasets import load_iris
 
 from app import create_app
 from app.config import Settings
+from app.db import utcnow
 from app.lifecycle.training_data import import_examples
 from app.migrate import upgrade
 from app.processes import PROCESSES
+from app.webhooks import outbox
 from scripts.local import ROOT, free_port, process_group, scratch_database, wait_for_http
 from tests.helpers import ADMIN_URL, FUZZ_CASES, FUZZ_STATUSES, REDIS_URL, celery_worker, settings_env
 from tests.openapi_contract import st_config, to_toml
@@ -80,6 +82,7 @@ def fuzz_stack(
         with _stack(app, env, tmp_path_factory) as base:
             values = _existing(base, token, iris.data) | {"name": MODEL, "version": 1, "alias": "champion",
                                                           "import_id": import_id, "batch_file": "rows.csv"}  # fmt: skip
+            values |= _webhook(svc, base, token, values["job_id"])
             yield {"url": base, "token": token, "values": values, "logs": tmp_path_factory.getbasetemp()}
         svc.engine.dispose()
     Redis.from_url(FUZZ_REDIS_URL).flushdb()
@@ -98,6 +101,21 @@ def _stack(app: Any, env: dict[str, str], tmp: pytest.TempPathFactory) -> Iterat
         with celery_worker(app, worker, env, name, log / "fuzz-worker.log"):
             wait_for_http(f"http://127.0.0.1:{port}/healthz", [api], timeout=90)
             yield f"http://127.0.0.1:{port}"
+
+
+def _webhook(svc: Any, base: str, token: str, job_id: str) -> dict[str, str]:
+    """An endpoint registered through the API, and a delivery of it in the outbox."""
+    auth = {"Authorization": f"Bearer {token}"}
+    created = httpx.post(f"{base}/v1/webhooks", headers=auth, timeout=30,
+                         json={"url": "https://example.com/hook", "events": ["prediction.succeeded"]})  # fmt: skip
+    assert created.status_code == 201, created.text
+    endpoint = uuid.UUID(created.json()["id"])
+    row = outbox.delivery(
+        "prediction.succeeded", job_id, "https://example.com/hook", utcnow(), endpoint_id=endpoint
+    )
+    with svc.engine.begin() as conn:
+        outbox.write(conn, [row])
+    return {"webhook_id": str(endpoint), "delivery_id": f"msg_{row['id'].hex}"}
 
 
 def _existing(base: str, token: str, rows: Any) -> dict[str, Any]:
