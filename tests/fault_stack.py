@@ -169,6 +169,8 @@ class Stack:
         self._stack = ExitStack()
         self.worker: subprocess.Popen | None = None
         self.bulk_worker: subprocess.Popen | None = None
+        self.webhook_sender: subprocess.Popen | None = None
+        self._senders_started = 0
         self._workers_started = 0
 
     def _bin(self, argv: list[str]) -> list[str]:
@@ -197,6 +199,19 @@ class Stack:
         self.bulk_worker = self._stack.enter_context(
             process_group(argv, self.env, self.directory / "bulk.log")
         )
+
+    def start_webhook_sender(self) -> None:
+        """The webhook sender (queue webhooks, threads), as in production."""
+        self._senders_started += 1
+        argv = self._bin(PROCESSES["webhook-sender"]) + ["-n", f"faultwebhooks{self._senders_started}@%h"]
+        log = self.directory / f"webhook-sender{self._senders_started}.log"
+        self.webhook_sender = self._stack.enter_context(process_group(argv, self.env, log))
+
+    def kill_webhook_sender(self) -> None:
+        """SIGKILL the whole webhook sender (its threads die mid-send)."""
+        assert self.webhook_sender is not None
+        os.killpg(self.webhook_sender.pid, signal.SIGKILL)
+        self.webhook_sender.wait()
 
     def kill_bulk_pool(self) -> None:
         """SIGKILL the bulk worker's pool processes; its main process starts new ones."""
@@ -454,3 +469,71 @@ class ClientTraffic:
         outcome.answered_twice_differently = max(0, jobs_stored - outcome.submitted)
         REPORT.append(outcome)
         return outcome
+
+
+class CallbackJobs:
+    """Jobs submitted with a ``callback_url`` to a WebhookReceiver (tests/helpers.py), and what
+    that receiver got for them: each job delivered (a request answered 2xx), every signature
+    verified with the key's published secret, and one ``webhook-id`` (and one body) per job."""
+
+    def __init__(self, base: str, token: str, model: str, callback_url: str, outcome: FaultOutcome) -> None:
+        self.http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        self.model = model
+        self.callback_url = callback_url
+        self.outcome = outcome
+        self.accepted: set[str] = set()
+        self._lock = threading.Lock()
+
+    def publish_secret(self) -> str:
+        answer = self.http.post("/v1/webhook-secret")
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["secret"])
+
+    def submit(self) -> None:
+        rows = iris_rows(1, decimals=4).tolist()  # fresh rows: none answered from the cache
+        with self._lock:
+            self.outcome.submitted += 1
+        try:
+            answer = self.http.post(
+                f"/v1/models/{self.model}/predictions",
+                json={"inputs": rows, "callback_url": self.callback_url},
+            )
+        except httpx.HTTPError as exc:
+            self._other(type(exc).__name__)
+            return
+        if answer.status_code in (200, 202):
+            with self._lock:
+                self.outcome.accepted += 1
+                self.accepted.add(answer.json()["id"])
+        else:
+            self._other(f"{answer.status_code} {answer.text[:80]}")
+
+    def _other(self, what: str) -> None:
+        with self._lock:
+            self.outcome.other_answers[what] = self.outcome.other_answers.get(what, 0) + 1
+
+    def check(
+        self, received: list[tuple[str, dict[str, str], bytes]], statuses: list[int], secret: str
+    ) -> dict[str, Any]:
+        """What the receiver got: delivered job ids, bad signatures, webhook-ids and bodies per job."""
+        from standardwebhooks import Webhook, WebhookVerificationError
+
+        verifier = Webhook(secret)
+        delivered: set[str] = set()
+        ids: dict[str, set[str]] = {}
+        bodies: dict[str, set[bytes]] = {}
+        bad, after_2xx = 0, 0
+        for (_, headers, body), status in zip(received, statuses, strict=True):
+            try:
+                job_id = verifier.verify(body, headers)["data"]["id"]
+            except WebhookVerificationError:
+                bad += 1
+                continue
+            ids.setdefault(job_id, set()).add(headers["webhook-id"])
+            bodies.setdefault(job_id, set()).add(body)
+            after_2xx += job_id in delivered
+            if 200 <= status < 300:
+                delivered.add(job_id)
+        return {"delivered": delivered, "bad_signatures": bad, "ids": ids, "bodies": bodies,
+                "requests": len(received), "answered_5xx": sum(s >= 500 for s in statuses),
+                "sent_again_after_a_2xx": after_2xx}  # fmt: skip

@@ -318,6 +318,8 @@ class WebhookReceiver:
 
         self.answer = answer or (lambda elapsed, path: 200)
         self.received: list[tuple[str, dict[str, str], bytes]] = []
+        self.statuses: list[int] = []
+        """The status each request in ``received`` was answered with."""
         self.connections = 0
         self.lock = threading.Lock()
         receiver = self
@@ -333,9 +335,10 @@ class WebhookReceiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 headers = {k.lower(): v for k, v in self.headers.items()}
+                status = receiver.answer(time.monotonic() - receiver.started, self.path)
                 with receiver.lock:
                     receiver.received.append((self.path, headers, body))
-                status = receiver.answer(time.monotonic() - receiver.started, self.path)
+                    receiver.statuses.append(status)
                 self.send_response(status)
                 if 300 <= status < 400:
                     self.send_header("Location", "/redirected")

@@ -57,7 +57,7 @@ def test_submit_then_poll(client, svc, registered, worker):
     assert submitted.status_code == 202
     assert submitted.json["status"] == "queued"
     assert set(submitted.json) == {"id", "status", "done", "model", "outputs", "error", "priority", "deadline",
-                                   "created_at", "completed_at"}  # fmt: skip
+                                   "created_at", "completed_at", "webhook"}  # fmt: skip
     assert submitted.json["done"] is False and submitted.json["priority"] == "normal"
     assert submitted.json["deadline"] is None, "QUEUE_TTL_SECONDS unset: no deadline"
     polled = client.get(f"{submitted.headers['Location']}?wait=20")

@@ -7,8 +7,10 @@ report (a row per fault) is printed at the end and written to var/fault-report.j
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from app.migrate import upgrade
 from scripts.local import scratch_database
 from tests.fault_stack import (
     REPORT,
+    CallbackJobs,
     ClientTraffic,
     FaultOutcome,
     LocalPostgres,
@@ -38,7 +41,7 @@ from tests.fault_stack import (
     Traffic,
     postgres_bin,
 )
-from tests.helpers import ADMIN_URL, expected_outputs, iris_rows
+from tests.helpers import ADMIN_URL, WebhookReceiver, expected_outputs, iris_rows
 from tests.slow_model import slow_identity
 
 pytestmark = pytest.mark.faults
@@ -410,3 +413,86 @@ def test_client_callers_ride_out_redis_restarted_empty(slow_model, redis_server,
         time.sleep(1.5)
         redis_server.start()
         time.sleep(2)
+
+
+#: Jobs with a callback in the webhook fault test (the issue's 1,000; WEBHOOK_FAULT_JOBS lowers it).
+WEBHOOK_FAULT_JOBS = int(os.environ.get("WEBHOOK_FAULT_JOBS", "1000"))
+
+
+def _fails_for_its_first(seconds: float) -> Callable[[float, str], int]:
+    """A receiver's answers: 500 for ``seconds`` from the first request it gets, then 200."""
+    first: list[float] = []
+
+    def answer(elapsed: float, path: str) -> int:
+        first[:] = first or [elapsed]
+        return 500 if elapsed - first[0] < seconds else 200
+
+    return answer
+
+
+def _until_true(check: Callable[[], Any], timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
+
+
+def test_webhooks_delivered_through_a_failing_receiver_and_killed_workers(slow_model, redis_server, tmp_path):
+    """Jobs with a callback_url while the receiver answers 500 for its first 10 s, the online
+    worker's pool process and the whole webhook sender are SIGKILLed: every job is delivered,
+    every signature verifies with the published secret, a job's repeats share its webhook-id."""
+    redis_server.start()
+    _, artifact = slow_model
+    outcome = FaultOutcome("webhooks: receiver 500s, worker+sender SIGKILL")
+    with (
+        scratch_database(ADMIN_URL, "predq_fault") as database_url,
+        WebhookReceiver(_fails_for_its_first(10.0)) as receiver,
+    ):
+        env, token = prepare(database_url, redis_server.url, tmp_path, artifact)
+        env |= {"WEBHOOK_ALLOWED_HOSTS": "127.0.0.1", "WEBHOOK_RETRY_BASE_SECONDS": "1",
+                "WEBHOOK_POLL_SECONDS": "0.5", "WEBHOOK_TIMEOUT_SECONDS": "2", "WEBHOOK_MAX_ATTEMPTS": "30"}  # fmt: skip
+        stack = Stack(tmp_path, env)
+        jobs = CallbackJobs(stack.base, token, MODEL, receiver.url(), outcome)
+        try:
+            stack.start()
+            stack.start_webhook_sender()
+            secret = jobs.publish_secret()
+            started = time.monotonic()
+            with ThreadPoolExecutor(8) as pool:
+                submitted = [pool.submit(jobs.submit) for _ in range(WEBHOOK_FAULT_JOBS)]
+                wait_until_a_batch_is_running(database_url)
+                stack.kill_worker(whole=False)  # a pool process mid-batch; the main process replaces it
+                _until_true(lambda: receiver.received, 60, "no webhook reached the receiver")
+                time.sleep(2)
+                stack.kill_webhook_sender()  # mid-send, while the receiver still answers 500
+                time.sleep(1)
+                stack.start_webhook_sender()
+                for future in submitted:
+                    future.result()
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                seen = jobs.check(list(receiver.received), list(receiver.statuses), secret)
+                if jobs.accepted <= seen["delivered"]:
+                    break
+                time.sleep(1)
+            elapsed = time.monotonic() - started
+        finally:
+            stack.stop()
+    seen = jobs.check(list(receiver.received), list(receiver.statuses), secret)
+    repeated = {job for job, ids in seen["ids"].items() if len(ids) > 1 or len(seen["bodies"][job]) > 1}
+    outcome.succeeded = len(jobs.accepted & seen["delivered"])
+    outcome.lost = len(jobs.accepted - seen["delivered"])
+    outcome.answered_twice_differently = len(repeated)
+    outcome.wrong_output = seen["bad_signatures"]
+    submit_answers = dict(outcome.other_answers)
+    outcome.other_answers = {
+        "webhook requests": seen["requests"], "answered 5xx": seen["answered_5xx"],
+        "sent again after a 2xx": seen["sent_again_after_a_2xx"], "seconds to the last delivery": round(elapsed),
+    }  # fmt: skip
+    REPORT.append(outcome)
+    assert submit_answers == {}, submit_answers
+    assert outcome.accepted == WEBHOOK_FAULT_JOBS, outcome
+    assert outcome.lost == 0, f"{outcome}\n{stack.logs()}"
+    assert seen["bad_signatures"] == 0, outcome
+    assert repeated == set(), "every attempt for a job carries its one webhook-id and the same body"
+    assert seen["answered_5xx"] > 0, "the receiver's failing phase was exercised"

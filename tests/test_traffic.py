@@ -79,7 +79,7 @@ def test_a_shadow_scores_the_rows_and_is_never_returned(app, svc, tokens, split)
 
     assert job["status"] == "succeeded" and job["model"]["version"] == 1
     assert set(job) == {"id", "status", "done", "model", "outputs", "error", "priority", "deadline",
-                        "created_at", "completed_at"}, "nothing of the shadow's"  # fmt: skip
+                        "created_at", "completed_at", "webhook"}, "nothing of the shadow's"  # fmt: skip
     deadline = time.monotonic() + 20
     while True:
         with svc.engine.connect() as conn:

@@ -22,6 +22,13 @@ class ErrorBody(TypedDict):
     details: dict[str, Any]
 
 
+class JobWebhook(TypedDict):
+    url: str
+    state: str  # waiting (the job runs), pending, delivered, failed
+    attempts: int
+    last_status_code: int | None
+
+
 class JobView(TypedDict, total=False):
     id: str
     status: str  # queued, running, succeeded, failed, expired, cancelled; more may come: read done
@@ -33,6 +40,7 @@ class JobView(TypedDict, total=False):
     deadline: str | None
     created_at: str
     completed_at: str | None
+    webhook: JobWebhook | None  # the callback_url's delivery (servers before it: absent)
 
 
 class Version(TypedDict):
