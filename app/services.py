@@ -17,7 +17,7 @@ from app.registry.deadlines import DeadlineDefaults
 from app.registry.registry import Registry
 from app.scoring import compiled
 from app.storage import ObjectStore, artifact_store, batch_store
-from app.webhooks.outbox import EndpointCache
+from app.webhooks.outbox import EndpointCache, announce_alias_moves
 
 
 @dataclass
@@ -76,6 +76,7 @@ def build_services(settings: Settings, celery: Celery) -> Services:
         cache = Redis.from_url(
             settings.cache_redis_url, health_check_interval=30, socket_timeout=2, socket_connect_timeout=2
         )
+    announce_alias_moves()
     return Services(
         settings,
         engine,

@@ -26,7 +26,7 @@ from app import create_app
 from app.db import Job, WebhookDelivery, utcnow
 from app.errors import InvalidInput
 from app.webhooks.urls import check_callback_url
-from tests.helpers import WebhookReceiver, client_for, count_rows, iris_rows
+from tests.helpers import IRIS_FEATURES, WebhookReceiver, client_for, count_rows, iris_rows
 from workers.sweeper import expire_old_deliveries
 from workers.webhook_sender import deliver_due
 
@@ -479,3 +479,80 @@ def test_the_sweeper_deletes_sent_deliveries_past_retention_and_keeps_pending_on
             select(WebhookDelivery.state).where(WebhookDelivery.subject.like("retention-%"))
         ).scalars()
         assert list(left) == ["pending"]
+
+
+# -- the other events -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def model_events(tenant, receiver):
+    """An endpoint of ``tenant`` for the model events, and its secret."""
+    client, _ = tenant
+    created = client.post(
+        "/v1/webhooks", json={"url": receiver.url("/models"), "events": ["model.promoted", "drift.detected"]}
+    )
+    assert created.status_code == 201, created.json
+    yield created.json["secret"]
+    client.delete(f"/v1/webhooks/{created.json['id']}")
+
+
+def test_a_promotion_and_a_drift_report_are_announced_with_what_they_record(
+    hook_app, hook_svc, tokens, artifacts, receiver, model_events
+):
+    import pandas as pd
+    from sklearn.datasets import load_iris
+
+    from app.lifecycle.drift import check_model
+    from tests.helpers import insert_queued_job
+
+    name = f"hooked-{uuid.uuid4().hex[:6]}"
+    reference = load_iris(as_frame=True).data
+    hook_svc.registry.register(name, artifacts["iris"], reference=pd.DataFrame(reference))
+    admin = client_for(hook_app, tokens["admin"])
+    assert admin.put(f"/v1/models/{name}/aliases/challenger", json={"version": 1}).status_code == 200
+    shifted = (reference.to_numpy() + 3.0).round(3).tolist()
+    for start in range(0, 150, 50):
+        insert_queued_job(hook_svc, name, shifted[start : start + 50])
+    report = check_model(
+        dataclasses.replace(hook_svc, settings=hook_svc.settings.replace(drift_min_rows=100)), name
+    )
+    assert report["status"] == "drift"
+    with hook_svc.engine.begin() as conn:  # not for the sweeper to re-queue
+        conn.execute(update(Job).where(Job.model_name == name).values(status="failed", completed_at=utcnow()))
+
+    deliver_due(hook_svc)
+
+    got = [Webhook(model_events).verify(body, headers) for headers, body in receiver.bodies_to("/models")]
+    mine = [p for p in got if p["data"]["model"]["name"] == name]
+    promoted = [p["data"] for p in mine if p["type"] == "model.promoted"]
+    # Registration points champion at v1 (a move too), then the admin's challenger move.
+    assert sorted((d["alias"], d["to_version"]) for d in promoted) == [("challenger", 1), ("champion", 1)]
+    (drifted,) = [p["data"] for p in mine if p["type"] == "drift.detected"]
+    assert drifted["report_id"] == report["id"] and drifted["drifted_share"] == report["drifted_share"]
+
+
+def test_a_batch_job_announces_its_end_to_its_callback(tenant, hook_svc, receiver, registered, bulk_worker):
+    import io
+
+    client, _ = tenant
+    secret = secret_of(client)
+    rows = iris_rows(30, seed=83)
+    csv = "\n".join([",".join(IRIS_FEATURES)] + [",".join(map(str, row)) for row in rows]).encode()
+    submitted = client.post(
+        "/v1/models/iris/batch-jobs",
+        data={"file": (io.BytesIO(csv), "rows.csv"), "callback_url": receiver.url("/batch")},
+        content_type="multipart/form-data",
+    )
+    assert submitted.status_code == 202, submitted.json
+    deadline = time.monotonic() + 60
+    while client.get(f"/v1/batch-jobs/{submitted.json['id']}").json["status"] != "succeeded":
+        assert time.monotonic() < deadline, "the batch job did not finish"
+        time.sleep(0.2)
+
+    deliver_due(hook_svc)
+
+    ((headers, body),) = receiver.bodies_to("/batch")
+    payload = Webhook(secret).verify(body, headers)
+    assert payload["type"] == "batch_job.finished"
+    assert payload["data"]["id"] == submitted.json["id"] and payload["data"]["status"] == "succeeded"
+    assert payload["data"]["rows_total"] == 30

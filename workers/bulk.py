@@ -31,6 +31,8 @@ from app.metrics import BULK_CHUNKS, BULK_ROWS
 from app.scoring.inference import predict_arrays
 from app.services import Services
 from app.storage import retried
+from app.webhooks import outbox
+from app.webhooks.events import Event
 from workers import bulk_files
 from workers.batch_work import error_of
 
@@ -119,11 +121,16 @@ def finish(svc: Services, job_id: uuid.UUID) -> str | None:
         else None
     )
     with svc.engine.begin() as conn:
+        now = utcnow()
         settled = conn.execute(
             update(BulkJob)
             .where(BulkJob.id == job_id, BulkJob.status.in_(_UNFINISHED))
-            .values(status=status, result_path=result_path, error=error, completed_at=utcnow())
+            .values(status=status, result_path=result_path, error=error, completed_at=now)
         ).rowcount
+        if settled:  # announced with the end it announces (app/webhooks/)
+            outbox.event_deliveries(conn, Event.BATCH_JOB_FINISHED, str(job_id), now, owner=job.owner_key_id,
+                                    callback_url=job.callback_url,
+                                    payload=outbox.batch_job_payload(job, status, error, now))  # fmt: skip
     if not settled:
         return None
     # The result holds every scored row: the rewritten input and the parts are not needed

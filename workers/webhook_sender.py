@@ -84,7 +84,7 @@ def deliver_due(
             rows = claim_due(svc, SEND_BATCH)
             if not rows:
                 break
-            outcomes = pool.map(lambda row: attempt(svc, client, row, resolver), rows)
+            outcomes = pool.map(lambda row: guarded_attempt(svc, client, row, resolver), rows)
             for row, outcome in zip(rows, outcomes, strict=True):
                 record(svc, row, outcome, report)
     return report
@@ -113,6 +113,15 @@ def claim_due(svc: Services, limit: int) -> list[Any]:
                 .values(next_attempt_at=now + lease)
             )
     return list(rows)
+
+
+def guarded_attempt(svc: Services, client: httpx.Client, row: Any, resolver: urls.Resolver) -> Outcome:
+    """``attempt``, with anything unexpected recorded as a failed attempt (retried), never a lost pass."""
+    try:
+        return attempt(svc, client, row, resolver)
+    except Exception as exc:
+        log.exception("webhook %s: the attempt itself failed", row["id"])
+        return Outcome(None, f"{type(exc).__name__}: {exc}"[:500])
 
 
 def attempt(svc: Services, client: httpx.Client, row: Any, resolver: urls.Resolver) -> Outcome:
@@ -156,9 +165,11 @@ def body_of(svc: Services, conn: Any, row: Any) -> bytes | None:
     WEBHOOK_MAX_BODY_BYTES replaced by a link); None when the job is no longer stored."""
     data = row["payload"]
     if data is None:
-        job = (
-            conn.execute(select(Job.__table__).where(Job.id == uuid.UUID(row["subject"]))).mappings().first()
-        )
+        try:
+            job_id = uuid.UUID(row["subject"])
+        except ValueError:
+            return None
+        job = conn.execute(select(Job.__table__).where(Job.id == job_id)).mappings().first()
         if job is None:
             return None
         data = job_view(job)

@@ -15,7 +15,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 from app.access.auth import current_principal
 from app.api.blueprint import Blueprint
 from app.api.bodies import body_of, loads_loose
-from app.api.decoding import Version, field_messages
+from app.api.decoding import CallbackUrl, Version, field_messages
 from app.api.openapi import refusals
 from app.batch_jobs import files, jobs, storage
 from app.batch_jobs.results import result_response
@@ -43,6 +43,7 @@ class BatchOptions(Struct, forbid_unknown_fields=True):
         Annotated[Literal["parquet", "csv"], Meta(description="The result's format (default parquet).")]
         | UnsetType
     ) = UNSET
+    callback_url: CallbackUrl | UnsetType = UNSET
 
     def given(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__struct_fields__ if getattr(self, f) is not UNSET}
@@ -102,7 +103,7 @@ _SUBMIT_DOC = {
         503: "BATCH_ROOT is an object store that cannot be reached now (store_unavailable).",
         422: "The file does not fit the model: not CSV or Parquet as its type says, the model's"
         " features missing or not numbers (row and column named), no id_column; or no such"
-        " server file.",
+        " server file; or a callback_url refused (credentials, a private address, no webhook secret).",
     },
 )
 def submit_batch_job(name: str) -> ResponseReturnValue:

@@ -30,6 +30,7 @@ from app.errors import (
     StoreUnavailable,
 )
 from app.services import Services
+from app.webhooks.endpoints import check_callback
 
 if TYPE_CHECKING:
     from app.access.auth import Principal
@@ -89,8 +90,10 @@ def create(
     id_column: str | None = None,
     output_format: str = "parquet",
     owner: int | None = None,
+    callback_url: str | None = None,
 ) -> dict[str, Any]:
-    """Check ``source``, store the job and its chunks, and queue one task per chunk.
+    """Check ``source``, store the job and its chunks, and queue one task per chunk; its end
+    is announced to ``callback_url`` (``batch_job.finished``, app/webhooks/) when given.
 
     ``label`` is what the view calls the input (an upload's name, a server path). Raises
     InvalidInput (nothing stored, nothing queued) when the file does not fit the model.
@@ -101,6 +104,7 @@ def create(
         )
     served = svc.registry.resolve(name, version=version, alias=alias)
     settings = svc.settings
+    check_callback(svc.engine, settings, callback_url, owner)
     job_id = uuid.uuid4()
     try:
         normalized = files.normalize(
@@ -122,7 +126,8 @@ def create(
                 {"id": job_id, "model_name": name, "model_version": served.version, "status": "queued",
                  "source": label[:1000], "id_column": normalized.id_column, "output_format": output_format,
                  "rows_total": normalized.rows, "chunk_rows": settings.batch_chunk_rows,
-                 "chunks_total": normalized.chunks, "owner_key_id": owner, "created_at": now},
+                 "chunks_total": normalized.chunks, "owner_key_id": owner, "callback_url": callback_url,
+                 "created_at": now},
             )  # fmt: skip
             conn.execute(
                 insert(BulkChunk),

@@ -26,6 +26,8 @@ from sqlalchemy import insert, select
 from app.db import DriftReport, Job, Model, newest_rows, utcnow
 from app.lifecycle.training_runs import start_run
 from app.services import Services
+from app.webhooks import outbox
+from app.webhooks.events import Event
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,9 @@ def check_model(svc: Services, name: str) -> dict[str, Any]:
     with svc.engine.begin() as conn:
         report["id"] = conn.execute(insert(DriftReport).returning(DriftReport.id), report).scalar_one()
         retrain_on_drift = conn.execute(select(Model.retrain_on_drift).where(Model.name == name)).scalar_one()
+        if report["drifted"]:  # announced with the report it announces (app/webhooks/)
+            outbox.event_deliveries(conn, Event.DRIFT_DETECTED, f"drift:{report['id']}", report["created_at"],
+                                    payload=outbox.drift_payload(report))  # fmt: skip
     if report["drifted"] and retrain_on_drift:
         report["retrain_run"] = str(start_run(svc, name, "drift"))
     log.info(

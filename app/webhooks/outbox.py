@@ -20,10 +20,10 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from celery import Celery
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, event, select
 
 from app.celery_app import DELIVER_WEBHOOKS
-from app.db import INSERT_BY_DIALECT, WebhookDelivery, WebhookEndpoint
+from app.db import INSERT_BY_DIALECT, AliasEvent, WebhookDelivery, WebhookEndpoint, utcnow
 from app.webhooks.events import PREDICTION_EVENTS, DeliveryState, Event
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,38 @@ def event_deliveries(
     ]
     write(conn, records)
     return len(records)
+
+
+def drift_payload(report: dict[str, Any]) -> dict[str, Any]:
+    """What ``drift.detected`` carries: the report as GET /v1/models/{name}/drift lists it, in short."""
+    drifted = [f["feature"] for f in report["features"] if f["drifted"]]
+    model = {"name": report["model_name"], "version": report["model_version"]}
+    return {"model": model, "report_id": report["id"], "drifted_share": report["drifted_share"],
+            "window_rows": report["window_rows"], "drifted_features": drifted,
+            "created_at": report["created_at"].isoformat()}  # fmt: skip
+
+
+def batch_job_payload(job: Any, status: str, error: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
+    """What ``batch_job.finished`` carries: the batch job's end (GET /v1/batch-jobs/{id} has the rest)."""
+    model = {"name": job.model_name, "version": job.model_version}
+    return {"id": str(job.id), "status": status, "model": model, "rows_total": job.rows_total, "error": error,
+            "completed_at": now.isoformat(), "url": f"/v1/batch-jobs/{job.id}"}  # fmt: skip
+
+
+def announce_alias_moves() -> None:
+    """Write ``model.promoted`` rows with every alias move (an ``alias_events`` insert), in its
+    transaction: the registry knows nothing of webhooks, and none of its moves goes unannounced.
+    Idempotent (each app factory calls it)."""
+    if not event.contains(AliasEvent, "after_insert", _announce_alias_move):
+        event.listen(AliasEvent, "after_insert", _announce_alias_move)
+
+
+def _announce_alias_move(_mapper: Any, conn: Connection, moved: AliasEvent) -> None:
+    model = {"name": moved.model_name, "version": moved.to_version}
+    payload = {"model": model, "alias": moved.alias, "from_version": moved.from_version,
+               "to_version": moved.to_version, "actor": moved.actor, "reason": moved.reason}  # fmt: skip
+    subject = f"alias:{moved.id}"
+    event_deliveries(conn, Event.MODEL_PROMOTED, subject, moved.at or utcnow(), payload=payload)
 
 
 def write(conn: Connection, records: list[dict[str, Any]]) -> None:
