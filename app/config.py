@@ -270,8 +270,8 @@ class Settings:
     webhook_allowed_hosts: str = ""
     """Comma-separated host names and IP literals a callback may reach though private or loopback."""
 
-    webhook_max_attempts: int = 12
-    """Attempts per webhook delivery before it is marked failed (12 at 20 s doubling: about a day)."""
+    webhook_max_attempts: int = 13
+    """Attempts per webhook delivery before it is marked failed (13 at 20 s doubling: ~23 h apart)."""
 
     webhook_retry_base_seconds: float = 20.0
     """The first retry's delay; each next one doubles, with ±25% jitter."""
