@@ -556,3 +556,28 @@ def test_a_batch_job_announces_its_end_to_its_callback(tenant, hook_svc, receive
     assert payload["type"] == "batch_job.finished"
     assert payload["data"]["id"] == submitted.json["id"] and payload["data"]["status"] == "succeeded"
     assert payload["data"]["rows_total"] == 30
+
+
+def test_a_job_past_its_deadline_announces_prediction_expired(tenant, hook_svc, receiver, registered):
+    from tests.helpers import insert_queued_job
+    from workers.sweeper import expire_overdue_jobs
+
+    client, owner = tenant
+    secret = secret_of(client)
+    job_id = insert_queued_job(hook_svc, "iris", ROWS, owner=owner)  # as if Redis lost its rows
+    with hook_svc.engine.begin() as conn:
+        conn.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(callback_url=receiver.url("/expired"), deadline=utcnow() - timedelta(seconds=1))
+        )
+
+    assert expire_overdue_jobs(hook_svc) >= 1
+    deliver_due(hook_svc)
+
+    ((headers, body),) = receiver.bodies_to("/expired")
+    payload = Webhook(secret).verify(body, headers)
+    assert payload["type"] == "prediction.expired"
+    assert payload["data"]["status"] == "expired" and payload["data"]["error"]["code"] == "deadline_exceeded"
+    view = client.get(f"/v1/predictions/{job_id}").json
+    assert view["webhook"]["state"] == "delivered"

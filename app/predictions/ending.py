@@ -7,7 +7,8 @@ can read why, and they are never run.
 cancel route (:func:`cancel`), a worker's pop and its claim (workers/batching.py), the
 sweeper (workers/sweeper.py). Durable first: the row changes in the database (only from
 ``queued``, so a job that started or finished is left as it was: never answered twice),
-then Redis learns of it (a cancel mark the pop script honours, the view for pollers).
+then Redis learns of it (a cancel mark the pop script honours, the view for pollers). An
+expired job's ``prediction.expired`` webhook is written in the same transaction as its row.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from app.predictions.items import QueuedRows, encode_view
 from app.predictions.queue import CANCEL_PREFIX
 from app.predictions.view import JobStatus, job_view
 from app.services import Services
+from app.webhooks import outbox
 
 if TYPE_CHECKING:
     from app.access.auth import Principal
@@ -48,7 +50,7 @@ ERRORS = {
 #: What an ended job's view needs (not its inputs, which may be large).
 _VIEW_COLUMNS = [Job.__table__.c[name] for name in (
     "id", "model_name", "model_version", "status", "outputs", "error", "priority", "deadline",
-    "created_at", "completed_at", "owner_key_id",
+    "created_at", "completed_at", "owner_key_id", "callback_url",
 )]  # fmt: skip
 
 
@@ -95,6 +97,14 @@ def end_unrun(
                 .mappings()
                 .all()
             )
+        # Announced with the end it announces (prediction.expired; app/webhooks/).
+        ends = [
+            outbox.JobEnd(str(row["id"]), status, row["owner_key_id"], row["callback_url"]) for row in ended
+        ]
+        announced = outbox.job_deliveries(ends, svc.webhook_endpoints, now)
+        outbox.write(conn, announced)
+    if announced:
+        outbox.wake_sender(svc.celery)
     views = {str(row["id"]): (row["owner_key_id"], job_view(row)) for row in ended}
     _announce(svc, status, views)
     for row in ended:

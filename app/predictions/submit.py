@@ -79,10 +79,7 @@ def submit(
         existing = find_by_key(svc, sub.stored_key or "")
         if existing is not None:
             return replay(existing, request_hash, idempotency_key)
-    if wait > 0 and sub.stored_key is None and not explain and sub.shadow is None and callback_url is None:
-        # Neither an Idempotency-Key (its row is what finds a replay), a shadow (its outputs
-        # refer to the job's row), explanations (rare: kept off this road) nor a callback
-        # (its outbox row is written with the job's row) can wait for the worker to store the job.
+    if _may_defer(sub):
         deferred = submit_deferred(svc, sub)
         if deferred.view is not None:
             return deferred.view
@@ -91,6 +88,20 @@ def submit(
     else:
         peek = peek_at(svc, sub)
     return submit_stored(svc, sub, peek)
+
+
+def _may_defer(sub: Submission) -> bool:
+    """Whether the submit may take the deferred road: it waits, and none of these needs the
+    job's row at once: an Idempotency-Key (its row is what finds a replay), a shadow (its
+    outputs refer to the job's row), explanations (rare: kept off this road), a callback (its
+    outbox row is written with the job's row)."""
+    return (
+        sub.wait > 0
+        and sub.stored_key is None
+        and not sub.explain
+        and sub.shadow is None
+        and sub.callback_url is None
+    )
 
 
 def _route(
