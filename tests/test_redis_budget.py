@@ -232,7 +232,8 @@ def test_a_finished_view_is_compact_and_decodes_to_the_same_view():
     outputs = [{"prediction": i % 3, "probabilities": {"0": 0.5, "1": 0.25, "2": 0.25}} for i in range(3)]
     view = {"id": str(uuid.uuid4()), "status": "succeeded", "done": True, "model": {"name": "iris", "version": 2},
             "outputs": outputs, "error": None, "priority": "high", "deadline": "2026-12-05T10:00:01.123456+00:00",
-            "created_at": "2026-12-05T10:00:00.123456+00:00", "completed_at": "2026-12-05T10:00:00.234567+00:00"}  # fmt: skip
+            "created_at": "2026-12-05T10:00:00.123456+00:00", "completed_at": "2026-12-05T10:00:00.234567+00:00",
+            "webhook": None}  # fmt: skip
     failed = view | {
         "status": "failed",
         "outputs": None,
@@ -243,6 +244,9 @@ def test_a_finished_view_is_compact_and_decodes_to_the_same_view():
 
     assert decode_view(encoded) == (7, view)
     assert decode_view(encode_view(None, failed)) == (None, failed)
+    hooked = view | {"webhook": {"url": "https://example.com/h", "state": "pending", "attempts": 0,
+                                 "last_status_code": None}}  # fmt: skip
+    assert decode_view(encode_view(7, hooked)) == (7, hooked), "a job with a callback_url keeps it"
     assert len(encoded) < len(orjson.dumps(view)) / 2
     assert encoded.count(b"probabilities") == 0 and encoded.count(b"0.25") == 0
     # A view written before this form ("<owner>|<json>") still reads.

@@ -154,10 +154,11 @@ def test_feedback_and_shadow_outputs_have_retentions_of_their_own(settings, svc)
         assert conn.execute(select(Batch.id).where(Batch.id == idle_batch)).first() is None
     assert count_rows(svc, ShadowOutput) == shadows_before - expired["shadow_outputs"]
     keep = settings.replace(
-        feedback_retention_seconds=0, shadow_output_retention_seconds=0, job_retention_seconds=0
-    )
+        feedback_retention_seconds=0, shadow_output_retention_seconds=0, job_retention_seconds=0,
+        webhook_retention_seconds=0,
+    )  # fmt: skip
     assert expire_all(dataclasses.replace(svc, settings=keep)) == {"jobs": 0, "batches": 0, "feedback": 0,
-                                                                   "shadow_outputs": 0}  # fmt: skip
+                                                                   "shadow_outputs": 0, "webhook_deliveries": 0}  # fmt: skip
 
 
 def test_training_runs_that_never_finish_are_marked_failed(settings, svc):

@@ -27,7 +27,7 @@ from app.db import Job, WebhookDelivery, utcnow
 from app.errors import InvalidInput
 from app.webhooks.urls import check_callback_url
 from tests.helpers import IRIS_FEATURES, WebhookReceiver, client_for, count_rows, iris_rows
-from workers.sweeper import expire_old_deliveries
+from workers.retention import expire_all
 from workers.webhook_sender import deliver_due
 
 ROWS = [[5.1, 3.5, 1.4, 0.2]]
@@ -466,13 +466,13 @@ def test_the_sweeper_deletes_sent_deliveries_past_retention_and_keeps_pending_on
     rows = [
         {"id": uuid.uuid4(), "dedup_key": f"retention-{state}-{uuid.uuid4().hex}", "event": "prediction.succeeded",
          "subject": f"retention-{state}", "url": "https://example.com/h", "state": state, "attempts": 1,
-         "next_attempt_at": old, "last_attempt_at": old, "created_at": old}
+         "next_attempt_at": utcnow() + timedelta(days=1), "last_attempt_at": old, "created_at": old}
         for state in ("delivered", "failed", "pending")
     ]  # fmt: skip
     with svc.engine.begin() as conn:
         conn.execute(insert(WebhookDelivery), rows)
 
-    assert expire_old_deliveries(svc) >= 2
+    assert expire_all(svc)["webhook_deliveries"] >= 2
 
     with svc.engine.connect() as conn:
         left = conn.execute(

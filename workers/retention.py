@@ -9,7 +9,8 @@ that bound was ~333 jobs/s, below a busy day's write rate (README, Retention).
 
 Every batch is a range scan of an index on time, oldest first: jobs by ``created_at`` (a
 job finished before the cutoff was created before it), feedback and shadow outputs by
-their own ``created_at``. Queued and running jobs are never deleted, however old.
+their own ``created_at``, webhook deliveries too (delivered or failed ones: a pending one is
+still being retried). Queued and running jobs are never deleted, however old.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, exists, select
 from sqlalchemy.engine import Engine
 
-from app.db import Batch, Feedback, Job, ShadowOutput, utcnow
+from app.db import Batch, Feedback, Job, ShadowOutput, WebhookDelivery, utcnow
 from app.predictions.view import FINISHED
 from app.services import Services
 
@@ -100,6 +101,20 @@ def expire_by_age(
     )
 
 
+def expire_deliveries(engine: Engine, cutoff: datetime, deadline: float) -> int:
+    """Webhook deliveries created before ``cutoff`` that were delivered or failed; a pending
+    one (still being retried) is never deleted."""
+    oldest = (
+        select(WebhookDelivery.id)
+        .where(WebhookDelivery.created_at < cutoff, WebhookDelivery.state != "pending")
+        .order_by(WebhookDelivery.created_at)
+        .limit(RETENTION_BATCH_ROWS)
+        .scalar_subquery()
+    )
+    statement = delete(WebhookDelivery).where(WebhookDelivery.id.in_(oldest))
+    return in_batches(engine, lambda conn: conn.execute(statement).rowcount, deadline)
+
+
 def expire_all(svc: Services) -> dict[str, int]:
     """Every table with a retention, within one budget (jobs first: they grow fastest).
     A retention of 0 keeps that table's rows for ever."""
@@ -112,6 +127,7 @@ def expire_all(svc: Services) -> dict[str, int]:
         ("batches", settings.job_retention_seconds, expire_idle_batches),
         ("feedback", settings.feedback_retention_seconds, _table(Feedback)),
         ("shadow_outputs", settings.shadow_output_retention_seconds, _table(ShadowOutput)),
+        ("webhook_deliveries", settings.webhook_retention_seconds, expire_deliveries),
     ):
         done[name] = expire(svc.engine, now - timedelta(seconds=seconds), deadline) if seconds > 0 else 0
     return done

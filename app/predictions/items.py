@@ -31,7 +31,8 @@ A finished job's view, under its result key and on its done list, is the array::
 
     [owner key id | nil, job id (16 bytes), status, model name, model version,
      [class, ...] | nil (the classes its outputs' probabilities follow, once per job),
-     [output, ...] | nil, error | nil, done, priority, deadline | nil, created_at, completed_at]
+     [output, ...] | nil, error | nil, done, priority, deadline | nil, created_at, completed_at,
+     callback_url (only for a job that has one)]
 
 its times in microseconds since the epoch (UTC), or as the text they were when that would not
 give back the same text; so a poll answered from Redis checks ownership without a database
@@ -48,6 +49,8 @@ from typing import Any
 
 import msgspec
 import orjson
+
+from app.predictions.view import webhook_view
 
 
 @dataclass
@@ -174,6 +177,7 @@ def encode_view(owner: int | None, view: dict[str, Any]) -> bytes:
         probabilities = outputs[0].get("probabilities") if isinstance(outputs[0], dict) else None
         classes = list(probabilities) if isinstance(probabilities, dict) else None
     model = view["model"]
+    webhook = view.get("webhook")
     return _PACK.encode(
         [
             owner,
@@ -189,6 +193,7 @@ def encode_view(owner: int | None, view: dict[str, Any]) -> bytes:
             _packed_time(view["deadline"]),
             _packed_time(view["created_at"]),
             _packed_time(view["completed_at"]),
+            *([webhook["url"]] if webhook else []),
         ]
     )
 
@@ -196,6 +201,7 @@ def encode_view(owner: int | None, view: dict[str, Any]) -> bytes:
 def decode_view(raw: bytes) -> tuple[int | None, dict[str, Any]]:
     """The owner's key id and the public view of what :func:`encode_view` stored."""
     try:
+        packed = _UNPACK.decode(raw)
         (
             owner,
             job_id,
@@ -210,7 +216,7 @@ def decode_view(raw: bytes) -> tuple[int | None, dict[str, Any]]:
             deadline,
             created,
             completed,
-        ) = _UNPACK.decode(raw)
+        ) = packed[:13]
     except (msgspec.DecodeError, ValueError, TypeError):
         # Written before views were MessagePack: "<owner>|<json>".
         tag, _, view = raw.partition(b"|")
@@ -226,6 +232,7 @@ def decode_view(raw: bytes) -> tuple[int | None, dict[str, Any]]:
         "deadline": _unpacked_time(deadline),
         "created_at": _unpacked_time(created),
         "completed_at": _unpacked_time(completed),
+        "webhook": webhook_view(packed[13] if len(packed) > 13 else None, done),
     }
 
 

@@ -49,11 +49,11 @@ def job_view(row: Any) -> dict[str, Any]:
         "deadline": _iso(row.get("deadline")),
         "created_at": _iso(row["created_at"]),
         "completed_at": _iso(row.get("completed_at")),
-        "webhook": _webhook(row.get("callback_url"), finished),
+        "webhook": webhook_view(row.get("callback_url"), finished),
     }
 
 
-def _webhook(callback_url: str | None, finished: bool) -> dict[str, Any] | None:
+def webhook_view(callback_url: str | None, finished: bool) -> dict[str, Any] | None:
     """The job's callback as a view first shows it (app/predictions/jobs.py reads its delivery's state)."""
     if not callback_url:
         return None

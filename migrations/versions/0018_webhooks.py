@@ -1,12 +1,12 @@
 """webhooks
 
 Completion webhooks (issue 32): endpoints registered per API key, the signing secret of each
-key's callbacks, the outbox of deliveries, and a ``callback_url`` on jobs and batch jobs.
-It also joins main's two heads (0017, console indexes; 0019, job priority and deadline, both
-after 0016) into one.
+key's callbacks, the outbox of deliveries (indexed by the times the sender and retention
+read), and a ``callback_url`` on jobs and batch jobs. Numbered 0018 as given; it comes after
+main's 0020 (retention indexes).
 
 Revision ID: 0018
-Revises: 0017, 0019
+Revises: 0020
 Create Date: 2026-12-05 10:00:00
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0018"
-down_revision = ("0017", "0019")
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 
@@ -63,7 +63,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_deliveries")),
         sa.UniqueConstraint("dedup_key", name=op.f("uq_webhook_deliveries_dedup_key")),
     )
-    for column in ("subject", "endpoint_id", "state", "next_attempt_at"):
+    for column in ("subject", "endpoint_id", "state", "next_attempt_at", "created_at"):
         op.create_index(op.f(f"ix_webhook_deliveries_{column}"), "webhook_deliveries", [column], unique=False)
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("callback_url", sa.String(length=2048), nullable=True))
@@ -76,7 +76,7 @@ def downgrade() -> None:
         batch_op.drop_column("callback_url")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_column("callback_url")
-    for column in ("next_attempt_at", "state", "endpoint_id", "subject"):
+    for column in ("created_at", "next_attempt_at", "state", "endpoint_id", "subject"):
         op.drop_index(op.f(f"ix_webhook_deliveries_{column}"), table_name="webhook_deliveries")
     op.drop_table("webhook_deliveries")
     op.drop_table("webhook_secrets")
