@@ -321,6 +321,8 @@ class WebhookReceiver:
         self.statuses: list[int] = []
         """The status each request in ``received`` was answered with."""
         self.connections = 0
+        self.cut_off = 0
+        """Requests whose body ended early (their sender killed mid-send): not in ``received``."""
         self.lock = threading.Lock()
         receiver = self
 
@@ -333,7 +335,12 @@ class WebhookReceiver:
                 super().setup()
 
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                length = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(length)
+                if len(body) < length:  # the sender died mid-body: no request, as any HTTP server has it
+                    with receiver.lock:
+                        receiver.cut_off += 1
+                    return
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 status = receiver.answer(time.monotonic() - receiver.started, self.path)
                 with receiver.lock:
