@@ -1,8 +1,7 @@
 """Configuration, read from the environment in one place.
 
-Every tunable lives on :class:`Settings` with a one-line docstring. Nothing reads the
-environment at import time: ``Settings.from_env()`` is called by the app factory (or a
-test builds ``Settings(...)`` itself).
+Every tunable lives on :class:`Settings` (webhooks' on its base, app/webhook_settings.py), each with
+a one-line docstring; none is read at import: the app factory calls ``Settings.from_env()``.
 """
 
 from __future__ import annotations
@@ -15,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from app.environment import parsed
+from app.webhook_settings import WebhookSettings
 
 #: Where local state lives unless VAR_DIR says otherwise.
 DEFAULT_VAR_DIR = Path(__file__).resolve().parent.parent / "var"
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(WebhookSettings):
     var_dir: str = str(DEFAULT_VAR_DIR)
     """Local state: the embedded SQLite database, artifacts, beat's schedule file."""
 
@@ -263,33 +263,6 @@ class Settings:
 
     queue_ttl_seconds: float = 0.0
     """A job not started this long after its submit expires (unless it or its model sets one); 0: none."""
-
-    webhook_secret: str = ""
-    """With auth off: the ``whsec_...`` secret that signs every job's callback (empty: callbacks refused)."""
-
-    webhook_allowed_hosts: str = ""
-    """Comma-separated host names and IP literals a callback may reach though private or loopback."""
-
-    webhook_max_attempts: int = 13
-    """Attempts per webhook delivery before it is marked failed (13 at 20 s doubling: ~23 h apart)."""
-
-    webhook_retry_base_seconds: float = 20.0
-    """The first retry's delay; each next one doubles, with ±25% jitter."""
-
-    webhook_timeout_seconds: float = 10.0
-    """How long one delivery attempt may take (connect, send, answer)."""
-
-    webhook_max_body_bytes: int = 256 * 1024
-    """A delivery's body beyond this carries a link to the job instead of its outputs."""
-
-    webhook_poll_seconds: float = 2.0
-    """How often beat has the sender look for due deliveries (retries come due this way)."""
-
-    webhook_retention_seconds: float = 7 * 86400.0
-    """Delivered and failed outbox rows older than this are deleted by the sweeper (0 keeps them)."""
-
-    public_url: str = ""
-    """The API's URL as its clients reach it, for links in webhook bodies; empty: links are paths."""
 
     extra: dict[str, Any] = field(default_factory=dict)
     """Anything else handed to Flask's config (tests use it for TESTING)."""

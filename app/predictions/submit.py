@@ -46,13 +46,13 @@ def submit(
     callback_url: str | None = None,
 ) -> dict[str, Any]:
     """Store a job for ``inputs`` (JSON rows, an Arrow table of the model's features, or a float64
-    matrix of them in the model's order: /v2's tensors) and
-    queue it; returns the job's public view, the finished job's when it finishes within
-    ``wait`` seconds. ``rate`` is the request's rate-limit count, sent with the cache lookup
-    (RateLimited when spent); ``owner`` the submitting API key's id (None with auth off);
-    ``request_id`` names the request in the worker's log; ``explain`` ("predicted" or "all")
-    asks for each row's explanation; ``priority`` and ``deadline_ms``: app/predictions/steering.py;
-    ``callback_url`` where its end is announced (a stored job).
+    matrix of them in the model's order: /v2's tensors) and queue it; returns the job's public
+    view, the finished job's when it finishes within ``wait`` seconds. ``rate`` is the request's
+    rate-limit count, sent with the cache lookup (RateLimited when spent); ``owner`` the
+    submitting API key's id (None with auth off); ``request_id`` names the request in the
+    worker's log; ``explain`` ("predicted" or "all") asks for each row's explanation;
+    ``priority`` and ``deadline_ms``: app/predictions/steering.py; ``callback_url`` where its
+    end is announced (a stored job).
     """
     served, shadow = _route(svc, name, version, alias, routing_key)
     matrix, hashed = _validated(svc, served, inputs, explain)
@@ -70,8 +70,7 @@ def submit(
         rate,
         wait,
         shadow=shadow, priority=priority, deadline_ms=deadline_ms, classes=_class_names(served.signature),
-        callback_url=callback_url,
-    )  # fmt: skip
+        callback_url=callback_url)  # fmt: skip
     if idempotency_key is not None:
         # It hashes what the client sent, not the route drawn for it: a replay may draw another.
         request_hash = request_hash_of(name, version, alias, routing_key, rows if hashed is None else hashed)
