@@ -79,8 +79,10 @@ class ObjectStore:
     # -- reading ---------------------------------------------------------------------
 
     def read_bytes(self, key: str) -> bytes:
-        with _translated(self), self._filesystem().open_input_stream(self._path(key)) as stream:
-            return bytes(stream.read())
+        # A random-access file knows its size and reads it in one GET; an input stream's read()
+        # grows its requests piece by piece (an 8 MiB object: 0.13 s against 0.02 s on moto).
+        with _translated(self), self._filesystem().open_input_file(self._path(key)) as source:
+            return bytes(source.read())
 
     @contextmanager
     def open_input(self, key: str) -> Iterator[pa.NativeFile]:
@@ -93,8 +95,8 @@ class ObjectStore:
     def stream(self, key: str, piece: int = 8 << 20) -> Iterator[bytes]:
         """The object's bytes, ``piece`` at a time (a result streamed to a client); on S3 a piece
         is one ranged GET, so pieces are large."""
-        with _translated(self), self._filesystem().open_input_stream(self._path(key)) as stream:
-            while data := stream.read(piece):
+        with _translated(self), self._filesystem().open_input_file(self._path(key)) as source:
+            while data := source.read(piece):
                 yield bytes(data)
 
     def size(self, key: str) -> int | None:
