@@ -4,7 +4,7 @@ Jobs a client can steer (issue 32): a job's priority and deadline (its status ma
 expired or cancelled, both strings as before); a model's default deadline, set by admins;
 an API key's default priority and its ceiling.
 
-Revision ID: 0019
+Revision ID: 0018
 Revises: 0017
 Create Date: 2026-12-05 10:00:00
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0019"
+revision = "0018"
 down_revision = "0017"
 branch_labels = None
 depends_on = None

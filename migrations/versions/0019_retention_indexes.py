@@ -6,8 +6,8 @@ oldest first, in bounded batches; and batches that answered no job still kept (a
 once past JOB_RETENTION_SECONDS. An index on the time each is kept by makes each of those
 batches a range scan of the index instead of a scan of the table.
 
-Revision ID: 0020
-Revises: 0019
+Revision ID: 0019
+Revises: 0018
 Create Date: 2026-12-05 10:00:00
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0020"
-down_revision = "0019"
+revision = "0019"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 

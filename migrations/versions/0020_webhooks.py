@@ -2,11 +2,10 @@
 
 Completion webhooks (issue 32): endpoints registered per API key, the signing secret of each
 key's callbacks, the outbox of deliveries (indexed by the times the sender and retention
-read), and a ``callback_url`` on jobs and batch jobs. Numbered 0018 as given; it comes after
-main's 0020 (retention indexes).
+read), and a ``callback_url`` on jobs and batch jobs.
 
-Revision ID: 0018
-Revises: 0020
+Revision ID: 0020
+Revises: 0019
 Create Date: 2026-12-05 10:00:00
 """
 
@@ -15,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0018"
-down_revision = "0020"
+revision = "0020"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
