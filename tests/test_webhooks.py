@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import predq
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import insert, select, update
@@ -132,6 +133,24 @@ def test_a_callback_is_delivered_signed_with_the_keys_secret_and_carries_the_job
     assert attempts_counted("prediction.succeeded", "delivered") == before + 1
     with pytest.raises(WebhookVerificationError):
         Webhook(secret_of(client)).verify(body, headers)  # a rotated secret no longer verifies
+
+
+def test_the_python_clients_submit_names_a_callback_url_and_the_job_is_delivered_there(
+    hook_app, hook_svc, receiver, registered, worker
+):
+    _, token = hook_svc.keys.create(f"sdk-{uuid.uuid4().hex[:8]}", ["predict"])
+    transport = httpx.WSGITransport(app=hook_app)
+    with predq.Client("http://predq", token, timeout=30, transport=transport) as sdk:
+        secret = client_for(hook_app, token).post("/v1/webhook-secret").json["secret"]
+        job = sdk.submit("iris", iris_rows(2, seed=72).tolist(), callback_url=receiver.url())
+        assert (job.view["webhook"] or {}).get("url") == receiver.url(), "the client sent no callback_url"
+        job.result()
+
+    deliver_due(hook_svc)
+
+    ((headers, body),) = receiver.bodies_to("/hook")
+    payload = Webhook(secret).verify(body, headers)
+    assert payload["data"]["id"] == job.id, "the delivery is not the job the client submitted"
 
 
 def test_a_job_answered_from_the_cache_writes_its_outbox_row_with_its_own(

@@ -25,6 +25,8 @@ class SubmitOptions:
     """high, normal or low; None: the API key's default."""
     deadline_ms: int | None = None
     """How long the job may wait to start; None: the server's default, unless ``follow_call``."""
+    callback_url: str | None = None
+    """Where the server posts the finished job (a signed webhook; see the README's Webhooks)."""
     follow_call: bool = False
     """No ``deadline_ms`` given: send what is left of the call's own deadline (``predict``),
     so the server does no work no one waits for."""
@@ -64,7 +66,7 @@ def submit_request(
         deadline_ms = min(MAX_DEADLINE_MS, max(1, int(remaining * 1000)))
     if deadline_ms is not None:
         body["deadline_ms"] = deadline_ms
-    for key in ("version", "alias", "routing_key", "priority"):
+    for key in ("version", "alias", "routing_key", "priority", "callback_url"):
         if (value := getattr(options, key)) is not None:
             body[key] = value
     if options.explain:

@@ -100,11 +100,12 @@ class AsyncClient(BaseClient[httpx.AsyncClient, httpx.AsyncBaseTransport]):
         explain: bool | str = False,
         priority: str | None = None,
         deadline_ms: int | None = None,
+        callback_url: str | None = None,
         wait: float = 0.0,
         timeout: float | None = None,
     ) -> AsyncJob:
         options = _rows.SubmitOptions(
-            version, alias, routing_key, idempotency_key, explain, priority, deadline_ms
+            version, alias, routing_key, idempotency_key, explain, priority, deadline_ms, callback_url
         )
         submission = self._submission(model, rows, options, wait, timeout)
         return await self._submit(submission, submission.inputs)

@@ -156,15 +156,18 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
         explain: bool | str = False,
         priority: str | None = None,
         deadline_ms: int | None = None,
+        callback_url: str | None = None,
         wait: float = 0.0,
         timeout: float | None = None,
     ) -> Job:
         """Submit one job (at most the server's rows per request) and return its handle.
 
         ``deadline_ms``: not started within it, the job ends expired (None: the server's default).
+        ``callback_url``: the server posts the finished job there, signed with this key's webhook
+        secret (``POST /v1/webhook-secret``); the job takes the stored road.
         """
         options = _rows.SubmitOptions(
-            version, alias, routing_key, idempotency_key, explain, priority, deadline_ms
+            version, alias, routing_key, idempotency_key, explain, priority, deadline_ms, callback_url
         )
         submission = self._submission(model, rows, options, wait, timeout)
         return self._submit(submission, submission.inputs)
