@@ -62,9 +62,8 @@ def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:
     return {"status": "ok", "checks": checks, "pools": served}, 200, {}
 
 
-def readiness(svc: Services) -> dict[str, str]:
-    """Database, Redis and a worker (and the object store, for s3:// roots), each "ok" or what is
-    wrong (/readyz, /v2/health/ready)."""
+def connection_checks(svc: Services) -> dict[str, str]:
+    """The database and Redis, each "ok" or why not (/readyz and the console's overview)."""
     checks: dict[str, str] = {}
     try:
         with svc.engine.connect() as conn:
@@ -77,6 +76,13 @@ def readiness(svc: Services) -> dict[str, str]:
         checks["redis"] = "ok"
     except Exception as exc:
         checks["redis"] = f"unreachable: {type(exc).__name__}"
+    return checks
+
+
+def readiness(svc: Services) -> dict[str, str]:
+    """Database, Redis and a worker (and the object store, for s3:// roots), each "ok" or what is
+    wrong (/readyz, /v2/health/ready)."""
+    checks = connection_checks(svc)
     if checks["redis"] == "ok":
         try:
             # limit=1 returns on the first reply instead of waiting out the timeout.

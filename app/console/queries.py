@@ -10,10 +10,11 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import Float, Text, and_, case, cast, func, select, text
+from sqlalchemy import Float, Text, and_, case, cast, func, select
 from sqlalchemy.sql import Select
 
 from app.access.auth import Principal
+from app.api.health import connection_checks
 from app.batch_jobs import jobs as batch_jobs
 from app.batch_jobs.storage import FINISHED as BATCH_FINISHED
 from app.db import BulkChunk, BulkJob, Feedback, Job, ModelVersion, utcnow
@@ -35,18 +36,7 @@ def _owned(query: Select[Any], column: Any, viewer: Principal | None) -> Select[
 
 def health(svc: Services) -> dict[str, str]:
     """Database, Redis and the artifact store, each "ok" or what went wrong (as /readyz checks)."""
-    checks: dict[str, str] = {}
-    try:
-        with svc.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"unreachable: {type(exc).__name__}"
-    try:
-        svc.redis.ping()
-        checks["redis"] = "ok"
-    except Exception as exc:
-        checks["redis"] = f"unreachable: {type(exc).__name__}"
+    checks = connection_checks(svc)
     store = svc.registry.artifacts.store  # a directory or an S3 bucket (app/storage/)
     state = store.check()
     checks["artifact store"] = "ok" if state == "ok" else f"{state}: {store.root}"
