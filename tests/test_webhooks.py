@@ -26,10 +26,11 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from app import create_app
 from app.db import Job, WebhookDelivery, utcnow
 from app.errors import InvalidInput
+from app.webhooks.outbox import all_endpoints
 from app.webhooks.urls import check_callback_url
 from tests.helpers import IRIS_FEATURES, WebhookReceiver, client_for, count_rows, iris_rows
 from workers.retention import expire_all
-from workers.webhook_sender import deliver_due
+from workers.webhook_sender import REFUSED, deliver_due
 
 ROWS = [[5.1, 3.5, 1.4, 0.2]]
 
@@ -269,6 +270,8 @@ def test_a_body_beyond_the_limit_carries_a_link_instead_of_the_outputs(
         ("http://10.1.2.3/hook", "private"),
         ("http://[::ffff:192.168.0.1]/hook", "private"),
         ("http://0.0.0.0/hook", "unspecified"),
+        ("http://[fec0::1]/hook", "site-local"),
+        ("http://[2002:a9fe:a9fe::]/hook", "link-local"),  # 6to4 around 169.254.169.254
     ],
 )
 def test_a_callback_url_refused_at_submit_stores_nothing(client, svc, settings, registered, url, why):
@@ -350,7 +353,8 @@ def test_a_name_that_resolves_to_a_private_address_is_refused_at_send_time_with_
     # (The pass also sends what earlier tests left due: those go to 127.0.0.1.)
     assert [r for r in requests if r.url.host != "127.0.0.1"] == [], "no connection was attempted"
     (row,) = delivery_rows(hook_svc, job["id"])
-    assert row["state"] == "failed" and address in row["last_error"]
+    assert row["state"] == "failed" and row["last_error"] == REFUSED
+    assert address not in row["last_error"], "a key's delivery list must not map internal names"
 
 
 def test_a_name_that_resolves_to_loopback_reaches_no_receiver(tenant, hook_svc, receiver, registered, worker):
@@ -366,7 +370,7 @@ def test_a_name_that_resolves_to_loopback_reaches_no_receiver(tenant, hook_svc, 
 
     assert receiver.connections == 0 and receiver.received == []
     (row,) = delivery_rows(hook_svc, job["id"])
-    assert row["state"] == "failed" and "loopback" in row["last_error"]
+    assert row["state"] == "failed" and row["last_error"] == REFUSED
 
 
 def test_a_public_name_connects_to_the_address_that_was_checked(tenant, hook_svc, registered, worker):
@@ -424,6 +428,24 @@ def test_an_endpoint_hears_of_its_keys_jobs_and_lists_its_deliveries(
 
     assert client.delete(f"/v1/webhooks/{endpoint['id']}").status_code == 204
     assert client.get("/v1/webhooks").json["webhooks"] == []
+
+
+def test_a_revoked_keys_endpoints_hear_of_nothing_more(hook_app, hook_svc):
+    name = f"gone-{uuid.uuid4().hex[:8]}"
+    principal, token = hook_svc.keys.create(name, ["predict"])
+    created = client_for(hook_app, token).post(
+        "/v1/webhooks", json={"url": "https://hooks.example.com/x", "events": ["model.promoted"]}
+    )
+    assert created.status_code == 201, created.json
+    with hook_svc.engine.connect() as conn:
+        assert created.json["id"] in {str(e.id) for e in all_endpoints(conn)}
+
+    hook_svc.keys.revoke(name)
+
+    with hook_svc.engine.connect() as conn:
+        assert created.json["id"] not in {str(e.id) for e in all_endpoints(conn)}, (
+            "a revoked key's endpoint would still hear every promotion and drift report"
+        )
 
 
 def test_another_keys_endpoint_is_not_found(tenant, hook_svc, hook_app):

@@ -124,6 +124,10 @@ def guarded_attempt(svc: Services, client: httpx.Client, row: Any, resolver: url
         return Outcome(None, f"{type(exc).__name__}: {exc}"[:500])
 
 
+#: What a delivery's ``last_error`` says when the guard refused its host (the sender's log says why).
+REFUSED = "refused: the host does not resolve to a public address; nothing was sent"
+
+
 def attempt(svc: Services, client: httpx.Client, row: Any, resolver: urls.Resolver) -> Outcome:
     """One signed POST of the delivery, or why none was made."""
     settings = svc.settings
@@ -139,7 +143,10 @@ def attempt(svc: Services, client: httpx.Client, row: Any, resolver: urls.Resolv
     try:
         where = urls.target(row["url"], urls.allowed_hosts(settings.webhook_allowed_hosts), resolver)
     except urls.Refused as exc:
-        return Outcome(None, f"refused: {exc}", final=True)
+        # The reason names what the host resolves to: the log keeps it, the key's delivery list
+        # (readable by a predict key) does not, so a callback cannot be used to map internal names.
+        log.warning("webhook delivery %s refused: %s", row["id"], exc)
+        return Outcome(None, REFUSED, final=True)
     url = httpx.URL(row["url"])
     headers = signing.headers(secret, signing.message_id(row["id"]), utcnow(), body)
     headers |= {"content-type": "application/json", "user-agent": "predq-webhooks"}

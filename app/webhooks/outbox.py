@@ -23,7 +23,7 @@ from celery import Celery
 from sqlalchemy import Connection, Engine, event, select
 
 from app.celery_app import DELIVER_WEBHOOKS
-from app.db import INSERT_BY_DIALECT, AliasEvent, WebhookDelivery, WebhookEndpoint, utcnow
+from app.db import INSERT_BY_DIALECT, AliasEvent, ApiKey, WebhookDelivery, WebhookEndpoint, utcnow
 from app.webhooks.events import PREDICTION_EVENTS, DeliveryState, Event
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,11 @@ class EndpointCache:
 
 
 def all_endpoints(conn: Connection) -> list[Endpoint]:
+    # A revoked key's endpoints hear nothing more (auth off: endpoints have no key, and stay).
     rows = conn.execute(
         select(WebhookEndpoint.id, WebhookEndpoint.owner_key_id, WebhookEndpoint.url, WebhookEndpoint.events)
+        .outerjoin(ApiKey, ApiKey.id == WebhookEndpoint.owner_key_id)
+        .where(ApiKey.revoked_at.is_(None))
     )
     return [Endpoint(r.id, r.owner_key_id, r.url, frozenset(r.events)) for r in rows]
 

@@ -91,8 +91,11 @@ def literal_address(host: str) -> IPAddress | None:
 
 def refused_kind(address: IPAddress) -> str | None:
     """Why a webhook may not go to ``address`` (``"loopback"``, ``"link-local"``, ...), or None."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.is_site_local:  # fec0::/10: deprecated, but still routed on some networks
+            return "site-local"
+        # An IPv4 address carried inside (mapped, or 6to4's 2002::/16) is judged as itself.
+        address = address.ipv4_mapped or address.sixtofour or address
     for kind in ("loopback", "unspecified", "link_local", "multicast", "private", "reserved"):
         if getattr(address, f"is_{kind}"):
             return kind.replace("_", "-")
