@@ -17,9 +17,10 @@ from app.services import Services
 from app.webhooks import outbox
 from workers.batch_work import BatchStatus, BatchWork
 
-#: A job in one of these is never claimed or answered again: it succeeded, or it ended
+#: A job in one of these is never claimed or answered again: it was answered (succeeded or
+#: failed: a finished job's status never changes, app/predictions/view.py), or it ended
 #: without running (expired, cancelled: app/predictions/ending.py).
-_DONE_FOR_GOOD = (JobStatus.SUCCEEDED, *NEVER_RUN)
+_DONE_FOR_GOOD = (JobStatus.SUCCEEDED, JobStatus.FAILED, *NEVER_RUN)
 # Spelled as plain comparisons, not NOT IN: an expanding IN cannot be executed many times.
 _NOT_DONE = and_(*(Job.status != status for status in _DONE_FOR_GOOD))
 
@@ -43,6 +44,15 @@ _CLAIM_JOBS = (
     )
     .values(status=JobStatus.RUNNING, started_at=bindparam("started_at"))
     .returning(Job.id)
+)
+# The batch's stored jobs, locked (in id order, as above) until its transaction ends: those
+# already done for good (answered by another worker, expired by the sweeper meanwhile) are
+# left as they are, and neither announced nor published by this batch.
+_LOCK_JOBS = (
+    select(Job.id, Job.status)
+    .where(Job.id.in_(bindparam("job_ids", expanding=True)))
+    .order_by(Job.id)
+    .with_for_update()
 )
 _FINISH_JOB = (
     update(Job)
@@ -106,11 +116,11 @@ def store(
             store_shadow_outputs(conn, work, shadow_outputs)
         finished = [r for item, r in zip(work.items, results, strict=True) if not item.deferred]
         if finished:
-            finish_jobs(conn, finished, work.id, completed_at)
+            work.not_written |= finish_jobs(conn, finished, work.id, completed_at)
         deferred = [(item, r) for item, r in zip(work.items, results, strict=True) if item.deferred]
         if deferred:
             written = store_deferred_jobs(conn, work, deferred, completed_at)
-            work.not_written = {item.job_id for item, _ in deferred} - written
+            work.not_written |= {item.job_id for item, _ in deferred} - written
         announced = outbox.job_deliveries(
             [outbox.JobEnd(r["id"], r["status"], item.owner, item.callback_url)
              for item, r in zip(work.items, results, strict=True) if item.job_id not in work.not_written],
@@ -123,22 +133,26 @@ def store(
 
 def finish_jobs(
     conn: Connection, results: list[dict[str, Any]], batch_id: uuid.UUID | None, completed_at: Any
-) -> None:
-    """Write stored jobs' results (unless a job already succeeded), in job id order (see _CLAIM_JOBS)."""
-    conn.execute(
-        _FINISH_JOB,
-        [
-            {
-                "job_id": uuid.UUID(r["id"]),
-                "new_status": r["status"],
-                "new_outputs": r["outputs"],
-                "new_error": r["error"],
-                "new_batch_id": batch_id,
-                "new_completed_at": completed_at,
-            }
-            for r in sorted(results, key=lambda r: uuid.UUID(r["id"]))
-        ],
-    )
+) -> set[str]:
+    """Write stored jobs' results, in job id order (see _CLAIM_JOBS); returns the ids of those
+    left as they were because they were already done for good (see _LOCK_JOBS)."""
+    locked = conn.execute(_LOCK_JOBS, {"job_ids": [uuid.UUID(r["id"]) for r in results]})
+    done = {str(job_id) for job_id, status in locked if status in _DONE_FOR_GOOD}
+    writes = [
+        {
+            "job_id": uuid.UUID(r["id"]),
+            "new_status": r["status"],
+            "new_outputs": r["outputs"],
+            "new_error": r["error"],
+            "new_batch_id": batch_id,
+            "new_completed_at": completed_at,
+        }
+        for r in sorted(results, key=lambda r: uuid.UUID(r["id"]))
+        if r["id"] not in done
+    ]
+    if writes:
+        conn.execute(_FINISH_JOB, writes)
+    return done
 
 
 def store_deferred_jobs(
@@ -183,7 +197,7 @@ def store_shadow_outputs(
 
 
 def claim(svc: Services, job_ids: list[str], started_at: Any) -> set[str]:
-    """Mark the jobs running; returns those not already succeeded (only those are computed)."""
+    """Mark the jobs running; returns those not already done for good (only those are computed)."""
     with svc.engine.begin() as conn:
         claimed = conn.execute(
             _CLAIM_JOBS, {"job_ids": [uuid.UUID(j) for j in job_ids], "started_at": started_at}

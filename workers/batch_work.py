@@ -53,7 +53,8 @@ class BatchWork:
     backend: str = "sklearn"
     """What answered the model call: sklearn, or the version's compiled backend (onnxruntime)."""
     not_written: set[str] = field(default_factory=set)
-    """Deferred jobs whose rows had ended otherwise meanwhile (cancelled, say): not handed to pollers."""
+    """Jobs whose rows had ended otherwise meanwhile (cancelled, expired, answered by another
+    worker): this batch's answer is neither announced nor handed to pollers."""
 
     @cached_property
     def rows(self) -> list[list[float]]:
