@@ -232,12 +232,14 @@ def s3_tokens(s3_app: Any) -> dict[str, str]:
     return {scope: keys.create(f"s3-{scope}", [scope])[1] for scope in ("predict", "admin")}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """A real headless Chromium, driven by Playwright: pages as a person's browser renders them.
 
     Give each test a context of its own (``browser.new_context()``); ``offline_page`` is one
-    that refuses every request not to this machine.
+    that refuses every request not to this machine. One per test module: while Playwright's
+    sync API runs, this thread has a running event loop, and tests run later in the session
+    that call ``asyncio.run`` (the async client's) would fail.
     """
     from playwright.sync_api import sync_playwright
 

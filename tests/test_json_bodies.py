@@ -40,6 +40,7 @@ GOOD = {
     "PUT /v1/models/{name}/traffic": {"routes": [{"alias": "champion"}]},
     "PUT /v1/models/{name}/pool": {"pool": "default"},
     "PUT /v1/models/{name}/deadline": {"default_deadline_ms": 60000},
+    "POST /v1/webhooks": {"url": "https://hooks.example.com/predq", "events": ["prediction.succeeded"]},
     **{
         f"POST /v2/models/{{name}}{version}/infer": {
             "inputs": [{"name": n, "shape": [1], "datatype": "FP64", "data": [1.0]} for n in IRIS_FEATURES]
