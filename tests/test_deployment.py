@@ -216,10 +216,16 @@ def test_make_run_starts_everything_embedded_and_stops_cleanly(tmp_path, stop):
         assert answer["model"]["name"] == "demo"
         assert answer["outputs"][0]["prediction"] == 0  # iris row 0 is a setosa
 
-        # Each worker serves its own metrics, on a port of its own (the bulk worker the next one).
-        for port in (metrics_port, metrics_port + 1):
-            scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
-            assert scraped.status_code == 200, f"no worker metrics on {port}"
+        # Each worker serves its own metrics, on a port of its own (the bulk worker the next one,
+        # the webhook sender the one after). The online worker answered above; the others may
+        # still be starting (on a loaded machine, seconds later), so each is given time.
+        for port in (metrics_port, metrics_port + 1, metrics_port + 2):
+            try:
+                wait_for_http(
+                    f"http://127.0.0.1:{port}/metrics", [proc], timeout=60, ready=lambda s: s == 200
+                )
+            except RuntimeError as exc:
+                raise AssertionError(f"no worker metrics on {port}: {exc}") from None
         assert "predq_batch_size_rows" in httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
 
         children = psutil.Process(proc.pid).children(recursive=True)
