@@ -201,6 +201,7 @@ def test_make_run_starts_everything_embedded_and_stops_cleanly(tmp_path, stop):
         redis_port = int(re.search(r"embedded Redis on 127\.0\.0\.1:(\d+)", text).group(1))
         assert redis_port != 6379
         assert "API KEYS ARE OFF" in text, "make run must say loudly that auth is off"
+        assert f"http://127.0.0.1:{api_port}/console" in text, "make run prints the console's URL"
         assert (tmp_path / "var" / "predq.sqlite3").exists()
         procfile = (tmp_path / "var" / "Procfile.run").read_text()
         for name in ("api", "worker", "bulk-worker", "webhook-sender", "beat", "flower"):
