@@ -8,7 +8,7 @@ everywhere; tests/test_deployment.py checks the compose file against this list.
 from __future__ import annotations
 
 
-def _worker(queues: str, *options: str) -> list[str]:
+def worker_command(queues: str, *options: str) -> list[str]:
     """A Celery worker's command taking ``queues`` (options: its name, pool, concurrency)."""
     return ["celery", "-A", "workers.main", "--quiet", "worker", "-Q", queues, *options, "--loglevel=INFO"]
 
@@ -17,13 +17,13 @@ PROCESSES: dict[str, list[str]] = {  # fmt: skip
     "migrate": ["flask", "--app", "app", "db", "upgrade"],
     "api": ["python", "-m", "app.serve"],
     # Online batches, sweeps and training; batch-job chunks have workers of their own.
-    "worker": _worker("inference,maintenance,training"),
+    "worker": worker_command("inference,maintenance,training"),
     # Bulk scoring (batch jobs) and explained rows, at a lower CPU priority
     # (BULK_WORKER_NICE) than the rest: the slow work, kept off the online path.
-    "bulk-worker": _worker("bulk,explain", "-n", "bulk@%h"),
+    "bulk-worker": worker_command("bulk,explain", "-n", "bulk@%h"),
     # Webhook deliveries (app/webhooks/, workers/webhook_sender.py): waiting on receivers'
     # answers, so threads, and a worker of their own so no batch ever waits behind a receiver.
-    "webhook-sender": _worker("webhooks", "-n", "webhooks@%h", "-P", "threads", "-c", "4"),
+    "webhook-sender": worker_command("webhooks", "-n", "webhooks@%h", "-P", "threads", "-c", "4"),
     "beat": ["celery", "-A", "workers.main", "--quiet", "beat", "--loglevel=INFO"],
     "flower": ["celery", "-A", "workers.main", "flower"],
 }

@@ -26,6 +26,7 @@ from sqlalchemy import func, insert, select
 
 from app.config import Settings
 from app.db import Job, utcnow
+from app.processes import worker_command
 from scripts.local import ROOT, process_group
 
 ADMIN_URL = os.environ.get(
@@ -253,6 +254,13 @@ def predq_keys(svc: Any) -> set[bytes]:
         for key in svc.redis.scan_iter(match="predq:*", count=1000)
         if not key.startswith((b"predq:active:", b"predq:held"))
     }
+
+
+def worker_argv(queues: str, name: str, concurrency: int) -> list[str]:
+    """The production command of a Celery worker (app/processes.py) on ``queues``, in this
+    virtualenv, with ``concurrency`` processes and node name ``name``."""
+    command = worker_command(queues, "-c", str(concurrency), "-n", name)
+    return [bin_path(command[0]), *command[1:]]
 
 
 @contextlib.contextmanager

@@ -30,11 +30,11 @@ from sklearn.preprocessing import FunctionTransformer
 from scripts.local import free_port, process_group
 from tests.helpers import (
     IRIS_FEATURES,
-    bin_path,
     client_for,
     expected_outputs,
     iris_rows,
     settings_env,
+    worker_argv,
 )
 from tests.slow_model import slow_identity
 from workers.bulk import requeue_stuck_chunks
@@ -51,8 +51,7 @@ def hosts(s3_settings, s3_app, tmp_path_factory):
         for host in HOSTS:
             home = tmp_path_factory.mktemp(host)
             node = f"{host}-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
-            argv = [bin_path("celery"), "-A", "workers.main", "worker", "-Q", "inference,bulk", "-c", "1",
-                    "-n", node, "--loglevel=INFO"]  # fmt: skip
+            argv = worker_argv("inference,bulk", node, 1)
             env = settings_env(s3_settings) | {
                 "VAR_DIR": str(home / "var"), "MODEL_CACHE_DIR": str(home / "cache"), "WARM_INTERVAL_SECONDS": "1",
                 "WORKER_METRICS_BIND": f"127.0.0.1:{free_port()}",

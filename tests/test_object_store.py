@@ -29,13 +29,13 @@ from app.storage import Artifacts, ObjectStore, S3Options
 from scripts.local import free_port
 from tests.helpers import (
     IRIS_FEATURES,
-    bin_path,
     celery_worker,
     client_for,
     expected_outputs,
     iris_rows,
     s3_client,
     settings_env,
+    worker_argv,
 )
 
 PARQUET = "application/vnd.apache.parquet"
@@ -176,19 +176,7 @@ def test_a_version_that_must_be_fetched_from_an_unreachable_store_fails_after_th
 def s3_bulk_worker(s3_settings, s3_app, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("s3-bulk") / "bulk.log"
     name = f"s3bulk-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
-    argv = [
-        bin_path("celery"),
-        "-A",
-        "workers.main",
-        "--quiet",
-        "worker",
-        "-Q",
-        "bulk",
-        "-c",
-        "2",
-        "-n",
-        name,
-    ]
+    argv = worker_argv("bulk", name, 2)
     env = settings_env(s3_settings) | {
         "WORKER_METRICS_BIND": f"127.0.0.1:{free_port()}",
         "MODEL_CACHE_DIR": str(tmp_path_factory.mktemp("s3-bulk-cache")),
@@ -308,19 +296,7 @@ def test_a_worker_cut_off_from_the_store_serves_what_it_cached_and_fails_the_res
     cache = tmp_path / "host-cache"
     Artifacts(s3_svc.registry.artifacts.store, cache).fetch(warm.artifact_path, warm.sha256)
     name = f"cutoff-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
-    argv = [
-        bin_path("celery"),
-        "-A",
-        "workers.main",
-        "--quiet",
-        "worker",
-        "-Q",
-        "inference",
-        "-c",
-        "1",
-        "-n",
-        name,
-    ]
+    argv = worker_argv("inference", name, 1)
     env = settings_env(s3_settings) | {
         "S3_ENDPOINT_URL": _dead_endpoint(), "MODEL_CACHE_DIR": str(cache), "STORE_RETRY_SECONDS": "2",
         "WARM_INTERVAL_SECONDS": "0", "WORKER_METRICS_BIND": f"127.0.0.1:{free_port()}",
