@@ -1,6 +1,6 @@
 """Where predq spends its CPU under load: py-spy on every API and worker process at once.
 
-    python -m bench.profile [--concurrency 64] [--rows 1] [--seconds 15] [--top 35]
+    python -m bench.profile [--concurrency 64] [--rows 1] [--arrow] [--seconds 15] [--top 35]
 
 Starts the same stack as `make bench` (same model, key, gunicorn and worker settings),
 drives closed-loop clients, and samples every gunicorn and Celery process with py-spy
@@ -45,6 +45,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rows", type=int, default=1, help="rows per request")
+    parser.add_argument("--arrow", action="store_true", help="send the rows as Arrow IPC streams, not JSON")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--top", type=int, default=35, help="functions listed per kind of process")
     args = parser.parse_args()
@@ -54,7 +55,8 @@ def main() -> int:
     with scratch_database(ADMIN_URL, "predq_profile") as database_url:
         stage = prepare(database_url, work)
         with running(predq_commands(), stage.env, f"{base}/readyz", work):
-            scenario = loadgen.predq_scenario(MODEL, args.rows, stage.token)
+            make = loadgen.predq_arrow_scenario if args.arrow else loadgen.predq_scenario
+            scenario = make(MODEL, args.rows, stage.token)
             uvloop.run(loadgen.closed_loop(base, scenario, args.concurrency, 3.0, seed=1))  # warm up
             sampled = [(kind, proc) for kind, proc in processes_by_kind() if kind in SAMPLED]
             spies = [spy(found, args.seconds + 2, work) for found in sampled]
@@ -75,7 +77,7 @@ def main() -> int:
 def spy(found: tuple[str, psutil.Process], seconds: float, work: Path) -> tuple[subprocess.Popen, Path]:
     kind, proc = found
     out = work / f"{kind}-{proc.pid}.txt"
-    argv = [str(BIN / "py-spy"), "record", "--pid", str(proc.pid), "--duration", str(int(seconds)),
+    argv = [str(BIN / "py-spy") if (BIN / "py-spy").exists() else "py-spy", "record", "--pid", str(proc.pid), "--duration", str(int(seconds)),
             "--rate", "200", "--gil", "--format", "raw", "--output", str(out), "--nonblocking"]  # fmt: skip
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out
 
