@@ -259,7 +259,7 @@ class Settings(WebhookSettings):
     """The console marks a worker whose heartbeat (every few seconds) is older than this as silent."""
 
     max_queued_jobs: int = 10000
-    """Jobs waiting on one model version's queue (of one priority) beyond which a submit gets 503."""
+    """Jobs waiting on one model version's queues (all priorities together) beyond which a submit gets 503."""
 
     queue_ttl_seconds: float = 0.0
     """A job not started this long after its submit expires (unless it or its model sets one); 0: none."""

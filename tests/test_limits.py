@@ -88,6 +88,32 @@ def test_a_deep_queue_gets_503_with_retry_after_and_stores_nothing(settings, svc
         svc.redis.delete(queue_key(model, served.version))
 
 
+@pytest.mark.parametrize("wait", [0, 1], ids=["stored-first", "waiting"])
+def test_the_bound_counts_a_versions_jobs_on_every_priority_together(settings, svc, artifacts, tokens, wait):
+    model = f"backlogged-priorities-{wait}"
+    served = svc.registry.register(model, artifacts["iris"])
+    # Two low jobs and one high waiting, none normal: a normal submit's own queue is empty.
+    for priority in ("low", "low", "high"):
+        RowQueue(svc.redis, model, served.version, priority=priority).push(
+            encode_item(
+                str(uuid.uuid4()), [[1.0, 2.0, 3.0, 4.0]], n_rows=1, created_at="2026-01-01T00:00:00+00:00",
+                priority=priority,
+            )
+        )  # fmt: skip
+    queue = RowQueue(svc.redis, model, served.version)
+    try:
+        full = client_for(create_app(settings.replace(max_queued_jobs=3)), tokens["predict"])
+        jobs_before = count_jobs(svc)
+
+        refused = full.post(f"/v1/models/{model}/predictions?wait={wait}", json=ROW)
+
+        assert refused.status_code == 503, "three jobs wait on the version: the bound is its total"
+        assert refused.json["error"]["details"]["queued_jobs"] == 3, "every priority's jobs counted"
+        assert count_jobs(svc) == jobs_before and len(queue) == 3, "nothing stored, nothing pushed"
+    finally:
+        svc.redis.delete(*queue.keys)
+
+
 def test_with_auth_off_the_limit_counts_per_client_address(settings, registered):
     open_app = create_app(settings.replace(auth_enabled=False, rate_limit="2/minute"))
     here = open_app.test_client()

@@ -143,10 +143,11 @@ class Admission:
     - ``cached``: a row's output is cached, nothing pushed; ``outputs`` holds each key's
       encoded output (None where missing);
     - ``looked``: asked only to count and look (no item): ``outputs`` as for cached;
-    - ``overloaded``: the queue already holds the most jobs allowed, nothing pushed.
+    - ``overloaded``: the version already holds the most jobs allowed, nothing pushed.
 
-    ``depth`` is how many jobs the queue held before this call. A spent rate limit is
-    not an outcome: ``admit`` raises RateLimited.
+    ``depth`` is how many jobs the version's queues (every priority's) held before this call;
+    -1 for a push made with no bound, which does not count them. A spent rate limit is not an
+    outcome: ``admit`` raises RateLimited.
     """
 
     outcome: str
@@ -165,6 +166,8 @@ class RowQueue:
         self.redis = redis
         self.key = queue_key(name, version, explained, priority)
         self.keys = queue_keys(name, version, explained)
+        self.others = [key for key in self.keys if key != self.key]
+        """The version's other priorities' queues: ``admit`` counts them too."""
         self.active = active_key(name, version, explained)
         self.expired: list[QueuedRows] = []
         """Items the pops found past their deadline (never run): the caller ends their jobs."""
@@ -182,13 +185,14 @@ class RowQueue:
     ) -> Admission:
         """Count ``rate`` (if given), look up ``cache_keys`` and push ``item``, in one round trip.
 
-        Nothing is pushed when a row is cached or the queue holds ``max_queued`` jobs (-1:
-        no bound); with ``item`` None nothing is pushed either (only counted and looked up).
+        Nothing is pushed when a row is cached or the version holds ``max_queued`` jobs on
+        its queues, every priority's together (-1: no bound); with ``item`` None nothing is
+        pushed either (only counted and looked up).
         Raises RateLimited (nothing looked up or pushed) when one of ``rate``'s limits is spent.
         """
         counters, limit_args = rate.script_keys_and_args() if rate is not None else ([], [])
         reply = _ADMIT(
-            keys=[self.key, self.active, *counters, *cache_keys],
+            keys=[self.key, self.active, *self.others, *counters, *cache_keys],
             args=[item or b"", ACTIVE_TTL_SECONDS, max_queued, len(counters), *limit_args],
             client=self.redis,
         )
