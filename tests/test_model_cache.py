@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from redis import Redis
 from sklearn.datasets import make_classification
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
+from sqlalchemy import text
 
 from app import create_app
 from app.processes import PROCESSES
@@ -184,3 +186,58 @@ def test_explainers_are_held_under_the_same_bounds(svc, tmp_path):
         assert cache.keys() == [(name, version, served.sha256)], "only the newest explainer is held"
         assert cache.held_bytes > 0, "sized by the arrays it holds"
     assert registry.loaded_versions() == [(name, 2)]
+
+
+def test_a_held_version_is_served_while_an_eviction_waits_on_the_database(svc, tmp_path):
+    """Loading a version past the budget asks the database which versions serve; while that
+    answer is slow (here: the aliases table locked by another transaction), a lookup of a
+    version already held (each batch makes one) does not wait for it."""
+    from app.registry.registry import Registry
+
+    registry = Registry(svc.engine, svc.settings.artifact_root, cache_seconds=0, cache_max=1)
+    name = f"{PREFIX}-slow-db"
+    for c in (1.0, 0.5):
+        path = tmp_path / f"lr-{c}.joblib"
+        joblib.dump(LogisticRegression(C=c).fit(X, Y), path)
+        svc.registry.register(name, path)
+    registry.loaded(name, 1)
+    locked, release = threading.Event(), threading.Event()
+
+    def lock_aliases() -> None:
+        with svc.engine.connect() as conn, conn.begin():
+            conn.execute(text("LOCK TABLE model_aliases IN ACCESS EXCLUSIVE MODE"))
+            locked.set()
+            release.wait(LOCK_HELD_SECONDS)
+
+    locker = threading.Thread(target=lock_aliases)
+    locker.start()
+    assert locked.wait(30)
+    loader = threading.Thread(target=registry.loaded, args=(name, 2))  # the budget holds one
+    loader.start()
+    _until(lambda: _waiting_on_a_lock(svc) > 0)  # the eviction's query waits on the table
+
+    tick = time.monotonic()
+    held = registry.loaded(name, 1)
+    took = time.monotonic() - tick
+    release.set()
+    locker.join(30)
+    loader.join(30)
+
+    assert held.served.version == 1
+    assert took < LOCK_HELD_SECONDS / 2, f"the lookup waited {took:.1f} s for the eviction's query"
+    assert registry.loaded_versions() == [(name, 2)], "the eviction went ahead once the database answered"
+
+
+#: How long the test above holds the aliases table at most (an eviction waiting under the
+#: cache's lock would hold the lookup this long).
+LOCK_HELD_SECONDS = 8.0
+
+
+def _waiting_on_a_lock(svc) -> int:
+    with svc.engine.connect() as conn:
+        return conn.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND query LIKE '%model_aliases%'"
+            )
+        ).scalar_one()

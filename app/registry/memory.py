@@ -7,10 +7,12 @@ version's artifact bytes plus its ONNX bytes when a compiled backend rides along
 to what a forest's arrays take once loaded, since joblib stores them raw; see the README).
 
 When an entry must go, versions out of service (no alias, no traffic weight, no shadow: the
-``in_service`` callable, asked only then) go first, least recently used first; then the least
-recently used of the rest. The entry just put in never goes to make room for itself. An entry
-bigger than the whole byte budget is not kept: the caller uses what it built, and it is dropped
-when the caller lets go of it, with a warning in the log.
+``in_service`` callable, asked only then, and never under the cache's lock: it queries the
+database, and a slow answer must not hold up lookups of what is held) go first, least
+recently used first; then the least recently used of the rest. The entry just put in never
+goes to make room for itself. An entry bigger than the whole byte budget is not kept: the
+caller uses what it built, and it is dropped when the caller lets go of it, with a warning in
+the log.
 
 Loads, evictions and bytes held are Prometheus metrics (app/metrics.py), labelled by ``cache``.
 """
@@ -89,7 +91,16 @@ class VersionCache(Generic[K, V]):
                 self._bytes -= old[1]
             self._entries[key] = (value, size)
             self._bytes += size
-            victims = self._victims(key)
+            must_evict = self._over(0, 0)
+            metrics.MODEL_CACHE_BYTES.labels(self.kind).set(self._bytes)
+        if not must_evict:
+            return True
+        # Asked outside the lock: it may query the database, and every lookup of a held
+        # version (each batch's) takes the lock. What is held may change meanwhile, so the
+        # victims are chosen under the lock again, from what is held then.
+        serving = self._serving()
+        with self._lock:
+            victims = self._victims(key, serving)
             for victim in victims:
                 self._bytes -= self._entries.pop(victim[0])[1]
             metrics.MODEL_CACHE_BYTES.labels(self.kind).set(self._bytes)
@@ -129,11 +140,10 @@ class VersionCache(Generic[K, V]):
             (self.max_entries and count > self.max_entries) or (self.max_bytes and size > self.max_bytes)
         )
 
-    def _victims(self, newest: K) -> list[tuple[K, str]]:
-        """What to evict so the entries fit, out-of-service versions first (under the lock)."""
+    def _victims(self, newest: K, serving: set[VersionKey]) -> list[tuple[K, str]]:
+        """What to evict so the entries fit, versions not in ``serving`` first (under the lock)."""
         if not self._over(0, 0):
             return []
-        serving = self._serving()
         older = [k for k in self._entries if k != newest]
         ordered = [(k, "out_of_service") for k in older if tuple(k[:2]) not in serving]
         ordered += [(k, "lru") for k in older if tuple(k[:2]) in serving]
@@ -147,6 +157,7 @@ class VersionCache(Generic[K, V]):
         return chosen
 
     def _serving(self) -> set[VersionKey]:
+        """What ``in_service`` says (never called under the lock: it may ask the database)."""
         if self.in_service is None:
             return set()
         try:
