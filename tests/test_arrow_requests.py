@@ -6,11 +6,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from app.db import Batch
+from app.predictions.cache import ROWS_PER_KEY
+from app.predictions.queue import cache_keys
 from tests.helpers import (
     IRIS_FEATURES,
     arrow_body,
     arrow_table,
     count_jobs,
+    count_rows,
     expected_outputs,
     iris_rows,
     stored_estimator,
@@ -38,6 +42,41 @@ def test_an_arrow_request_may_name_its_version_in_the_query_string(client, regis
     )
 
     assert response.status_code == 200 and response.json["model"]["version"] == 1
+
+
+def test_a_large_request_sent_again_is_answered_at_once_from_one_cache_key(client, svc, registered, worker):
+    rows = iris_rows(ROWS_PER_KEY + 50)  # fresh rows: never cached
+    body = arrow_body(arrow_table(rows))
+    first = client.post("/v1/models/iris/predictions?wait=20", data=body, content_type=ARROW)
+    version, batches = first.json["model"]["version"], count_rows(svc, Batch)
+
+    again = client.post("/v1/models/iris/predictions", data=body, content_type=ARROW)
+
+    assert again.status_code == 200, "every row cached: answered at once"
+    assert (
+        again.json["outputs"]
+        == first.json["outputs"]
+        == expected_outputs(stored_estimator(svc, "iris"), rows.tolist())
+    )
+    assert count_rows(svc, Batch) == batches, "no worker ran"
+    (whole,) = cache_keys("iris", version, rows, whole=True)
+    assert svc.cache.exists(whole) == 1, "the request's outputs are cached under one key"
+    assert svc.cache.exists(*cache_keys("iris", version, rows)) == 0, "no key per row"
+
+
+def test_a_large_request_with_one_row_changed_is_not_answered_from_the_cache(client, svc, registered, worker):
+    rows = iris_rows(ROWS_PER_KEY + 1)
+    client.post("/v1/models/iris/predictions?wait=20", data=arrow_body(arrow_table(rows)), content_type=ARROW)
+    rows[7, 2] += 0.5
+    batches = count_rows(svc, Batch)
+
+    changed = client.post(
+        "/v1/models/iris/predictions?wait=20", data=arrow_body(arrow_table(rows)), content_type=ARROW
+    )
+
+    assert changed.status_code == 200 and changed.json["status"] == "succeeded"
+    assert count_rows(svc, Batch) == batches + 1, "a worker computed the request"
+    assert changed.json["outputs"] == expected_outputs(stored_estimator(svc, "iris"), rows.tolist())
 
 
 def _table(**changes) -> pa.Table:

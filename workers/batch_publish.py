@@ -8,7 +8,7 @@ from typing import Any
 from app import throughput
 from app.metrics import BATCH_ROWS, INFERENCE, JOB_DURATION, JOBS, QUEUE_WAIT
 from app.predictions import cache as output_cache
-from app.predictions.items import encode_output, encode_view
+from app.predictions.items import encode_view
 from app.predictions.view import FINISHED, job_view
 from app.services import Services
 from workers.batch_work import BatchWork
@@ -41,10 +41,10 @@ def publish(svc: Services, work: BatchWork, results: list[dict[str, Any]], compl
     if keys:
         offset = 0
         for item, outputs in zip(items, outcomes, strict=True):
+            n_keys = output_cache.n_keys(len(item.rows))  # each of its item's kind
             if not isinstance(outputs, Exception):
-                mine = keys[offset : offset + len(item.rows)]  # each of its item's kind
-                cache.update((key, encode_output(output)) for key, output in zip(mine, outputs, strict=True))
-            offset += len(item.rows)
+                cache.update(output_cache.entries(keys[offset : offset + n_keys], outputs))
+            offset += n_keys
     views = {
         item.job_id: encode_view(
             item.owner,

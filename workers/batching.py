@@ -23,6 +23,7 @@ import numpy as np
 from app import logs
 from app.db import utcnow
 from app.errors import PredqError
+from app.predictions.cache import ROWS_PER_KEY, keys_for
 from app.predictions.ending import end_unrun
 from app.predictions.items import QueuedRows
 from app.predictions.queue import RowQueue, cache_keys, wake_worker
@@ -219,18 +220,19 @@ def predict(svc: Services, work: BatchWork) -> None:
 
 
 def _cache_keys(work: BatchWork, matrix: np.ndarray) -> list[str]:
-    """The served rows' cache keys, each of its item's kind (plain or explained, app/predictions/queue.py).
+    """The served items' cache keys, in order, each of its item's kind (plain or explained,
+    app/predictions/queue.py): a key per row, or one for a request cached whole (app/predictions/cache.py).
 
     A batch holds one kind, but on the explained rows' queue "predicted" and "all" items
-    may share a batch: those are keyed item by item.
+    may share a batch: those are keyed item by item, as requests cached whole are.
     """
     kinds = {item.explain for item in work.items}
-    if len(kinds) <= 1:
+    if len(kinds) <= 1 and all(len(item.rows) <= ROWS_PER_KEY for item in work.items):
         return cache_keys(work.name, work.version, matrix, kinds.pop() if kinds else None)
     keys, start = [], 0
     for item in work.items:
         end = start + len(item.rows)
-        keys += cache_keys(work.name, work.version, matrix[start:end], item.explain)
+        keys += keys_for(work.name, work.version, matrix[start:end], item.explain)
         start = end
     return keys
 

@@ -13,7 +13,7 @@ from app import logs
 from app.db import utcnow
 from app.metrics import CACHE_MISSES
 from app.predictions import cache
-from app.predictions.items import decode_outputs, encode_item
+from app.predictions.items import encode_item
 from app.predictions.jobs import read, wait_for
 from app.predictions.queue import RowQueue, wake_worker
 from app.predictions.submission import (
@@ -67,7 +67,8 @@ def submit_deferred(svc: Services, sub: Submission) -> Deferred:
         log.warning("could not queue job rows for %s v%s, storing the job first: %s", name, version, exc)
         return Deferred(peek=Peek([None] * len(rows), 0))
     if admission.outcome == "cached":
-        return Deferred(peek=Peek(decode_outputs(admission.outputs, sub.classes), admission.depth))
+        cached = cache.cached_outputs(admission.outputs, sub.classes, len(rows))
+        return Deferred(peek=Peek(cached, admission.depth))
     if admission.outcome == "overloaded":
         raise overloaded(name, version, admission.depth)
     if admission.wake:

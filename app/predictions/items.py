@@ -25,7 +25,8 @@ would repeat (what Redis holds per prediction; README, Redis keys). A row's outp
 ``[prediction]`` for ``{"prediction": p}``, ``[prediction, [p, ...]]`` for a classifier's
 ``{"prediction": p, "probabilities": {class: p, ...}}`` (the probabilities in the order of
 the classes), and any other output (explained rows) the map it is. Cached under its row's
-key, an output names no classes: the reader takes them from the version's signature.
+key (or a request's outputs, an array of them, under the request's key), an output names no
+classes: the reader takes them from the version's signature.
 
 A finished job's view, under its result key and on its done list, is the array::
 
@@ -167,6 +168,21 @@ def decode_outputs(values: list[bytes | None], classes: list[str] | None) -> lis
         except msgspec.DecodeError:
             found.append(None)
     return found
+
+
+def encode_outputs(outputs: list[Any]) -> bytes:
+    """A request's outputs as one cached value (a request cached whole, app/predictions/cache.py)."""
+    return _PACK.encode([_compact(output, None) for output in outputs])
+
+
+def decode_whole(value: bytes | None, classes: list[str] | None, n_rows: int) -> list[Any]:
+    """What :func:`encode_outputs` cached: ``n_rows`` outputs, or all None (a miss) when it is
+    missing, does not decode or holds another number of outputs."""
+    try:
+        found = [_expanded(output, classes) for output in _UNPACK.decode(value)] if value else []
+    except (msgspec.DecodeError, TypeError):
+        found = []
+    return found if len(found) == n_rows and None not in found else [None] * n_rows
 
 
 def encode_view(owner: int | None, view: dict[str, Any]) -> bytes:

@@ -86,8 +86,11 @@ def done_key(job_id: str) -> str:
 _CACHE_KINDS = {None: "cache", "predicted": "xcache", "all": "xallcache"}
 
 
-def cache_keys(name: str, version: int, matrix: np.ndarray, explained: str | None = None) -> list[str]:
-    """One cache key per row; the version is in the key, so a new version never reads old outputs.
+def cache_keys(
+    name: str, version: int, matrix: np.ndarray, explained: str | None = None, whole: bool = False
+) -> list[str]:
+    """One cache key per row (``whole``: one for all the rows, app/predictions/cache.py); the
+    version is in the key, so a new version never reads old outputs.
 
     Explained outputs (``explained``: "predicted" or "all") have keys of their own, one
     kind each: a request without ``explain`` never reads them, and one with it never reads
@@ -98,9 +101,9 @@ def cache_keys(name: str, version: int, matrix: np.ndarray, explained: str | Non
     written in 22 characters of URL-safe base64, not 32 hex digits: every cached row holds
     its key, and Redis rounds a 51-byte key up to 64 bytes, a 41-byte one to 48.
     """
-    prefix = f"{PREFIX}:{_CACHE_KINDS[explained]}:{name}:{version}:"
+    prefix = f"{PREFIX}:{_CACHE_KINDS[explained]}:{name}:{version}:" + (f"{len(matrix)}x" if whole else "")
     data = memoryview(np.ascontiguousarray(matrix, dtype=np.float64).tobytes())
-    width = 8 * matrix.shape[1]
+    width = len(data) if whole else 8 * matrix.shape[1]
     blake2b, b64 = hashlib.blake2b, base64.urlsafe_b64encode
     return [
         prefix + b64(blake2b(data[i : i + width], digest_size=16).digest())[:22].decode()

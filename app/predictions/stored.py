@@ -17,7 +17,7 @@ from app.errors import PredqError
 from app.metrics import CACHE_HITS, CACHE_MISSES, JOBS
 from app.predictions import cache
 from app.predictions.idempotency import find_by_key, replay
-from app.predictions.items import decode_outputs, encode_item, encode_view
+from app.predictions.items import encode_item, encode_view
 from app.predictions.jobs import wait_for
 from app.predictions.queue import RowQueue, enqueue
 from app.predictions.submission import Peek, Submission, job_record, overloaded
@@ -139,7 +139,7 @@ def peek_at(svc: Services, sub: Submission) -> Peek:
         # Redis is the fast path only: compute every row, and queue depth is unknown.
         log.warning("cache unavailable, computing every row: %s", exc)
         return Peek([None] * n_rows, 0)
-    cached = decode_outputs(admission.outputs, sub.classes) if sub.keys else [None] * n_rows
+    cached = cache.cached_outputs(admission.outputs, sub.classes, n_rows) if sub.keys else [None] * n_rows
     return Peek(cached, admission.depth)
 
 

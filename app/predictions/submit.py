@@ -12,9 +12,9 @@ import pyarrow as pa
 
 from app.batch_jobs import files
 from app.errors import ExplanationUnsupported, PayloadTooLarge
+from app.predictions.cache import keys_for
 from app.predictions.deferred import submit_deferred
 from app.predictions.idempotency import find_by_key, owned_key, replay, request_hash_of
-from app.predictions.queue import cache_keys
 from app.predictions.stored import peek_at, submit_stored
 from app.predictions.submission import Submission
 from app.registry import explainability, traffic
@@ -63,7 +63,7 @@ def submit(
         served.version,
         rows,
         # With the cache off there is nothing to look up, so no row is hashed.
-        cache_keys(name, served.version, matrix, explain) if svc.settings.cache_ttl_seconds > 0 else [],
+        keys_for(name, served.version, matrix, explain) if svc.settings.cache_ttl_seconds > 0 else [],
         request_id,
         owner,
         explain,
