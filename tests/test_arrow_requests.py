@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
+from sqlalchemy import text
 
 from app.db import Batch
 from app.predictions.cache import ROWS_PER_KEY
@@ -77,6 +78,22 @@ def test_a_large_request_with_one_row_changed_is_not_answered_from_the_cache(cli
     assert changed.status_code == 200 and changed.json["status"] == "succeeded"
     assert count_rows(svc, Batch) == batches + 1, "a worker computed the request"
     assert changed.json["outputs"] == expected_outputs(stored_estimator(svc, "iris"), rows.tolist())
+
+
+def test_a_large_jobs_inputs_and_outputs_are_stored_compressed_with_lz4(client, svc, registered, worker):
+    rows = iris_rows(ROWS_PER_KEY + 200)
+    response = client.post(
+        "/v1/models/iris/predictions?wait=20", data=arrow_body(arrow_table(rows)), content_type=ARROW
+    )
+
+    with svc.engine.connect() as conn:
+        compression = conn.execute(
+            text(
+                "SELECT pg_column_compression(inputs), pg_column_compression(outputs) FROM jobs WHERE id = :id"
+            ),
+            {"id": response.json["id"]},
+        ).one()
+    assert tuple(compression) == ("lz4", "lz4"), "not PostgreSQL's slower default, pglz"
 
 
 def _table(**changes) -> pa.Table:

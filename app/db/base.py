@@ -98,7 +98,7 @@ def make_engine(url: str, pool_size: int = 32) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size // 4,
@@ -106,3 +106,18 @@ def make_engine(url: str, pool_size: int = 32) -> Engine:
         # Job inputs and outputs are JSON columns written on every request and batch.
         json_serializer=_json_dumps,
     )
+    event.listen(engine, "connect", _lz4_toast)
+    return engine
+
+
+def _lz4_toast(dbapi_conn: Any, _record: Any) -> None:
+    """Compress this connection's large values (a many-row job's inputs and outputs) with lz4,
+    not PostgreSQL's default pglz, which took 2-3 times as long to insert a 1,000-row job (JSON
+    of random floats, which neither shrinks by much). Old rows read as before; a server
+    without lz4 (before 14, or built without it) keeps pglz."""
+    try:
+        with dbapi_conn.cursor() as cursor:
+            cursor.execute("SET default_toast_compression = 'lz4'")
+        dbapi_conn.commit()
+    except Exception:  # psycopg's error for an unknown parameter or value; the connection goes on
+        dbapi_conn.rollback()
