@@ -15,6 +15,7 @@ from app.db import Job, utcnow
 from app.predictions.items import encode_item
 from app.predictions.queue import ACTIVE_TTL_SECONDS, RowQueue, active_key
 from tests.helpers import insert_queued_job
+from workers import batch_window
 from workers.batching import collect, drain, take
 
 ROW = [5.1, 3.5, 1.4, 0.2]
@@ -119,9 +120,9 @@ def test_requests_that_queued_together_wait_for_the_batch_to_fill(svc):
 
 
 def test_drain_runs_batches_back_to_back_until_the_queue_is_empty(svc, artifacts):
-    """More than a batch waits, so drain also wakes another worker; that task is parked
-    on a queue no worker reads (a real Celery app, routed elsewhere), so every batch
-    here is drain's own."""
+    """More than a batch waits, so drain also wakes another worker, once (not a task per pop
+    that leaves rows behind); that task is parked on a queue no worker reads (a real Celery
+    app, routed elsewhere), so every batch here is drain's own."""
     model = f"drain-{uuid.uuid4().hex[:6]}"
     svc.registry.register(model, artifacts["iris"])
     parked = f"parked-{model}"
@@ -137,9 +138,19 @@ def test_drain_runs_batches_back_to_back_until_the_queue_is_empty(svc, artifacts
         svc.redis.delete(parked)
 
     assert (report.batches, report.rows, report.jobs, report.handed_on) == (3, 5, 5, False)
-    assert woken == 2, "a wake-up for each pop that left a batch or more behind"
+    assert woken == 1, "one wake-up while rows were left behind, not one for each pop that left some"
     assert _statuses(svc, ids) == ["succeeded"] * 5
     assert not svc.redis.exists(active_key(model, 1)), "an empty queue is let go of"
+
+
+def test_rows_left_behind_wake_another_worker_again_once_the_interval_has_passed(monkeypatch):
+    monkeypatch.setattr(batch_window, "WAKE_INTERVAL_SECONDS", 0.2)
+    queue = (f"wake-{uuid.uuid4().hex[:6]}", 1, False)
+
+    assert batch_window.may_wake(queue), "the first pop that leaves rows behind wakes a worker"
+    assert not batch_window.may_wake(queue), "the next, within the interval, does not"
+    time.sleep(0.25)
+    assert batch_window.may_wake(queue), "past the interval, rows still left behind wake one again"
 
 
 def test_drain_hands_on_to_a_fresh_task_after_max_task_seconds(svc, artifacts, worker):

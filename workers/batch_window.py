@@ -1,5 +1,6 @@
 """How a worker takes a batch from a row queue: pop, and wait for it to fill only when more
-rows are likely (the adaptive batch window; README, How it works)."""
+rows are likely (the adaptive batch window; README, How it works); and how often it wakes
+another worker for the rows it leaves behind."""
 
 from __future__ import annotations
 
@@ -53,3 +54,20 @@ def collect(
 
 #: Requests the last pop of each queue found, in this process: the adaptive window's memory.
 _LAST_POP: dict[str, int] = {}
+
+#: While rows are left behind, this process wakes another worker for a queue at most this
+#: often: under a steady backlog every pop leaves some, and a task per batch (sent, started,
+#: finding the queue drained by then) cost more than the pop. This process keeps draining,
+#: so no row waits on a wake-up; one a second still brings every idle process in.
+WAKE_INTERVAL_SECONDS = 1.0
+_LAST_WAKE: dict[tuple[str, int, bool], float] = {}
+
+
+def may_wake(queue: tuple[str, int, bool]) -> bool:
+    """Whether this process may wake another worker for ``queue`` (model, version, explained)
+    now that a pop left rows behind; True counts as a wake-up."""
+    now = time.monotonic()
+    if now - _LAST_WAKE.get(queue, float("-inf")) < WAKE_INTERVAL_SECONDS:
+        return False
+    _LAST_WAKE[queue] = now
+    return True

@@ -34,7 +34,7 @@ from app.services import Services
 from app.webhooks.outbox import wake_sender
 from workers.batch_publish import observe, publish
 from workers.batch_store import claim, store
-from workers.batch_window import collect
+from workers.batch_window import collect, may_wake
 from workers.batch_work import RAN, BatchStatus, BatchWork, batch_status, job_results
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def take(svc: Services, name: str, version: int, explained: bool) -> list[Queued
     items, left = collect(queue, max_rows, settings.max_batch_delay, settings.queue_linger_seconds)
     if queue.expired:
         expire(svc, name, version, queue.expired)
-    if (items or queue.expired) and left > 0:
+    if (items or queue.expired) and left > 0 and may_wake((name, version, explained)):
         # More is waiting: let another worker process start on it while this one predicts.
         wake_worker(svc, name, version, explained=explained)
     return items
