@@ -145,7 +145,7 @@ class Settings(WebhookSettings):
     """How long an API process trusts its copy of a model's alias/version lookup."""
 
     stuck_job_seconds: float = 120.0
-    """A job queued or running longer than this is put back on its queue by the sweeper."""
+    """A job queued or running longer than this, its row on no queue, is put back on one by the sweeper."""
 
     sweep_interval_seconds: float = 30.0
     """How often beat runs the sweeper."""

@@ -1,6 +1,6 @@
 """The sweeper's retention: old finished jobs and their batches go, unfinished jobs stay;
 feedback and shadow outputs have retentions of their own; a backlog goes batch after batch
-within the sweep's budget."""
+within the sweep's budget. Its re-queueing: only stuck jobs whose rows are on no queue."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from sqlalchemy import insert, select, update
 
 from app.db import Batch, Feedback, Job, ShadowOutput, TrainingRun, make_engine, utcnow
 from app.migrate import upgrade
+from app.predictions.items import encode_item
+from app.predictions.queue import RowQueue, active_key, queue_keys
 from tests.helpers import count_rows, insert_queued_job
 from workers.retention import RETENTION_BATCH_ROWS, expire_all
-from workers.sweeper import fail_stale_training_runs
+from workers.sweeper import fail_stale_training_runs, requeue_stuck_jobs, waiting_job_ids
 
 
 def expire_old_jobs(svc) -> int:
@@ -186,3 +188,94 @@ def test_training_runs_that_never_finish_are_marked_failed(settings, svc):
     assert statuses == {stuck: "failed", fresh: "queued"}
     with svc.engine.begin() as conn:  # not a run the lifecycle tests should see
         conn.execute(update(TrainingRun).where(TrainingRun.id == fresh).values(status="failed"))
+
+
+# -- re-queueing stuck jobs -------------------------------------------------------------------
+
+ROW = [5.0, 3.4, 1.5, 0.2]
+
+
+def _stuck_version(svc) -> str:
+    """A model name of its own, its queue marked as held: a push wakes no worker, so what the
+    sweeper queues stays on the queue for the test to read."""
+    name = f"stuck-{uuid.uuid4().hex[:6]}"
+    svc.redis.set(active_key(name, 1), b"1", ex=600)
+    return name
+
+
+def _waiting_copies(svc, name: str) -> dict[str, int]:
+    """How many items of each job wait on the version's queues."""
+    copies: dict[str, int] = {}
+    for key in queue_keys(name, 1):
+        for item in svc.redis.lrange(key, 0, -1):
+            job_id = item.split(b"|")[2].decode()
+            copies[job_id] = copies.get(job_id, 0) + 1
+    return copies
+
+
+def _done_with(svc, name: str, ids: list[uuid.UUID]) -> None:
+    """Nothing of this test lingers for the sweeps of the tests that follow."""
+    svc.redis.delete(*queue_keys(name, 1), active_key(name, 1))
+    with svc.engine.begin() as conn:
+        conn.execute(update(Job).where(Job.id.in_(ids)).values(status="failed", completed_at=utcnow()))
+
+
+def test_a_stuck_job_is_queued_again_only_when_its_row_is_on_no_queue(svc):
+    name = _stuck_version(svc)
+    long_ago = utcnow() - timedelta(hours=1)
+    starving = insert_queued_job(svc, name, [ROW], created_at=long_ago)  # still waits, behind high work
+    RowQueue(svc.redis, name, 1, priority="low").push(
+        encode_item(str(starving), [ROW], n_rows=1, created_at=long_ago.isoformat(), priority="low")
+    )
+    lost = insert_queued_job(svc, name, [ROW], created_at=long_ago)  # Redis lost its row
+    orphaned = insert_queued_job(svc, name, [ROW], created_at=long_ago)  # its worker died mid-batch
+    with svc.engine.begin() as conn:
+        conn.execute(update(Job).where(Job.id == orphaned).values(status="running", started_at=long_ago))
+    ids = [starving, lost, orphaned]
+    try:
+        for sweep in (1, 2, 3):
+            requeue_stuck_jobs(svc)
+
+            assert _waiting_copies(svc, name) == {str(job_id): 1 for job_id in ids}, (
+                f"after sweep {sweep}: one item each; the lost job's and the dead worker's queued "
+                "again once, the starving job's never"
+            )
+    finally:
+        _done_with(svc, name, ids)
+
+
+def test_jobs_still_waiting_never_hide_a_lost_one_behind_them(svc):
+    """More stuck jobs still on their queue than one sweep re-queues: the lost one, younger
+    than all of them, is found all the same."""
+    name = _stuck_version(svc)
+    # Older than any other test's jobs: these come first in the sweeper's order.
+    ancient = utcnow() - timedelta(days=3650)
+    waiting = [
+        insert_queued_job(svc, name, [ROW], created_at=ancient + timedelta(seconds=i)) for i in range(3)
+    ]
+    queue = RowQueue(svc.redis, name, 1)
+    for job_id in waiting:
+        queue.push(encode_item(str(job_id), [ROW], n_rows=1, created_at=ancient.isoformat()))
+    lost = insert_queued_job(svc, name, [ROW], created_at=ancient + timedelta(minutes=1))
+    try:
+        assert requeue_stuck_jobs(svc, limit=2) >= 1
+        assert _waiting_copies(svc, name) == {str(job_id): 1 for job_id in [*waiting, lost]}
+    finally:
+        _done_with(svc, name, [*waiting, lost])
+
+
+def test_the_sweeper_reads_every_waiting_job_of_a_long_queue(svc, monkeypatch):
+    """Queues are read a page at a time (here 7 items a page), every priority's."""
+    import workers.sweeper
+
+    monkeypatch.setattr(workers.sweeper, "QUEUED_IDS_PAGE", 7)
+    name = f"long-{uuid.uuid4().hex[:6]}"
+    pushed = [str(uuid.uuid4()) for _ in range(50)]
+    queues = [RowQueue(svc.redis, name, 1, priority=p) for p in ("high", "normal", "low")]
+    try:
+        for i, job_id in enumerate(pushed):
+            queues[i % 3].push(encode_item(job_id, [ROW], n_rows=1, created_at=utcnow().isoformat()))
+        assert waiting_job_ids(svc.redis, name, 1) == set(pushed)
+        assert waiting_job_ids(svc.redis, name, 1, explained=True) == set(), "the explained rows' queues"
+    finally:
+        svc.redis.delete(*queue_keys(name, 1), active_key(name, 1))
