@@ -46,6 +46,11 @@ CACHE_WRITE_ERRORS = Counter(
     "predq_cache_write_errors_total",
     "Cached outputs and result views not written: their Redis refused them (out of memory) or failed.",
 )
+PUT_BACK_REFUSED = Counter(
+    "predq_put_back_refused_total",
+    "Items a worker's blocking wait took that Redis refused to take back (out of memory, or gone): "
+    "that worker ran each at once, in a batch of its own.",
+)
 BATCH_ROWS = Histogram(
     "predq_batch_size_rows",
     "Rows fed to one model call.",

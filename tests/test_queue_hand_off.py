@@ -8,15 +8,17 @@ import threading
 import time
 import uuid
 
+from redis import Redis
 from sqlalchemy import select
 
 from app.celery_app import RUN_BATCH, make_celery
 from app.db import Job, utcnow
 from app.predictions.items import encode_item
 from app.predictions.queue import ACTIVE_TTL_SECONDS, RowQueue, active_key
-from tests.helpers import insert_queued_job
+from tests.fault_stack import LocalRedis
+from tests.helpers import expected_outputs, insert_queued_job, scrape_test_client, stored_estimator
 from workers import batch_window
-from workers.batching import collect, drain, take
+from workers.batching import collect, drain, run_batch, take
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 
@@ -192,3 +194,48 @@ def test_an_explained_batch_holds_at_most_explain_max_rows_and_a_plain_one_more(
 
     assert taken[True] == 2 * rows_each <= cap, taken
     assert taken[False] == 3 * rows_each, taken
+
+
+def test_an_item_the_wait_took_is_answered_when_redis_refuses_to_take_it_back(
+    svc, artifacts, client, tmp_path
+):
+    """Redis at its maxmemory under noeviction refuses the pop's first write, the put-back of
+    the item a lingering worker's blocking wait took: that item is then in the worker's memory
+    only, and the worker runs it at once rather than lose it."""
+    model = f"refused-{uuid.uuid4().hex[:6]}"
+    svc.registry.register(model, artifacts["iris"])
+    job = insert_queued_job(svc, model, [ROW])
+    # A Redis of this test's own: its memory cap must not touch the session's.
+    server = LocalRedis(tmp_path)
+    server.start()
+    own = Redis.from_url(server.url)
+    settings = svc.settings.replace(queue_linger_seconds=10.0, max_batch_delay=0.0)
+    lingering = dataclasses.replace(svc, settings=settings, redis=own, redis_wait=own, cache=own)
+    queue = RowQueue(own, model, 1)
+
+    def push_and_run_out_of_memory() -> None:
+        time.sleep(0.5)  # the worker is in its blocking wait by then
+        with own.pipeline(transaction=True) as both:  # one step: the wait wakes after both
+            both.rpush(queue.key, encode_item(str(job), [ROW], n_rows=1, created_at=utcnow().isoformat()))
+            both.config_set("maxmemory", 1)
+            both.execute()
+
+    refused_before = _put_back_refused(client)
+    pusher = threading.Thread(target=push_and_run_out_of_memory)
+    pusher.start()
+    try:
+        report = run_batch(lingering, model, 1)
+    finally:
+        pusher.join()
+        server.kill()
+
+    assert report.jobs == 1, "the worker ran the item it could not put back"
+    with svc.engine.connect() as conn:
+        status, outputs = conn.execute(select(Job.status, Job.outputs).where(Job.id == job)).one()
+    assert status == "succeeded"
+    assert outputs == expected_outputs(stored_estimator(svc, model), [ROW])
+    assert _put_back_refused(client) == refused_before + 1, "counted, for the operator"
+
+
+def _put_back_refused(client) -> float:
+    return scrape_test_client(client).get(("predq_put_back_refused_total", frozenset()), 0.0)

@@ -4,10 +4,16 @@ another worker for the rows it leaves behind."""
 
 from __future__ import annotations
 
+import logging
 import time
 
-from app.predictions.items import QueuedRows
+from redis.exceptions import RedisError
+
+from app.metrics import PUT_BACK_REFUSED
+from app.predictions.items import QueuedRows, decode_item
 from app.predictions.queue import RowQueue
+
+log = logging.getLogger(__name__)
 
 
 def collect(
@@ -34,7 +40,12 @@ def collect(
         # The item the wait took goes back to the head of its queue in the pop, so it meets
         # the pop's checks (cancelled, past its deadline, a higher priority first); whatever
         # else is already there rides along (the round trip LLEN cost before).
-        items, left = queue.pop_batch(max_rows, release=first is None, put_back=first)
+        try:
+            items, left = queue.pop_batch(max_rows, release=first is None, put_back=first)
+        except RedisError as exc:
+            if first is None:
+                raise
+            return [_kept(first, exc)], 0
         if not items and first is not None:  # the item the wait took was not to be run
             items, left = queue.pop_batch(max_rows, release=True)
     if not items:
@@ -50,6 +61,23 @@ def collect(
         items.extend(more)
     _LAST_POP[queue.key] = len(items)
     return items, left
+
+
+def _kept(taken: tuple[str, bytes], exc: RedisError) -> QueuedRows:
+    """The item a blocking wait took, when Redis refused the put-back (the pop's first write:
+    out of memory under ``noeviction``, or gone). It is then in this process's memory only,
+    so this worker runs it now, in a batch of its own, rather than retry a write Redis may go
+    on refusing, or leave it for the sweeper (``STUCK_JOB_SECONDS`` later, and a waiting
+    submit's job has no row until its wait ends). Nothing it skips matters: the claim
+    (PostgreSQL) refuses a job cancelled, expired or answered meanwhile, and the batch checks
+    its deadline; the wait took the highest priority waiting."""
+    item = decode_item(taken[1])
+    PUT_BACK_REFUSED.inc()
+    log.warning(
+        "Redis refused to take job %s back onto %s (%s): running it now, in a batch of its own",
+        item.job_id, taken[0], exc,
+    )  # fmt: skip
+    return item
 
 
 #: Requests the last pop of each queue found, in this process: the adaptive window's memory.
