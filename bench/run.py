@@ -33,7 +33,6 @@ from typing import Any
 import joblib
 import numpy as np
 import psutil
-import uvloop
 from redis import Redis
 from sqlalchemy import text
 
@@ -214,6 +213,8 @@ def measure(
     rate: float | None = None,
     batch_stats: Any = None,
 ) -> Point:
+    import uvloop  # here, not at the top: modules that borrow run's helpers need no uvloop
+
     # A full collection here would stop every client's clock at once (app/gcfreeze.py).
     freeze_startup_objects()
     # Fresh seeds for every run: rows never repeat across points, so the cache never answers.
