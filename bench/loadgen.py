@@ -136,8 +136,10 @@ async def closed_loop(
     seconds: float,
     rate: float | None = None,
     seed: int = 0,
+    rounds: int | None = None,
 ) -> LoadResult:
-    """Run ``concurrency`` clients for ``seconds``; with ``rate``, pace rounds to that many/s."""
+    """Run ``concurrency`` clients for ``seconds``; with ``rate``, pace rounds to that many/s;
+    with ``rounds``, stop once that many rounds have started (``seconds`` still bounds the run)."""
     result = LoadResult(seconds=seconds)
     loop = asyncio.get_running_loop()
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -145,6 +147,7 @@ async def closed_loop(
     started = loop.time()
     stop = started + seconds
     issued = 0
+    started_rounds = 0
 
     async def paced() -> None:
         nonlocal issued
@@ -156,7 +159,9 @@ async def closed_loop(
 
     async def client(index: int) -> None:
         rng = np.random.default_rng([seed, index])
-        while loop.time() < stop:
+        nonlocal started_rounds
+        while loop.time() < stop and (rounds is None or started_rounds < rounds):
+            started_rounds += 1
             if rate:
                 await paced()
                 if loop.time() >= stop:
