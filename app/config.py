@@ -244,7 +244,7 @@ class Settings(WebhookSettings):
     """Requests per API key (per client address when auth is off), unless the key sets its own."""
 
     auth_failure_limit: str = "20/minute"
-    """Refused keys one client address may present before they get 429 (its valid keys never do)."""
+    """Refused keys (bearer or console sign-in) one address may present before 429 (valid keys never)."""
 
     trusted_proxies: int = 0
     """Proxies in front of the API whose X-Forwarded-For names the client; 0 ignores the header."""

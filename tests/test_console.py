@@ -15,6 +15,7 @@ from app import create_app, heartbeats, throughput
 from app.registry.traffic import DEFAULT_POLICY
 from tests.helpers import (
     REDIS_URL,
+    bearer,
     client_for,
     console_client,
     console_post,
@@ -102,6 +103,61 @@ def test_an_unknown_key_is_refused_with_the_form_again(app):
     assert answer.status_code == 401
     assert "unknown or revoked" in answer.text and 'id="api_key"' in answer.text
     assert client.get("/console/models").status_code == 302
+
+
+def _sign_in_from(client, token: str):
+    form = client.get("/console/sign-in")
+    return client.post("/console/sign-in", data={"csrf_token": csrf_of(form.text), "api_key": token})
+
+
+def _address() -> str:
+    return f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.9"
+
+
+def test_refused_sign_ins_count_against_the_addresss_failed_key_limit(settings):
+    strict = create_app(settings.replace(auth_failure_limit="3/minute"))
+    guesser = strict.test_client()
+    guesser.environ_base["REMOTE_ADDR"] = _address()
+
+    answers = [_sign_in_from(guesser, f"pq_made-up-{i}") for i in range(5)]
+
+    assert [a.status_code for a in answers] == [401, 401, 401, 429, 429], "the form is limited as the API is"
+    assert "Too many attempts" in answers[3].text and int(answers[3].headers["Retry-After"]) >= 1
+    assert "WWW-Authenticate" not in answers[3].headers
+
+
+def test_the_console_and_the_api_share_one_failed_key_count_per_address(settings):
+    strict = create_app(settings.replace(auth_failure_limit="3/minute"))
+    client = strict.test_client()
+    client.environ_base["REMOTE_ADDR"] = _address()
+
+    at_the_api = [client.get("/v1/models", headers=bearer(f"pq_api-{i}")).status_code for i in range(2)]
+    at_the_console = [_sign_in_from(client, f"pq_console-{i}").status_code for i in range(2)]
+    back_at_the_api = client.get("/v1/models", headers=bearer("pq_api-again")).status_code
+
+    assert at_the_api == [401, 401] and at_the_console == [401, 429] and back_at_the_api == 429
+
+
+def test_refused_sign_ins_never_lock_a_valid_key_out_of_the_address(settings, tokens, two_versions):
+    strict = create_app(settings.replace(auth_failure_limit="3/minute"))
+    shared = strict.test_client()  # behind a NAT or an office proxy every caller shares one address
+    shared.environ_base["REMOTE_ADDR"] = _address()
+    assert [_sign_in_from(shared, f"pq_made-up-{i}").status_code for i in range(4)][-1] == 429
+
+    signed_in = _sign_in_from(shared, tokens["predict"])
+
+    assert signed_in.status_code == 303, "a valid key is never held back by others' refused keys"
+    assert shared.get("/console/models").status_code == 200
+
+
+def test_an_empty_sign_in_is_refused_and_not_counted(settings):
+    strict = create_app(settings.replace(auth_failure_limit="1/minute"))
+    client = strict.test_client()
+    client.environ_base["REMOTE_ADDR"] = _address()
+
+    answers = [_sign_in_from(client, "  ").status_code for _ in range(3)]
+
+    assert answers == [401, 401, 401], "no key typed is not a key refused"
 
 
 def test_a_sign_in_without_its_csrf_token_is_refused(app, tokens):

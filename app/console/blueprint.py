@@ -89,7 +89,10 @@ def _everywhere() -> dict[str, Any]:
 
 @bp.errorhandler(PredqError)
 def _error_page(error: PredqError) -> ResponseReturnValue:
-    return page("error.html", error.status, title=_TITLES.get(error.status, "Error"), message=error.message)
+    title = _TITLES.get(error.status, "Error")
+    html = render_template("console/error.html", title=title, message=error.message)
+    # Retry-After stays (a 429 or 503); WWW-Authenticate is the API's, not a page's.
+    return html, error.status, {k: v for k, v in error.headers().items() if k == "Retry-After"}
 
 
 @bp.errorhandler(CSRFError)
@@ -103,7 +106,7 @@ def not_found_page(message: str = "There is no such page in the console.") -> Re
 
 
 _TITLES = {400: "Bad request", 403: "Not allowed", 404: "Not found", 409: "Conflict", 422: "Invalid input",
-           503: "Unavailable"}  # fmt: skip
+           429: "Too many attempts", 503: "Unavailable"}  # fmt: skip
 
 
 def _loopback(address: str | None) -> bool:

@@ -3,6 +3,10 @@
 The token itself is never stored in the cookie: only the key's id, signed with SECRET_KEY
 (HttpOnly, SameSite=Lax, Secure when the request came over TLS), which expires after
 CONSOLE_SESSION_SECONDS. Every request looks the id up among the active keys.
+
+A refused key counts against the client address exactly as a refused bearer token does
+(``AUTH_FAILURE_LIMIT``, app/access/ratelimit.py): the form is no way around the API's
+failed-key limit. Past it, refused keys get a 429 page; a valid key still signs in.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from flask import redirect, request, session, url_for
 from flask.typing import ResponseReturnValue
 
+from app.access.ratelimit import count_failed_key
 from app.console.blueprint import bp, page
 from app.services import current_services
 
@@ -22,8 +27,12 @@ def sign_in() -> ResponseReturnValue:
         return redirect(target)
     if request.method == "GET":
         return page("sign_in.html", next=target, error=None)
-    principal = svc.keys.authenticate(request.form.get("api_key", "").strip())
+    token = request.form.get("api_key", "").strip()
+    if not token:  # as a request with no bearer token: refused, not counted
+        return page("sign_in.html", 401, next=target, error="Paste an API key.")
+    principal = svc.keys.authenticate(token)
     if principal is None:
+        count_failed_key(svc.limits, svc.settings)  # raises RateLimited (a 429 page) once spent
         return page("sign_in.html", 401, next=target, error="That API key is unknown or revoked.")
     session.clear()  # a fresh session (and CSRF token) for the new key
     session.permanent = True  # expires after PERMANENT_SESSION_LIFETIME (CONSOLE_SESSION_SECONDS)
