@@ -253,7 +253,7 @@ class Settings(WebhookSettings):
     """Signs the console's session cookies and CSRF tokens; the same in every API process."""
 
     console_session_seconds: int = 8 * 3600
-    """How long a console sign-in lasts; after it the browser is sent back to sign in."""
+    """How long a console sign-in lasts from the sign-in (use does not extend it); then sign in again."""
 
     worker_silent_seconds: float = 30.0
     """The console marks a worker whose heartbeat (every few seconds) is older than this as silent."""

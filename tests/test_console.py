@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from email.utils import parsedate_to_datetime
 
 import pytest
 from redis import Redis
@@ -174,9 +175,24 @@ def test_a_revoked_keys_session_ends(app, svc, two_versions):
     assert client.get("/console/models").status_code == 200
     name = next(k.name for k in svc.keys.list() if k.prefix == token[:10])
     svc.keys.revoke(name)
-    # This process re-reads the keys at once; others within AUTH_CACHE_SECONDS (the same lookup).
     answer = client.get("/console/models")
     assert answer.status_code == 302 and "/console/sign-in" in answer.headers["Location"]
+
+
+def test_a_revoked_keys_session_ends_at_its_next_request_in_another_process(settings, svc, two_versions):
+    # Another API process: its set of active keys is re-read only every minute.
+    elsewhere = create_app(settings.replace(auth_cache_seconds=60))
+    _, token = svc.keys.create(f"console-revoked-elsewhere-{uuid.uuid4().hex[:6]}", ["admin"])
+    client = console_client(elsewhere, token)
+    assert client.get("/console/models").status_code == 200
+
+    svc.keys.revoke(next(k.name for k in svc.keys.list() if k.prefix == token[:10]))
+    answer = client.get("/console/models")
+
+    assert answer.status_code == 302 and "/console/sign-in" in answer.headers["Location"]
+    assert elsewhere.test_client().get("/v1/models", headers=bearer(token)).status_code == 200, (
+        "the API's bearer check still has it (within AUTH_CACHE_SECONDS): only the console reads the row"
+    )
 
 
 def test_an_expired_session_goes_back_to_sign_in(settings, tokens, two_versions):
@@ -186,6 +202,47 @@ def test_an_expired_session_goes_back_to_sign_in(settings, tokens, two_versions)
     time.sleep(2.1)
     answer = client.get("/console/models")
     assert answer.status_code == 302 and "/console/sign-in" in answer.headers["Location"]
+
+
+def test_a_busy_session_still_ends_its_lifetime_after_the_sign_in(settings, tokens, two_versions):
+    lifetime = 3.0
+    short = create_app(settings.replace(console_session_seconds=int(lifetime)))
+    signed_in_at = time.monotonic()
+    client = console_client(short, tokens["admin"])
+
+    while_young = []
+    while time.monotonic() - signed_in_at < lifetime - 0.8:  # a page every 0.4 s, as a busy operator
+        while_young.append(client.get("/console/models").status_code)
+        time.sleep(0.4)
+    time.sleep(max(0.0, lifetime + 0.3 - (time.monotonic() - signed_in_at)))
+    answer = client.get("/console/models")
+
+    assert len(while_young) >= 3 and set(while_young) == {200}
+    assert answer.status_code == 302 and "/console/sign-in" in answer.headers["Location"], (
+        "use does not extend a sign-in: it lasts CONSOLE_SESSION_SECONDS from the sign-in"
+    )
+
+
+def test_the_session_cookie_expires_with_the_sign_in(app, tokens, two_versions):
+    client = app.test_client()
+    form = client.get("/console/sign-in")
+    before = time.time()
+    answer = client.post(
+        "/console/sign-in", data={"csrf_token": csrf_of(form.text), "api_key": tokens["admin"]}
+    )
+    time.sleep(1.1)  # a cookie sent again would name a later second
+    later = [client.get(page) for page in ("/console/models", "/console/overview", "/console/jobs")]
+
+    expires = _cookie_expiry(answer)
+    lifetime = app.permanent_session_lifetime.total_seconds()
+    assert abs(expires - (before + lifetime)) < 2
+    # A page that changes the session (its first CSRF token) sends the cookie again, with the same expiry.
+    assert {_cookie_expiry(page) for page in later if "Set-Cookie" in page.headers} <= {expires}
+    assert "Set-Cookie" not in later[-1].headers, "a page that changes nothing does not send the cookie"
+
+
+def _cookie_expiry(answer) -> float:
+    return parsedate_to_datetime(answer.headers["Set-Cookie"].split("Expires=")[1].split(";")[0]).timestamp()
 
 
 def test_sign_out_ends_the_session(admin):

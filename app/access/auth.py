@@ -153,9 +153,12 @@ class ApiKeys:
         return self._active.get(hash_token(token))
 
     def by_id(self, key_id: int) -> Principal | None:
-        """The active key with this id, or None (revoked or unknown): the console's signed-in key."""
-        self._refresh_if_due()
-        return next((p for p in self._active.values() if p.key_id == key_id), None)
+        """The active key with this id, or None (revoked or unknown), read from the table itself:
+        the console's signed-in key, whose session ends at its first request after a revoke in
+        any process (one primary-key read a page; the API's bearer checks use the set above)."""
+        with Session(self.engine) as session:
+            row = session.execute(_ACTIVE.where(ApiKey.id == key_id)).one_or_none()
+        return None if row is None else _principal(row)
 
     def _refresh_if_due(self) -> None:
         if time.monotonic() - self._checked_at < self.cache_seconds:
@@ -175,17 +178,7 @@ class ApiKeys:
                 version = tuple(session.execute(_VERSION).one())
                 if version != self._version:
                     rows = session.execute(_ACTIVE).all()
-                    self._active = {
-                        r.key_hash: Principal(
-                            r.id,
-                            r.name,
-                            frozenset(r.scopes),
-                            r.rate_limit,
-                            r.default_priority,
-                            r.max_priority,
-                        )
-                        for r in rows
-                    }
+                    self._active = {r.key_hash: _principal(r) for r in rows}
                     self._version = version
         except OperationalError:
             if self._version is None:
@@ -207,6 +200,12 @@ _ACTIVE = select(
     ApiKey.default_priority,
     ApiKey.max_priority,
 ).where(ApiKey.revoked_at.is_(None))
+
+
+def _principal(row: Any) -> Principal:
+    return Principal(
+        row.id, row.name, frozenset(row.scopes), row.rate_limit, row.default_priority, row.max_priority
+    )
 
 
 def _check_rate_limit(value: str) -> None:

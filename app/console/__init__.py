@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask, request
-from flask.sessions import SecureCookieSessionInterface
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from werkzeug.exceptions import NotFound
 
 from app.config import Settings
@@ -26,10 +26,17 @@ log = logging.getLogger(__name__)
 
 class ConsoleSessions(SecureCookieSessionInterface):
     """Flask's signed cookie, marked Secure whenever the request came over TLS (directly, or
-    through TRUSTED_PROXIES that say so in X-Forwarded-Proto)."""
+    through TRUSTED_PROXIES that say so in X-Forwarded-Proto), expiring a fixed time after the
+    sign-in: Flask's own expiry would move with every request the session makes."""
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return request.is_secure
+
+    def get_expiration_time(self, app: Flask, session: SessionMixin) -> datetime | None:
+        signed_in_at = session.get("signed_in_at")
+        if not session.permanent or not isinstance(signed_in_at, (int, float)):
+            return super().get_expiration_time(app, session)
+        return datetime.fromtimestamp(signed_in_at, UTC) + app.permanent_session_lifetime
 
 
 def register_console(app: Flask, settings: Settings) -> None:
@@ -48,6 +55,9 @@ def register_console(app: Flask, settings: Settings) -> None:
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_PATH="/console",
         PERMANENT_SESSION_LIFETIME=timedelta(seconds=settings.console_session_seconds),
+        # An absolute lifetime: the cookie is sent again only when the session changes, with the
+        # sign-in's expiry (ConsoleSessions), never pushed further out by use.
+        SESSION_REFRESH_EACH_REQUEST=False,
         # The console's blueprint checks the token of every POST itself; the API has none.
         WTF_CSRF_CHECK_DEFAULT=False,
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session

@@ -1,20 +1,22 @@
 """The console's blueprint, who is looking, and how a page is rendered.
 
 Who: with auth on, the API key whose id the signed session cookie holds (app/console/signin.py),
-checked against the active keys on every request, so a revoked key's session ends within
-AUTH_CACHE_SECONDS; with auth off, nobody (``None``), and only from this machine.
+read from the api_keys table on every request, so a revoked key's session ends at its next
+request, and only for CONSOLE_SESSION_SECONDS from the sign-in time the session holds;
+with auth off, nobody (``None``), and only from this machine.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import time
 from typing import Any
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
-from app.access.auth import Principal
+from app.access.auth import ApiKeys, Principal
 from app.errors import Forbidden, PredqError
 from app.services import current_services
 
@@ -66,9 +68,8 @@ def _who_is_looking() -> ResponseReturnValue | None:
         return None
     if request.endpoint in OPEN_ENDPOINTS:
         return None
-    key_id = session.get("key_id")
-    principal = svc.keys.by_id(key_id) if isinstance(key_id, int) else None
-    if principal is None:  # never signed in, the cookie expired, or the key was revoked
+    principal = _signed_in_key(svc.keys, svc.settings.console_session_seconds)
+    if principal is None:  # never signed in, the sign-in is too old, or the key was revoked
         session.clear()
         target = url_for("console.sign_in", next=request.full_path if request.method == "GET" else None)
         if request.headers.get("HX-Request"):
@@ -76,6 +77,17 @@ def _who_is_looking() -> ResponseReturnValue | None:
         return redirect(target)
     g.console_principal = principal
     return None
+
+
+def _signed_in_key(keys: ApiKeys, lifetime: float) -> Principal | None:
+    """The session's key while its sign-in is younger than ``lifetime`` seconds (counted from
+    the sign-in, however busy the session since) and the key is not revoked."""
+    key_id, signed_in_at = session.get("key_id"), session.get("signed_in_at")
+    if not isinstance(key_id, int) or not isinstance(signed_in_at, (int, float)):
+        return None
+    if not 0 <= time.time() - signed_in_at < lifetime:
+        return None
+    return keys.by_id(key_id)
 
 
 @bp.app_context_processor

@@ -38,5 +38,7 @@ def revoke_key(name: str) -> ResponseReturnValue:
     if request.method == "GET":
         return page("revoke.html", name=name)
     svc.keys.revoke(name)
-    flash(f"Key {name} is revoked: it stops working within AUTH_CACHE_SECONDS everywhere.")
+    flash(
+        f"Key {name} is revoked: its console sessions end at once, its API calls within AUTH_CACHE_SECONDS."
+    )
     return redirect(url_for("console.keys"), 303)

@@ -1,8 +1,10 @@
 """Signing in and out: an API key typed into a form; its id kept in Flask's signed session cookie.
 
 The token itself is never stored in the cookie: only the key's id, signed with SECRET_KEY
-(HttpOnly, SameSite=Lax, Secure when the request came over TLS), which expires after
-CONSOLE_SESSION_SECONDS. Every request looks the id up among the active keys.
+(HttpOnly, SameSite=Lax, Secure when the request came over TLS), with the time of the
+sign-in: it lasts CONSOLE_SESSION_SECONDS from then, however busy the session (checked on
+every request, and the cookie's own expiry set to the same moment). Every request reads the
+key's row: a revoked key's session ends at its next request.
 
 A refused key counts against the client address exactly as a refused bearer token does
 (``AUTH_FAILURE_LIMIT``, app/access/ratelimit.py): the form is no way around the API's
@@ -10,6 +12,8 @@ failed-key limit. Past it, refused keys get a 429 page; a valid key still signs 
 """
 
 from __future__ import annotations
+
+import time
 
 from flask import redirect, request, session, url_for
 from flask.typing import ResponseReturnValue
@@ -35,8 +39,9 @@ def sign_in() -> ResponseReturnValue:
         count_failed_key(svc.limits, svc.settings)  # raises RateLimited (a 429 page) once spent
         return page("sign_in.html", 401, next=target, error="That API key is unknown or revoked.")
     session.clear()  # a fresh session (and CSRF token) for the new key
-    session.permanent = True  # expires after PERMANENT_SESSION_LIFETIME (CONSOLE_SESSION_SECONDS)
+    session.permanent = True  # the cookie expires with the sign-in (app/console/__init__.py)
     session["key_id"] = principal.key_id
+    session["signed_in_at"] = time.time()  # the sign-in lasts CONSOLE_SESSION_SECONDS from now
     return redirect(target, 303)
 
 
