@@ -67,6 +67,47 @@ def champion(svc, name="console-iris"):
 # -- signing in -------------------------------------------------------------------------
 
 
+_SAMPLE_ARGUMENTS = {"name": "console-iris", "version": 1, "action": "promote", "job_id": "x",
+                     "filename": "htmx.min.js"}  # fmt: skip
+
+
+def test_with_auth_on_every_console_page_sends_nobody_signed_in_to_sign_in(app, anonymous, two_versions):
+    pages = [rule for rule in app.url_map.iter_rules() if rule.endpoint.startswith("console.")]
+    open_pages = {"console.sign_in", "console.static"}
+
+    for rule in pages:
+        if rule.endpoint in open_pages:
+            continue
+        url = rule.build({arg: _SAMPLE_ARGUMENTS[arg] for arg in rule.arguments})[1]
+        if "GET" in rule.methods:
+            answer = anonymous.get(url)
+            assert answer.status_code == 302, (url, answer.status_code)
+            assert answer.headers["Location"].startswith("/console/sign-in"), url
+        if "POST" in rule.methods:  # no form token without a page: refused before anything runs
+            assert anonymous.post(url, data={"version": "2"}).status_code in (302, 400), url
+    assert len(pages) >= 15, "the console's routes were found"
+
+
+def test_with_auth_on_nobody_signed_in_is_never_an_admin(app):
+    from app.console.blueprint import is_admin
+
+    for path in ("/console/sign-in", "/console/keys", "/console/no-such-page"):
+        with app.test_request_context(path):
+            assert is_admin() is False, path
+    form = app.test_client().get("/console/sign-in")
+    assert form.status_code == 200 and "/console/keys" not in form.text
+
+
+def test_with_auth_off_the_console_treats_its_local_visitor_as_an_admin(settings, two_versions):
+    from app.console.blueprint import is_admin
+
+    open_app = create_app(settings.replace(auth_enabled=False))
+    with open_app.test_request_context("/console/keys"):
+        assert is_admin() is True, "open by design with auth off (the banner says so)"
+    keys = open_app.test_client().get("/console/keys")
+    assert keys.status_code == 200 and "Auth is off" in keys.text
+
+
 def test_a_page_without_a_session_goes_to_sign_in(anonymous):
     answer = anonymous.get("/console/models")
     assert answer.status_code == 302

@@ -34,14 +34,24 @@ OPEN_ENDPOINTS = frozenset({"console.sign_in", "console.static"})
 
 
 def viewer() -> Principal | None:
-    """The signed-in key (None with auth off: everything is visible)."""
+    """The signed-in key; None when nobody is signed in, as always with auth off."""
     principal: Principal | None = g.get("console_principal")
     return principal
 
 
 def is_admin() -> bool:
+    """Whether this request may see and do what an admin key may.
+
+    With auth off the console is open by design to anyone on this machine (the before-request
+    hook refuses other addresses; every page's banner says so): yes. With auth on, only a
+    signed-in key with the admin scope: nobody signed in is never an admin (every page but
+    sign-in sends them there first, and the pages that render without a key, the sign-in form,
+    error and 404 pages, show nothing an admin's do).
+    """
+    if not current_services().settings.auth_enabled:
+        return True
     principal = viewer()
-    return principal is None or principal.allows("admin")
+    return principal is not None and principal.allows("admin")
 
 
 def require_admin() -> None:
