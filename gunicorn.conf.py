@@ -54,6 +54,14 @@ logconfig_dict = {
 }
 
 
+def on_starting(server):  # noqa: ANN001, ANN201  (gunicorn's hook signature)
+    # Once per server, in the master: a warning if a queued row could be evicted.
+    from app.config import Settings
+    from app.redis_memory import check_at_start
+
+    check_at_start(Settings.from_env())
+
+
 def post_worker_init(worker):  # noqa: ANN001, ANN201  (gunicorn's hook signature)
     # The app is built: keep full garbage collections off its objects (see app/gcfreeze.py).
     from app.gcfreeze import freeze_startup_objects

@@ -33,7 +33,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.console import register_console
     from app.errors import register_error_handlers
     from app.logs import configure_logging
-    from app.redis_memory import check_at_start
     from app.services import build_services
 
     settings = settings or Settings.from_env()
@@ -62,7 +61,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     if not logging.getLogger().handlers:  # gunicorn and Celery configure it before this
         configure_logging(settings.log_level, settings.log_format)
-    # Every process starts here (API, workers, beat, CLI): each says so if a queued row
-    # could be evicted (app/redis_memory.py).
-    check_at_start(settings)
+    # No Redis check here: CLI commands and tests build apps too. The serving processes check
+    # as they start (app/serve.py, gunicorn.conf.py, workers/main.py; app/redis_memory.py).
     return app

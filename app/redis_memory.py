@@ -1,5 +1,7 @@
 """Redis's memory against its budget: the start-up check that no queued row can be evicted,
-and the gauges /metrics reads (used memory, maxmemory, evicted keys, per Redis).
+run by the serving processes as they start (the API server, Celery's worker, beat and Flower;
+not CLI commands or tests, which build apps too), and the gauges /metrics reads (used memory,
+maxmemory, evicted keys, per Redis).
 
 The queue's Redis (REDIS_URL) holds what must never be evicted: row queues, Celery's
 messages, and keys whose early loss changes behaviour (README, Redis keys). It must run
@@ -67,7 +69,7 @@ def check_at_start(settings: Settings) -> list[str]:
         queue = _memory_info(settings.redis_url)
         cache = _memory_info(settings.cache_redis_url) if separate else None
     except RedisError as exc:
-        # Seen once under `make run`: its setup builds the app before the embedded Redis starts.
+        # A server started before its Redis: it retries on its own, and says nothing more here.
         log.info("Redis not reachable yet (%s): each process checks its memory settings as it starts", exc)
         return []
     warnings = budget_warnings(queue, cache)

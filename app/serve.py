@@ -42,9 +42,14 @@ def main(target: str = TARGET) -> None:
     from granian import Granian
     from granian.constants import Interfaces
 
+    from app.config import Settings
+
     configure_logging(os.environ.get("LOG_LEVEL", "INFO"), os.environ.get("LOG_FORMAT", "json"))
     # Before the worker processes are forked: each one inherits the metrics directory.
     use_multiprocess_metrics("api")
+    from app.redis_memory import check_at_start
+
+    check_at_start(Settings.from_env())  # once per server: can a queued row be evicted?
     host, _, port = os.environ.get("BIND", "127.0.0.1:8000").rpartition(":")
     Granian(
         target,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
 import time
 import urllib.request
 import uuid
@@ -24,8 +25,8 @@ from redis import Redis
 from app import create_app
 from app.predictions.items import decode_outputs, decode_view, encode_output, encode_view
 from app.processes import PROCESSES
-from app.redis_memory import budget_warnings
-from scripts.local import free_port
+from app.redis_memory import budget_warnings, check_at_start
+from scripts.local import ROOT, free_port, process_group, wait_for_http
 from tests.fault_stack import LocalRedis
 from tests.helpers import (
     bin_path,
@@ -190,23 +191,69 @@ def test_budget_warnings_name_the_setting():
     assert "allkeys-lru" in refusing
 
 
-def test_start_up_warns_when_the_queue_redis_may_evict(settings, tmp_path: Path, caplog):
+@pytest.fixture
+def evicting_redis(tmp_path: Path) -> Iterator[LocalRedis]:
+    """A Redis that may evict queued rows (capped, allkeys-lru): every check should name it."""
     redis = LocalRedis(tmp_path, "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru")
     redis.start()
-    try:
-        with caplog.at_level(logging.WARNING, logger="app.redis_memory"):
-            create_app(settings.replace(redis_url=redis.url))
-    finally:
-        redis.kill()
+    yield redis
+    redis.kill()
+
+
+def test_the_check_names_a_queue_redis_that_may_evict(settings, evicting_redis, caplog):
+    with caplog.at_level(logging.WARNING, logger="app.redis_memory"):
+        returned = check_at_start(settings.replace(redis_url=evicting_redis.url))
     warnings = [r.getMessage() for r in caplog.records if r.name == "app.redis_memory"]
+    assert warnings == returned
     assert any("REDIS_URL" in w and "allkeys-lru" in w for w in warnings), warnings
     assert any("CACHE_REDIS_URL" in w for w in warnings), "the cache shares a capped Redis"
 
 
-def test_start_up_is_quiet_when_the_queue_redis_never_evicts(settings, caplog):
+def test_the_check_is_quiet_when_the_queue_redis_never_evicts(settings, caplog):
     with caplog.at_level(logging.WARNING, logger="app.redis_memory"):
-        create_app(settings)
+        assert check_at_start(settings) == []
     assert [r for r in caplog.records if r.name == "app.redis_memory"] == []
+
+
+def test_building_the_app_does_not_check_redis(settings, evicting_redis, caplog):
+    # Every `flask --app app ...` command and every test builds an app: none of them checks.
+    with caplog.at_level(logging.INFO, logger="app.redis_memory"):
+        create_app(settings.replace(redis_url=evicting_redis.url))
+    assert [r.getMessage() for r in caplog.records if r.name == "app.redis_memory"] == []
+
+
+def test_a_cli_command_does_not_check_redis(settings, evicting_redis):
+    env = settings_env(settings) | {"REDIS_URL": evicting_redis.url, "LOG_FORMAT": "text"}
+    done = subprocess.run([bin_path("flask"), "--app", "app", "keys", "list"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "maxmemory" not in done.stdout + done.stderr, "a CLI command is no serving process"
+
+
+def _started_says(argv: list[str], env: dict[str, str], log: Path, words: str) -> str:
+    """Start ``argv`` and return its output once ``words`` is in it (up to 120 s), then stop it."""
+    with process_group(argv, env, log) as proc:
+        deadline = time.monotonic() + 120
+        while words not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.3)
+        return log.read_text()
+
+
+def test_the_api_server_checks_once_as_it_starts(settings, evicting_redis, tmp_path):
+    env = settings_env(settings) | {"REDIS_URL": evicting_redis.url, "BIND": f"127.0.0.1:{free_port()}",
+                                    "WEB_CONCURRENCY": "2", "LOG_FORMAT": "text"}  # fmt: skip
+    with process_group([bin_path("python"), "-m", "app.serve"], env, tmp_path / "api.log") as proc:
+        wait_for_http(f"http://{env['BIND']}/healthz", [proc], timeout=120)
+    output = (tmp_path / "api.log").read_text()
+    assert output.count("REDIS_URL's Redis runs maxmemory-policy allkeys-lru") == 1, output[-3000:]
+
+
+def test_a_worker_checks_as_it_starts(settings, evicting_redis, tmp_path):
+    env = settings_env(settings) | {"REDIS_URL": evicting_redis.url, "LOG_FORMAT": "text"}
+    name = f"checks-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
+    argv = [bin_path(PROCESSES["worker"][0]), *PROCESSES["worker"][1:], "-c", "1", "-n", name]
+    output = _started_says(argv, env, tmp_path / "worker.log", "maxmemory-policy allkeys-lru")
+    assert "REDIS_URL's Redis runs maxmemory-policy allkeys-lru" in output, output[-3000:]
 
 
 # -- what a cached output costs ---------------------------------------------------------

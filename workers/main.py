@@ -29,10 +29,13 @@ from celery.signals import (  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.celery_app import BULK_QUEUE, EXPLAIN_QUEUE, INFERENCE_QUEUE  # noqa: E402
+from app.redis_memory import check_at_start  # noqa: E402
 from app.registry import pools  # noqa: E402
 
 flask_app = create_app()
 celery = flask_app.extensions["celery"]
+# Worker, beat and Flower each say so at start if a queued row could be evicted (the CLI does not).
+check_at_start(flask_app.extensions["predq"].settings)
 
 from workers import sweeper, tasks  # noqa: E402,F401  (tasks registers the tasks on `celery`)
 
