@@ -21,9 +21,9 @@ from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
-from sqlalchemy import select, update
+from sqlalchemy import make_url, select, update
 
-from app.db import Job, utcnow
+from app.db import Job, make_engine, utcnow
 from app.predictions import ending, steering, submit
 from app.predictions.items import encode_item
 from app.predictions.queue import CANCEL_PREFIX, RowQueue, active_key, queue_keys
@@ -133,6 +133,32 @@ def test_the_sweeper_expires_jobs_past_their_deadline_whose_rows_redis_lost(svc,
     assert rows[str(lost)]["status"] == "expired"
     assert rows[str(future)]["status"] == "queued"
     ending.end_unrun(svc, ending.JobStatus.CANCELLED, [future])  # not left for other tests
+
+
+def test_a_database_error_expiring_a_batchs_late_item_leaves_it_to_the_sweeper_and_runs_the_rest(
+    client, svc, counting
+):
+    with worker_stopped(svc, counting):
+        late = _submit(client, counting, deadline_ms=50)
+        other = _submit(client, counting)
+        time.sleep(0.1)
+    # The late job's row is locked by another transaction, and the worker's database gives up
+    # waiting for a lock after 200 ms: ending that job fails, as on a database in trouble.
+    url = make_url(svc.settings.database_url).update_query_dict({"options": "-c lock_timeout=200"})
+    impatient = dataclasses.replace(svc, engine=make_engine(url.render_as_string(hide_password=False), 2))
+    with svc.engine.connect() as locker, locker.begin():
+        locker.execute(select(Job.id).where(Job.id == uuid.UUID(late["id"])).with_for_update())
+
+        report = drain(impatient, counting, 1)
+
+    assert (report.jobs, report.rows) == (1, 1), "the rest of the batch ran: the other job's row"
+    rows = _rows_of(svc, [late["id"], other["id"]])
+    assert rows[other["id"]]["status"] == "succeeded"
+    assert rows[late["id"]]["status"] == "queued", "left for the sweeper, never run"
+    assert expire_overdue_jobs(svc) >= 1
+    late_row = _rows_of(svc, [late["id"]])[late["id"]]
+    assert late_row["status"] == "expired" and late_row["started_at"] is None
+    impatient.engine.dispose()
 
 
 def test_a_waiting_submit_whose_job_expires_hears_so(client, svc, counting):

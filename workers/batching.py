@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sqlalchemy.exc import SQLAlchemyError
 
 from app import logs
 from app.db import utcnow
@@ -180,12 +181,21 @@ def claim_items(svc: Services, name: str, version: int, items: list[QueuedRows])
 
 def expire(svc: Services, name: str, version: int, items: list[QueuedRows]) -> None:
     """End the jobs of items found past their deadline (expired, never run); a deferred one's
-    row is inserted so. A job that ran or ended meanwhile is left as it was."""
+    row is inserted so. A job that ran or ended meanwhile is left as it was. A database error
+    is logged, not raised: the rest of the batch runs, and the sweeper expires these from
+    their rows (a deferred one's once its submit, done waiting, stores it)."""
     served = [item for item in items if not item.shadow]
     stored = [uuid.UUID(item.job_id) for item in served if not item.deferred]
     deferred = [item for item in served if item.deferred]
-    if served:
+    if not served:
+        return
+    try:
         end_unrun(svc, JobStatus.EXPIRED, stored, model=(name, version), deferred=deferred)
+    except SQLAlchemyError as exc:
+        ids = [item.job_id for item in served]
+        log.warning(
+            "could not expire jobs past their deadline, left to the sweeper: %s", exc, extra={"job_ids": ids}
+        )
 
 
 def predict(svc: Services, work: BatchWork) -> None:
