@@ -40,9 +40,10 @@ The body is always ``{"error": {"code", "message", "details"}}``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from flask import Flask
+from flask import Flask, current_app, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
@@ -251,30 +252,45 @@ def http_exception_body(error: HTTPException) -> Any:
     return {"error": {"code": code, "message": message, "details": details}}, status, headers
 
 
-def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(PredqError)
-    def _predq_error(error: PredqError) -> ResponseReturnValue:
+#: A protocol's own error body, made from predq's: ``(body, status, headers)`` in and out.
+ErrorShape = Callable[[dict[str, Any], int, dict[str, str]], ResponseReturnValue]
+
+
+def shape_errors_under(app: Flask, prefix: str, shape: ErrorShape) -> None:
+    """Answer every error under the URL ``prefix`` in ``shape`` (the Open Inference Protocol's
+    ``{"error": "..."}`` under /v2): its routes' own errors, auth and rate limits before them,
+    and URLs under it that match no route, which no blueprint's errorhandler ever sees."""
+    app.extensions.setdefault("error_shapes", {})[prefix] = shape
+
+
+def error_response(error: Exception) -> ResponseReturnValue:
+    """The answer to any error a request raised: predq's JSON body, or the shape the URL's
+    protocol speaks (:func:`shape_errors_under`), made once, as the body is written."""
+    answer = _predq_answer(error)
+    if isinstance(answer, tuple):
+        for prefix, shape in current_app.extensions.get("error_shapes", {}).items():
+            if request.path == prefix or request.path.startswith(prefix + "/"):
+                body, status, *headers = answer
+                return shape(body, status, headers[0] if headers else {})
+    return answer
+
+
+def _predq_answer(error: Exception) -> Any:
+    if isinstance(error, (OperationalError, InterfaceError)):
+        # Wherever the database could not be reached: 503, never a 500 and never a 202.
+        error = ServiceUnavailable(
+            "the database is unavailable; try again shortly", cause=type(error).__name__
+        )
+    if isinstance(error, PredqError):
         if error.status >= 500:
             log.error("request failed: %s", error.message)
         return error.to_body(), error.status, error.headers()
+    if isinstance(error, HTTPException):
+        return http_exception_body(error)
+    log.exception("unhandled error", exc_info=error)
+    return {"error": {"code": "internal_error", "message": "internal error", "details": {}}}, 500, {}
 
-    @app.errorhandler(OperationalError)
-    @app.errorhandler(InterfaceError)
-    def _database_down(error: Exception) -> ResponseReturnValue:
-        # Wherever the database could not be reached: 503, never a 500 and never a 202.
-        return _predq_error(
-            ServiceUnavailable("the database is unavailable; try again shortly", cause=type(error).__name__)
-        )
 
-    @app.errorhandler(Exception)
-    def _unexpected(error: Exception) -> ResponseReturnValue:
-        if isinstance(error, HTTPException):
-            return http_exception_body(error)
-        log.exception("unhandled error")
-        return {
-            "error": {
-                "code": "internal_error",
-                "message": "internal error",
-                "details": {},
-            }
-        }, 500
+def register_error_handlers(app: Flask) -> None:
+    # One handler for every error: predq's own, a database out of reach, HTTP errors, the rest.
+    app.register_error_handler(Exception, error_response)

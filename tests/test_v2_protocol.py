@@ -224,6 +224,23 @@ def test_no_key_is_a_401_in_v2_shape(api_server, registered):
     assert httpx.get(f"{api_server}/v2/health/live").status_code == 200  # health needs no key
 
 
+def test_urls_under_v2_that_match_no_route_answer_in_v2_shape(anonymous):
+    unknown = anonymous.get("/v2/no/such/route")
+    wrong_method = anonymous.post("/v2/health/live")
+    elsewhere = anonymous.get("/no/such/route")
+
+    assert (
+        unknown.status_code == 404
+        and list(unknown.json) == ["error"]
+        and isinstance(unknown.json["error"], str)
+    )
+    assert wrong_method.status_code == 405 and "GET" in wrong_method.headers["Allow"]
+    assert isinstance(wrong_method.json["error"], str), wrong_method.json
+    assert elsewhere.status_code == 404 and elsewhere.json["error"]["code"] == "not_found", (
+        "elsewhere predq's shape"
+    )
+
+
 def test_respond_async_answers_202_with_the_job(api_server, tokens, registered, worker):
     body = {"inputs": _plain_request()}
     headers = bearer(tokens["predict"]) | {"Prefer": "respond-async"}

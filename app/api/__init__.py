@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 from app import logs
 from app.api.schemas import ErrorSchema
 from app.config import Settings
-from app.errors import http_exception_body
+from app.errors import error_response
 from app.metrics import HTTP_DURATION, HTTP_REQUESTS
 
 log = logging.getLogger("predq.requests")
@@ -26,7 +26,7 @@ class PredqApi(Api):
     ERROR_SCHEMA = ErrorSchema
 
     def handle_http_exception(self, error: HTTPException) -> Any:
-        return http_exception_body(error)
+        return error_response(error)
 
 
 def observe_requests(app: Flask, log_requests: bool = True) -> None:

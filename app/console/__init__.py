@@ -42,7 +42,7 @@ class ConsoleSessions(SecureCookieSessionInterface):
 def register_console(app: Flask, settings: Settings) -> None:
     from app.console import jobs, keys, models, overview, signin  # noqa: F401  (their routes)
     from app.console.blueprint import bp, csrf, not_found_page
-    from app.errors import http_exception_body
+    from app.errors import error_response
 
     secret = settings.secret_key
     if not secret:
@@ -71,4 +71,4 @@ def register_console(app: Flask, settings: Settings) -> None:
         # An unknown console URL gets the console's HTML page; everything else the API's JSON.
         if request.path == "/console" or request.path.startswith("/console/"):
             return not_found_page()
-        return http_exception_body(error)
+        return error_response(error)

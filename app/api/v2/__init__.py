@@ -7,18 +7,20 @@ door onto predq's queue, batching and storage (README, "The Open Inference Proto
   outputs as output tensors.
 - ``routes.py``: the routes; ``documents.py``: their part of ``/openapi.json``.
 
-Errors on these routes are V2's ``{"error": "..."}``: ``v2_error_shape`` rewrites predq's
-own error body (raised anywhere: auth, rate limits, routing, the registry) into it.
+Errors under /v2 are V2's ``{"error": "..."}``, made by predq's one error handler as it writes
+the body (``app.errors.shape_errors_under``): raised anywhere (auth, rate limits, routing, the
+registry), with predq's status and headers.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
-from flask import Flask, Response, request
+from flask import Flask
+from flask.typing import ResponseReturnValue
 
 from app.api.v2 import protocol, routes
+from app.errors import shape_errors_under
 
 PREFIX = "/v2"
 
@@ -26,17 +28,9 @@ PREFIX = "/v2"
 def register(app: Flask, api: Any) -> None:
     protocol.register_schemas(api.spec)
     api.register_blueprint(routes.blp)
+    shape_errors_under(app, PREFIX, v2_error)
 
-    @app.after_request
-    def v2_error_shape(response: Response) -> Response:
-        if response.status_code < 400 or not (
-            request.path == PREFIX or request.path.startswith(PREFIX + "/")
-        ):
-            return response
-        if response.mimetype != "application/json":
-            return response
-        document = orjson.loads(response.get_data())
-        error = document.get("error") if isinstance(document, dict) else None
-        if isinstance(error, dict):
-            response.set_data(orjson.dumps({"error": str(error.get("message", ""))}))
-        return response
+
+def v2_error(body: dict[str, Any], status: int, headers: dict[str, str]) -> ResponseReturnValue:
+    """predq's error body in V2's shape: its message alone."""
+    return {"error": str(body["error"]["message"])}, status, headers
