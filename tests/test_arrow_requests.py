@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 import pyarrow as pa
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
-from app.db import Batch
+from app.db import Batch, Job
 from app.predictions.cache import ROWS_PER_KEY
 from app.predictions.queue import cache_keys
 from tests.helpers import (
     IRIS_FEATURES,
+    IRIS_HIGH,
+    IRIS_LOW,
     arrow_body,
     arrow_table,
     count_jobs,
@@ -94,6 +98,20 @@ def test_a_large_jobs_inputs_and_outputs_are_stored_compressed_with_lz4(client, 
             {"id": response.json["id"]},
         ).one()
     assert tuple(compression) == ("lz4", "lz4"), "not PostgreSQL's slower default, pglz"
+
+
+def test_a_large_requests_rows_reach_the_model_and_the_database_bit_for_bit(client, svc, registered, worker):
+    # Full float64 precision (not rounded): the rows travel to the worker as their bytes.
+    rows = np.random.default_rng().uniform(IRIS_LOW, IRIS_HIGH, size=(ROWS_PER_KEY + 100, 4))
+
+    response = client.post(
+        "/v1/models/iris/predictions?wait=20", data=arrow_body(arrow_table(rows)), content_type=ARROW
+    )
+
+    assert response.json["outputs"] == expected_outputs(stored_estimator(svc, "iris"), rows.tolist())
+    with svc.engine.connect() as conn:
+        stored = conn.execute(select(Job.inputs).where(Job.id == uuid.UUID(response.json["id"]))).scalar_one()
+    assert stored == rows.tolist(), "the job's inputs are the rows sent, to the last bit"
 
 
 def _table(**changes) -> pa.Table:

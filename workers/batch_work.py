@@ -13,6 +13,8 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
+import numpy as np
+
 from app.errors import PredqError
 from app.predictions.items import QueuedRows
 from app.predictions.view import JobStatus
@@ -63,6 +65,14 @@ class BatchWork:
     @cached_property
     def shadow_rows(self) -> list[list[float]]:
         return [row for item in self.shadows for row in item.rows]
+
+    def matrix(self) -> np.ndarray:
+        """Every row of the batch, served then shadows, as the model's float64 matrix; a
+        many-row request's rows came as a matrix already (app/predictions/items.py)."""
+        items = [*self.items, *self.shadows]
+        if all(isinstance(item.rows, list) for item in items):
+            return np.asarray(self.rows + self.shadow_rows, dtype=np.float64)
+        return np.concatenate([np.asarray(item.rows, dtype=np.float64) for item in items])
 
 
 def batch_status(results: list[dict[str, Any]]) -> BatchStatus:

@@ -204,7 +204,7 @@ def predict(svc: Services, work: BatchWork) -> None:
     rows = work.rows
     jobs = len(work.items) + len(work.shadows)
     try:
-        matrix = np.asarray(rows + work.shadow_rows, dtype=np.float64)
+        matrix = work.matrix()
         if svc.settings.cache_ttl_seconds > 0:
             # The matrix the model reads, built once (predict_outputs leaves it as it was).
             work.keys = _cache_keys(work, matrix[: len(rows)])

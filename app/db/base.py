@@ -77,7 +77,8 @@ class Base(DeclarativeBase):
 
 
 def _json_dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    # A many-row job's inputs are a float64 matrix: the same JSON as its rows as lists would be.
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 def make_engine(url: str, pool_size: int = 32) -> Engine:

@@ -7,7 +7,8 @@ cancelled job (its mark, app/predictions/queue.py) and set aside one past its de
 without decoding JSON (``<deadline>``: unix milliseconds, 0 for none; items queued before
 deadlines existed are ``"<row count>|<json>"``, read the same way)::
 
-    {"id": job id, "rows": [[float, ...], ...], "slots": [index in job, ...] | null,
+    {"id": job id, "rows": [[float, ...], ...] (a request of many rows: "m", its float64 matrix's
+           bytes, row-major, in base64, and "mc", its columns), "slots": [index in job, ...] | null,
      "pre": {"index": output} | null, "n": rows in job, "c": job created_at (ISO 8601),
      "t": enqueue unix time, "r": the submitting request's id (for logs) | null,
      "s": true when a shadow version scores the rows (outputs stored apart, never returned),
@@ -19,7 +20,6 @@ deadlines existed are ``"<row count>|<json>"``, read the same way)::
      "w": the job's callback_url (its end is announced, app/webhooks/) | absent}
 
 ``slots``/``pre`` are set only when part of the job was answered from the cache.
-
 Outputs and views are MessagePack (msgspec), without the field names every row and job
 would repeat (what Redis holds per prediction; README, Redis keys). A row's output is
 ``[prediction]`` for ``{"prediction": p}``, ``[prediction, [p, ...]]`` for a classifier's
@@ -42,6 +42,7 @@ read. A view written as ``"<owner key id>|<json>"`` (before this form) is still 
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+import numpy as np
 import orjson
 
 from app.predictions.view import webhook_view
@@ -59,7 +61,7 @@ class QueuedRows:
     """One queue item, decoded (the fields as the module docstring names them)."""
 
     job_id: str
-    rows: list[list[float]]
+    rows: list[list[float]] | np.ndarray
     slots: list[int] | None
     pre: dict[str, Any] | None
     n_rows: int
@@ -82,7 +84,7 @@ class QueuedRows:
 
 def encode_item(
     job_id: str,
-    rows: list[list[float]],
+    rows: list[list[float]] | np.ndarray,
     *,
     n_rows: int,
     created_at: str,
@@ -99,7 +101,12 @@ def encode_item(
 ) -> bytes:
     fields: dict[str, Any] = {
         "id": job_id,
-        "rows": rows,
+        # A matrix (a request of many rows) as its bytes: no number formatted, nor parsed back.
+        **(
+            {"m": base64.b64encode(rows.astype("<f8").tobytes()).decode(), "mc": rows.shape[1]}
+            if isinstance(rows, np.ndarray)
+            else {"rows": rows}
+        ),
         "slots": slots,
         "pre": pre,
         "n": n_rows,
@@ -126,7 +133,9 @@ def decode_item(raw: bytes) -> QueuedRows:
     body = orjson.loads(raw[raw.index(b"{") :])
     return QueuedRows(
         job_id=body["id"],
-        rows=body["rows"],
+        rows=body["rows"]
+        if "m" not in body
+        else np.frombuffer(base64.b64decode(body["m"]), "<f8").reshape(-1, body["mc"]),
         slots=body["slots"],
         pre=body["pre"],
         n_rows=body["n"],
@@ -171,7 +180,7 @@ def decode_outputs(values: list[bytes | None], classes: list[str] | None) -> lis
 
 
 def encode_outputs(outputs: list[Any]) -> bytes:
-    """A request's outputs as one cached value (a request cached whole, app/predictions/cache.py)."""
+    """A request's outputs as one cached value (cached whole, app/predictions/cache.py)."""
     return _PACK.encode([_compact(output, None) for output in outputs])
 
 
@@ -218,21 +227,8 @@ def decode_view(raw: bytes) -> tuple[int | None, dict[str, Any]]:
     """The owner's key id and the public view of what :func:`encode_view` stored."""
     try:
         packed = _UNPACK.decode(raw)
-        (
-            owner,
-            job_id,
-            status,
-            name,
-            version,
-            classes,
-            outputs,
-            error,
-            done,
-            priority,
-            deadline,
-            created,
-            completed,
-        ) = packed[:13]
+        (owner, job_id, status, name, version, classes, outputs, error, done, priority, deadline, created,
+         completed) = packed[:13]  # fmt: skip
     except (msgspec.DecodeError, ValueError, TypeError):
         # Written before views were MessagePack: "<owner>|<json>".
         tag, _, view = raw.partition(b"|")

@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from redis.exceptions import RedisError
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
@@ -149,7 +150,7 @@ def _shadow(
     shadow: traffic.Route,
     served_version: int,
     view: dict[str, Any],
-    rows: list[Any],
+    rows: list[Any] | np.ndarray,
 ) -> None:
     """Queue the same rows for the shadow version; the worker stores its outputs apart.
 

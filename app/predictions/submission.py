@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
 from sqlalchemy import Connection
 
 from app.db import Job, dialect_insert
@@ -25,7 +26,8 @@ class Submission:
 
     name: str
     version: int
-    rows: list[list[float]]
+    rows: list[list[float]] | np.ndarray
+    """The rows in the model's feature order (a request of many rows: its float64 matrix)."""
     keys: list[str]
     """The rows' cache keys (none when the cache is off)."""
     request_id: str | None
@@ -66,7 +68,7 @@ def job_record(
     job_id: uuid.UUID,
     name: str,
     version: int,
-    rows: list[list[float]],
+    rows: list[list[float]] | np.ndarray,
     cached: list[Any],
     *,
     idempotency_key: str | None = None,

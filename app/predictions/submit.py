@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from app.batch_jobs import files
 from app.errors import ExplanationUnsupported, PayloadTooLarge
-from app.predictions.cache import keys_for
+from app.predictions.cache import ROWS_PER_KEY, keys_for
 from app.predictions.deferred import submit_deferred
 from app.predictions.idempotency import find_by_key, owned_key, replay, request_hash_of
 from app.predictions.stored import peek_at, submit_stored
@@ -57,7 +57,7 @@ def submit(
     served, shadow = _route(svc, name, version, alias, routing_key)
     matrix, hashed = _validated(svc, served, inputs, explain)
     check_callback(svc.engine, svc.settings, callback_url, owner)  # before anything is stored
-    rows = matrix.tolist()
+    rows = _carried(matrix)
     sub = Submission(
         name,
         served.version,
@@ -73,7 +73,7 @@ def submit(
         callback_url=callback_url)  # fmt: skip
     if idempotency_key is not None:
         # It hashes what the client sent, not the route drawn for it: a replay may draw another.
-        request_hash = request_hash_of(name, version, alias, routing_key, rows if hashed is None else hashed)
+        request_hash = request_hash_of(name, version, alias, routing_key, hashed or matrix.tolist())
         sub = _with_key(sub, idempotency_key, request_hash)
         existing = find_by_key(svc, sub.stored_key or "")
         if existing is not None:
@@ -87,6 +87,12 @@ def submit(
     else:
         peek = peek_at(svc, sub)
     return submit_stored(svc, sub, peek)
+
+
+def _carried(matrix: np.ndarray) -> list[list[float]] | np.ndarray:
+    """The rows as the job carries them: lists, or for a request of many rows its matrix, which
+    travels as its bytes to the worker (app/predictions/items.py), no number formatted or parsed."""
+    return matrix if len(matrix) > ROWS_PER_KEY else matrix.tolist()
 
 
 def _may_defer(sub: Submission) -> bool:
