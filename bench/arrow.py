@@ -22,7 +22,6 @@ non-zero when the uncompiled median misses 1.0x (unless --no-assert).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -35,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from bench import loadgen
-from bench.run import ADMIN_URL, BIN, MODEL, PORT, RESULTS, Stage, granian, measure, prepare, running
+from bench.run import ADMIN_URL, BIN, MODEL, PORT, Stage, granian, measure, prepare, running, save_results
 from scripts.local import scratch_database
 
 ROWS = 1000
@@ -133,8 +132,7 @@ def main() -> int:
                   flush=True)  # fmt: skip
             report["compiled"] = summary("compiled", pairs(stage, args, "predq arrow (compiled)", work))
     report["load_at_end"] = load()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "arrow.json").write_text(json.dumps(report, indent=2) + "\n")
+    save_results("arrow", report)
     for key in ("sklearn", "compiled"):
         if key in report:
             s = report[key]

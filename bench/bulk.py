@@ -21,7 +21,6 @@ missed (unless --no-assert).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -45,12 +44,12 @@ from bench.run import (
     BIN,
     MODEL,
     PORT,
-    RESULTS,
     granian,
     in_process_rates,
     measure,
     prepare,
     running,
+    save_results,
 )
 from scripts.local import scratch_database
 
@@ -279,9 +278,7 @@ def main() -> int:
         {"target": "online p99 at 8 clients during a batch job <= 2x alone", "value": round(p99_ratio, 2),
          "met": p99_ratio <= 2 and overlapped},
     ]  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bulk.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "bulk.md").write_text(markdown(report))
+    save_results("bulk", report, markdown(report))
     print(markdown(report), flush=True)
     missed = [t for t in report["targets"] if not t["met"]]
     return 1 if missed and not args.no_assert else 0

@@ -17,7 +17,6 @@ Writes bench/results/bulk_s3.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -33,7 +32,7 @@ import httpx
 import psutil
 
 from bench.bulk import BASE_URL, CHUNK_ROWS, bulk_pool, peak_rss, submit, wait_finished, worker, write_file
-from bench.run import ADMIN_URL, BIN, RESULTS, granian, prepare, running
+from bench.run import ADMIN_URL, BIN, granian, prepare, running, save_results
 from scripts.local import free_port, process_group, scratch_database, wait_for_http
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "predq-bench", "AWS_SECRET_ACCESS_KEY": "predq-bench-secret"}
@@ -143,9 +142,7 @@ def main() -> int:
             }
         ],  # fmt: skip
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bulk_s3.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "bulk_s3.md").write_text(markdown(report))
+    save_results("bulk_s3", report, markdown(report))
     print(markdown(report), flush=True)
     return 0 if ratio >= 0.6 else 1
 

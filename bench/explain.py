@@ -14,19 +14,27 @@ code before them: ``python -m bench.ab --base <commit> --rows 100 --concurrency 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
-from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import loadgen
 from bench.bulk import worker
-from bench.run import ADMIN_URL, MODEL, PORT, Point, alternating, granian, measure, prepare, running
-from scripts.local import ROOT, scratch_database
-
-RESULTS = ROOT / "bench" / "results"
+from bench.run import (
+    ADMIN_URL,
+    MODEL,
+    PORT,
+    Point,
+    alternating,
+    granian,
+    measure,
+    prepare,
+    rate_summary,
+    report_of,
+    running,
+    save_results,
+)
+from scripts.local import scratch_database
 
 
 def main() -> int:
@@ -58,26 +66,22 @@ def main() -> int:
 
     summary = {kind: _summary(found) for kind, found in points.items()}
     ratio = summary["plain"]["rows_per_s"] / max(summary["explained"]["rows_per_s"], 1e-9)
-    report = {
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "concurrency": args.concurrency,
-        "rows_per_request": args.rows,
-        "pairs": args.pairs,
-        "summary": summary,
-        "plain_over_explained": round(ratio, 1),
-        "points": {kind: [asdict(p) for p in found] for kind, found in points.items()},
-    }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "explain.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "explain.md").write_text(_markdown(report))
+    report = report_of(
+        points,
+        concurrency=args.concurrency,
+        rows_per_request=args.rows,
+        pairs=args.pairs,
+        summary=summary,
+        plain_over_explained=round(ratio, 1),
+    )
+    save_results("explain", report, _markdown(report))
     print("\n" + _markdown(report))
     return 0
 
 
 def _summary(found: list[Point]) -> dict[str, float | list[float]]:
     return {
-        "rows_per_s": round(statistics.median(p.predictions_per_s for p in found), 1),
-        "runs": [round(p.predictions_per_s, 1) for p in found],
+        **rate_summary(found),
         "cpu_ms_per_row": round(statistics.median(p.cpu_ms_per_prediction for p in found), 4),
         "p99_ms": round(statistics.median(p.p99_ms for p in found), 1),
     }

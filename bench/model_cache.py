@@ -38,7 +38,7 @@ import numpy as np
 import psutil
 from redis import Redis
 
-from bench.run import ADMIN_URL, BIN, PORT, REDIS_URL, RESULTS, granian
+from bench.run import ADMIN_URL, BIN, PORT, REDIS_URL, granian, save_results
 from scripts.local import ROOT, free_port, process_group, scratch_database, wait_for_http
 
 MIB = 1024 * 1024
@@ -71,13 +71,12 @@ def main() -> int:
         }
     if not args.skip_models:
         report["many_models"] = many_models(args.models, args.requests, args.linger, args.cache_max)
-    RESULTS.mkdir(exist_ok=True)
     suffix = (
         ("-promotions" if args.skip_models else "")
         + ("" if args.linger is None else f"-linger{args.linger}")
         + ("" if args.cache_max == 10 else f"-max{args.cache_max}")
     )
-    (RESULTS / f"model_cache{suffix}.json").write_text(json.dumps(report, indent=2) + "\n")
+    save_results(f"model_cache{suffix}", report)
     print(json.dumps(report, indent=2))
     return 0
 

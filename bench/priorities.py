@@ -32,10 +32,8 @@ import orjson
 from sqlalchemy import text
 
 from bench.loadgen import random_rows
-from bench.run import ADMIN_URL, MODEL, PORT, celery, granian, prepare, running
-from scripts.local import ROOT, scratch_database
-
-RESULTS = ROOT / "bench" / "results"
+from bench.run import ADMIN_URL, MODEL, PORT, celery, granian, prepare, running, save_results
+from scripts.local import scratch_database
 
 
 async def one(session: aiohttp.ClientSession, token: str, rows: list[list[float]], priority: str) -> float:
@@ -143,8 +141,7 @@ def main() -> int:
     report["target_ms"] = bound
     report["target_met"] = report["loaded_high"]["p99_ms"] <= bound
     print(json.dumps(report, indent=2))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "priorities.json").write_text(json.dumps(report, indent=2) + "\n")
+    save_results("priorities", report)
     return 0
 
 

@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -619,11 +619,34 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def write_report(report: dict[str, Any], update_readme: bool) -> None:
+def save_results(name: str, report: dict[str, Any], table: str | None = None, indent: int = 2) -> None:
+    """Every bench's record of a run: bench/results/{name}.json, and {name}.md when ``table`` is given."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=indent) + "\n")
+    if table is not None:
+        (RESULTS / f"{name}.md").write_text(table)
+
+
+def report_of(points: dict[str, list[Point]], **fields: Any) -> dict[str, Any]:
+    """A bench's report: when it was measured, its own ``fields``, then every point measured."""
+    return {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **fields,
+        "points": {kind: [asdict(p) for p in found] for kind, found in points.items()},
+    }
+
+
+def rate_summary(found: list[Point]) -> dict[str, Any]:
+    """How a report's summary of ``found`` begins: the median predictions/s, and each run's."""
+    return {
+        "rows_per_s": round(statistics.median(p.predictions_per_s for p in found), 1),
+        "runs": [round(p.predictions_per_s, 1) for p in found],
+    }
+
+
+def write_report(report: dict[str, Any], update_readme: bool) -> None:
     table = markdown(report)
-    (RESULTS / "latest.md").write_text(table)
+    save_results("latest", report, table)
     plot(report, RESULTS / "latest.png")
     print("\n" + table)
     if update_readme:

@@ -14,13 +14,10 @@ Targets (issue 34): each V2 side >= 0.9x the rows/s of its /v1 twin.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -38,11 +35,13 @@ from bench.run import (
     measure,
     predq_commands,
     prepare,
+    rate_summary,
+    report_of,
     running,
+    save_results,
 )
-from scripts.local import ROOT, scratch_database
+from scripts.local import scratch_database
 
-RESULTS = ROOT / "bench" / "results"
 TARGET = 0.9
 
 
@@ -114,28 +113,24 @@ def main() -> int:
         for name, (v2, base) in compared.items()
         if v2 in summary
     }
-    report = {
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "pairs": args.pairs,
-        "seconds": args.seconds,
-        "clients": {"1000 rows": args.big_clients, "1 row": args.small_clients},
-        "command": "python -m bench.v2 " + " ".join(sys.argv[1:]),
-        "summary": summary,
-        "ratios": {name: round(value, 3) for name, value in ratios.items()},
-        "target": TARGET,
-        "points": {kind: [asdict(p) for p in found] for kind, found in points.items()},
-    }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "v2.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "v2.md").write_text(_markdown(report))
+    report = report_of(
+        points,
+        pairs=args.pairs,
+        seconds=args.seconds,
+        clients={"1000 rows": args.big_clients, "1 row": args.small_clients},
+        command="python -m bench.v2 " + " ".join(sys.argv[1:]),
+        summary=summary,
+        ratios={name: round(value, 3) for name, value in ratios.items()},
+        target=TARGET,
+    )
+    save_results("v2", report, _markdown(report))
     print("\n" + _markdown(report))
     return 0
 
 
 def _summary(found: list[Point]) -> dict[str, float | list[float]]:
     return {
-        "rows_per_s": round(statistics.median(p.predictions_per_s for p in found), 1),
-        "runs": [round(p.predictions_per_s, 1) for p in found],
+        **rate_summary(found),
         "p50_ms": round(statistics.median(p.p50_ms for p in found), 1),
         "cpu_ms_per_row": round(statistics.median(p.cpu_ms_per_prediction for p in found), 4),
         "errors": sum(p.errors for p in found),
