@@ -2,9 +2,10 @@
 
 Format: one hash per minute, ``predq:throughput:<unix minute>``, fields ``<model>|ok`` and
 ``<model>|failed`` (jobs finished that minute), each hash expiring after
-:data:`KEEP_SECONDS`. Written where jobs finish (a worker's batch, a submit answered from
-the cache) in one pipelined round trip; read for the last hour in another. Prometheus
-counts the same jobs for scrapers; this is what a page can read without one.
+:data:`KEEP_SECONDS`. Written where jobs finish: a worker's batch in the same call that
+publishes it (no round trip of its own), a submit answered from the cache in one pipelined
+round trip; read for the last hour in another. Prometheus counts the same jobs for scrapers;
+this is what a page can read without one.
 """
 
 from __future__ import annotations
@@ -24,20 +25,32 @@ def _key(minute: int) -> str:
     return f"{PREFIX}{minute}"
 
 
+Increments = tuple[str, dict[str, int]]
+
+
+def increments(name: str, ok: int, failed: int = 0, at: float | None = None) -> Increments | None:
+    """This minute's hash and what to add to its fields for ``ok`` succeeded and ``failed``
+    failed jobs of model ``name`` (None when there is nothing to add). A worker's batch adds
+    them in the call that publishes it (app/predictions/cache.py publish_results)."""
+    if not ok and not failed:
+        return None
+    fields = {f"{name}|{OK}": ok, f"{name}|{FAILED}": failed}
+    return _key(int((time.time() if at is None else at) // 60)), {f: n for f, n in fields.items() if n}
+
+
 def count(redis: Redis, name: str, ok: int, failed: int = 0, at: float | None = None) -> None:
     """Add ``ok`` succeeded and ``failed`` failed jobs of model ``name`` to this minute's counts.
 
     A counter is an observation, never worth a failed batch: Redis errors are swallowed.
     """
-    if not ok and not failed:
+    added = increments(name, ok, failed, at)
+    if added is None:
         return
-    key = _key(int((time.time() if at is None else at) // 60))
+    key, fields = added
     try:
         with redis.pipeline(transaction=False) as pipe:
-            if ok:
-                pipe.hincrby(key, f"{name}|{OK}", ok)
-            if failed:
-                pipe.hincrby(key, f"{name}|{FAILED}", failed)
+            for field, n in fields.items():
+                pipe.hincrby(key, field, n)
             pipe.expire(key, KEEP_SECONDS)
             pipe.execute()
     except RedisError:

@@ -11,6 +11,7 @@ from sklearn.datasets import load_iris
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sqlalchemy import select
 
+from app import throughput
 from app.db import Job, utcnow
 from app.predictions.items import encode_item
 from app.predictions.queue import RowQueue, cache_keys
@@ -61,3 +62,26 @@ def test_a_refused_row_fails_only_its_own_job(svc, tmp_path, estimator, poison):
         assert [o["prediction"] for o in job.outputs] == fitted.predict(np.array(rows)).tolist()
         probabilities = [list(o["probabilities"].values()) for o in job.outputs]
         assert np.allclose(probabilities, fitted.predict_proba(np.array(rows)))
+
+
+def test_a_batchs_succeeded_and_failed_jobs_are_counted_in_the_minutes_throughput(svc, tmp_path):
+    # Counted in the same call that publishes the batch (app/predictions/lua/publish.lua).
+    iris = load_iris()
+    joblib.dump(RandomForestClassifier(n_estimators=5, random_state=0).fit(iris.data, iris.target),
+                tmp_path / "model.joblib")  # fmt: skip
+    model = f"counted-{uuid.uuid4().hex[:6]}"
+    svc.registry.register(model, tmp_path / "model.joblib")
+    jobs = [[GOOD[0]], [[5.1, 3.5e38, 1.4, 0.2]], [GOOD[1], GOOD[2]]]
+    queue = RowQueue(svc.redis, model, 1)
+    for rows in jobs:
+        job_id = insert_queued_job(svc, model, rows)
+        queue.push(encode_item(str(job_id), rows, n_rows=len(rows), created_at=utcnow().isoformat()))
+
+    run_batch(svc, model, 1)
+
+    counted = {"ok": 0, "failed": 0}
+    for key in svc.redis.scan_iter(match=f"{throughput.PREFIX}*"):
+        for kind in counted:
+            counted[kind] += int(svc.redis.hget(key, f"{model}|{kind}") or 0)
+        assert 0 < svc.redis.ttl(key) <= throughput.KEEP_SECONDS, "every minute's counts expire"
+    assert counted == {"ok": 2, "failed": 1}

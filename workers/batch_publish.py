@@ -31,7 +31,8 @@ def observe(work: BatchWork, results: list[dict[str, Any]], completed_at: dateti
 
 
 def publish(svc: Services, work: BatchWork, results: list[dict[str, Any]], completed_at: Any) -> None:
-    """Cache row outputs, hand finished jobs to pollers, and wake long-polls, in one round trip.
+    """Cache row outputs, hand finished jobs to pollers, wake long-polls and count the jobs in
+    the minute's throughput (app/throughput.py), in one round trip.
 
     An item whose outcome is an error caches nothing; its job's view carries the error.
     """
@@ -67,6 +68,6 @@ def publish(svc: Services, work: BatchWork, results: list[dict[str, Any]], compl
         for item, result in zip(items, results, strict=True)
         if item.job_id not in work.not_written
     }
-    output_cache.publish(svc, cache, views, settings.cache_ttl_seconds, settings.result_ttl_seconds)
     failed = sum(result["status"] == "failed" for result in results)
-    throughput.count(svc.redis, name, len(results) - failed, failed)
+    counts = throughput.increments(name, len(results) - failed, failed)
+    output_cache.publish(svc, cache, views, settings.cache_ttl_seconds, settings.result_ttl_seconds, counts)

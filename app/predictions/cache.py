@@ -27,6 +27,7 @@ from redis import Redis
 from redis.commands.core import Script
 from redis.exceptions import OutOfMemoryError, RedisError
 
+from app import throughput
 from app.metrics import CACHE_WRITE_ERRORS
 from app.predictions.items import decode_outputs, decode_whole, encode_output, encode_outputs
 from app.predictions.queue import (
@@ -120,9 +121,15 @@ def lookup(svc: Services, keys: Sequence[str]) -> list[bytes | None]:
 
 
 def publish(
-    svc: Services, cache: dict[str, bytes], views: dict[str, bytes], cache_ttl: int, result_ttl: int
+    svc: Services,
+    cache: dict[str, bytes],
+    views: dict[str, bytes],
+    cache_ttl: int,
+    result_ttl: int,
+    counts: throughput.Increments | None = None,
 ) -> None:
-    """A finished batch's done lists, result views and cached outputs, as one call per Redis.
+    """A finished batch's done lists, result views and cached outputs, as one call per Redis,
+    and ``counts``, its jobs in the minute's throughput counts (app/throughput.py), in the queue's.
 
     The done lists wake waiting callers: an error there is raised as before (the jobs are
     stored; long-polls fall back to reading them). The cache's writes are skipped when
@@ -130,7 +137,7 @@ def publish(
     """
     if not separate(svc):
         try:
-            publish_results(svc.redis, cache, views, cache_ttl, result_ttl)
+            publish_results(svc.redis, cache, views, cache_ttl, result_ttl, counts=counts)
         except RedisError as exc:
             if not isinstance(exc, OutOfMemoryError):
                 raise
@@ -138,7 +145,7 @@ def publish(
             # stored; a waiting caller reads its job from the database when its wait ends.
             _skipped(len(cache) + len(views), exc)
         return
-    publish_results(svc.redis, {}, views, cache_ttl, result_ttl, results=False)
+    publish_results(svc.redis, {}, views, cache_ttl, result_ttl, results=False, counts=counts)
     try:
         publish_results(svc.cache, cache, views, cache_ttl, result_ttl, done=False)
     except RedisError as exc:
@@ -154,6 +161,7 @@ def publish_results(
     *,
     done: bool = True,
     results: bool = True,
+    counts: throughput.Increments | None = None,
 ) -> None:
     """Hand finished jobs' views to pollers and store row outputs in the cache, in one round trip.
 
@@ -161,7 +169,7 @@ def publish_results(
     maps job ids to their public views, encoded with their owners by :func:`encode_view`.
     ``done``: push each view onto its job's done list (the queue's Redis); ``results``:
     store it under its result key (the cache's). :func:`publish` decides which Redis gets
-    which, and what a refused write costs.
+    which, and what a refused write costs. ``counts``: added to app/throughput.py's hash.
     """
     keys = list(cache)
     for job_id in views:
@@ -169,13 +177,19 @@ def publish_results(
             keys.append(result_key(job_id))
         if done:
             keys.append(done_key(job_id))
-    args: list[bytes | int] = [
+    counts_key, fields = counts or ("", {})
+    if fields:
+        keys.append(counts_key)
+    args: list[bytes | int | str] = [
         cache_ttl,
         result_ttl,
         DONE_TTL_SECONDS,
         len(cache),
         int(done),
         int(results),
+        len(fields),
+        throughput.KEEP_SECONDS,
+        *(part for field, n in fields.items() for part in (field, n)),
         *cache.values(),
         *views.values(),
     ]

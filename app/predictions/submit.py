@@ -69,7 +69,7 @@ def submit(
         explain,
         rate,
         wait,
-        shadow=shadow, priority=priority, deadline_ms=deadline_ms, classes=_class_names(served.signature),
+        shadow=shadow, priority=priority, deadline_ms=deadline_ms, classes=served.class_names,
         callback_url=callback_url)  # fmt: skip
     if idempotency_key is not None:
         # It hashes what the client sent, not the route drawn for it: a replay may draw another.
@@ -151,12 +151,6 @@ def _validated(
         largest_value(signature),
     )
     return matrix, inputs
-
-
-def _class_names(signature: dict[str, Any]) -> list[str] | None:
-    # As the worker names them in an output's probabilities (app/scoring/inference.py).
-    classes = signature.get("classes")
-    return [str(c) for c in classes] if classes is not None else None
 
 
 def _with_key(sub: Submission, idempotency_key: str, request_hash: str) -> Submission:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from app.errors import ModelNotFound
@@ -32,6 +33,13 @@ class ServedVersion:
     trusted_types: tuple[str, ...] = ()
     compiled: dict[str, Any] | None = None
     """The compiled backend's record (status, gate figures, crossover, ONNX artifact), if any."""
+
+    @cached_property
+    def class_names(self) -> list[str] | None:
+        """The classes as strings, as an output's probabilities name them (app/scoring/inference.py);
+        None for a regressor. Once per version (and process), not per submit."""
+        classes = self.signature.get("classes")
+        return [str(c) for c in classes] if classes is not None else None
 
     @property
     def compiled_serving(self) -> bool:
