@@ -1,12 +1,19 @@
-"""Batch jobs: a whole file scored by bulk workers, checked at submit, followed, cancelled, swept."""
+"""Batch jobs: a whole file scored by bulk workers, checked at submit, followed, cancelled, swept;
+scored while the file is still read, by bulk workers that hold the model before their first chunk."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
+import re
+import socket
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
@@ -15,6 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
+from redis import Redis
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import make_pipeline
@@ -22,15 +30,22 @@ from sklearn.preprocessing import FunctionTransformer
 from sqlalchemy import select
 
 from app import create_app
+from app.batch_jobs import jobs
 from app.db import BulkChunk, BulkJob
+from app.errors import InvalidInput
+from app.registry import held
+from app.storage import ObjectStore
 from tests.helpers import (
     IRIS_FEATURES,
     arrow_table,
+    celery_worker,
     client_for,
     count_rows,
     iris_rows,
     scrape_test_client,
+    settings_env,
     stored_estimator,
+    worker_argv,
 )
 from tests.slow_model import MARKER, refuse_marked_rows
 from workers import bulk as bulk_scoring
@@ -391,3 +406,133 @@ def test_finished_batch_jobs_past_retention_are_deleted_with_their_files(
     assert client.get(f"/v1/batch-jobs/{done['id']}").status_code == 404
     assert client.get(f"/v1/batch-jobs/{waiting['id']}").json["status"] == "queued", "unfinished jobs stay"
     client.delete(f"/v1/batch-jobs/{waiting['id']}")
+
+
+# -- scored while the file is still read (app/batch_jobs/intake.py); warm bulk workers ----------
+
+_CHUNK = re.compile(r"^([0-9a-f-]+)/input/chunk-(\d+)\.parquet$")
+
+
+class HeldBackStore(ObjectStore):
+    """The real batch store, except that input chunk ``hold_from`` and later are written only once
+    chunk 0 of the same job has been scored (or 30 s passed): if chunks were sent only after the
+    whole file was rewritten, chunk 0 could not finish first, and ``scored_first`` stays empty."""
+
+    def __init__(self, root: str, engine: Any, hold_from: int) -> None:
+        super().__init__(root)
+        self.engine, self.hold_from = engine, hold_from
+        self.scored_first: set[str] = set()
+
+    @contextmanager
+    def writing(self, key: str) -> Iterator[Any]:
+        found = _CHUNK.match(key)
+        if found and int(found.group(2)) >= self.hold_from and found.group(1) not in self.scored_first:
+            job_id = uuid.UUID(found.group(1))
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                with self.engine.connect() as conn:
+                    status = conn.execute(
+                        select(BulkChunk.status).where(BulkChunk.job_id == job_id, BulkChunk.index == 0)
+                    ).scalar()
+                if status == "succeeded":
+                    self.scored_first.add(found.group(1))
+                    break
+                time.sleep(0.05)
+        with super().writing(key) as out:
+            yield out
+
+
+def _held_back(svc: Any, hold_from: int) -> tuple[Any, HeldBackStore]:
+    store = HeldBackStore(svc.settings.batch_root, svc.engine, hold_from)
+    return dataclasses.replace(svc, batches=store), store
+
+
+def _parquet_file(path: Path, table: pa.Table) -> Path:
+    pq.write_table(table, path, row_group_size=700)  # row groups unlike the chunks
+    return path
+
+
+def test_a_chunk_is_scored_before_the_rest_of_the_file_is_rewritten(
+    app, svc, tokens, registered, bulk_worker, tmp_path
+):
+    admin = client_for(app, tokens["admin"])  # the job is made with no owner
+    table = arrow_table(iris_rows(4500, 7, decimals=2))  # chunks of 1,000 rows: 5 chunks
+    held_svc, store = _held_back(svc, hold_from=2)
+
+    job = jobs.create(held_svc, "iris", _parquet_file(tmp_path / "in.parquet", table), "parquet", label="in")
+
+    assert store.scored_first == {job["id"]}, "chunk 0 was scored before chunk 2's file was written"
+    done = wait_until_finished(admin, job["id"])
+    assert done["status"] == "succeeded" and done["rows"]["done"] == 4500 and done["chunks"]["total"] == 5
+    result = result_table(admin, job["id"])
+    estimator = stored_estimator(svc, "iris")
+    features = table.select(IRIS_FEATURES).to_pandas()
+    assert result.column("row").to_pylist() == list(range(4500)), "every row once, in input order"
+    assert result.column("prediction").to_pylist() == estimator.predict(features).tolist()
+    proba = estimator.predict_proba(features)
+    for j, label in enumerate(estimator.classes_):
+        assert np.array_equal(result.column(f"probability_{label}").to_numpy(), proba[:, j])
+
+
+def test_a_file_refused_part_way_leaves_nothing_though_its_first_chunks_were_scored(
+    svc, settings, registered, bulk_worker, tmp_path
+):
+    rows = iris_rows(4500, 8, decimals=2)
+    rows[4200][2] = float("nan")  # chunk 4: found after chunks 0-3 were written and 0-2 sent
+    held_svc, store = _held_back(svc, hold_from=2)
+    jobs_before = count_rows(svc, BulkJob)
+    dirs_before = set(Path(settings.batch_root).iterdir())
+
+    with pytest.raises(InvalidInput, match="row 4200, column 'petal length"):
+        jobs.create(held_svc, "iris", _parquet_file(tmp_path / "bad.parquet", arrow_table(rows)), "parquet",
+                    label="bad")  # fmt: skip
+
+    assert len(store.scored_first) == 1, "chunk 0 was scored before the bad row was read"
+    assert count_rows(svc, BulkJob) == jobs_before, "the job's row was taken back"
+    (job_id,) = store.scored_first
+    with svc.engine.connect() as conn:
+        assert not conn.execute(select(BulkChunk.index).where(BulkChunk.job_id == uuid.UUID(job_id))).all()
+    # A chunk that was being scored when the file was refused deletes what it wrote.
+    deadline = time.monotonic() + 20
+    while (Path(settings.batch_root) / job_id).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # a chunk still running would write its part now
+    left = {p for p in Path(settings.batch_root).iterdir() if p.name != "uploads"} - dirs_before
+    assert not left, f"no job directory is left behind: {left}"
+
+
+def test_a_fresh_bulk_worker_holds_the_served_model_before_its_first_chunk(svc, settings, app, tmp_path):
+    iris = load_iris(as_frame=True)
+    joblib.dump(RandomForestClassifier(n_estimators=5, random_state=0).fit(iris.data, iris.target),
+                tmp_path / "m.joblib")  # fmt: skip
+    name = f"warm-bulk-{uuid.uuid4().hex[:6]}"
+    version = svc.registry.register(name, tmp_path / "m.joblib").version
+    svc.registry.set_alias(name, "production", version)
+    node = f"bulk-fresh-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
+    env = settings_env(settings) | {"WARM_INTERVAL_SECONDS": "1", "WORKER_METRICS_BIND": ""}
+    redis = Redis.from_url(settings.redis_url)
+
+    with celery_worker(app, worker_argv("bulk", node, 2), env, node, tmp_path / "worker.log"):
+        pool = _pool_of(node)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not pool <= _holders(redis, name, version):
+            time.sleep(0.2)
+        holders = _holders(redis, name, version)
+
+    assert len(pool) == 2 and pool <= holders, (
+        f"both pool processes {pool} hold {name} v{version} with no chunk sent (held by {holders})"
+    )
+
+
+def _pool_of(node: str) -> set[int]:
+    for proc in psutil.process_iter(["cmdline"]):
+        if node in " ".join(proc.info["cmdline"] or []) and "-Q" in (proc.info["cmdline"] or []):
+            children = proc.children()
+            if children:
+                return {child.pid for child in children}
+    return set()
+
+
+def _holders(redis: Redis, name: str, version: int) -> set[int]:
+    fields = redis.hgetall(held.key(name, version))
+    return {int(field.decode().rpartition(":")[2]) for field in fields}

@@ -10,6 +10,7 @@ so the result holds every scored row once, in input order.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -63,10 +64,16 @@ def score_chunk(svc: Services, job_id: str, index: int) -> dict[str, Any]:
         log.warning("chunk %d of batch job %s failed: %s", index, job_id, exc)
         status, error, rows = "failed", error_of(exc), 0
     seconds = time.perf_counter() - tick
-    last = _record(svc, parsed, index, status, error, seconds)
+    left = _record(svc, parsed, index, status, error, seconds)
+    if left is None:
+        # The job was taken back while this chunk was scored (its file refused further on,
+        # app/batch_jobs/intake.py): what this chunk wrote goes with it.
+        with contextlib.suppress(StoreUnavailable):
+            store.delete_dir(storage.job_dir(parsed))
+        return {"job": job_id, "chunk": index, "status": "discarded"}
     BULK_CHUNKS.labels(job.model_name, status).inc()
     BULK_ROWS.labels(job.model_name).inc(rows)
-    if last:
+    if left == 0:
         finish(svc, parsed)
     return {"job": job_id, "chunk": index, "status": status, "rows": rows, "seconds": round(seconds, 3)}
 
@@ -105,6 +112,8 @@ def finish(svc: Services, job_id: uuid.UUID) -> str | None:
             .order_by(BulkChunk.index)
         ).all()
     if job is None or job.status in storage.FINISHED or any(c.status in _UNFINISHED for c in chunks):
+        return None
+    if not chunks or len(chunks) != job.chunks_total:  # its file is still being read (not sealed)
         return None
     scored = [c.index for c in chunks if c.status == "succeeded"]
     status = "succeeded" if len(scored) == len(chunks) else "partial" if scored else "failed"
@@ -254,14 +263,15 @@ def _claim(svc: Services, job_id: uuid.UUID, index: int) -> Any:
 
 def _record(
     svc: Services, job_id: uuid.UUID, index: int, status: str, error: dict[str, Any] | None, seconds: float
-) -> bool:
-    """Store the chunk's outcome; True when no chunk of the job is left to score.
+) -> int | None:
+    """Store the chunk's outcome; how many chunks of the job are left to score (None: the job is gone).
 
     The job's row is locked first, so of two chunks finishing at once exactly one sees
     none left (SQLite serializes writers anyway).
     """
     with svc.engine.begin() as conn:
-        conn.execute(select(BulkJob.id).where(BulkJob.id == job_id).with_for_update())
+        if conn.execute(select(BulkJob.id).where(BulkJob.id == job_id).with_for_update()).first() is None:
+            return None
         conn.execute(
             update(BulkChunk)
             .where(BulkChunk.job_id == job_id, BulkChunk.index == index, BulkChunk.status == "running")
@@ -272,7 +282,7 @@ def _record(
             .select_from(BulkChunk)
             .where(BulkChunk.job_id == job_id, BulkChunk.status.in_(_UNFINISHED))
         ).scalar_one()
-    return left == 0
+    return int(left)
 
 
 def _bulk_messages_waiting(svc: Services) -> int | None:

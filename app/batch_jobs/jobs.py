@@ -7,7 +7,6 @@ A job belongs to the API key that made it, as prediction jobs do (``may_read``).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -15,11 +14,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 
 from app.access.auth import may_read
 from app.batch_jobs import files
-from app.batch_jobs.storage import CHUNK_STATUSES, FINISHED, input_key, job_dir, send_chunk
+from app.batch_jobs.intake import Intake
+from app.batch_jobs.storage import CHUNK_STATUSES, FINISHED, input_key
 from app.db import BulkChunk, BulkJob, utcnow
 from app.errors import (
     BatchJobFinished,
@@ -27,7 +27,6 @@ from app.errors import (
     FileTooLarge,
     Forbidden,
     InvalidInput,
-    StoreUnavailable,
 )
 from app.services import Services
 from app.webhooks.endpoints import check_callback
@@ -96,7 +95,8 @@ def create(
     is announced to ``callback_url`` (``batch_job.finished``, app/webhooks/) when given.
 
     ``label`` is what the view calls the input (an upload's name, a server path). Raises
-    InvalidInput (nothing stored, nothing queued) when the file does not fit the model.
+    InvalidInput (nothing left stored or queued) when the file does not fit the model; chunks
+    are scored while the rest of the file is read (intake.py).
     """
     if output_format not in OUTPUT_FORMATS:
         raise InvalidInput(
@@ -106,6 +106,13 @@ def create(
     settings = svc.settings
     check_callback(svc.engine, settings, callback_url, owner)
     job_id = uuid.uuid4()
+    intake = Intake(
+        svc,
+        job_id,
+        {"model_name": name, "model_version": served.version, "source": label[:1000], "id_column": id_column,
+         "output_format": output_format, "chunk_rows": settings.batch_chunk_rows, "owner_key_id": owner,
+         "callback_url": callback_url},
+    )  # fmt: skip
     try:
         normalized = files.normalize(
             source,
@@ -114,33 +121,13 @@ def create(
             served.signature,
             settings.batch_chunk_rows,
             id_column,
+            intake.written,  # each chunk is scored as soon as it is whole (intake.py)
         )
-        chunk_sizes = [
-            min(settings.batch_chunk_rows, normalized.rows - i * settings.batch_chunk_rows)
-            for i in range(normalized.chunks)
-        ]
-        now = utcnow()
-        with svc.engine.begin() as conn:
-            conn.execute(
-                insert(BulkJob),
-                {"id": job_id, "model_name": name, "model_version": served.version, "status": "queued",
-                 "source": label[:1000], "id_column": normalized.id_column, "output_format": output_format,
-                 "rows_total": normalized.rows, "chunk_rows": settings.batch_chunk_rows,
-                 "chunks_total": normalized.chunks, "owner_key_id": owner, "callback_url": callback_url,
-                 "created_at": now},
-            )  # fmt: skip
-            conn.execute(
-                insert(BulkChunk),
-                [{"job_id": job_id, "index": i, "status": "queued", "attempts": 0, "queued_at": now,
-                  "rows": rows} for i, rows in enumerate(chunk_sizes)],
-            )  # fmt: skip
+        intake.seal(normalized.rows, normalized.chunks)
     except BaseException:
         # A file refused (or a database down) leaves nothing behind.
-        with contextlib.suppress(StoreUnavailable):
-            svc.batches.delete_dir(job_dir(job_id))
+        intake.discard()
         raise
-    for index, rows in enumerate(chunk_sizes):
-        send_chunk(svc, job_id, index, name, rows)
     log.info(
         "batch job %s: %s v%s, %d rows in %d chunks from %s",
         job_id,
