@@ -1,22 +1,28 @@
 """predq against an earlier commit of itself, side by side: what one change bought.
 
     python -m bench.ab --base HEAD~1 [--pairs 3] [--concurrency 64] [--rows 1] [--seconds 10]
-                       [--api "gunicorn app:create_app()"] [--compile]
+                       [--api "gunicorn app:create_app()"] [--compile] [--own-databases]
 
 Checks ``--base`` out into a temporary worktree and runs predq's API and worker from it
 and from this working tree in turn (the order flips every pair, so neither always runs
 first on a machine whose speed drifts), each under the same load as `make bench`'s
 points, against the same database, Redis, model and key. Both run in this virtualenv,
 so ``--api`` must be a command both trees can run (gunicorn for a commit older than
-app/serve.py). Prints every point and the medians per tree.
+app/serve.py). With ``--own-databases`` each tree runs against a database of its own,
+migrated by its own migrations (a change to the schema: the other tree's code would not run
+on it); the model and a key are registered in both. Prints every point and the medians per tree.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import subprocess
+import sys
 import tempfile
+import uuid
+from contextlib import nullcontext
 from pathlib import Path
 
 from bench import loadgen
@@ -26,6 +32,7 @@ from bench.run import (
     MODEL,
     PORT,
     Point,
+    Stage,
     alternating,
     celery,
     measure,
@@ -48,6 +55,9 @@ def main() -> int:
     parser.add_argument(
         "--compile", action="store_true", help="compile the model first (this tree serves it compiled)"
     )
+    parser.add_argument(
+        "--own-databases", action="store_true", help="each tree on a database its own migrations built"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="predq-ab-"))
@@ -59,20 +69,24 @@ def main() -> int:
     points: dict[str, list[Point]] = {name: [] for name in trees}
     url = f"http://127.0.0.1:{PORT}"
     try:
-        with scratch_database(ADMIN_URL, "predq_ab") as database_url:
+        base_database = scratch_database(ADMIN_URL, "predq_ab_base") if args.own_databases else nullcontext()
+        with scratch_database(ADMIN_URL, "predq_ab") as database_url, base_database as base_url:
             stage = prepare(database_url, work)
             if args.compile:
                 from bench.compiled import compile_bench_model
 
                 compile_bench_model(stage.env, MODEL)
+            stages = {name: stage for name in trees}
+            if base_url is not None:
+                stages[f"base {args.base}"] = own_database(base_url, base_tree, stage)
             for name in alternating(list(trees), args.pairs):
                 tree = trees[name]
-                env = stage.env | {"PYTHONPATH": str(tree)}
+                env = stages[name].env | {"PYTHONPATH": str(tree)}
                 # Trees before workers/main.py load their worker as the package itself.
                 entry = "workers.main" if (tree / "workers" / "main.py").exists() else "workers"
                 commands = {"api": api, "worker": celery(entry, 2)}
                 with running(commands, env, f"{url}/readyz", work, cwd=tree):
-                    scenario = loadgen.predq_scenario(MODEL, args.rows, stage.token)
+                    scenario = loadgen.predq_scenario(MODEL, args.rows, stages[name].token)
                     point = measure(
                         name, url, scenario, args.concurrency, args.rows, args.seconds, args.warmup
                     )
@@ -84,6 +98,24 @@ def main() -> int:
     for name, found in points.items():
         print(medians(name, found))
     return 0
+
+
+def own_database(url: str, tree: Path, stage: Stage) -> Stage:
+    """``stage`` on the database ``url``, migrated by ``tree``'s migrations, with the model and a key."""
+    from app.access.auth import ApiKeys
+    from app.config import Settings
+    from app.db import make_engine
+    from app.registry.registry import Registry
+
+    env = stage.env | {"DATABASE_URL": url, "PYTHONPATH": str(tree)}
+    migrate = "import sys; from app.migrate import upgrade; upgrade(sys.argv[1])"
+    subprocess.run([sys.executable, "-c", migrate, url], cwd=tree, env=env, check=True)
+    engine = make_engine(url, 2)
+    Registry(engine, Settings.from_env(env).artifact_root).register(MODEL, stage.artifact)
+    _, token = ApiKeys(engine).create(
+        f"bench-{uuid.uuid4().hex[:6]}", ["predict"], rate_limit="1000000/second"
+    )
+    return dataclasses.replace(stage, env=env, engine=engine, token=token)
 
 
 if __name__ == "__main__":
