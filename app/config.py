@@ -1,7 +1,8 @@
 """Configuration, read from the environment in one place.
 
-Every tunable lives on :class:`Settings` (webhooks' on its base, app/webhook_settings.py), each with
-a one-line docstring; none is read at import: the app factory calls ``Settings.from_env()``.
+Every tunable lives on :class:`Settings` (webhooks' and retention's on its bases,
+app/webhook_settings.py and app/retention_settings.py), each with a one-line docstring; none is
+read at import: the app factory calls ``Settings.from_env()``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from app.environment import parsed
+from app.retention_settings import RetentionSettings
 from app.webhook_settings import WebhookSettings
 
 #: Where local state lives unless VAR_DIR says otherwise.
@@ -21,7 +23,7 @@ DEFAULT_VAR_DIR = Path(__file__).resolve().parent.parent / "var"
 
 
 @dataclass(frozen=True)
-class Settings(WebhookSettings):
+class Settings(WebhookSettings, RetentionSettings):
     var_dir: str = str(DEFAULT_VAR_DIR)
     """Local state: the embedded SQLite database, artifacts, beat's schedule file."""
 
@@ -149,18 +151,6 @@ class Settings(WebhookSettings):
 
     sweep_interval_seconds: float = 30.0
     """How often beat runs the sweeper."""
-
-    job_retention_seconds: int = 7 * 24 * 3600
-    """The sweeper deletes finished jobs (and their batches) older than this; 0 keeps them forever."""
-
-    retention_budget_seconds: float = 10.0
-    """Longest one sweep spends deleting expired rows, in batches, before it leaves the rest to the next."""
-
-    feedback_retention_seconds: int = 90 * 24 * 3600
-    """The sweeper deletes feedback recorded longer ago than this; 0 keeps it forever."""
-
-    shadow_output_retention_seconds: int = 7 * 24 * 3600
-    """The sweeper deletes shadow outputs stored longer ago than this; 0 keeps them forever."""
 
     allow_pickle: bool = True
     """Register and load joblib (pickle) artifacts; false allows only skops artifacts."""

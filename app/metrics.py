@@ -104,6 +104,21 @@ WEBHOOK_ATTEMPTS = Counter(
     "Webhook delivery attempts, by event and outcome: delivered, retried (due later), failed (given up).",
     ["event", "outcome"],
 )
+PARTITIONS_DROPPED = Counter(
+    "predq_partitions_dropped_total",
+    "Day partitions dropped by the sweeper once past retention (PostgreSQL), by table.",
+    ["table"],
+)
+PARTITION_STRAGGLERS = Counter(
+    "predq_partition_stragglers_moved_total",
+    "Jobs moved to the default partition from a day being dropped (unfinished, or within retention).",
+    ["table"],
+)
+PARTITION_DROP_WAITS = Counter(
+    "predq_partition_drop_waits_total",
+    "Day partitions past retention left for the next sweep (lock not granted in time, or older keys left).",
+    ["table"],
+)
 
 
 class _ThisProcess:

@@ -25,7 +25,7 @@ from sklearn.preprocessing import FunctionTransformer
 from sqlalchemy import select
 
 from app import create_app
-from app.db import Job
+from app.db import IdempotencyKey
 from scripts.local import free_port
 from tests.helpers import (
     API_SERVER_AUTH_CACHE_SECONDS,
@@ -177,7 +177,7 @@ def test_a_dropped_connection_after_the_server_accepted_is_retried_into_the_same
     assert proxy.posts == 2, "the first answer was dropped, so the client sent the submit again"
     with svc.engine.connect() as conn:
         stored = conn.execute(
-            select(Job.id).where(Job.idempotency_key == f"{predict_key_id}:{key}")
+            select(IdempotencyKey.job_id).where(IdempotencyKey.key == f"{predict_key_id}:{key}")
         ).scalars()
         assert [str(j) for j in stored] == [job.id], "one job, the one the first attempt created"
     assert outputs == expected_outputs(stored_estimator(svc, "iris"), rows)

@@ -212,11 +212,14 @@ def test_a_deferred_job_cancelled_meanwhile_keeps_its_status_and_is_neither_anno
     # The API stored it when its client's wait ran out, and the client cancelled it: the batch's
     # insert meets a row done for good, leaves it as it is and reports it not written.
     model = f"deferred-cancelled-{uuid.uuid4().hex[:6]}"
-    cancelled = insert_queued_job(svc, model, [[5.1, 3.5, 1.4, 0.2]])
+    # Stored with the created_at its queued item carries, as the API stores it (on PostgreSQL
+    # the key is (id, created_at): app/db/ids.py).
+    created_at = utcnow()
+    cancelled = insert_queued_job(svc, model, [[5.1, 3.5, 1.4, 0.2]], created_at=created_at)
     with svc.engine.begin() as conn:
         conn.execute(update(Job).where(Job.id == cancelled).values(status="cancelled"))
     fresh = str(uuid.uuid4())
-    work = _deferred_work(model, [str(cancelled), fresh], utcnow())
+    work = _deferred_work(model, [str(cancelled), fresh], created_at)
     results = [{"id": item.job_id, "status": "succeeded", "outputs": [{"prediction": 1}], "error": None}
                for item in work.items]  # fmt: skip
     _store_counting_inserts(svc, work, results)

@@ -18,10 +18,12 @@ from sqlalchemy import (
     insert,
     literal_column,
     select,
+    true,
     update,
 )
 
 from app.db import INSERT_BY_DIALECT, Batch, Job, ShadowOutput, dialect_insert, utcnow
+from app.db.ids import time_of, times_of
 from app.predictions.items import QueuedRows
 from app.predictions.view import NEVER_RUN, JobStatus
 from app.services import Services
@@ -35,6 +37,7 @@ _DONE_FOR_GOOD = (JobStatus.SUCCEEDED, JobStatus.FAILED, *NEVER_RUN)
 # Spelled as plain comparisons, not NOT IN: an expanding IN cannot be executed many times.
 _NOT_DONE = and_(*(Job.status != status for status in _DONE_FOR_GOOD))
 
+
 # Built once: constructing these statements per batch shows up in profiles. Both are
 # idempotent: a job that already succeeded (say, re-queued by the sweeper and answered
 # by another worker) is neither claimed again nor given a second answer.
@@ -42,40 +45,62 @@ _NOT_DONE = and_(*(Job.status != status for status in _DONE_FOR_GOOD))
 # claim through a locking subquery, the others by sorting their rows): two pool processes
 # writing overlapping jobs in different orders deadlocked (PostgreSQL's DeadlockDetected)
 # when a sweep queued the same stuck jobs twice.
-_CLAIM_JOBS = (
-    update(Job)
-    .where(
-        Job.id.in_(
-            select(Job.id)
-            .where(Job.id.in_(bindparam("job_ids", expanding=True)), _NOT_DONE)
-            .order_by(Job.id)
-            .with_for_update()
-            .scalar_subquery()
+# With ``timed`` each also names the jobs' created_at (their ids' times, app/db/ids.py), so
+# PostgreSQL reads only their days' partitions; a batch holding a job stored before UUIDv7
+# ids (no time in its id) takes the untimed one, which probes every partition's index.
+def _timed(timed: bool, column: Any, param: str) -> Any:
+    return column.in_(bindparam(param, expanding=True)) if timed else true()
+
+
+def _claim_jobs(timed: bool) -> Any:
+    days = _timed(timed, Job.created_at, "job_times")
+    return (
+        update(Job)
+        .where(
+            Job.id.in_(
+                select(Job.id)
+                .where(Job.id.in_(bindparam("job_ids", expanding=True)), days, _NOT_DONE)
+                .order_by(Job.id)
+                .with_for_update()
+                .scalar_subquery()
+            ),
+            days,
         )
+        .values(status=JobStatus.RUNNING, started_at=bindparam("started_at"))
+        .returning(Job.id)
     )
-    .values(status=JobStatus.RUNNING, started_at=bindparam("started_at"))
-    .returning(Job.id)
-)
+
+
 # The batch's stored jobs, locked (in id order, as above) until its transaction ends: those
 # already done for good (answered by another worker, expired by the sweeper meanwhile) are
 # left as they are, and neither announced nor published by this batch.
-_LOCK_JOBS = (
-    select(Job.id, Job.status)
-    .where(Job.id.in_(bindparam("job_ids", expanding=True)))
-    .order_by(Job.id)
-    .with_for_update()
-)
-_FINISH_JOB = (
-    update(Job)
-    .where(Job.id == bindparam("job_id"), _NOT_DONE)
-    .values(
-        status=bindparam("new_status"),
-        outputs=bindparam("new_outputs"),
-        error=bindparam("new_error"),
-        batch_id=bindparam("new_batch_id"),
-        completed_at=bindparam("new_completed_at"),
+def _lock_jobs(timed: bool) -> Any:
+    return (
+        select(Job.id, Job.status)
+        .where(Job.id.in_(bindparam("job_ids", expanding=True)), _timed(timed, Job.created_at, "job_times"))
+        .order_by(Job.id)
+        .with_for_update()
     )
-)
+
+
+def _finish_job(timed: bool) -> Any:
+    day = Job.created_at == bindparam("job_created_at") if timed else true()
+    return (
+        update(Job)
+        .where(Job.id == bindparam("job_id"), day, _NOT_DONE)
+        .values(
+            status=bindparam("new_status"),
+            outputs=bindparam("new_outputs"),
+            error=bindparam("new_error"),
+            batch_id=bindparam("new_batch_id"),
+            completed_at=bindparam("new_completed_at"),
+        )
+    )
+
+
+_CLAIM_JOBS = {timed: _claim_jobs(timed) for timed in (True, False)}
+_LOCK_JOBS = {timed: _lock_jobs(timed) for timed in (True, False)}
+_FINISH_JOB = {timed: _finish_job(timed) for timed in (True, False)}
 
 _INSERT_BATCH = insert(Batch)
 
@@ -83,7 +108,7 @@ _INSERT_BATCH = insert(Batch)
 #: The columns a finished deferred job's row is inserted with (the others keep their defaults).
 _DEFERRED_COLUMNS = (
     "id", "model_name", "model_version", "status", "n_rows", "inputs", "outputs", "error",
-    "idempotency_key", "request_hash", "batch_id", "cached_rows", "owner_key_id", "created_at",
+    "request_hash", "batch_id", "cached_rows", "owner_key_id", "created_at",
     "priority", "deadline", "started_at", "completed_at",
 )  # fmt: skip
 
@@ -93,7 +118,7 @@ def _store_deferred_statement(dialect: str) -> Any:
 
     On PostgreSQL the rows come as one JSON document (``rows``) that json_populate_recordset
     reads as the jobs table's own row type: the statement's text is the same whatever the
-    batch's size. Given a list of rows with RETURNING, SQLAlchemy writes an INSERT with 18
+    batch's size. Given a list of rows with RETURNING, SQLAlchemy writes an INSERT with 17
     placeholders per row afresh for every batch ("insertmanyvalues"), which psycopg then
     parses again (too long for its cache): half of a worker's CPU at 64 clients, where
     this costs a tenth of that (bench/counts.py). A JSON null is stored as SQLAlchemy's JSON
@@ -111,7 +136,8 @@ def _store_deferred_statement(dialect: str) -> Any:
         statement = statement.from_select(_DEFERRED_COLUMNS, select(*columns).order_by(rows.c.id))
     result_columns = ("status", "outputs", "error", "batch_id", "started_at", "completed_at")
     return statement.on_conflict_do_update(
-        index_elements=[Job.id],
+        # PostgreSQL's key includes the partition key; SQLite's plain table is keyed by id.
+        index_elements=[Job.id, Job.created_at] if dialect == "postgresql" else [Job.id],
         set_={column: statement.excluded[column] for column in result_columns},
         where=_NOT_DONE,
     ).returning(Job.id)
@@ -147,6 +173,7 @@ def store(
                 "inference_seconds": work.inference_seconds,
                 "started_at": work.started_at,
                 "completed_at": completed_at,
+                "created_at": work.started_at,  # the time its id names (workers/batching.py)
             },
         )
         if shadow_outputs:
@@ -173,7 +200,10 @@ def finish_jobs(
 ) -> set[str]:
     """Write stored jobs' results, in job id order (see _CLAIM_JOBS); returns the ids of those
     left as they were because they were already done for good (see _LOCK_JOBS)."""
-    locked = conn.execute(_LOCK_JOBS, {"job_ids": [uuid.UUID(r["id"]) for r in results]})
+    ids = [uuid.UUID(r["id"]) for r in results]
+    times = times_of(ids)
+    timed = {"job_times": sorted(set(times))} if times is not None else {}
+    locked = conn.execute(_LOCK_JOBS[times is not None], {"job_ids": ids, **timed})
     done = {str(job_id) for job_id, status in locked if status in _DONE_FOR_GOOD}
     writes = [
         {
@@ -187,8 +217,10 @@ def finish_jobs(
         for r in sorted(results, key=lambda r: uuid.UUID(r["id"]))
         if r["id"] not in done
     ]
+    if writes and times is not None:
+        writes = [write | {"job_created_at": time_of(write["job_id"])} for write in writes]
     if writes:
-        conn.execute(_FINISH_JOB, writes)
+        conn.execute(_FINISH_JOB[times is not None], writes)
     return done
 
 
@@ -209,7 +241,7 @@ def store_deferred_jobs(
     records = [
         {"id": uuid.UUID(item.job_id), "model_name": work.name, "model_version": work.version,
          "status": r["status"], "n_rows": item.n_rows, "inputs": item.rows, "outputs": r["outputs"],
-         "error": r["error"], "idempotency_key": None, "request_hash": None, "batch_id": work.id,
+         "error": r["error"], "request_hash": None, "batch_id": work.id,
          "cached_rows": 0, "owner_key_id": item.owner, "created_at": datetime.fromisoformat(item.created_at),
          "priority": item.priority,
          "deadline": datetime.fromisoformat(item.deadline) if item.deadline else None,
@@ -239,8 +271,11 @@ def store_shadow_outputs(
 
 def claim(svc: Services, job_ids: list[str], started_at: Any) -> set[str]:
     """Mark the jobs running; returns those not already done for good (only those are computed)."""
+    ids = [uuid.UUID(j) for j in job_ids]
+    times = times_of(ids)
+    timed = {"job_times": sorted(set(times))} if times is not None else {}
     with svc.engine.begin() as conn:
         claimed = conn.execute(
-            _CLAIM_JOBS, {"job_ids": [uuid.UUID(j) for j in job_ids], "started_at": started_at}
+            _CLAIM_JOBS[times is not None], {"job_ids": ids, "started_at": started_at, **timed}
         ).scalars()
         return {str(j) for j in claimed}

@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app import logs
 from app.db import utcnow
+from app.db.ids import new_id
 from app.errors import PredqError
 from app.predictions.cache import ROWS_PER_KEY, keys_for
 from app.predictions.ending import end_unrun
@@ -158,7 +159,7 @@ def take(svc: Services, name: str, version: int, explained: bool) -> list[Queued
 
 def claim_items(svc: Services, name: str, version: int, items: list[QueuedRows]) -> BatchWork:
     """The batch's work: the served items whose jobs this worker claimed, and the shadows."""
-    batch_id, started_at = uuid.uuid4(), utcnow()
+    batch_id, started_at = new_id()  # a UUIDv7: its time is the batch row's created_at
     logs.bind(batch_id=str(batch_id))
     # Checked again as the batch forms (the pop checked too, before the batch window's wait).
     late = {id(item) for item in items if item.past_deadline(started_at)}

@@ -10,7 +10,13 @@ that bound was ~333 jobs/s, below a busy day's write rate (README, Retention).
 Every batch is a range scan of an index on time, oldest first: jobs by ``created_at`` (a
 job finished before the cutoff was created before it), feedback and shadow outputs by
 their own ``created_at``, webhook deliveries too (delivered or failed ones: a pending one is
-still being retried). Queued and running jobs are never deleted, however old.
+still being retried), Idempotency-Keys by their job's. Queued and running jobs are never
+deleted, however old.
+
+On PostgreSQL ``jobs`` and ``batches`` are partitioned by day: whole days go by DROP
+(workers/partitions.py), and only the partitions that are not days (the default, the legacy
+one: app/db/partitions.py) are cleared here, row by row in batches. SQLite's plain tables
+are cleared here whole.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, exists, select
+from sqlalchemy import Connection, TableClause, column, delete, exists, select
+from sqlalchemy import table as sql_table
 from sqlalchemy.engine import Engine
 
-from app.db import Batch, Feedback, Job, ShadowOutput, WebhookDelivery, utcnow
+from app.db import Batch, Feedback, IdempotencyKey, Job, ShadowOutput, WebhookDelivery, utcnow
+from app.db.partitions import undivided
 from app.predictions.view import FINISHED
 from app.services import Services
 
@@ -47,8 +55,32 @@ def in_batches(engine: Engine, delete_some: Callable[[Connection], int], deadlin
             return total
 
 
+def _undivided(engine: Engine, name: str, *columns: str) -> list[TableClause]:
+    with engine.connect() as conn:
+        return [
+            sql_table(part, *(column(c) for c in ("id", "created_at", *columns)))
+            for part in undivided(conn, name)
+        ]
+
+
 def expire_jobs(engine: Engine, cutoff: datetime, deadline: float) -> int:
-    """Finished jobs completed before ``cutoff``, and the batches that answered them."""
+    """Finished jobs completed before ``cutoff`` (and, on SQLite, the batches that answered them)."""
+    if engine.dialect.name != "postgresql":
+        return _expire_jobs_and_batches(engine, cutoff, deadline)
+    total = 0
+    for part in _undivided(engine, "jobs", "status", "completed_at"):
+        oldest = (
+            select(part.c.id)
+            .where(part.c.created_at < cutoff, part.c.status.in_(FINISHED), part.c.completed_at < cutoff)
+            .order_by(part.c.created_at)
+            .limit(RETENTION_BATCH_ROWS)
+            .scalar_subquery()
+        )
+        total += _delete_in_batches(engine, delete(part).where(part.c.id.in_(oldest)), deadline)
+    return total
+
+
+def _expire_jobs_and_batches(engine: Engine, cutoff: datetime, deadline: float) -> int:
     oldest = (
         select(Job.id)
         .where(Job.created_at < cutoff, Job.status.in_(FINISHED), Job.completed_at < cutoff)
@@ -72,7 +104,22 @@ def expire_jobs(engine: Engine, cutoff: datetime, deadline: float) -> int:
 
 def expire_idle_batches(engine: Engine, cutoff: datetime, deadline: float) -> int:
     """Batches completed before ``cutoff`` that no job refers to (a shadow's, or one whose
-    jobs another batch answered): the rest went with their jobs (:func:`expire_jobs`)."""
+    jobs another batch answered): the rest went with their jobs (:func:`expire_jobs`).
+
+    PostgreSQL: batches are kept by their own time, as jobs are (no foreign key ties them):
+    those of the partitions that are not days, created before ``cutoff``."""
+    if engine.dialect.name == "postgresql":
+        total = 0
+        for part in _undivided(engine, "batches"):
+            oldest_rows = (
+                select(part.c.id)
+                .where(part.c.created_at < cutoff)
+                .order_by(part.c.created_at)
+                .limit(RETENTION_BATCH_ROWS)
+                .scalar_subquery()
+            )
+            total += _delete_in_batches(engine, delete(part).where(part.c.id.in_(oldest_rows)), deadline)
+        return total
     oldest = (
         select(Batch.id)
         .where(Batch.completed_at < cutoff, ~exists().where(Job.batch_id == Batch.id))
@@ -85,20 +132,31 @@ def expire_idle_batches(engine: Engine, cutoff: datetime, deadline: float) -> in
     )
 
 
-def expire_by_age(
-    engine: Engine, table: type[Feedback] | type[ShadowOutput], cutoff: datetime, deadline: float
-) -> int:
-    """Rows of ``table`` (feedback, shadow outputs) created before ``cutoff``."""
+def expire_by_age(engine: Engine, aged: Aged, cutoff: datetime, deadline: float) -> int:
+    """Rows of ``aged`` (feedback, shadow outputs) created before ``cutoff``."""
     oldest = (
-        select(table.id)
-        .where(table.created_at < cutoff)
-        .order_by(table.created_at)
+        select(aged.id)
+        .where(aged.created_at < cutoff)
+        .order_by(aged.created_at)
         .limit(RETENTION_BATCH_ROWS)
         .scalar_subquery()
     )
     return in_batches(
-        engine, lambda conn: conn.execute(delete(table).where(table.id.in_(oldest))).rowcount, deadline
+        engine, lambda conn: conn.execute(delete(aged).where(aged.id.in_(oldest))).rowcount, deadline
     )
+
+
+def expire_keys(engine: Engine, cutoff: datetime, deadline: float) -> int:
+    """Idempotency-Keys whose job was created before ``cutoff``: a replay after that makes a new job."""
+    oldest = (
+        select(IdempotencyKey.key)
+        .where(IdempotencyKey.created_at < cutoff)
+        .order_by(IdempotencyKey.created_at)
+        .limit(RETENTION_BATCH_ROWS)
+        .scalar_subquery()
+    )
+    statement = delete(IdempotencyKey).where(IdempotencyKey.key.in_(oldest))
+    return in_batches(engine, lambda conn: conn.execute(statement).rowcount, deadline)
 
 
 def expire_deliveries(engine: Engine, cutoff: datetime, deadline: float) -> int:
@@ -116,13 +174,15 @@ def expire_deliveries(engine: Engine, cutoff: datetime, deadline: float) -> int:
 
 
 def expire_all(svc: Services) -> dict[str, int]:
-    """Every table with a retention, within one budget (jobs first: they grow fastest).
-    A retention of 0 keeps that table's rows for ever."""
+    """Every table with a retention, within one budget (jobs, and their keys, first: they grow
+    fastest). A retention of 0 keeps that table's rows for ever."""
     settings = svc.settings
     deadline = time.monotonic() + settings.retention_budget_seconds
     now = utcnow()
     done: dict[str, int] = {}
     for name, seconds, expire in (
+        # Keys first: a day of jobs is dropped only once no key older than its end is left.
+        ("idempotency_keys", settings.job_retention_seconds, expire_keys),
         ("jobs", settings.job_retention_seconds, expire_jobs),
         ("batches", settings.job_retention_seconds, expire_idle_batches),
         ("feedback", settings.feedback_retention_seconds, _table(Feedback)),
@@ -137,7 +197,6 @@ def _table(table: Aged) -> Callable[[Engine, datetime, float], int]:
     return lambda engine, cutoff, deadline: expire_by_age(engine, table, cutoff, deadline)
 
 
-def _delete_oldest(engine: Engine, table: Aged | type[Batch], oldest: Any, deadline: float) -> int:
-    """The rows whose ids ``oldest`` (a subquery of at most a batch) selects, batch after batch."""
-    statement = delete(table).where(table.id.in_(oldest))
-    return in_batches(engine, lambda conn: conn.execute(statement).rowcount, deadline)
+def _delete_in_batches(engine: Engine, statement: Any, deadline: float) -> int:
+    """``statement`` (a DELETE of at most a batch of rows), batch after batch."""
+    return in_batches(engine, lambda conn: int(conn.execute(statement).rowcount), deadline)

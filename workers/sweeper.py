@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import ColumnElement, and_, or_, select, tuple_, update
 
 from app.db import Job, TrainingRun, utcnow
+from app.db.ids import by_ids
 from app.predictions.ending import end_unrun
 from app.predictions.items import encode_item
 from app.predictions.queue import LUA, enqueue, queue_keys, queued_versions, wake_worker
@@ -93,7 +94,7 @@ def requeue_stuck_jobs(svc: Services, limit: int = 1000) -> int:
     # queues were read) is running since just now, so not queued a second time.
     with svc.engine.connect() as conn:
         stuck = conn.execute(
-            select(*_REQUEUED).where(Job.id.in_(lost), _stuck(now, cutoff)).order_by(Job.created_at)
+            select(*_REQUEUED).where(by_ids(Job, lost), _stuck(now, cutoff)).order_by(Job.created_at)
         ).all()
     for job in stuck:
         item = encode_item(

@@ -21,7 +21,7 @@ from app.celery_app import (
 )
 from app.lifecycle import drift, training, training_runs
 from app.services import current_services
-from workers import batching, bulk, retention, sweeper, webhook_sender
+from workers import batching, bulk, partitions, retention, sweeper, webhook_sender
 
 
 @shared_task(name=RUN_BATCH, bind=True)
@@ -51,9 +51,12 @@ def sweep() -> dict[str, int]:
         "bulk_chunks_resent": bulk.requeue_stuck_chunks(svc),
         "bulk_jobs_expired": bulk.expire_old_batch_jobs(svc),
     }
-    # Last: it may take up to RETENTION_BUDGET_SECONDS (workers/retention.py).
+    # Last: it may take up to RETENTION_BUDGET_SECONDS (workers/retention.py); then the day
+    # partitions (PostgreSQL), after the keys older than a day to drop are gone.
     expired = retention.expire_all(svc)
-    return done | {"expired": expired.pop("jobs")} | {f"{table}_expired": n for table, n in expired.items()}
+    kept = partitions.maintain(svc)
+    jobs = expired.pop("jobs")
+    return done | {"expired": jobs} | {f"{table}_expired": n for table, n in expired.items()} | kept
 
 
 @shared_task(name=SCORE_CHUNK)

@@ -27,6 +27,7 @@ import orjson
 from sqlalchemy import select, update
 
 from app.db import Job, WebhookDelivery, utcnow
+from app.db.ids import by_id
 from app.metrics import WEBHOOK_ATTEMPTS
 from app.predictions.view import job_view
 from app.services import Services
@@ -176,7 +177,7 @@ def body_of(svc: Services, conn: Any, row: Any) -> bytes | None:
             job_id = uuid.UUID(row["subject"])
         except ValueError:
             return None
-        job = conn.execute(select(Job.__table__).where(Job.id == job_id)).mappings().first()
+        job = conn.execute(select(Job.__table__).where(by_id(Job, job_id))).mappings().first()
         if job is None:
             return None
         data = job_view(job)

@@ -18,6 +18,7 @@ from app.api.health import connection_checks
 from app.batch_jobs import jobs as batch_jobs
 from app.batch_jobs.storage import FINISHED as BATCH_FINISHED
 from app.db import BulkChunk, BulkJob, Feedback, Job, ModelVersion, utcnow
+from app.db.ids import by_id
 from app.errors import StoreUnavailable
 from app.predictions.queue import queue_key
 from app.predictions.view import JobStatus
@@ -206,7 +207,7 @@ def own_recent_jobs(svc: Services, viewer: Principal) -> list[Any]:
 def job(svc: Services, job_id: uuid.UUID) -> Any:
     """A job's whole row (inputs and outputs), or None."""
     with svc.engine.connect() as conn:
-        return conn.execute(select(Job.__table__).where(Job.id == job_id)).mappings().first()
+        return conn.execute(select(Job.__table__).where(by_id(Job, job_id))).mappings().first()
 
 
 def _task(model: dict[str, Any]) -> str:

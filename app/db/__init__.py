@@ -16,7 +16,17 @@ from app.db.lifecycle import (
     TrainingImport,
     TrainingRun,
 )
-from app.db.serving import PRIORITIES, ApiKey, Batch, Job, Model, ModelAlias, ModelVersion, ShadowOutput
+from app.db.serving import (
+    PRIORITIES,
+    ApiKey,
+    Batch,
+    IdempotencyKey,
+    Job,
+    Model,
+    ModelAlias,
+    ModelVersion,
+    ShadowOutput,
+)
 from app.db.webhooks import WebhookDelivery, WebhookEndpoint, WebhookSecret
 
 __all__ = [
@@ -31,6 +41,7 @@ __all__ = [
     "DriftReport",
     "EvaluationSet",
     "Feedback",
+    "IdempotencyKey",
     "Job",
     "Model",
     "ModelAlias",

@@ -97,7 +97,11 @@ class ModelAlias(Base):
 
 
 class Job(Base):
-    """One prediction request: its rows, its outputs and where it is in its life."""
+    """One prediction request: its rows, its outputs and where it is in its life.
+
+    On PostgreSQL partitioned by day on ``created_at`` (part of the key: app/db/ids.py says
+    why a read by id names it too); on SQLite a plain table whose key is ``id`` alone.
+    """
 
     __tablename__ = "jobs"
     # The console's: a model's recent failures, a key's recent jobs (migration 0017).
@@ -113,6 +117,7 @@ class Job(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    """A UUIDv7 whose time is ``created_at`` (jobs stored before it: a uuid4)."""
     model_name: Mapped[str] = mapped_column(String(100), index=True)
     model_version: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), index=True)
@@ -120,10 +125,11 @@ class Job(Base):
     inputs: Mapped[list[Any]] = mapped_column(JSON)
     outputs: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    idempotency_key: Mapped[str | None] = mapped_column(String(240), unique=True, nullable=True)
-    """The client's Idempotency-Key, prefixed with the owner's key id when there is one (``7:key``)."""
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id"), nullable=True, index=True)
+    """What a submit with an Idempotency-Key sent (its key is in idempotency_keys)."""
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True, index=True)
+    """The batch that answered it: no foreign key (batches' key includes their created_at),
+    and a batch may be dropped with its day before a job kept longer (README, Retention)."""
     cached_rows: Mapped[int] = mapped_column(Integer, default=0)
     owner_key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     """The API key that submitted the job (None with auth off): only it or an admin key reads it."""
@@ -135,9 +141,24 @@ class Job(Base):
     """Not started by then, the job ends expired (never run); None: no deadline."""
     callback_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     """Where its result is announced (a webhook, app/webhooks/), or None."""
-    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(primary_key=True, default=utcnow, index=True)
+    """The time its id names (app/db/ids.py); the partition key on PostgreSQL."""
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class IdempotencyKey(Base):
+    """A submit's Idempotency-Key and the job it made: unique across every day's partition,
+    which a unique constraint on partitioned ``jobs`` cannot be (it would have to include
+    ``created_at``). Written in the same statement as its job; kept as long as jobs are."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(240), primary_key=True)
+    """The client's key, prefixed with the owner's key id when there is one (``7:key``)."""
+    job_id: Mapped[uuid.UUID] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    """Its job's ``created_at``: with ``job_id`` it finds the job in one partition."""
 
 
 class Batch(Base):
@@ -155,6 +176,8 @@ class Batch(Base):
     inference_seconds: Mapped[float] = mapped_column(Float)
     started_at: Mapped[datetime] = mapped_column()
     completed_at: Mapped[datetime] = mapped_column(index=True)
+    created_at: Mapped[datetime] = mapped_column(primary_key=True, default=utcnow, index=True)
+    """The time its id names (its start); the partition key on PostgreSQL, as for jobs."""
 
 
 class ShadowOutput(Base):

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.access.auth import may_read
 from app.db import Feedback, Job, TrainingExample
+from app.db.ids import by_id
 from app.errors import FeedbackConflict, InvalidInput, JobNotFound
 from app.lifecycle.training import quality_metrics
 from app.predictions.view import JobStatus
@@ -43,7 +44,7 @@ def record(svc: Services, job_id: str, labels: list[Any], reader: Principal | No
     except ValueError:
         raise JobNotFound(f"no job with id {job_id!r}", id=job_id) from None
     with svc.engine.connect() as conn:
-        job = conn.execute(select(Job.__table__).where(Job.id == parsed)).mappings().first()
+        job = conn.execute(select(Job.__table__).where(by_id(Job, parsed))).mappings().first()
     if job is None or not may_read(reader, job["owner_key_id"]):
         raise JobNotFound(f"no job with id {job_id!r}", id=job_id)
     if job["status"] != JobStatus.SUCCEEDED:

@@ -10,7 +10,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from app import logs
-from app.db import utcnow
+from app.db.ids import new_id
 from app.metrics import CACHE_MISSES
 from app.predictions import cache
 from app.predictions.items import encode_item
@@ -45,8 +45,8 @@ def submit_deferred(svc: Services, sub: Submission) -> Deferred:
     Peek carries) or Redis fails (it accepts the job all the same; the sweeper queues it).
     """
     name, version, rows = sub.name, sub.version, sub.rows
-    job_id = str(uuid.uuid4())
-    created_at = utcnow()
+    made, created_at = new_id()  # a UUIDv7: its time is the row's created_at (app/db/ids.py)
+    job_id = str(made)
     deadline = sub.deadline(created_at)
     item = encode_item(
         job_id,

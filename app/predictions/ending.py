@@ -24,6 +24,7 @@ from sqlalchemy import select, update
 
 from app.access.auth import may_read
 from app.db import Job, dialect_insert, utcnow
+from app.db.ids import by_id, by_ids
 from app.errors import JobNotCancellable, JobNotFound
 from app.metrics import JOBS
 from app.predictions import cache as output_cache
@@ -83,14 +84,14 @@ def end_unrun(
         if deferred:
             assert model is not None, "deferred items need their model"
             records = [_deferred_record(item, model, status, error, now) for item in deferred]
-            inserted = dialect_insert(conn)(Job).on_conflict_do_nothing(index_elements=[Job.id])
+            inserted = dialect_insert(conn)(Job).on_conflict_do_nothing()
             ended += conn.execute(inserted.returning(*_VIEW_COLUMNS), records).mappings().all()
             ids += [record["id"] for record in records if record["id"] not in {row["id"] for row in ended}]
         if ids:
             ended += (
                 conn.execute(
                     update(Job)
-                    .where(Job.id.in_(sorted(ids)), unfinished)
+                    .where(by_ids(Job, sorted(ids)), unfinished)
                     .values(status=status, error=error, completed_at=now)
                     .returning(*_VIEW_COLUMNS)
                 )
@@ -155,12 +156,12 @@ def cancel(svc: Services, job_id: str, caller: Principal | None) -> dict[str, An
     except ValueError:
         raise JobNotFound(f"no job with id {job_id!r}", id=job_id) from None
     with svc.engine.connect() as conn:
-        row = conn.execute(select(Job.owner_key_id, Job.status).where(Job.id == parsed)).first()
+        row = conn.execute(select(Job.owner_key_id, Job.status).where(by_id(Job, parsed))).first()
     if row is None or not may_read(caller, row.owner_key_id):
         raise JobNotFound(f"no job with id {job_id!r}", id=job_id)
     ended = end_unrun(svc, JobStatus.CANCELLED, [parsed]) if row.status == JobStatus.QUEUED else []
     if ended:
         return ended[0]
     with svc.engine.connect() as conn:
-        status = conn.execute(select(Job.status).where(Job.id == parsed)).scalar_one()
+        status = conn.execute(select(Job.status).where(by_id(Job, parsed))).scalar_one()
     raise JobNotCancellable(f"job {job_id} is {status}: only a queued job can be cancelled", status=status)

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from app import logs
 from app.access.auth import may_read
 from app.db import Job
+from app.db.ids import by_id
 from app.errors import JobNotFound
 from app.predictions.items import decode_view
 from app.predictions.queue import done_key, result_key
@@ -88,7 +89,7 @@ def read(svc: Services, job_id: uuid.UUID, reader: Principal | None) -> dict[str
         pass
     if found is None:
         with svc.engine.connect() as conn:
-            row = conn.execute(select(Job.__table__).where(Job.id == job_id)).mappings().first()
+            row = conn.execute(select(Job.__table__).where(by_id(Job, job_id))).mappings().first()
         if row is not None:
             found = row["owner_key_id"], job_view(row)
     if found is None or not may_read(reader, found[0]):

@@ -71,7 +71,6 @@ def job_record(
     rows: list[list[float]] | np.ndarray,
     cached: list[Any],
     *,
-    idempotency_key: str | None = None,
     request_hash: str | None = None,
     created_at: datetime,
     owner: int | None,
@@ -93,7 +92,6 @@ def job_record(
         "n_rows": len(rows),
         "inputs": rows,
         "outputs": cached if all_cached else None,
-        "idempotency_key": idempotency_key,
         "request_hash": request_hash,
         "cached_rows": sum(c is not None for c in cached),
         "owner_key_id": owner,
@@ -107,10 +105,11 @@ def job_record(
 
 
 def insert_if_absent(conn: Connection, records: list[dict[str, Any]]) -> int:
-    """Insert job rows whose id is not stored yet; returns how many were inserted."""
-    return conn.execute(
-        dialect_insert(conn)(Job).on_conflict_do_nothing(index_elements=[Job.id]), records
-    ).rowcount
+    """Insert job rows whose id is not stored yet; returns how many were inserted.
+
+    No conflict target: on PostgreSQL the key is (id, created_at), and a job's created_at is
+    its id's time, so a conflict on either is the same job."""
+    return conn.execute(dialect_insert(conn)(Job).on_conflict_do_nothing(), records).rowcount
 
 
 def overloaded(name: str, version: int, queued_jobs: int) -> Overloaded:

@@ -1,0 +1,245 @@
+"""PostgreSQL's jobs and batches partitioned by day (issue 31): a poll reads one partition, an
+insert never fails for want of one, the sweeper makes days ahead and drops whole days past
+retention without deleting a job that must stay, and the migration converts a database in place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from alembic import command
+from prometheus_client import REGISTRY
+from sqlalchemy import create_engine, insert, select, text
+
+from app import create_app
+from app.db import IdempotencyKey, Job, utcnow
+from app.db.ids import by_id, time_of
+from app.db.partitions import create_day, day_name, day_of, partitions
+from app.migrate import alembic_config, upgrade
+from app.predictions.idempotency import owned_key, request_hash_of
+from scripts.local import scratch_database
+from tests.helpers import ADMIN_URL
+from workers.partitions import maintain
+from workers.retention import expire_all
+
+ROW = [5.1, 3.5, 1.4, 0.2]
+
+
+@pytest.fixture(scope="module")
+def own(settings: Any, artifacts: dict[str, Any]) -> Iterator[Any]:
+    """An app on a database of its own (its partitions are changed here), auth off, iris v1."""
+    with scratch_database(ADMIN_URL, "predq_part") as url:
+        upgrade(url)
+        app = create_app(settings.replace(database_url=url, auth_enabled=False))
+        app.extensions["predq"].registry.register("iris", artifacts["iris"])
+        yield app
+        app.extensions["predq"].engine.dispose()
+
+
+def _where(svc: Any, job_id: uuid.UUID) -> str:
+    """The partition the job's row is stored in."""
+    with svc.engine.connect() as conn:
+        return str(
+            conn.execute(text("SELECT tableoid::regclass FROM jobs WHERE id = :id"), {"id": job_id}).scalar()
+        )
+
+
+def _counted(metric: str) -> float:
+    return REGISTRY.get_sample_value(metric, {"table": "jobs"}) or 0.0
+
+
+def _job(
+    job_id: uuid.UUID, created_at: Any, status: str = "succeeded", completed_at: Any = None
+) -> dict[str, Any]:
+    return {"id": job_id, "model_name": "iris", "model_version": 1, "status": status, "n_rows": 1,
+            "inputs": [ROW], "outputs": [{"prediction": 0}] if status == "succeeded" else None, "cached_rows": 0,
+            "created_at": created_at, "completed_at": completed_at}  # fmt: skip
+
+
+def test_a_job_polled_by_id_reads_the_one_partition_its_id_names(own):
+    svc = own.extensions["predq"]
+    response = own.test_client().post("/v1/models/iris/predictions", json={"inputs": [ROW]})
+    job_id = uuid.UUID(response.json["id"])
+    query = select(Job.__table__).where(by_id(Job, job_id))
+
+    with svc.engine.connect() as conn:
+        stored = conn.execute(query).mappings().one()
+        plan = "\n".join(
+            conn.execute(
+                text(f"EXPLAIN {query.compile(conn, compile_kwargs={'literal_binds': True})}")
+            ).scalars()
+        )
+
+    assert response.status_code in (200, 202), response.json
+    assert job_id.version == 7 and stored["created_at"] == time_of(job_id), (
+        "created_at is the id's time, exactly"
+    )
+    scanned = set(re.findall(r"\bon (jobs\w*)", plan))  # the relations read ("Index Scan using i on t")
+    assert scanned == {day_name("jobs", day_of(stored["created_at"]))}, plan
+
+
+def test_an_insert_with_no_partition_for_its_day_goes_to_the_default_and_succeeds(own):
+    svc = own.extensions["predq"]
+    today = day_name("jobs", day_of(utcnow()))
+    with svc.engine.begin() as conn:  # the sweeper was down: today's partition was never made
+        conn.execute(text(f"ALTER TABLE jobs DETACH PARTITION {today}"))
+    try:
+        response = own.test_client().post(
+            "/v1/models/iris/predictions", json={"inputs": [[6.1, 2.8, 4.7, 1.2]]}
+        )
+        assert response.status_code in (200, 202), response.json
+        assert _where(svc, uuid.UUID(response.json["id"])) == "jobs_default"
+        assert own.test_client().get(f"/v1/predictions/{response.json['id']}").status_code == 200
+    finally:
+        with svc.engine.begin() as conn:
+            conn.execute(text(f"DROP TABLE {today}"))
+    assert maintain(svc)["partitions_created"] >= 1, "the days after today are made"
+    with svc.engine.connect() as conn:
+        names = {part.name for part in partitions(conn, "jobs")}
+    assert today not in names, "today stays in the default partition, which holds rows of it"
+
+
+def test_the_sweeper_makes_days_ahead_and_drops_a_day_past_retention_leaving_newer_days(own):
+    svc = own.extensions["predq"]
+    old, newer = day_of(utcnow()) - timedelta(days=10), day_of(utcnow()) - timedelta(days=9)
+    finished = [uuid.uuid4() for _ in range(3)]
+    kept = uuid.uuid4()
+    with svc.engine.begin() as conn:
+        for day in (old, newer):
+            create_day(conn, "jobs", day)
+        conn.execute(insert(Job), [_job(job_id, old + timedelta(hours=1), completed_at=old + timedelta(hours=1))
+                                   for job_id in finished])  # fmt: skip
+        conn.execute(
+            insert(Job), _job(kept, newer + timedelta(hours=1), completed_at=newer + timedelta(hours=1))
+        )
+    dropped_before = _counted("predq_partitions_dropped_total")
+    nine_days = dataclasses.replace(svc, settings=svc.settings.replace(job_retention_seconds=9 * 86400))
+
+    done = maintain(nine_days)
+
+    with svc.engine.connect() as conn:
+        names = {part.name for part in partitions(conn, "jobs")}
+        left = set(conn.execute(select(Job.id).where(Job.id.in_([*finished, kept]))).scalars())
+    assert day_name("jobs", old) not in names and day_name("jobs", newer) in names
+    assert left == {kept}, "the old day went whole; the newer day's job stays"
+    assert (
+        done["partitions_dropped"] == 1 and _counted("predq_partitions_dropped_total") == dropped_before + 1
+    )
+    ahead = [
+        day_name("jobs", day_of(utcnow()) + timedelta(days=n))
+        for n in range(1, svc.settings.partition_days_ahead + 1)
+    ]
+    assert set(ahead) <= names, "the next PARTITION_DAYS_AHEAD days have partitions"
+
+
+def test_a_queued_job_in_a_day_past_retention_is_moved_to_the_default_never_deleted(own):
+    svc = own.extensions["predq"]
+    old = day_of(utcnow()) - timedelta(days=20)
+    queued, late, gone = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    with svc.engine.begin() as conn:
+        create_day(conn, "jobs", old)
+        conn.execute(insert(Job), [
+            _job(queued, old + timedelta(hours=2), status="queued"),
+            # Finished only an hour ago: within its retention, however old its day.
+            _job(late, old + timedelta(hours=3), completed_at=utcnow() - timedelta(hours=1)),
+            _job(gone, old + timedelta(hours=4), completed_at=old + timedelta(hours=4)),
+        ])  # fmt: skip
+    moved_before = _counted("predq_partition_stragglers_moved_total")
+    week = dataclasses.replace(svc, settings=svc.settings.replace(job_retention_seconds=7 * 86400))
+
+    done = maintain(week)
+
+    assert (
+        done["stragglers_moved"] == 2
+        and _counted("predq_partition_stragglers_moved_total") == moved_before + 2
+    )
+    assert _where(svc, queued) == "jobs_default" and _where(svc, late) == "jobs_default"
+    with svc.engine.connect() as conn:
+        assert conn.execute(select(Job.id).where(Job.id == gone)).first() is None, "its day was dropped"
+    assert own.test_client().get(f"/v1/predictions/{queued}").json["status"] == "queued"
+
+
+def test_a_day_waits_while_an_idempotency_key_older_than_its_end_is_stored(own):
+    """Else a replay of that key would find its key taken by a job that is gone."""
+    svc = own.extensions["predq"]
+    old = day_of(utcnow()) - timedelta(days=30)
+    keyed = uuid.uuid4()
+    with svc.engine.begin() as conn:
+        create_day(conn, "jobs", old)
+        conn.execute(
+            insert(Job), _job(keyed, old + timedelta(hours=1), completed_at=old + timedelta(hours=1))
+        )
+        conn.execute(
+            insert(IdempotencyKey),
+            {"key": "old-key", "job_id": keyed, "created_at": old + timedelta(hours=1)},
+        )
+    week = dataclasses.replace(svc, settings=svc.settings.replace(job_retention_seconds=7 * 86400))
+    waits_before = _counted("predq_partition_drop_waits_total")
+
+    waited = maintain(week)
+    expired = expire_all(week)
+    dropped = maintain(week)
+
+    assert (
+        waited["partitions_dropped"] == 0 and _counted("predq_partition_drop_waits_total") == waits_before + 1
+    )
+    assert expired["idempotency_keys"] == 1, "retention deletes the keys first"
+    assert dropped["partitions_dropped"] == 1, "then the day goes"
+
+
+def test_the_migration_converts_a_database_with_rows_in_place(settings, artifacts):
+    with scratch_database(ADMIN_URL, "predq_convert") as url:
+        upgrade(url, "0020")
+        engine = create_engine(url)
+        batch, job, keyed = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        now = utcnow()
+        request_hash = request_hash_of("iris", None, None, None, [ROW])
+        with engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO batches VALUES (:id, 'iris', 1, 2, 2, 'w', 'succeeded', 0.01, :t, :t)"),
+                {"id": batch, "t": now - timedelta(days=2)},
+            )
+            for job_id, key in ((job, None), (keyed, owned_key("replay-me", None))):
+                conn.execute(
+                    text("INSERT INTO jobs (id, model_name, model_version, status, n_rows, inputs, outputs, "
+                         "idempotency_key, request_hash, batch_id, cached_rows, created_at, completed_at, priority) "
+                         "VALUES (:id, 'iris', 1, 'succeeded', 1, :inputs, :outputs, :key, :hash, :batch, 0, :t, :t, "
+                         "'normal')"),
+                    {"id": job_id, "inputs": f"[{ROW}]", "outputs": '[{"prediction": 0}]', "key": key,
+                     "hash": request_hash, "batch": batch, "t": now - timedelta(days=2)},
+                )  # fmt: skip
+        engine.dispose()
+
+        upgrade(url)
+
+        command.check(alembic_config(url))  # the converted schema is the models'
+        app = create_app(settings.replace(database_url=url, auth_enabled=False))
+        app.extensions["predq"].registry.register("iris", artifacts["iris"])
+        http = app.test_client()
+        polled = http.get(f"/v1/predictions/{job}")
+        replayed = http.post(
+            "/v1/models/iris/predictions", json={"inputs": [ROW]}, headers={"Idempotency-Key": "replay-me"}
+        )
+        fresh = http.post("/v1/models/iris/predictions", json={"inputs": [ROW]})
+        svc = app.extensions["predq"]
+        with svc.engine.connect() as conn:
+            names = {part.name for part in partitions(conn, "jobs")}
+            batch_times = conn.execute(
+                text("SELECT created_at FROM batches WHERE id = :id"), {"id": batch}
+            ).all()
+        where_old, where_new = _where(svc, job), _where(svc, uuid.UUID(fresh.json["id"]))
+        svc.engine.dispose()
+
+    assert polled.status_code == 200 and polled.json["status"] == "succeeded"
+    assert replayed.status_code == 200 and replayed.json["id"] == str(keyed), "the key moved with its job"
+    assert where_old == "jobs_legacy" and {"jobs_legacy", "jobs_default"} <= names
+    assert where_new == "jobs_legacy", (
+        "the old table holds every time up to the end of the day it was converted"
+    )
+    assert [t for (t,) in batch_times] == [now - timedelta(days=2)], "a batch's created_at is its start"

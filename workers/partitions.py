@@ -1,0 +1,157 @@
+"""The sweeper's day partitions (PostgreSQL): made ahead, and dropped whole once past retention.
+
+Each sweep makes sure ``jobs`` and ``batches`` have a partition for today and the next
+PARTITION_DAYS_AHEAD days (app/db/partitions.py). A day whose end is older than
+JOB_RETENTION_SECONDS goes in one short transaction: DETACH, then DROP, which frees its
+bytes at once instead of leaving a DELETE's dead rows to autovacuum. (DETACH ...
+CONCURRENTLY would take a weaker lock, but PostgreSQL refuses it on a table with a DEFAULT
+partition, which predq keeps so that an insert never fails: the plain DETACH waits at most
+DROP_LOCK_TIMEOUT for its lock, else the day waits for the next sweep.)
+
+Queued and running jobs are never deleted, however old, and a finished job is kept until it
+is past retention itself: such jobs in a day due to go (stragglers) are found first, outside
+any lock, and copied to the default partition in the drop's transaction (the metric
+``predq_partition_stragglers_moved_total`` counts them); the default's rows go by age in
+batches (workers/retention.py). A day of jobs waits while an Idempotency-Key older than its
+end is still stored (retention deletes those first), so a key never outlives its job.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, bindparam, exists, select, text
+from sqlalchemy.exc import OperationalError
+
+from app.db import IdempotencyKey, Job, utcnow
+from app.db.partitions import PARTITIONED, Partition, create_day, day_of, partitions
+from app.metrics import PARTITION_DROP_WAITS, PARTITION_STRAGGLERS, PARTITIONS_DROPPED
+from app.predictions.view import FINISHED
+from app.services import Services
+
+log = logging.getLogger(__name__)
+
+#: Longest a drop waits for its lock on the parent; it blocks the table's readers meanwhile.
+DROP_LOCK_TIMEOUT = "2s"
+
+_COLUMNS = ", ".join(f'"{c.name}"' for c in Job.__table__.columns)
+_UNFINISHED = " OR ".join(
+    [
+        f"status NOT IN ({', '.join(repr(str(s)) for s in FINISHED)})",
+        "completed_at IS NULL",
+        "completed_at >= :cutoff",
+    ]
+)
+
+
+def maintain(svc: Services) -> dict[str, int]:
+    """Partitions made ahead and days past retention dropped; nothing on SQLite."""
+    if svc.engine.dialect.name != "postgresql":
+        return {}
+    settings = svc.settings
+    now = utcnow()
+    cutoff = now - timedelta(seconds=settings.job_retention_seconds)
+    done = {"partitions_created": 0, "partitions_dropped": 0, "stragglers_moved": 0}
+    for table in PARTITIONED:
+        done["partitions_created"] += make_ahead(
+            svc.engine, table, day_of(now), settings.partition_days_ahead
+        )
+        if settings.job_retention_seconds > 0:
+            dropped, moved = drop_past(svc.engine, table, cutoff)
+            done["partitions_dropped"] += dropped
+            done["stragglers_moved"] += moved
+    return done
+
+
+def make_ahead(engine: Engine, table: str, today: datetime, ahead: int) -> int:
+    """Create ``table``'s partitions for ``today`` and ``ahead`` days after; returns how many.
+
+    A day some partition covers already is skipped, and so is one whose rows went to the
+    default partition meanwhile (the sweeper was down): PostgreSQL would refuse it, and the
+    default keeps that day, its rows deleted by age.
+    """
+    with engine.connect() as conn:
+        existing = partitions(conn, table)
+    made = 0
+    for offset in range(ahead + 1):
+        day = today + timedelta(days=offset)
+        if any(_covers(part, day) for part in existing):
+            continue
+        after = day + timedelta(days=1)
+        with engine.begin() as conn:
+            conn.execute(text(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'"))
+            in_default = conn.execute(
+                text(
+                    f"SELECT 1 FROM {table}_default WHERE created_at >= :day AND created_at < :after LIMIT 1"
+                ),
+                {"day": day, "after": after},
+            ).first()
+            if in_default is None:
+                create_day(conn, table, day)
+                made += 1
+    return made
+
+
+def _covers(part: Partition, day: datetime) -> bool:
+    if part.is_default or part.upper is None:
+        return False
+    return (part.lower is None or part.lower <= day) and day < part.upper
+
+
+def drop_past(engine: Engine, table: str, cutoff: datetime) -> tuple[int, int]:
+    """Drop ``table``'s bounded partitions whose end is at or before ``cutoff``, oldest first;
+    returns how many went and how many stragglers were moved to the default partition."""
+    with engine.connect() as conn:
+        due = sorted(
+            (p for p in partitions(conn, table) if p.upper is not None and p.upper <= cutoff),
+            key=lambda p: p.upper or cutoff,
+        )
+    dropped = moved = 0
+    for part in due:
+        assert part.upper is not None
+        if table == "jobs" and _keys_older_than(engine, part.upper):
+            PARTITION_DROP_WAITS.labels(table).inc()
+            log.info("%s waits: Idempotency-Keys older than its end are still stored", part.name)
+            break
+        stragglers = _stragglers(engine, part.name, cutoff) if table == "jobs" else []
+        try:
+            moved += _drop(engine, table, part.name, stragglers)
+        except OperationalError as exc:  # lock_timeout: busy now, the next sweep tries again
+            PARTITION_DROP_WAITS.labels(table).inc()
+            log.warning("could not drop %s yet: %s", part.name, exc.orig)
+            break
+        dropped += 1
+        PARTITIONS_DROPPED.labels(table).inc()
+        PARTITION_STRAGGLERS.labels(table).inc(len(stragglers))
+        log.info("dropped %s (%d stragglers moved to the default partition)", part.name, len(stragglers))
+    return dropped, moved
+
+
+def _keys_older_than(engine: Engine, end: datetime) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.execute(select(exists().where(IdempotencyKey.created_at < end))).scalar())
+
+
+def _stragglers(engine: Engine, name: str, cutoff: datetime) -> list[uuid.UUID]:
+    """Jobs of partition ``name`` that must outlive it: unfinished, or finished after ``cutoff``.
+    One read of the partition, without a lock that blocks anyone; a job found finished and
+    past retention here stays so (a finished job's status never changes)."""
+    with engine.connect() as conn:
+        return list(
+            conn.execute(text(f"SELECT id FROM {name} WHERE {_UNFINISHED}"), {"cutoff": cutoff}).scalars()
+        )
+
+
+def _drop(engine: Engine, table: str, name: str, stragglers: list[uuid.UUID]) -> int:
+    """DETACH and DROP partition ``name`` in one transaction, its ``stragglers`` copied into
+    the parent first (their day no longer has a partition: they land in the default)."""
+    with engine.begin() as conn:
+        conn.execute(text(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'"))
+        conn.execute(text(f"ALTER TABLE {table} DETACH PARTITION {name}"))
+        if stragglers:
+            copy = text(f"INSERT INTO {table} ({_COLUMNS}) SELECT {_COLUMNS} FROM {name} WHERE id IN :ids")
+            conn.execute(copy.bindparams(bindparam("ids", expanding=True)), {"ids": stragglers})
+        conn.execute(text(f"DROP TABLE {name}"))
+    return len(stragglers)
