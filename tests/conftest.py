@@ -267,7 +267,10 @@ def offline_page(browser: Any) -> Iterator[tuple[Any, list[str]]]:
 
     context.route("**/*", only_local)
     page = context.new_page()
-    page.on("requestfailed", lambda r: problems.append(f"failed: {r.url} {r.failure}"))
+    page.on(
+        "requestfailed",
+        lambda r: None if _aborted_by_the_page(r) else problems.append(f"failed: {r.url} {r.failure}"),
+    )
     page.on("response", lambda r: problems.append(f"{r.status}: {r.url}") if r.status >= 400 else None)
     page.on(
         "console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None
@@ -275,6 +278,12 @@ def offline_page(browser: Any) -> Iterator[tuple[Any, list[str]]]:
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     yield page, problems
     context.close()
+
+
+def _aborted_by_the_page(request: Any) -> bool:
+    """An htmx request still in flight when the page navigated away (a click on a link while a
+    progress bar polls): the browser cancels it, which is no fault of the server's."""
+    return request.resource_type in ("xhr", "fetch") and request.failure == "net::ERR_ABORTED"
 
 
 # -- models -----------------------------------------------------------------------------
