@@ -1,6 +1,6 @@
 """1,000-row Arrow requests against the model in process (issue 33's online many-row target).
 
-    python -m bench.arrow [--pairs 3] [--clients 8] [--seconds 10] [--no-compiled]
+    python -m bench.arrow [--pairs 3] [--clients 8] [--seconds 10] [--no-compiled] [--base REV]
 
 In one run, on this machine, with the benchmark's model (RandomForest, 100 fully grown
 trees, 20 features) and predq's real processes (the API under granian, an online worker
@@ -12,7 +12,9 @@ closed-loop clients each send 1,000-row requests as Arrow IPC streams (submit wi
 model's mean); the figure is their median. The ceiling beside it: predq's own forest path
 (app/scoring/inference.py) on the same 1,000 rows in process. Then the same with the model
 compiled (app/scoring/compiled.py: onnxruntime up to the crossover it measured), unless
-``--no-compiled``.
+``--no-compiled``. With ``--base REV`` each pair measures that commit's predq too (checked out
+in a temporary worktree, the order flipped every pair), against the same database and model:
+what a change bought, side by side.
 
 The load average is printed with every pair: the machine may be shared, and a ratio is
 only as good as the quiet it was measured in. Writes bench/results/arrow.json; exits
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,8 +37,20 @@ from typing import Any
 import numpy as np
 
 from bench import loadgen
-from bench.run import ADMIN_URL, BIN, MODEL, PORT, Stage, granian, measure, prepare, running, save_results
-from scripts.local import scratch_database
+from bench.run import (
+    ADMIN_URL,
+    BIN,
+    MODEL,
+    PORT,
+    Stage,
+    alternating,
+    granian,
+    measure,
+    prepare,
+    running,
+    save_results,
+)
+from scripts.local import ROOT, scratch_database
 
 ROWS = 1000
 BASE_URL = f"http://127.0.0.1:{PORT}"
@@ -63,30 +78,36 @@ def load() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def pairs(stage: Stage, args: argparse.Namespace, label: str, work: Path) -> list[dict[str, float]]:
-    """``args.pairs`` alternating measurements of the model in process and of predq, running."""
+def pairs(
+    stage: Stage, args: argparse.Namespace, label: str, work: Path, trees: dict[str, Path]
+) -> dict[str, list[dict[str, float]]]:
+    """``args.pairs`` measurements of the model in process and of predq running from each tree
+    (alternating, the order flipped every pair), by tree."""
     from app.registry.signature import signature_of
     from app.scoring.inference import predict_arrays
 
     signature = signature_of(stage.model)
     scenario = loadgen.predq_arrow_scenario(MODEL, ROWS, stage.token)
-    found = []
+    found: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
     commands = {"api": granian("app.wsgi:app"), "worker": online_worker()}
-    with running(commands, stage.env | {"WORKER_METRICS_BIND": ""}, f"{BASE_URL}/readyz", work):
-        for pair in range(args.pairs):
+    for pair, name in enumerate(alternating(list(trees), args.pairs)):
+        tree, env = trees[name], stage.env | {"WORKER_METRICS_BIND": "", "PYTHONPATH": str(trees[name])}
+        with running(commands, env, f"{BASE_URL}/readyz", work, cwd=tree):
             ours = in_process(lambda X: predict_arrays(stage.model, signature, X))
             before = in_process(stage.model.predict_proba)
-            point = measure(label, BASE_URL, scenario, args.clients, ROWS, args.seconds, args.warmup)
+            point = measure(
+                f"{label}, {name}", BASE_URL, scenario, args.clients, ROWS, args.seconds, args.warmup
+            )
             # The model's speed on either side of predq's, so a machine whose speed drifts
             # moves both alike.
             model = statistics.mean([before, in_process(stage.model.predict_proba)])
-            found.append({
+            found[name].append({
                 "predq_rows_per_s": round(point.predictions_per_s), "p50_ms": round(point.p50_ms, 1),
                 "errors": point.errors, "in_process_rows_per_s": round(model),
                 "predq_forest_path_rows_per_s": round(ours), "ratio": round(point.predictions_per_s / model, 3),
                 "cpu_ms_per_request": {k: round(v * ROWS, 2) for k, v in (point.cpu_ms_by_process or {}).items()},
             })  # fmt: skip
-            print(f"    pair {pair + 1}: {found[-1]['ratio']:.2f}x ({point.predictions_per_s:,.0f} against "
+            print(f"    {name}, run {pair // len(trees) + 1}: {found[name][-1]['ratio']:.2f}x ({point.predictions_per_s:,.0f} against "
                   f"{model:,.0f} rows/s in process; predq's forest path {ours:,.0f}); {load()}", flush=True)  # fmt: skip
     return found
 
@@ -112,6 +133,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each point")
     parser.add_argument("--no-compiled", action="store_true", help="leave out the compiled model")
     parser.add_argument("--no-assert", action="store_true", help="exit 0 even when the target is missed")
+    parser.add_argument("--base", help="a commit to measure beside this tree (git rev)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="predq-bench-arrow-"))
@@ -120,26 +142,40 @@ def main() -> int:
         "load_at_start": load(),
     }
     print(f"{load()} at the start", flush=True)
-    with scratch_database(ADMIN_URL, "predq_bench_arrow") as database_url:
-        stage = prepare(database_url, work)
-        print(f"1,000-row Arrow requests, {args.clients} clients, not compiled:", flush=True)
-        report["sklearn"] = summary("not compiled", pairs(stage, args, "predq arrow", work))
-        if not args.no_compiled:
-            from bench.compiled import compile_bench_model
+    trees = {"this tree": ROOT}
+    if args.base:
+        trees[f"base {args.base}"] = work / "base"
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(work / "base"), args.base], cwd=ROOT, check=True
+        )
+    try:
+        with scratch_database(ADMIN_URL, "predq_bench_arrow") as database_url:
+            stage = prepare(database_url, work)
+            print(f"1,000-row Arrow requests, {args.clients} clients, not compiled:", flush=True)
+            for name, found in pairs(stage, args, "arrow", work, trees).items():
+                report["sklearn" if name == "this tree" else name] = summary(f"not compiled, {name}", found)
+            if not args.no_compiled:
+                from bench.compiled import compile_bench_model
 
-            report["compiled_record"] = compile_bench_model(stage.env, MODEL)
-            print(f"the same, compiled (onnxruntime up to {report['compiled_record'].get('crossover_rows')} rows):",
-                  flush=True)  # fmt: skip
-            report["compiled"] = summary("compiled", pairs(stage, args, "predq arrow (compiled)", work))
+                report["compiled_record"] = record = compile_bench_model(stage.env, MODEL)
+                print(
+                    f"the same, compiled (onnxruntime up to {record.get('crossover_rows')} rows):", flush=True
+                )
+                found = pairs(stage, args, "arrow compiled", work, {"this tree": ROOT})["this tree"]
+                report["compiled"] = summary("compiled", found)
+    finally:
+        if args.base:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(work / "base")], cwd=ROOT, check=False
+            )
     report["load_at_end"] = load()
     save_results("arrow", report)
-    for key in ("sklearn", "compiled"):
-        if key in report:
-            s = report[key]
-            print(f"1,000-row Arrow requests ({s['label']}): {s['ratio']:.2f}x in-process predict_proba "
-                  f"(median of {len(s['pairs'])} pairs: {s['predq_rows_per_s']:,.0f} against "
-                  f"{s['in_process_rows_per_s']:,.0f} rows/s; predq's forest path in process "
-                  f"{s['predq_forest_path_rows_per_s']:,.0f} rows/s)")  # fmt: skip
+    for key in [k for k in report if isinstance(report[k], dict) and "ratio" in report[k]]:
+        s = report[key]
+        print(f"1,000-row Arrow requests ({s['label']}): {s['ratio']:.2f}x in-process predict_proba "
+              f"(median of {len(s['pairs'])} pairs: {s['predq_rows_per_s']:,.0f} against "
+              f"{s['in_process_rows_per_s']:,.0f} rows/s; predq's forest path in process "
+              f"{s['predq_forest_path_rows_per_s']:,.0f} rows/s)")  # fmt: skip
     print(f"{report['load_at_start']} at the start, {report['load_at_end']} at the end")
     return 0 if report["sklearn"]["ratio"] >= 1.0 or args.no_assert else 1
 
