@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -25,7 +27,7 @@ from app.migrate import alembic_config, upgrade
 from app.predictions.idempotency import owned_key, request_hash_of
 from scripts.local import scratch_database
 from tests.helpers import ADMIN_URL
-from workers.partitions import maintain
+from workers.partitions import drop_past, maintain
 from workers.retention import expire_all
 
 ROW = [5.1, 3.5, 1.4, 0.2]
@@ -163,6 +165,49 @@ def test_a_queued_job_in_a_day_past_retention_is_moved_to_the_default_never_dele
     with svc.engine.connect() as conn:
         assert conn.execute(select(Job.id).where(Job.id == gone)).first() is None, "its day was dropped"
     assert own.test_client().get(f"/v1/predictions/{queued}").json["status"] == "queued"
+
+
+def _wait_for_lock_waiter(svc: Any, seconds: float = 5.0) -> bool:
+    """Whether some backend is waiting for a lock (the drop, behind a writer), within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    with svc.engine.connect() as conn:
+        while time.monotonic() < deadline:
+            waiting = conn.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                     "AND datname = current_database()")
+            ).scalar()  # fmt: skip
+            conn.rollback()
+            if waiting:
+                return True
+            time.sleep(0.005)
+    return False
+
+
+def test_a_job_written_into_a_day_while_its_drop_waits_for_the_lock_is_kept(own):
+    """A deferred job's row is written when its worker finishes: it may land in a day due to
+    go at any moment, after the drop looked for stragglers, before it detached the day."""
+    svc = own.extensions["predq"]
+    old = day_of(utcnow()) - timedelta(days=40)
+    late = uuid.uuid4()
+    with svc.engine.begin() as conn:
+        create_day(conn, "jobs", old)
+    writer = svc.engine.connect()
+    writer.begin()
+    writer.execute(insert(Job), _job(late, old + timedelta(hours=5), status="queued"))
+    done: dict[str, Any] = {}
+    sweep = threading.Thread(
+        target=lambda: done.update(result=drop_past(svc.engine, "jobs", utcnow() - timedelta(days=7)))
+    )
+
+    sweep.start()
+    waited = _wait_for_lock_waiter(svc)
+    writer.commit()  # the row lands while the drop waits for its lock
+    writer.close()
+    sweep.join(30)
+
+    assert waited, "the drop waited for the writer's lock"
+    assert done["result"][0] >= 1, "the day was dropped"
+    assert _where(svc, late) == "jobs_default", "the job written meanwhile was moved, not dropped"
 
 
 def test_a_day_waits_while_an_idempotency_key_older_than_its_end_is_stored(own):

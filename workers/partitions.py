@@ -9,8 +9,8 @@ partition, which predq keeps so that an insert never fails: the plain DETACH wai
 DROP_LOCK_TIMEOUT for its lock, else the day waits for the next sweep.)
 
 Queued and running jobs are never deleted, however old, and a finished job is kept until it
-is past retention itself: such jobs in a day due to go (stragglers) are found first, outside
-any lock, and copied to the default partition in the drop's transaction (the metric
+is past retention itself: such jobs in a day due to go (stragglers) are read after DETACH,
+under its lock, and copied to the default partition in the same transaction (the metric
 ``predq_partition_stragglers_moved_total`` counts them); the default's rows go by age in
 batches (workers/retention.py). A day of jobs waits while an Idempotency-Key older than its
 end is still stored (retention deletes those first), so a key never outlives its job.
@@ -19,10 +19,9 @@ end is still stored (retention deletes those first), so a key never outlives its
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, bindparam, exists, select, text
+from sqlalchemy import Engine, exists, select, text
 from sqlalchemy.exc import OperationalError
 
 from app.db import IdempotencyKey, Job, utcnow
@@ -115,17 +114,17 @@ def drop_past(engine: Engine, table: str, cutoff: datetime) -> tuple[int, int]:
             PARTITION_DROP_WAITS.labels(table).inc()
             log.info("%s waits: Idempotency-Keys older than its end are still stored", part.name)
             break
-        stragglers = _stragglers(engine, part.name, cutoff) if table == "jobs" else []
         try:
-            moved += _drop(engine, table, part.name, stragglers)
+            stragglers = _drop(engine, table, part.name, cutoff)
         except OperationalError as exc:  # lock_timeout: busy now, the next sweep tries again
             PARTITION_DROP_WAITS.labels(table).inc()
             log.warning("could not drop %s yet: %s", part.name, exc.orig)
             break
         dropped += 1
+        moved += stragglers
         PARTITIONS_DROPPED.labels(table).inc()
-        PARTITION_STRAGGLERS.labels(table).inc(len(stragglers))
-        log.info("dropped %s (%d stragglers moved to the default partition)", part.name, len(stragglers))
+        PARTITION_STRAGGLERS.labels(table).inc(stragglers)
+        log.info("dropped %s (%d stragglers moved to the default partition)", part.name, stragglers)
     return dropped, moved
 
 
@@ -134,24 +133,23 @@ def _keys_older_than(engine: Engine, end: datetime) -> bool:
         return bool(conn.execute(select(exists().where(IdempotencyKey.created_at < end))).scalar())
 
 
-def _stragglers(engine: Engine, name: str, cutoff: datetime) -> list[uuid.UUID]:
-    """Jobs of partition ``name`` that must outlive it: unfinished, or finished after ``cutoff``.
-    One read of the partition, without a lock that blocks anyone; a job found finished and
-    past retention here stays so (a finished job's status never changes)."""
-    with engine.connect() as conn:
-        return list(
-            conn.execute(text(f"SELECT id FROM {name} WHERE {_UNFINISHED}"), {"cutoff": cutoff}).scalars()
-        )
+def _drop(engine: Engine, table: str, name: str, cutoff: datetime) -> int:
+    """DETACH and DROP partition ``name`` in one transaction, its stragglers copied into the
+    parent in between (their day no longer has a partition: they land in the default); returns
+    how many were copied.
 
-
-def _drop(engine: Engine, table: str, name: str, stragglers: list[uuid.UUID]) -> int:
-    """DETACH and DROP partition ``name`` in one transaction, its ``stragglers`` copied into
-    the parent first (their day no longer has a partition: they land in the default)."""
+    The stragglers are read after DETACH, under its ACCESS EXCLUSIVE lock on the partition:
+    no row can be written into the day between that read and the DROP (a deferred job's row
+    is written only when its worker finishes, at any moment). The lock is taken by DETACH
+    itself, parent then partition, the order every insert takes them in: locking the
+    partition first would deadlock with an insert holding the parent.
+    """
     with engine.begin() as conn:
         conn.execute(text(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'"))
         conn.execute(text(f"ALTER TABLE {table} DETACH PARTITION {name}"))
-        if stragglers:
-            copy = text(f"INSERT INTO {table} ({_COLUMNS}) SELECT {_COLUMNS} FROM {name} WHERE id IN :ids")
-            conn.execute(copy.bindparams(bindparam("ids", expanding=True)), {"ids": stragglers})
+        moved = 0
+        if table == "jobs":
+            copy = f"INSERT INTO {table} ({_COLUMNS}) SELECT {_COLUMNS} FROM {name} WHERE {_UNFINISHED}"
+            moved = conn.execute(text(copy), {"cutoff": cutoff}).rowcount
         conn.execute(text(f"DROP TABLE {name}"))
-    return len(stragglers)
+    return int(moved)
