@@ -85,7 +85,7 @@ class Settings(WebhookSettings, RetentionSettings):
     """How much lower a bulk worker's CPU priority is (nice), so online batches go first."""
 
     bulk_chunk_timeout_seconds: float = 600.0
-    """A chunk running longer than this (its worker died) is sent again by the sweeper."""
+    """A chunk running this long is sent again (its worker died); a job unsealed this long, deleted."""
 
     max_batch_rows: int = 1024
     """Most rows a worker feeds to one model call."""

@@ -536,3 +536,37 @@ def _pool_of(node: str) -> set[int]:
 def _holders(redis: Redis, name: str, version: int) -> set[int]:
     fields = redis.hgetall(held.key(name, version))
     return {int(field.decode().rpartition(":")[2]) for field in fields}
+
+
+def test_a_job_whose_file_was_never_read_to_its_end_is_deleted_by_the_sweeper(svc, settings, registered):
+    """As when the API process died mid-read: the job is stored, two chunks written, never sealed."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from app.batch_jobs.intake import Intake, drop_abandoned
+
+    def started(job_id: uuid.UUID) -> Intake:
+        intake = Intake(svc, job_id, {"model_name": "iris", "model_version": 1, "source": "x", "id_column": None,
+                                      "output_format": "parquet", "chunk_rows": 1000, "owner_key_id": None,
+                                      "callback_url": None})  # fmt: skip
+        for index in range(2):
+            with svc.batches.writing(f"{job_id}/input/chunk-{index:06d}.parquet") as out:
+                out.write(b"x")
+            intake.written(index, 1000)
+        return intake
+
+    stalled, reading = uuid.uuid4(), uuid.uuid4()
+    started(stalled), started(reading)
+    long_ago = datetime.now(UTC) - timedelta(hours=1)
+    with svc.engine.begin() as conn:
+        conn.execute(update(BulkJob).where(BulkJob.id == stalled).values(created_at=long_ago))
+        conn.execute(update(BulkChunk).where(BulkChunk.job_id == stalled).values(queued_at=long_ago))
+
+    assert drop_abandoned(svc) == 1
+    with svc.engine.connect() as conn:
+        left = set(conn.execute(select(BulkJob.id).where(BulkJob.id.in_([stalled, reading]))).scalars())
+        chunks = conn.execute(select(BulkChunk.index).where(BulkChunk.job_id == stalled)).all()
+    assert left == {reading}, "the stalled job is gone, the one still being read stays"
+    assert not chunks and not (Path(settings.batch_root) / str(stalled)).exists()
+    assert (Path(settings.batch_root) / str(reading)).exists()

@@ -9,6 +9,7 @@ from typing import Any
 
 from celery import Task, shared_task
 
+from app.batch_jobs import intake
 from app.celery_app import (
     CHECK_DRIFT,
     DELIVER_WEBHOOKS,
@@ -50,6 +51,7 @@ def sweep() -> dict[str, int]:
         "stale_training_runs": sweeper.fail_stale_training_runs(svc),
         "bulk_chunks_resent": bulk.requeue_stuck_chunks(svc),
         "bulk_jobs_expired": bulk.expire_old_batch_jobs(svc),
+        "bulk_jobs_abandoned": intake.drop_abandoned(svc),
     }
     # Last: it may take up to RETENTION_BUDGET_SECONDS (workers/retention.py); then the day
     # partitions (PostgreSQL), after the keys older than a day to drop are gone.

@@ -10,7 +10,9 @@ always finds it sealed, and whoever finishes it is a bulk worker, never the API.
 
 A file refused part way (a bad value in row 700,000) takes its job back: the chunks' rows and
 the job's row are deleted, then its files; a chunk scored meanwhile finds its job gone and
-deletes what it wrote (workers/bulk.py), so a refused file leaves nothing, as before.
+deletes what it wrote (workers/bulk.py), so a refused file leaves nothing, as before. A job
+whose API process died while reading its file is never sealed: the sweeper deletes it once
+nothing has moved for BULK_CHUNK_TIMEOUT_SECONDS (``drop_abandoned``); it was never accepted.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.batch_jobs.storage import job_dir, send_chunk
@@ -85,3 +88,29 @@ class Intake:
             return
         with self.svc.engine.begin() as own:
             own.execute(insert(BulkChunk), row)
+
+
+def drop_abandoned(svc: Services, limit: int = 100) -> int:
+    """Delete up to ``limit`` jobs never sealed, whose file's reading stopped (no job row or chunk
+    stored for BULK_CHUNK_TIMEOUT_SECONDS: the API process died); their files first, then rows."""
+    cutoff = utcnow() - timedelta(seconds=svc.settings.bulk_chunk_timeout_seconds)
+    newest_chunk = (
+        select(func.max(BulkChunk.queued_at)).where(BulkChunk.job_id == BulkJob.id).scalar_subquery()
+    )
+    with svc.engine.connect() as conn:
+        abandoned = list(
+            conn.execute(
+                select(BulkJob.id)
+                .where(BulkJob.chunks_total == 0, BulkJob.status.in_(("queued", "running")))
+                .where(BulkJob.created_at < cutoff, func.coalesce(newest_chunk, BulkJob.created_at) < cutoff)
+                .limit(limit)
+            ).scalars()
+        )
+    for job_id in abandoned:
+        svc.batches.delete_dir(job_dir(job_id))
+        with svc.engine.begin() as conn:
+            conn.execute(delete(BulkChunk).where(BulkChunk.job_id == job_id))
+            conn.execute(delete(BulkJob).where(BulkJob.id == job_id, BulkJob.chunks_total == 0))
+    if abandoned:
+        log.warning("sweeper deleted %d batch jobs whose file was never read to its end", len(abandoned))
+    return len(abandoned)
