@@ -339,13 +339,13 @@ def _fuzz_summary(terminalreporter: Any) -> None:
 
 def _fault_summary(terminalreporter: Any) -> None:
     """The fault report: a row per fault, printed and written to var/fault-report.json."""
-    from tests.fault_stack import REPORT
+    from tests.fault_stack import REPORT, redis_setup
 
     if not REPORT:
         return
     columns = ["submitted", "accepted", "succeeded", "lost", "answered_twice_differently", "wrong_output",
                "refused_503"]  # fmt: skip
-    terminalreporter.section("fault report")
+    terminalreporter.section(f"fault report ({redis_setup()})")
     terminalreporter.write_line(
         f"{'fault':<48} " + " ".join(f"{c:>10.10}" for c in columns) + "  other answers"
     )

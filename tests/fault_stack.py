@@ -84,6 +84,57 @@ class LocalRedis:
             self.proc.wait()
 
 
+#: `FAULT_REDIS_MAXMEMORY=128mb make faults`: every fault stack's Redis bounded as docker-compose
+#: runs it (README, Redis keys and memory); FAULT_CACHE_MAXMEMORY sizes the cache's alone.
+REDIS_MAXMEMORY = os.environ.get("FAULT_REDIS_MAXMEMORY", "")
+CACHE_MAXMEMORY = os.environ.get("FAULT_CACHE_MAXMEMORY", "") or REDIS_MAXMEMORY
+
+
+class StackRedis:
+    """The fault stack's Redis. By default one server for everything (REDIS_URL), as the other
+    tests run. With FAULT_REDIS_MAXMEMORY set, two, as docker-compose runs them: the queue's
+    (REDIS_URL, Celery's broker too) with that ``maxmemory`` and ``noeviction``, and the output
+    cache's and result views' (CACHE_REDIS_URL) with FAULT_CACHE_MAXMEMORY and ``allkeys-lru``.
+    ``start`` and ``kill`` act on both: a Redis restarted in a fault loses queues, cache and
+    results alike, as the one server does."""
+
+    def __init__(self, directory: Path) -> None:
+        self.servers = [LocalRedis(directory)]
+        if REDIS_MAXMEMORY:
+            for name in ("queue", "cache"):
+                (directory / name).mkdir(exist_ok=True)
+            self.servers = [
+                LocalRedis(
+                    directory / "queue", "--maxmemory", REDIS_MAXMEMORY, "--maxmemory-policy", "noeviction"
+                ),
+                LocalRedis(
+                    directory / "cache", "--maxmemory", CACHE_MAXMEMORY, "--maxmemory-policy", "allkeys-lru"
+                ),
+            ]
+        self.url = self.servers[0].url
+        self.cache_url = self.servers[1].url if len(self.servers) > 1 else ""
+
+    def env(self) -> dict[str, str]:
+        """The stack's Redis settings."""
+        return {"REDIS_URL": self.url} | ({"CACHE_REDIS_URL": self.cache_url} if self.cache_url else {})
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.start()
+
+    def kill(self) -> None:
+        for server in self.servers:
+            server.kill()
+
+
+def redis_setup() -> str:
+    """How the fault stacks run Redis, for the report's title."""
+    if not REDIS_MAXMEMORY:
+        return "one Redis, no maxmemory"
+    return (f"queue Redis maxmemory {REDIS_MAXMEMORY} noeviction, cache Redis (CACHE_REDIS_URL) "
+            f"maxmemory {CACHE_MAXMEMORY} allkeys-lru")  # fmt: skip
+
+
 def _redis_answers(url: str) -> bool:
     try:
         return bool(Redis.from_url(url, socket_timeout=0.5).ping())
@@ -277,7 +328,9 @@ class MakeRun:
         self.runner = self._stack.enter_context(
             process_group(argv, self.env, self.directory / "make-run.log")
         )
-        wait_for_http(f"{self.base}/readyz", [self.runner], timeout=120, ready=lambda status: status == 200)
+        # Seven processes and a migration on a shared machine: under a load average of 30 the
+        # online worker had not started 120 s after the runner.
+        wait_for_http(f"{self.base}/readyz", [self.runner], timeout=300, ready=lambda status: status == 200)
 
     def redis(self) -> psutil.Process:
         """The embedded Redis: the runner's one redis-server."""
