@@ -28,7 +28,7 @@ from app.predictions.idempotency import owned_key, request_hash_of
 from scripts.local import scratch_database
 from tests.helpers import ADMIN_URL
 from workers.partitions import drop_past, maintain
-from workers.retention import expire_all
+from workers.retention import expire_all, expire_jobs
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 
@@ -236,6 +236,46 @@ def test_a_day_waits_while_an_idempotency_key_older_than_its_end_is_stored(own):
     )
     assert expired["idempotency_keys"] == 1, "retention deletes the keys first"
     assert dropped["partitions_dropped"] == 1, "then the day goes"
+
+
+def _keyed_job(svc: Any, key: str, created_at: Any, **fields: Any) -> uuid.UUID:
+    """A job stored with its Idempotency-Key (``key``, auth off), as a submit of [ROW] stores it."""
+    job_id = uuid.uuid4()
+    with svc.engine.begin() as conn:
+        conn.execute(insert(Job), {**_job(job_id, created_at, **fields),
+                                   "request_hash": request_hash_of("iris", None, None, None, [ROW])})  # fmt: skip
+        conn.execute(insert(IdempotencyKey), {"key": key, "job_id": job_id, "created_at": created_at})
+    return job_id
+
+
+def test_an_idempotency_key_of_a_job_still_queued_outlives_the_retention_so_a_retry_finds_it(own):
+    svc = own.extensions["predq"]
+    queued = _keyed_job(svc, "still-queued", utcnow() - timedelta(days=50), status="queued")
+    week = dataclasses.replace(svc, settings=svc.settings.replace(job_retention_seconds=7 * 86400))
+
+    expire_all(week)
+    maintain(week)
+    retried = own.test_client().post(
+        "/v1/models/iris/predictions", json={"inputs": [ROW]}, headers={"Idempotency-Key": "still-queued"}
+    )
+
+    assert retried.status_code in (200, 202) and retried.json["id"] == str(queued), (
+        "the retry replays the queued job instead of making a second one"
+    )
+
+
+def test_a_finished_job_whose_key_is_still_stored_is_not_deleted_before_its_key(own):
+    """A sweep whose budget ran out while deleting keys must not delete their jobs: a replay
+    would find the key taken and no job."""
+    svc = own.extensions["predq"]
+    old = utcnow() - timedelta(days=60)
+    keyed = _keyed_job(svc, "budget-ran-out", old, completed_at=old)
+
+    expire_jobs(svc.engine, utcnow() - timedelta(days=7), deadline=time.monotonic() + 10)
+
+    with svc.engine.connect() as conn:
+        left = conn.execute(select(Job.id).where(Job.id == keyed)).first()
+    assert left is not None, "the job waits until its key has gone"
 
 
 def test_the_migration_converts_a_database_with_rows_in_place(settings, artifacts):

@@ -12,8 +12,9 @@ Queued and running jobs are never deleted, however old, and a finished job is ke
 is past retention itself: such jobs in a day due to go (stragglers) are read after DETACH,
 under its lock, and copied to the default partition in the same transaction (the metric
 ``predq_partition_stragglers_moved_total`` counts them); the default's rows go by age in
-batches (workers/retention.py). A day of jobs waits while an Idempotency-Key older than its
-end is still stored (retention deletes those first), so a key never outlives its job.
+batches (workers/retention.py). A day of jobs waits while one of its jobs that goes with it still
+has its Idempotency-Key (retention deletes those first), so a key never outlives its job; a
+straggler keeps its key.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, exists, select, text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
-from app.db import IdempotencyKey, Job, utcnow
+from app.db import Job, utcnow
 from app.db.partitions import PARTITIONED, Partition, create_day, day_of, partitions
 from app.metrics import PARTITION_DROP_WAITS, PARTITION_STRAGGLERS, PARTITIONS_DROPPED
 from app.predictions.view import FINISHED
@@ -110,9 +111,9 @@ def drop_past(engine: Engine, table: str, cutoff: datetime) -> tuple[int, int]:
     dropped = moved = 0
     for part in due:
         assert part.upper is not None
-        if table == "jobs" and _keys_older_than(engine, part.upper):
+        if table == "jobs" and _keys_older_than(engine, part.name, cutoff):
             PARTITION_DROP_WAITS.labels(table).inc()
-            log.info("%s waits: Idempotency-Keys older than its end are still stored", part.name)
+            log.info("%s waits: Idempotency-Keys of its jobs are still stored", part.name)
             break
         try:
             stragglers = _drop(engine, table, part.name, cutoff)
@@ -128,9 +129,15 @@ def drop_past(engine: Engine, table: str, cutoff: datetime) -> tuple[int, int]:
     return dropped, moved
 
 
-def _keys_older_than(engine: Engine, end: datetime) -> bool:
+def _keys_older_than(engine: Engine, name: str, cutoff: datetime) -> bool:
+    """Whether a job of partition ``name`` that goes with it (not a straggler) still has its
+    Idempotency-Key (retention deletes those first). A straggler's key stays: its job is moved."""
+    keyed = (
+        f"SELECT 1 FROM idempotency_keys k JOIN {name} j ON j.id = k.job_id AND j.created_at = k.created_at "
+        f"WHERE NOT ({_UNFINISHED}) LIMIT 1"
+    )
     with engine.connect() as conn:
-        return bool(conn.execute(select(exists().where(IdempotencyKey.created_at < end))).scalar())
+        return conn.execute(text(keyed), {"cutoff": cutoff}).first() is not None
 
 
 def _drop(engine: Engine, table: str, name: str, cutoff: datetime) -> int:

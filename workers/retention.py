@@ -10,8 +10,9 @@ that bound was ~333 jobs/s, below a busy day's write rate (README, Retention).
 Every batch is a range scan of an index on time, oldest first: jobs by ``created_at`` (a
 job finished before the cutoff was created before it), feedback and shadow outputs by
 their own ``created_at``, webhook deliveries too (delivered or failed ones: a pending one is
-still being retried), Idempotency-Keys by their job's. Queued and running jobs are never
-deleted, however old.
+still being retried), Idempotency-Keys by their job's, once that job is gone or due to go.
+Queued and running jobs are never deleted, however old, nor their keys; keys go before
+their jobs, and a job whose key is still stored waits, so a key never names a job that is gone.
 
 On PostgreSQL ``jobs`` and ``batches`` are partitioned by day: whole days go by DROP
 (workers/partitions.py), and only the partitions that are not days (the default, the legacy
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, TableClause, column, delete, exists, select
+from sqlalchemy import Connection, TableClause, column, delete, exists, or_, select
 from sqlalchemy import table as sql_table
 from sqlalchemy.engine import Engine
 
@@ -72,6 +73,7 @@ def expire_jobs(engine: Engine, cutoff: datetime, deadline: float) -> int:
         oldest = (
             select(part.c.id)
             .where(part.c.created_at < cutoff, part.c.status.in_(FINISHED), part.c.completed_at < cutoff)
+            .where(~_keyed(part))
             .order_by(part.c.created_at)
             .limit(RETENTION_BATCH_ROWS)
             .scalar_subquery()
@@ -84,6 +86,7 @@ def _expire_jobs_and_batches(engine: Engine, cutoff: datetime, deadline: float) 
     oldest = (
         select(Job.id)
         .where(Job.created_at < cutoff, Job.status.in_(FINISHED), Job.completed_at < cutoff)
+        .where(~_keyed(Job.__table__))
         .order_by(Job.created_at)
         .limit(RETENTION_BATCH_ROWS)
         .scalar_subquery()
@@ -147,16 +150,33 @@ def expire_by_age(engine: Engine, aged: Aged, cutoff: datetime, deadline: float)
 
 
 def expire_keys(engine: Engine, cutoff: datetime, deadline: float) -> int:
-    """Idempotency-Keys whose job was created before ``cutoff``: a replay after that makes a new job."""
+    """Idempotency-Keys created before ``cutoff`` whose job is gone or finished before
+    ``cutoff`` (due to go itself): a key of a job still queued or running, however old, is kept,
+    else a retry would make a second job."""
     oldest = (
         select(IdempotencyKey.key)
-        .where(IdempotencyKey.created_at < cutoff)
+        .where(IdempotencyKey.created_at < cutoff, ~_kept_job(cutoff))
         .order_by(IdempotencyKey.created_at)
         .limit(RETENTION_BATCH_ROWS)
         .scalar_subquery()
     )
     statement = delete(IdempotencyKey).where(IdempotencyKey.key.in_(oldest))
     return in_batches(engine, lambda conn: conn.execute(statement).rowcount, deadline)
+
+
+def _kept_job(cutoff: datetime) -> Any:
+    """The key's job exists and must stay: unfinished, or finished at or after ``cutoff``."""
+    return exists().where(
+        Job.id == IdempotencyKey.job_id,
+        Job.created_at == IdempotencyKey.created_at,
+        or_(Job.status.not_in(FINISHED), Job.completed_at.is_(None), Job.completed_at >= cutoff),
+    )
+
+
+def _keyed(job: Any) -> Any:
+    """``job`` (a row of jobs or of one of its partitions) still has an Idempotency-Key: it
+    waits for the key to go first (a sweep whose budget ran out during keys leaves both)."""
+    return exists().where(IdempotencyKey.job_id == job.c.id, IdempotencyKey.created_at == job.c.created_at)
 
 
 def expire_deliveries(engine: Engine, cutoff: datetime, deadline: float) -> int:

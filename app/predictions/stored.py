@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app import logs, throughput
 from app.db.ids import new_id
-from app.errors import PredqError
+from app.errors import PredqError, ServiceUnavailable
 from app.metrics import CACHE_HITS, CACHE_MISSES, JOBS
 from app.predictions import cache
 from app.predictions.idempotency import find_by_key, replay, store_job
@@ -52,13 +52,8 @@ def submit_stored(svc: Services, sub: Submission, peek: Peek) -> dict[str, Any]:
     )
     # A database that cannot be reached raises here, before anything is queued; the
     # error handler in app/errors.py answers 503 for it.
-    try:
-        _insert(svc, record, all_cached, sub.stored_key)
-    except IntegrityError:
-        # Another request with the same Idempotency-Key won the race.
-        existing = find_by_key(svc, sub.stored_key) if sub.stored_key else None
-        if existing is None or sub.request_hash is None:
-            raise
+    existing = _insert_or_find(svc, record, all_cached, sub)
+    if existing is not None:
         return replay(existing, sub.request_hash, sub.idempotency_key or "")
 
     view = job_view(record)
@@ -77,6 +72,25 @@ def submit_stored(svc: Services, sub: Submission, peek: Peek) -> dict[str, Any]:
         # Just stored, so nothing to read first: wait for the worker's hand-off.
         view = wait_for(svc, view["id"], sub.wait) or view
     return view
+
+
+def _insert_or_find(
+    svc: Services, record: dict[str, Any], finished: bool, sub: Submission
+) -> dict[str, Any] | None:
+    """Store the job (None), or the job its Idempotency-Key already names (another request
+    with the key won the race). The key may go between our failed insert and the read (its
+    job was past retention): the insert is tried once more, the key free by then."""
+    for _ in range(2):
+        try:
+            _insert(svc, record, finished, sub.stored_key)
+            return None
+        except IntegrityError:
+            existing = find_by_key(svc, sub.stored_key) if sub.stored_key else None
+            if sub.request_hash is None or sub.stored_key is None:
+                raise
+            if existing is not None:
+                return existing
+    raise ServiceUnavailable("the Idempotency-Key's job could not be stored or found; retry", retry_after=1)
 
 
 def _insert(svc: Services, record: dict[str, Any], finished: bool, key: str | None) -> None:
