@@ -14,7 +14,7 @@ model's mean); the figure is their median. The ceiling beside it: predq's own fo
 compiled (app/scoring/compiled.py: onnxruntime up to the crossover it measured), unless
 ``--no-compiled``. With ``--base REV`` each pair measures that commit's predq too (checked out
 in a temporary worktree, the order flipped every pair), against the same database and model:
-what a change bought, side by side.
+what a change bought, side by side (both commits must run on this tree's schema).
 
 The load average is printed with every pair: the machine may be shared, and a ratio is
 only as good as the quiet it was measured in. Writes bench/results/arrow.json; exits
