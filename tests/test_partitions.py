@@ -238,6 +238,29 @@ def test_a_day_waits_while_an_idempotency_key_older_than_its_end_is_stored(own):
     assert dropped["partitions_dropped"] == 1, "then the day goes"
 
 
+def test_a_day_with_more_stragglers_than_bind_parameters_allows_is_dropped_and_keeps_them_all(own):
+    """PostgreSQL takes at most 65,535 bind parameters in a statement: stragglers are not
+    listed one parameter each."""
+    svc = own.extensions["predq"]
+    old = day_of(utcnow()) - timedelta(days=70)
+    with svc.engine.begin() as conn:
+        create_day(conn, "jobs", old)
+        conn.execute(
+            text(f"INSERT INTO {day_name('jobs', old)} (id, model_name, model_version, status, n_rows, "
+                 "inputs, cached_rows, created_at, priority) SELECT gen_random_uuid(), 'iris', 1, 'queued', 1, "
+                 "'[[1]]', 0, :t + n * interval '1 microsecond', 'normal' FROM generate_series(1, 70000) n"),
+            {"t": old + timedelta(hours=1)},
+        )  # fmt: skip
+
+    dropped, moved = drop_past(svc.engine, "jobs", utcnow() - timedelta(days=7))
+
+    with svc.engine.begin() as conn:
+        kept = conn.execute(text("DELETE FROM jobs_default WHERE created_at < :end"),
+                            {"end": old + timedelta(days=1)}).rowcount  # fmt: skip
+    assert dropped >= 1 and moved >= 70_000, (dropped, moved)
+    assert kept == 70_000, "every queued job of the day was moved to the default"
+
+
 def _keyed_job(svc: Any, key: str, created_at: Any, **fields: Any) -> uuid.UUID:
     """A job stored with its Idempotency-Key (``key``, auth off), as a submit of [ROW] stores it."""
     job_id = uuid.uuid4()

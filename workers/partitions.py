@@ -117,7 +117,9 @@ def drop_past(engine: Engine, table: str, cutoff: datetime) -> tuple[int, int]:
             break
         try:
             stragglers = _drop(engine, table, part.name, cutoff)
-        except OperationalError as exc:  # lock_timeout: busy now, the next sweep tries again
+        except OperationalError as exc:
+            if not lock_busy(exc):
+                raise  # not a lock wait: the sweep fails loudly rather than waiting for ever
             PARTITION_DROP_WAITS.labels(table).inc()
             log.warning("could not drop %s yet: %s", part.name, exc.orig)
             break
@@ -127,6 +129,12 @@ def drop_past(engine: Engine, table: str, cutoff: datetime) -> tuple[int, int]:
         PARTITION_STRAGGLERS.labels(table).inc(stragglers)
         log.info("dropped %s (%d stragglers moved to the default partition)", part.name, stragglers)
     return dropped, moved
+
+
+def lock_busy(exc: OperationalError) -> bool:
+    """Whether ``exc`` is a lock not granted within lock_timeout (SQLSTATE 55P03): the table is
+    busy now and the next sweep tries again. Any other error is not a reason to wait."""
+    return getattr(exc.orig, "sqlstate", None) == "55P03"
 
 
 def _keys_older_than(engine: Engine, name: str, cutoff: datetime) -> bool:
