@@ -261,6 +261,38 @@ def test_a_day_with_more_stragglers_than_bind_parameters_allows_is_dropped_and_k
     assert kept == 70_000, "every queued job of the day was moved to the default"
 
 
+def test_a_read_of_jobs_queued_behind_a_waiting_drop_waits_a_moment_not_the_whole_wait(own):
+    """A DETACH waiting for its lock queues every query on jobs behind it: it waits a short
+    lock_timeout, lets them through, and tries again."""
+    svc = own.extensions["predq"]
+    old = day_of(utcnow()) - timedelta(days=80)
+    with svc.engine.begin() as conn:
+        create_day(conn, "jobs", old)
+    writer = svc.engine.connect()
+    writer.begin()
+    writer.execute(insert(Job), _job(uuid.uuid4(), utcnow(), status="queued"))  # a long transaction
+    done: dict[str, Any] = {}
+    sweep = threading.Thread(
+        target=lambda: done.update(result=drop_past(svc.engine, "jobs", utcnow() - timedelta(days=7)))
+    )
+
+    sweep.start()
+    waited = _wait_for_lock_waiter(svc)
+    started = time.monotonic()
+    with svc.engine.connect() as reader:
+        reader.execute(text("SELECT count(*) FROM jobs WHERE created_at > now()")).scalar()
+    read_seconds = time.monotonic() - started
+    sweep.join(30)
+    writer.rollback()
+    writer.close()
+
+    assert waited, "the drop waited behind the writer"
+    assert read_seconds < 1.0, f"the read waited {read_seconds:.2f} s behind the drop"
+    assert done["result"] == (0, 0), "the day waits for the next sweep"
+    with svc.engine.connect() as conn:
+        assert day_name("jobs", old) in {part.name for part in partitions(conn, "jobs")}
+
+
 def _keyed_job(svc: Any, key: str, created_at: Any, **fields: Any) -> uuid.UUID:
     """A job stored with its Idempotency-Key (``key``, auth off), as a submit of [ROW] stores it."""
     job_id = uuid.uuid4()

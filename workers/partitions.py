@@ -6,7 +6,8 @@ JOB_RETENTION_SECONDS goes in one short transaction: DETACH, then DROP, which fr
 bytes at once instead of leaving a DELETE's dead rows to autovacuum. (DETACH ...
 CONCURRENTLY would take a weaker lock, but PostgreSQL refuses it on a table with a DEFAULT
 partition, which predq keeps so that an insert never fails: the plain DETACH waits at most
-DROP_LOCK_TIMEOUT for its lock, else the day waits for the next sweep.)
+LOCK_TIMEOUT for its lock, since every query on the table queues behind it meanwhile, and
+is tried LOCK_TRIES times; else the day waits for the next sweep. Making a day ahead alike.)
 
 Queued and running jobs are never deleted, however old, and a finished job is kept until it
 is past retention itself: such jobs in a day due to go (stragglers) are read after DETACH,
@@ -20,9 +21,12 @@ straggler keeps its key.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
 
 from app.db import Job, utcnow
@@ -33,8 +37,12 @@ from app.services import Services
 
 log = logging.getLogger(__name__)
 
-#: Longest a drop waits for its lock on the parent; it blocks the table's readers meanwhile.
-DROP_LOCK_TIMEOUT = "2s"
+#: Longest one try of a DETACH or CREATE waits for its lock: while it waits, every query on
+#: the table queues behind it, so it is short and tried again (LOCK_TRIES) after a pause in
+#: which those queries run; still not granted, the day waits for the next sweep.
+LOCK_TIMEOUT = "150ms"
+LOCK_TRIES = 4
+LOCK_PAUSE_SECONDS = 0.2
 
 _COLUMNS = ", ".join(f'"{c.name}"' for c in Job.__table__.columns)
 _UNFINISHED = " OR ".join(
@@ -79,19 +87,24 @@ def make_ahead(engine: Engine, table: str, today: datetime, ahead: int) -> int:
         day = today + timedelta(days=offset)
         if any(_covers(part, day) for part in existing):
             continue
-        after = day + timedelta(days=1)
-        with engine.begin() as conn:
-            conn.execute(text(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'"))
-            in_default = conn.execute(
-                text(
-                    f"SELECT 1 FROM {table}_default WHERE created_at >= :day AND created_at < :after LIMIT 1"
-                ),
-                {"day": day, "after": after},
-            ).first()
-            if in_default is None:
-                create_day(conn, table, day)
-                made += 1
+        try:
+            made += locked(engine, partial(_create_unless_in_default, table=table, day=day))
+        except OperationalError as exc:
+            if not lock_busy(exc):
+                raise
+            log.warning("could not make %s's partition of %s yet: %s", table, day.date(), exc.orig)
     return made
+
+
+def _create_unless_in_default(conn: Connection, table: str, day: datetime) -> int:
+    in_default = conn.execute(
+        text(f"SELECT 1 FROM {table}_default WHERE created_at >= :day AND created_at < :after LIMIT 1"),
+        {"day": day, "after": day + timedelta(days=1)},
+    ).first()
+    if in_default is not None:
+        return 0
+    create_day(conn, table, day)
+    return 1
 
 
 def _covers(part: Partition, day: datetime) -> bool:
@@ -131,6 +144,21 @@ def drop_past(engine: Engine, table: str, cutoff: datetime) -> tuple[int, int]:
     return dropped, moved
 
 
+def locked(engine: Engine, work: Callable[[Connection], int]) -> int:
+    """``work`` in a transaction of its own whose locks are waited for at most LOCK_TIMEOUT,
+    tried up to LOCK_TRIES times; the last lock timeout is raised (:func:`lock_busy`)."""
+    for attempt in range(1, LOCK_TRIES + 1):
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+                return work(conn)
+        except OperationalError as exc:
+            if not lock_busy(exc) or attempt == LOCK_TRIES:
+                raise
+            time.sleep(LOCK_PAUSE_SECONDS)
+    raise AssertionError("unreachable")
+
+
 def lock_busy(exc: OperationalError) -> bool:
     """Whether ``exc`` is a lock not granted within lock_timeout (SQLSTATE 55P03): the table is
     busy now and the next sweep tries again. Any other error is not a reason to wait."""
@@ -159,12 +187,14 @@ def _drop(engine: Engine, table: str, name: str, cutoff: datetime) -> int:
     itself, parent then partition, the order every insert takes them in: locking the
     partition first would deadlock with an insert holding the parent.
     """
-    with engine.begin() as conn:
-        conn.execute(text(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'"))
+
+    def detach_and_drop(conn: Connection) -> int:
         conn.execute(text(f"ALTER TABLE {table} DETACH PARTITION {name}"))
         moved = 0
         if table == "jobs":
             copy = f"INSERT INTO {table} ({_COLUMNS}) SELECT {_COLUMNS} FROM {name} WHERE {_UNFINISHED}"
             moved = conn.execute(text(copy), {"cutoff": cutoff}).rowcount
         conn.execute(text(f"DROP TABLE {name}"))
-    return int(moved)
+        return int(moved)
+
+    return locked(engine, detach_and_drop)
