@@ -114,6 +114,11 @@ PARTITION_STRAGGLERS = Counter(
     "Jobs moved to the default partition from a day being dropped (unfinished, or within retention).",
     ["table"],
 )
+PARTITIONS_NOT_MADE = Counter(
+    "predq_partitions_not_made_total",
+    "Day partitions the sweeper failed to make ahead (lock not granted, a row of that day in the default).",
+    ["table"],
+)
 PARTITION_DROP_WAITS = Counter(
     "predq_partition_drop_waits_total",
     "Day partitions past retention left for the next sweep (lock not granted in time, or older keys left).",

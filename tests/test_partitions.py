@@ -293,6 +293,34 @@ def test_a_read_of_jobs_queued_behind_a_waiting_drop_waits_a_moment_not_the_whol
         assert day_name("jobs", old) in {part.name for part in partitions(conn, "jobs")}
 
 
+def test_a_day_is_made_ahead_while_a_transaction_writing_jobs_is_open(own):
+    """Making a day ahead does not take the parent's exclusive lock: submits and polls go on
+    (a write into a day that has its partition; one into the default partition would block it)."""
+    svc = own.extensions["predq"]
+    tomorrow = day_of(utcnow()) + timedelta(days=1)
+    ahead = day_of(utcnow()) + timedelta(days=svc.settings.partition_days_ahead)
+    with svc.engine.begin() as conn:
+        conn.execute(text(f"DROP TABLE IF EXISTS {day_name('jobs', ahead)}"))
+        if day_name("jobs", tomorrow) not in {part.name for part in partitions(conn, "jobs")}:
+            create_day(conn, "jobs", tomorrow)
+    writer = svc.engine.connect()
+    writer.begin()
+    writer.execute(insert(Job), _job(uuid.uuid4(), tomorrow + timedelta(hours=1), status="queued"))
+    try:
+        done = maintain(dataclasses.replace(svc, settings=svc.settings.replace(job_retention_seconds=0)))
+    finally:
+        writer.rollback()
+        writer.close()
+    count = text("SELECT count(*) FROM pg_indexes WHERE tablename = :t")
+    with svc.engine.connect() as conn:
+        indexes = conn.execute(count, {"t": day_name("jobs", ahead)}).scalar()
+        expected = conn.execute(count, {"t": day_name("jobs", tomorrow)}).scalar()
+        names = {part.name for part in partitions(conn, "jobs")}
+
+    assert day_name("jobs", ahead) in names, f"the day ahead was made while the writer waited: {done}"
+    assert indexes == expected, "the attached day has the indexes every day has"
+
+
 def _keyed_job(svc: Any, key: str, created_at: Any, **fields: Any) -> uuid.UUID:
     """A job stored with its Idempotency-Key (``key``, auth off), as a submit of [ROW] stores it."""
     job_id = uuid.uuid4()
