@@ -411,3 +411,34 @@ def test_the_migration_converts_a_database_with_rows_in_place(settings, artifact
         "the old table holds every time up to the end of the day it was converted"
     )
     assert [t for (t,) in batch_times] == [now - timedelta(days=2)], "a batch's created_at is its start"
+
+
+def test_the_migration_downgrades_and_upgrades_again_with_its_rows(settings):
+    with scratch_database(ADMIN_URL, "predq_down") as url:
+        upgrade(url)
+        engine = create_engine(url)
+        job, batch = uuid.uuid4(), uuid.uuid4()
+        with engine.begin() as conn:
+            conn.execute(insert(Job), {**_job(job, utcnow(), completed_at=utcnow()), "batch_id": batch})
+            conn.execute(
+                insert(IdempotencyKey), {"key": "down-and-up", "job_id": job, "created_at": utcnow()}
+            )
+        config = alembic_config(url)
+
+        command.downgrade(config, "0020")
+        with engine.connect() as conn:
+            downgraded = conn.execute(
+                text("SELECT idempotency_key FROM jobs WHERE id = :id"), {"id": job}
+            ).all()
+            constraints = set(conn.execute(text(
+                "SELECT conname FROM pg_constraint WHERE conrelid IN ('jobs'::regclass, 'batches'::regclass)"
+            )).scalars())  # fmt: skip
+        command.upgrade(config, "head")
+        command.check(config)
+        with engine.connect() as conn:
+            upgraded = conn.execute(select(Job.id).where(Job.id == job)).all()
+        engine.dispose()
+
+    assert downgraded == [("down-and-up",)], "the job and its key survive the downgrade"
+    assert {"pk_jobs", "pk_batches", "fk_jobs_batch_id_batches", "uq_jobs_idempotency_key"} <= constraints
+    assert upgraded == [(job,)], "upgraded again, the job is still there"

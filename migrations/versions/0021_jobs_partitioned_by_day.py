@@ -51,6 +51,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("key", name=op.f("pk_idempotency_keys")),
     )
     op.create_index(op.f("ix_idempotency_keys_created_at"), "idempotency_keys", ["created_at"], unique=False)
+    if op.get_bind().dialect.name == "postgresql":
+        # Held to the end of the migration's transaction: no key is written during the copy.
+        op.execute("LOCK TABLE jobs, batches IN ACCESS EXCLUSIVE MODE")
     op.execute(
         "INSERT INTO idempotency_keys (key, job_id, created_at) "
         "SELECT idempotency_key, id, created_at FROM jobs WHERE idempotency_key IS NOT NULL"
@@ -101,7 +104,7 @@ def _convert(table: str, today: datetime) -> None:
     newest = conn.execute(sa.text(f"SELECT max(created_at) FROM {table}")).scalar()
     upper = today + timedelta(days=1)
     if newest is not None and newest >= upper:  # a clock ahead: the bound covers every row
-        upper = newest.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+        upper = newest.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     op.execute(f"ALTER TABLE {table} RENAME TO {legacy}")
     op.execute(f"ALTER TABLE {legacy} DROP CONSTRAINT pk_{table}")
     for name, _ in indexes:
@@ -141,12 +144,19 @@ def _convert(table: str, today: datetime) -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
+        op.execute("LOCK TABLE jobs, batches IN ACCESS EXCLUSIVE MODE")
         for table in ("batches", "jobs"):
-            op.execute(f"CREATE TABLE {table}_plain (LIKE {table} INCLUDING ALL)")
-            op.execute(f"INSERT INTO {table}_plain SELECT * FROM {table}")
-            op.execute(f"DROP TABLE {table}")
-            op.execute(f"ALTER TABLE {table}_plain RENAME TO {table}")
-        op.execute("ALTER TABLE batches DROP COLUMN created_at")
+            _unpartition(table)
+        op.execute("ALTER TABLE batches DROP COLUMN created_at")  # its index goes with it
+        # A job kept past its day may have outlived its batch (no foreign key meanwhile).
+        op.execute(
+            "UPDATE jobs SET batch_id = NULL WHERE batch_id IS NOT NULL "
+            "AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.id = jobs.batch_id)"
+        )
+        op.execute(
+            "ALTER TABLE jobs ADD CONSTRAINT fk_jobs_batch_id_batches "
+            "FOREIGN KEY (batch_id) REFERENCES batches (id)"
+        )
     else:
         with op.batch_alter_table("batches", schema=None) as batch_op:
             batch_op.drop_index(batch_op.f("ix_batches_created_at"))
@@ -160,3 +170,26 @@ def downgrade() -> None:
         batch_op.create_unique_constraint(batch_op.f("uq_jobs_idempotency_key"), ["idempotency_key"])
     op.drop_index(op.f("ix_idempotency_keys_created_at"), table_name="idempotency_keys")
     op.drop_table("idempotency_keys")
+
+
+def _unpartition(table: str) -> None:
+    """``table`` a plain table again, keyed by ``id``, its indexes under their names of before."""
+    conn = op.get_bind()
+    indexes = (
+        conn.execute(
+            sa.text(
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+                "AND tablename = :table AND indexname NOT IN (:pk, 'ix_batches_created_at')"
+            ),
+            {"table": table, "pk": f"pk_{table}"},
+        )
+        .scalars()
+        .all()
+    )
+    op.execute(f"CREATE TABLE {table}_plain (LIKE {table} INCLUDING DEFAULTS INCLUDING COMPRESSION)")
+    op.execute(f"INSERT INTO {table}_plain SELECT * FROM {table}")
+    op.execute(f"DROP TABLE {table}")  # and its partitions
+    op.execute(f"ALTER TABLE {table}_plain RENAME TO {table}")
+    op.execute(f"ALTER TABLE {table} ADD CONSTRAINT pk_{table} PRIMARY KEY (id)")
+    for definition in indexes:
+        op.execute(definition)
