@@ -321,6 +321,17 @@ def test_a_day_is_made_ahead_while_a_transaction_writing_jobs_is_open(own):
     assert indexes == expected, "the attached day has the indexes every day has"
 
 
+def test_making_a_day_that_exists_already_changes_nothing(own):
+    svc = own.extensions["predq"]
+    today = day_of(utcnow()) + timedelta(days=1)
+    with svc.engine.begin() as conn:
+        create_day(conn, "jobs", today)
+        before = partitions(conn, "jobs")
+        create_day(conn, "jobs", today)
+        after = partitions(conn, "jobs")
+    assert sorted(before, key=str) == sorted(after, key=str)
+
+
 def _keyed_job(svc: Any, key: str, created_at: Any, **fields: Any) -> uuid.UUID:
     """A job stored with its Idempotency-Key (``key``, auth off), as a submit of [ROW] stores it."""
     job_id = uuid.uuid4()

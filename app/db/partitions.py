@@ -77,8 +77,10 @@ def create_day(conn: Connection, table: str, day: datetime) -> None:
     CHECK spares ATTACH a scan of the new table; it still scans the default partition under
     that partition's exclusive lock, and fails when the default holds rows of that day."""
     name, after = day_name(table, day), day + timedelta(days=1)
+    if conn.execute(text("SELECT to_regclass(:name)"), {"name": name}).scalar() is not None:
+        return  # made already (the call is idempotent, as CREATE TABLE IF NOT EXISTS was)
     lower, upper = f"'{day.isoformat()}'", f"'{after.isoformat()}'"
-    conn.execute(text(f"CREATE TABLE IF NOT EXISTS {name} (LIKE {table} INCLUDING ALL)"))
+    conn.execute(text(f"CREATE TABLE {name} (LIKE {table} INCLUDING ALL)"))
     conn.execute(
         text(
             f"ALTER TABLE {name} ADD CONSTRAINT {name}_range "
