@@ -27,7 +27,7 @@ from app.migrate import alembic_config, upgrade
 from app.predictions.idempotency import owned_key, request_hash_of
 from scripts.local import scratch_database
 from tests.helpers import ADMIN_URL
-from workers.partitions import drop_past, maintain
+from workers.partitions import drop_past, maintain, stragglers
 from workers.retention import expire_all, expire_jobs
 
 ROW = [5.1, 3.5, 1.4, 0.2]
@@ -259,6 +259,33 @@ def test_a_day_with_more_stragglers_than_bind_parameters_allows_is_dropped_and_k
                             {"end": old + timedelta(days=1)}).rowcount  # fmt: skip
     assert dropped >= 1 and moved >= 70_000, (dropped, moved)
     assert kept == 70_000, "every queued job of the day was moved to the default"
+
+
+def test_a_days_stragglers_are_found_by_its_indexes_not_by_reading_the_whole_day(own):
+    """They are read under DETACH's lock, while every query on jobs waits: a scan of a busy
+    day there would stall the service for as long as it took."""
+    svc = own.extensions["predq"]
+    old = day_of(utcnow()) - timedelta(days=90)
+    with svc.engine.begin() as conn:
+        create_day(conn, "jobs", old)
+        conn.execute(
+            text(f"INSERT INTO {day_name('jobs', old)} (id, model_name, model_version, status, n_rows, "
+                 "inputs, cached_rows, created_at, completed_at, priority) SELECT gen_random_uuid(), 'iris', 1, "
+                 "CASE WHEN n % 25000 = 0 THEN 'queued' ELSE 'succeeded' END, 1, '[[1]]', 0, "
+                 ":t + n * interval '1 millisecond', CASE WHEN n % 25000 = 0 THEN NULL "
+                 "ELSE :t + n * interval '1 millisecond' END, 'normal' FROM generate_series(1, 50000) n"),
+            {"t": old + timedelta(hours=1)},
+        )  # fmt: skip
+    with svc.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f"VACUUM ANALYZE {day_name('jobs', old)}"))  # as autovacuum has, days later
+        cutoff = utcnow() - timedelta(days=7)
+        plan = "\n".join(
+            conn.execute(text(f"EXPLAIN {stragglers(day_name('jobs', old))}"), {"cutoff": cutoff}).scalars()
+        )
+        found = conn.execute(text(stragglers(day_name("jobs", old))), {"cutoff": cutoff}).all()
+        conn.execute(text(f"DROP TABLE {day_name('jobs', old)}"))  # its queued jobs are no other test's
+    assert "Seq Scan" not in plan, plan
+    assert len(found) == 2, "the two queued jobs, and no finished one"
 
 
 def test_a_read_of_jobs_queued_behind_a_waiting_drop_waits_a_moment_not_the_whole_wait(own):
