@@ -238,19 +238,27 @@ def test_a_day_waits_while_an_idempotency_key_older_than_its_end_is_stored(own):
     assert dropped["partitions_dropped"] == 1, "then the day goes"
 
 
+def _fill_day(svc: Any, day: Any, rows: int, queued_every: int) -> None:
+    """A partition for ``day`` holding ``rows`` jobs: every ``queued_every``-th still queued,
+    the others finished within the day."""
+    with svc.engine.begin() as conn:
+        create_day(conn, "jobs", day)
+        conn.execute(
+            text(f"INSERT INTO {day_name('jobs', day)} (id, model_name, model_version, status, n_rows, "
+                 "inputs, cached_rows, created_at, completed_at, priority) SELECT gen_random_uuid(), 'iris', 1, "
+                 "CASE WHEN n % :every = 0 THEN 'queued' ELSE 'succeeded' END, 1, '[[1]]', 0, "
+                 ":t + n * interval '1 millisecond', CASE WHEN n % :every = 0 THEN NULL "
+                 "ELSE :t + n * interval '1 millisecond' END, 'normal' FROM generate_series(1, :rows) n"),
+            {"t": day + timedelta(hours=1), "every": queued_every, "rows": rows},
+        )  # fmt: skip
+
+
 def test_a_day_with_more_stragglers_than_bind_parameters_allows_is_dropped_and_keeps_them_all(own):
     """PostgreSQL takes at most 65,535 bind parameters in a statement: stragglers are not
     listed one parameter each."""
     svc = own.extensions["predq"]
     old = day_of(utcnow()) - timedelta(days=70)
-    with svc.engine.begin() as conn:
-        create_day(conn, "jobs", old)
-        conn.execute(
-            text(f"INSERT INTO {day_name('jobs', old)} (id, model_name, model_version, status, n_rows, "
-                 "inputs, cached_rows, created_at, priority) SELECT gen_random_uuid(), 'iris', 1, 'queued', 1, "
-                 "'[[1]]', 0, :t + n * interval '1 microsecond', 'normal' FROM generate_series(1, 70000) n"),
-            {"t": old + timedelta(hours=1)},
-        )  # fmt: skip
+    _fill_day(svc, old, 70_000, queued_every=1)
 
     dropped, moved = drop_past(svc.engine, "jobs", utcnow() - timedelta(days=7))
 
@@ -266,16 +274,7 @@ def test_a_days_stragglers_are_found_by_its_indexes_not_by_reading_the_whole_day
     day there would stall the service for as long as it took."""
     svc = own.extensions["predq"]
     old = day_of(utcnow()) - timedelta(days=90)
-    with svc.engine.begin() as conn:
-        create_day(conn, "jobs", old)
-        conn.execute(
-            text(f"INSERT INTO {day_name('jobs', old)} (id, model_name, model_version, status, n_rows, "
-                 "inputs, cached_rows, created_at, completed_at, priority) SELECT gen_random_uuid(), 'iris', 1, "
-                 "CASE WHEN n % 25000 = 0 THEN 'queued' ELSE 'succeeded' END, 1, '[[1]]', 0, "
-                 ":t + n * interval '1 millisecond', CASE WHEN n % 25000 = 0 THEN NULL "
-                 "ELSE :t + n * interval '1 millisecond' END, 'normal' FROM generate_series(1, 50000) n"),
-            {"t": old + timedelta(hours=1)},
-        )  # fmt: skip
+    _fill_day(svc, old, 50_000, queued_every=25_000)
     with svc.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text(f"VACUUM ANALYZE {day_name('jobs', old)}"))  # as autovacuum has, days later
         cutoff = utcnow() - timedelta(days=7)
