@@ -2,6 +2,7 @@
 
     python -m bench.ab --base HEAD~1 [--pairs 3] [--concurrency 64] [--rows 1] [--seconds 10]
                        [--api "gunicorn app:create_app()"] [--compile] [--own-databases]
+                       [--beside-bulk ROWS]
 
 Checks ``--base`` out into a temporary worktree and runs predq's API and worker from it
 and from this working tree in turn (the order flips every pair, so neither always runs
@@ -10,7 +11,10 @@ points, against the same database, Redis, model and key. Both run in this virtua
 so ``--api`` must be a command both trees can run (gunicorn for a commit older than
 app/serve.py). With ``--own-databases`` each tree runs against a database of its own,
 migrated by its own migrations (a change to the schema: the other tree's code would not run
-on it); the model and a key are registered in both. Prints every point and the medians per tree.
+on it); the model and a key are registered in both. With ``--beside-bulk ROWS`` each tree also
+runs a bulk worker, and each run measures twice: alone, then while a batch job of ROWS rows is
+scored (bench.bulk's last point: the online tail a batch job costs). Prints every point and
+the medians per tree.
 """
 
 from __future__ import annotations
@@ -18,12 +22,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
 import uuid
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+
+import httpx
 
 from bench import loadgen
 from bench.run import (
@@ -58,6 +66,10 @@ def main() -> int:
     parser.add_argument(
         "--own-databases", action="store_true", help="each tree on a database its own migrations built"
     )
+    parser.add_argument(
+        "--beside-bulk", type=int, default=0, metavar="ROWS",
+        help="also measure while a batch job of ROWS rows is scored (and run a bulk worker)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="predq-ab-"))
@@ -67,6 +79,12 @@ def main() -> int:
     api[0] = str(BIN / api[0])
     trees = {"this tree": ROOT, f"base {args.base}": base_tree}
     points: dict[str, list[Point]] = {name: [] for name in trees}
+    beside: dict[str, list[Point]] = {name: [] for name in trees}
+    big_file = work / "beside.parquet"
+    if args.beside_bulk:
+        from bench.bulk import write_file
+
+        write_file(big_file, args.beside_bulk, seed=2)
     url = f"http://127.0.0.1:{PORT}"
     try:
         base_database = scratch_database(ADMIN_URL, "predq_ab_base") if args.own_databases else nullcontext()
@@ -85,11 +103,21 @@ def main() -> int:
                 # Trees before workers/main.py load their worker as the package itself.
                 entry = "workers.main" if (tree / "workers" / "main.py").exists() else "workers"
                 commands = {"api": api, "worker": celery(entry, 2)}
+                if args.beside_bulk:  # as bench.bulk runs them: online and bulk workers apart
+                    env |= BULK_ENV
+                    commands["worker"] += ["-Q", "inference,maintenance,training", "-n", "online@%h"]
+                    commands["bulk"] = [*celery(entry, 2), "-Q", "bulk", "-n", "bulk@%h"]
                 with running(commands, env, f"{url}/readyz", work, cwd=tree):
                     scenario = loadgen.predq_scenario(MODEL, args.rows, stages[name].token)
                     point = measure(
                         name, url, scenario, args.concurrency, args.rows, args.seconds, args.warmup
                     )
+                    if args.beside_bulk:
+                        with batch_job(url, stages[name].token, big_file):
+                            beside[name].append(
+                                measure(f"{name} + bulk", url, scenario, args.concurrency, args.rows,
+                                        args.seconds, args.warmup)
+                            )  # fmt: skip
                 points[name].append(point)
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=ROOT, check=False)
@@ -97,7 +125,34 @@ def main() -> int:
     print(f"\nmedians of {args.pairs} runs, {args.concurrency} clients, {args.rows} rows/request:")
     for name, found in points.items():
         print(medians(name, found))
+        if beside[name]:
+            print(medians(f"{name} + bulk", beside[name]))
+            alone = statistics.median(p.p99_ms for p in found)
+            during = statistics.median(p.p99_ms for p in beside[name])
+            print(f"  {'':<22} p99 during a batch job / alone: {during / alone:.2f}x")
     return 0
+
+
+#: The bulk worker's settings in bench.bulk: 50,000-row chunks, files of any size.
+BULK_ENV = {"BATCH_CHUNK_ROWS": "50000", "BATCH_MAX_BYTES": str(16 << 30), "WORKER_METRICS_BIND": ""}
+
+
+@contextmanager
+def batch_job(url: str, token: str, path: Path) -> Iterator[None]:
+    """A batch job of ``path`` submitted (its upload read whole) and scored meanwhile; cancelled after."""
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=600) as client:
+        with open(path, "rb") as body:
+            response = client.post(
+                f"/v1/models/{MODEL}/batch-jobs?id_column=id",
+                content=body,
+                headers={"Content-Type": "application/vnd.apache.parquet"},
+            )
+        response.raise_for_status()
+        job = response.json()["id"]
+        try:
+            yield
+        finally:
+            client.delete(f"/v1/batch-jobs/{job}")
 
 
 def own_database(url: str, tree: Path, stage: Stage) -> Stage:
