@@ -26,7 +26,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -156,21 +155,37 @@ def batch_job(url: str, token: str, path: Path) -> Iterator[None]:
 
 
 def own_database(url: str, tree: Path, stage: Stage) -> Stage:
-    """``stage`` on the database ``url``, migrated by ``tree``'s migrations, with the model and a key."""
-    from app.access.auth import ApiKeys
-    from app.config import Settings
+    """``stage`` on the database ``url``, migrated by ``tree``'s migrations, with the model and a
+    key registered by ``tree``'s own code (its tables may differ from this tree's)."""
     from app.db import make_engine
-    from app.registry.registry import Registry
 
     env = stage.env | {"DATABASE_URL": url, "PYTHONPATH": str(tree)}
-    migrate = "import sys; from app.migrate import upgrade; upgrade(sys.argv[1])"
-    subprocess.run([sys.executable, "-c", migrate, url], cwd=tree, env=env, check=True)
-    engine = make_engine(url, 2)
-    Registry(engine, Settings.from_env(env).artifact_root).register(MODEL, stage.artifact)
-    _, token = ApiKeys(engine).create(
-        f"bench-{uuid.uuid4().hex[:6]}", ["predict"], rate_limit="1000000/second"
+    run = [sys.executable, "-c", _REGISTER, url, str(stage.artifact), MODEL]
+    token = subprocess.run(run, cwd=tree, env=env, check=True, capture_output=True, text=True).stdout
+    return dataclasses.replace(
+        stage, env=env, engine=make_engine(url, 2), token=token.strip().splitlines()[-1]
     )
-    return dataclasses.replace(stage, env=env, engine=engine, token=token)
+
+
+#: Run in the other tree: migrate, register the model, make a key, print its token. Modules
+#: moved in "the house" (round two): both places are tried.
+_REGISTER = """
+import os, sys, uuid
+from app.config import Settings
+from app.db import make_engine
+from app.migrate import upgrade
+try:
+    from app.access.auth import ApiKeys
+    from app.registry.registry import Registry
+except ImportError:
+    from app.auth import ApiKeys
+    from app.lifecycle.registry import Registry
+url, artifact, model = sys.argv[1:4]
+upgrade(url)
+engine = make_engine(url, 2)
+Registry(engine, Settings.from_env(dict(os.environ)).artifact_root).register(model, artifact)
+print(ApiKeys(engine).create(f"bench-{uuid.uuid4().hex[:6]}", ["predict"], rate_limit="1000000/second")[1])
+"""
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """Warm pool processes (workers/warming.py): the versions aliases point at are loaded before
-the first batch or chunk needs them, and a promoted version at the next look."""
+the first batch or chunk needs them, and a promoted version at the next look; a bulk worker's
+also runs a chunk's file work once."""
 
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
 from app.registry.registry import Registry
-from workers import warming
+from workers import bulk_files, warming
 
 
 def _register(svc, tmp_path: Path, model) -> tuple[str, int]:
@@ -46,3 +48,14 @@ def _register_again(svc, tmp_path: Path, name: str, model) -> int:
     path = tmp_path / f"{name}-again.joblib"
     joblib.dump(model, path)
     return svc.registry.register(name, path).version
+
+
+def test_a_bulk_process_warms_the_file_path_and_leaves_no_file_behind(monkeypatch, tmp_path):
+    """workers/bulk_files.py ``warm_up``: a chunk's file work (a file read, checked and rewritten,
+    the chunk read back, a part written in both formats) runs before the first chunk, in memory
+    and a temporary directory it removes: nothing is left where files are kept."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    bulk_files.warm_up()
+
+    assert list(tmp_path.iterdir()) == [], "the warm-up's temporary files are removed"

@@ -7,6 +7,7 @@ order, one in memory at a time.
 
 from __future__ import annotations
 
+import io
 import uuid
 from typing import Any
 
@@ -16,6 +17,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from app.batch_jobs import files, storage
+from app.batch_jobs.warm_up import warm_up as warm_input_path
 from app.storage import ObjectStore
 
 
@@ -30,6 +32,18 @@ def write_part(store: ObjectStore, key: str, table: pa.Table) -> None:
     """Write a part whole or not at all (app/storage/): readers never see half of one."""
     with store.writing(key) as sink:
         pq.write_table(table, sink, use_dictionary=dictionary_columns(table.schema))
+
+
+def warm_up() -> None:
+    """A chunk's file work before a pool process's first chunk: an input read, checked and
+    read back (app/batch_jobs/warm_up.py, which says what pyarrow's first use costs a process),
+    a part and a result written in both formats."""
+    warm_input_path()
+    part = pa.table(
+        {"row": np.arange(64), "prediction": np.zeros(64, dtype=np.int64), "probability_0": np.ones(64)}
+    )
+    pq.write_table(part, io.BytesIO(), use_dictionary=dictionary_columns(part.schema))
+    pa_csv.write_csv(part, io.BytesIO())
 
 
 def dictionary_columns(schema: pa.Schema) -> list[str]:

@@ -51,6 +51,8 @@ def _json_logs(**_: object) -> None:
 
 #: The worker pools (app/registry/pools.py) this worker's -Q serves, set before the pool forks.
 SERVED_POOLS: list[str] = []
+#: Whether this worker scores batch jobs' chunks (its -Q names the bulk queue, or it has no -Q).
+SCORES_FILES: list[bool] = [False]
 
 
 def _queue_names(options: dict[str, object] | None) -> list[str]:
@@ -61,8 +63,10 @@ def _queue_names(options: dict[str, object] | None) -> list[str]:
 @celeryd_init.connect
 def _remember_pools(options: dict[str, object] | None = None, **_: object) -> None:
     # Without -Q a worker takes every queue the app lists, the default pool's among them.
-    found = {pools.pool_of_queue(q) for q in _queue_names(options) or [INFERENCE_QUEUE]}
+    names = _queue_names(options)
+    found = {pools.pool_of_queue(q) for q in names or [INFERENCE_QUEUE]}
     SERVED_POOLS[:] = sorted(p for p in found if p is not None)
+    SCORES_FILES[0] = not names or BULK_QUEUE in names
 
 
 @celeryd_init.connect
@@ -95,9 +99,10 @@ def _freeze_startup_objects(**_: object) -> None:
 def _warm_serving_versions(**_: object) -> None:
     # Each pool process loads the served versions before its first batch or chunk, and
     # after a promotion (workers/warming.py); in a thread, so the process is ready at once.
+    # A bulk worker's also reads and writes a tiny file first (workers/bulk_files.py).
     from workers import warming
 
-    warming.start(flask_app.extensions["predq"], SERVED_POOLS)
+    warming.start(flask_app.extensions["predq"], SERVED_POOLS, files=SCORES_FILES[0])
 
 
 @worker_process_shutdown.connect

@@ -17,6 +17,7 @@ import time
 from app.registry import held
 from app.registry import pools as registry_pools
 from app.services import Services
+from workers import bulk_files
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +66,23 @@ def warm(
 REPORT_SECONDS = 5.0
 
 
-def start(svc: Services, pools: list[str] | None = None) -> threading.Thread:
+def start(svc: Services, pools: list[str] | None = None, files: bool = False) -> threading.Thread:
     """Warm now and every WARM_INTERVAL_SECONDS in a daemon thread (0: no warming); each look
     (every REPORT_SECONDS without warming) reports what this process holds and the worker
-    ``pools`` it serves."""
+    ``pools`` it serves. With ``files`` (a bulk worker's process), the first look also runs a
+    tiny chunk's file work (workers/bulk_files.py ``warm_up``): the first chunk after a start
+    then pays for neither the model's load nor pyarrow's first use."""
     warming = svc.settings.warm_interval_seconds > 0
     interval = svc.settings.warm_interval_seconds if warming else REPORT_SECONDS
     failed: set[tuple[str, int]] = set()
     reported: set[tuple[str, int]] = set()
 
     def loop() -> None:
+        if files:
+            try:
+                bulk_files.warm_up()
+            except Exception as exc:  # only time is lost: the first chunk pays instead
+                log.warning("could not warm the batch-job file path: %s", exc)
         while True:
             try:
                 if warming:
