@@ -9,6 +9,7 @@ import time
 import uuid
 from email.utils import parsedate_to_datetime
 
+import flask
 import pytest
 from redis import Redis
 
@@ -126,6 +127,24 @@ def test_sign_in_sets_a_signed_httponly_lax_cookie_holding_no_token(app, tokens)
     assert "Secure" not in cookie  # plain HTTP on 127.0.0.1
     assert tokens["admin"] not in cookie
     assert client.get("/console/models").status_code == 200
+
+
+def test_only_console_requests_open_a_session(app, tokens):
+    """The API's requests never build the session's signer nor read its cookie (a cost on every
+    prediction): a request elsewhere gets Flask's null session, even one carrying the cookie."""
+    client = app.test_client()
+    assert _sign_in_from(client, tokens["admin"]).status_code == 303
+    cookie = client.get_cookie("predq_console", path="/console")
+    assert cookie is not None
+    interface, headers = app.session_interface, {"Cookie": f"predq_console={cookie.value}"}
+
+    with app.test_request_context("/console/models", headers=headers):
+        console = interface.open_session(app, flask.request)
+    with app.test_request_context("/v1/models", headers=headers):
+        api = interface.open_session(app, flask.request)
+
+    assert console is not None and "key_id" in console, "the console's request reads its signed-in session"
+    assert api is None, "an API request opens no session (Flask gives it a null one)"
 
 
 def test_behind_tls_the_cookie_is_secure(app, tokens):
