@@ -142,6 +142,7 @@ def finish(svc: Services, job_id: uuid.UUID) -> str | None:
                                     payload=outbox.batch_job_payload(job, status, error, now))  # fmt: skip
     if not settled:
         return None
+    storage.announce_end(svc, job_id, status)  # committed: wake whoever waits (?wait=)
     # The result holds every scored row: the rewritten input and the parts are not needed
     # (left behind if the store is down now: the job's expiry deletes its whole directory).
     try:

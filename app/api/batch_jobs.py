@@ -13,6 +13,7 @@ from flask.typing import ResponseReturnValue
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from app.access.auth import current_principal
+from app.api import decoding
 from app.api.blueprint import Blueprint
 from app.api.bodies import body_of, loads_loose
 from app.api.decoding import CallbackUrl, Version, field_messages
@@ -156,10 +157,14 @@ def submit_batch_job(name: str) -> ResponseReturnValue:
 
 
 @blp.route("/batch-jobs/<string:job_id>", methods=["GET"])
+@blp.doc(**decoding.POLL_DOC)
 @blp.alt_response(200, schema="BatchJob", description="Status, progress, speed, ETA, where the result is.")
 @blp.alt_response(404, schema="Error", description="No such batch job (or another API key's).")
 def get_batch_job(job_id: str) -> ResponseReturnValue:
-    return jobs.get(current_services(), job_id, current_principal()), 200
+    """A batch job's view; with ?wait=S, held until the job ends or S seconds pass (S ≤ 30)."""
+    svc = current_services()
+    wait = min(decoding.wait_seconds(request.args.get("wait")), svc.settings.max_wait_seconds)
+    return jobs.get(svc, job_id, current_principal(), wait=wait), 200
 
 
 @blp.route("/batch-jobs/<string:job_id>", methods=["DELETE"])

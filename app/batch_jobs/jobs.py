@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 from sqlalchemy import func, select, update
 
 from app.access.auth import may_read
-from app.batch_jobs import files
+from app.batch_jobs import files, storage
 from app.batch_jobs.intake import Intake
 from app.batch_jobs.storage import CHUNK_STATUSES, FINISHED, input_key
 from app.db import BulkChunk, BulkJob, utcnow
@@ -141,9 +141,16 @@ def create(
     return get(svc, str(job_id), None)
 
 
-def get(svc: Services, job_id: str, reader: Principal | None) -> dict[str, Any]:
-    """A batch job's public view: status, progress, speed, ETA and where the result is."""
-    job = _job(svc, job_id, reader)
+def get(svc: Services, job_id: str, reader: Principal | None, wait: float = 0.0) -> dict[str, Any]:
+    """A batch job's public view: status, progress, speed, ETA and where the result is.
+
+    With ``wait`` > 0 and the job not finished, hold until it ends or ``wait`` passes
+    (storage.py's end mark), then read it again: the view as it is then, finished or not.
+    """
+    job = _job(svc, job_id, reader)  # another key's job is not found before anyone waits
+    if wait > 0 and job.status not in FINISHED:
+        storage.wait_for_end(svc, job.id, wait)
+        job = _job(svc, job_id, reader)
     with svc.engine.connect() as conn:
         by_status = conn.execute(
             select(BulkChunk.status, func.count(), func.sum(BulkChunk.rows))
@@ -217,6 +224,7 @@ def cancel(svc: Services, job_id: str, reader: Principal | None) -> dict[str, An
             )
     if not cancelled:
         raise BatchJobFinished(f"batch job {job_id} has already finished ({job.status})", status=job.status)
+    storage.announce_end(svc, job.id, "cancelled")
     log.info("batch job %s cancelled", job_id, extra={"batch_job_id": job_id})
     return get(svc, job_id, reader)
 

@@ -5,6 +5,13 @@ Under BATCH_ROOT/<job id>/ (a directory or an S3 prefix: the Services' ``batches
 app/storage/): ``input/chunk-NNNNNN.parquet`` (the input rewritten at submit, a file per
 chunk, until the job finishes), ``parts/part-NNNNNN.parquet`` (one per scored chunk, until
 merged) and ``result.parquet`` or ``result.csv``. These functions give the keys, relative to BATCH_ROOT.
+
+A job's end is also marked in Redis (the queue's, ``REDIS_URL``), for callers waiting on it
+(``GET /v1/batch-jobs/{id}?wait=S``): ``predq:batch-done:{job id}``, a list holding one item,
+the final status (``succeeded``, ``partial``, ``failed`` or ``cancelled``, UTF-8), pushed once
+the transaction that ends the job has committed and kept ``ENDED_TTL_SECONDS``. A waiter
+BLMOVEs it onto itself, so it stays for every other waiter, then reads the job from the
+database. The mark is a wake-up, never the truth: lost, a waiter waits out its ``wait``.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import logging
 import uuid
 
 from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
 
 from app.celery_app import SCORE_CHUNK
 from app.services import Services
@@ -21,6 +29,8 @@ log = logging.getLogger(__name__)
 
 FINISHED = ("succeeded", "partial", "failed", "cancelled")
 CHUNK_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+#: How long a job's end mark stays for waiters (a waiter arriving later reads the job ended).
+ENDED_TTL_SECONDS = 300
 
 
 def job_dir(job_id: uuid.UUID | str) -> str:
@@ -56,3 +66,36 @@ def send_chunk(svc: Services, job_id: uuid.UUID, index: int, model: str, rows: i
         log.warning("could not queue chunk %d of batch job %s: %s", index, job_id, exc)
         return False
     return True
+
+
+def ended_key(job_id: uuid.UUID | str) -> str:
+    return f"predq:batch-done:{job_id}"
+
+
+def announce_end(svc: Services, job_id: uuid.UUID | str, status: str) -> None:
+    """Wake the callers waiting on the job; call after the transaction that ended it commits.
+
+    Best effort: the job has ended in the database, and a waiter that misses the mark
+    waits out its ``wait``, then reads it there.
+    """
+    key = ended_key(job_id)
+    try:
+        pipe = svc.redis.pipeline(transaction=True)
+        pipe.rpush(key, status)
+        pipe.expire(key, ENDED_TTL_SECONDS)
+        pipe.execute()
+    except RedisError as exc:
+        log.warning("batch job %s ended %s, but its waiters were not told: %s", job_id, status, exc)
+
+
+def wait_for_end(svc: Services, job_id: uuid.UUID | str, seconds: float) -> bool:
+    """Hold up to ``seconds`` for the job's end mark; whether it came (False too when Redis fails)."""
+    key = ended_key(job_id)
+    try:
+        # BLMOVE onto itself leaves the mark for every other waiter. Redis takes a
+        # fractional timeout; redis-py annotates it as int.
+        found = svc.redis_wait.blmove(key, key, seconds, "LEFT", "RIGHT")  # type: ignore[arg-type]
+    except RedisError as exc:
+        log.warning("waiting for batch job %s fell back to one read: %s", job_id, exc)
+        return False
+    return found is not None
