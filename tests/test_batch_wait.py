@@ -11,8 +11,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
+import predq
 import pyarrow.parquet as pq
 import pytest
+from predq import _batch
 from redis import Redis
 
 from app import create_app
@@ -138,3 +141,34 @@ def test_a_wait_with_redis_down_answers_the_current_view(svc, unserved, register
 
     assert view["status"] == "queued", "the view from the database, not an error"
     client.delete(f"/v1/batch-jobs/{job['id']}")
+
+
+def test_the_clients_follow_returns_without_sleeping_a_poll_period(
+    app, tokens, registered, bulk_worker, tmp_path
+):
+    (tmp_path / "in.parquet").write_bytes(parquet_bytes(1500))
+    transport = httpx.WSGITransport(app=app)
+    tick = time.monotonic()
+
+    with predq.Client("http://predq", tokens["predict"], transport=transport) as client:
+        job = client.score_file(
+            "iris", tmp_path / "in.parquet", tmp_path / "out.parquet", progress=False, poll_seconds=120
+        )
+
+    seconds = time.monotonic() - tick
+    assert job["status"] == "succeeded", job
+    assert seconds < 30, f"long-polled to the end, not slept a 120 s poll period first: {seconds:.1f} s"
+    assert pq.read_table(tmp_path / "out.parquet").num_rows == 1500
+
+
+def test_the_follow_sleeps_a_poll_period_after_an_answer_the_server_did_not_hold():
+    # An older server ignores ?wait (or its Redis is down): the follow polls, not in a tight loop.
+    running = {"status": "running"}
+
+    assert _batch.pause(running, hold=30, poll=1.0, took=0.01, remaining=float("inf")) == 1.0
+
+
+def test_the_follow_reads_again_at_once_after_a_held_answer():
+    running = {"status": "running"}
+
+    assert _batch.pause(running, hold=1.0, poll=1.0, took=1.0, remaining=float("inf")) == 0.0

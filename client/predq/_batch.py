@@ -29,6 +29,15 @@ def upload(
     return content_type, {k: v for k, v in params.items() if v is not None}
 
 
+def pause(job: Any, hold: float, poll: float, took: float, remaining: float) -> float:
+    """Seconds to sleep before the next read of an unfinished job: none after a long-poll the
+    server held, ``poll`` after one it answered at once (a server that ignores ``wait``, or
+    whose Redis is down), so the loop polls as it did before long-polls."""
+    if job["status"] in FINISHED or took >= hold / 2:
+        return 0.0
+    return max(0.0, min(poll, remaining - 0.1))
+
+
 def progress_bar(total: int, shown: bool) -> Callable[[int | None], None]:
     """A progress bar over ``total`` rows: tqdm when installed, else a line on stderr; None closes it."""
     if not shown:

@@ -239,16 +239,23 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
         return cast(BatchJob, self._json("DELETE", f"/v1/batch-jobs/{job_id}"))
 
     def _follow(self, job: BatchJob, deadline: Deadline, progress: bool, poll: float) -> BatchJob:
+        """Long-poll the job (``?wait``) until it finishes: up to 30 s a request, or ``poll``
+        while a progress bar is shown, so the bar moves."""
         bar = _batch.progress_bar(job["rows"]["total"], progress)
+        path = f"/v1/batch-jobs/{job['id']}"
         try:
             while job["status"] not in _batch.FINISHED:
-                if deadline.remaining() <= poll:
+                if deadline.remaining() <= 0.1:
                     raise DeadlineExceeded(
                         f"batch job {job['id']} is still {job['status']}", code="deadline_exceeded"
                     )
-                time.sleep(poll)
-                job = self.batch_job(job["id"])
+                hold, asked_at = deadline.hold(poll if progress else 30), time.monotonic()
+                # Each read keeps the client's timeout beyond its hold (a score_file without
+                # a timeout has no deadline of its own).
+                call = Deadline(min(deadline.remaining(), hold + self.timeout))
+                job = cast(BatchJob, self._json("GET", path, call, params={"wait": hold}))
                 bar(job["rows"]["done"])
+                time.sleep(_batch.pause(job, hold, poll, time.monotonic() - asked_at, deadline.remaining()))
         finally:
             bar(None)
         return job
