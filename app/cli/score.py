@@ -58,10 +58,13 @@ def models_score(
 
 
 def _follow(svc: Any, job: dict[str, Any], progress: bool) -> dict[str, Any]:
-    """Poll a batch job until it finishes, moving a progress bar by the rows scored."""
+    """Wait for a batch job's end (0.5 s at a time while the progress bar moves by the rows scored)."""
+    hold = 0.5 if progress else svc.settings.max_wait_seconds
     with tqdm(total=job["rows"]["total"], unit="rows", unit_scale=True, disable=not progress) as bar:
         while job["status"] not in storage.FINISHED:
-            time.sleep(0.5)
-            job = jobs.get(svc, job["id"], None)
+            asked = time.monotonic()
+            job = jobs.get(svc, job["id"], None, wait=hold)
             bar.update(job["rows"]["done"] - bar.n)
+            if job["status"] not in storage.FINISHED and time.monotonic() - asked < hold / 2:
+                time.sleep(0.5)  # the wait answered at once (Redis down): poll, not in a tight loop
     return job
