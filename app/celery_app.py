@@ -65,6 +65,10 @@ def make_celery(settings: Settings, app: Flask | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A new pool process has this long to say it is up. Celery's 4 s default killed bulk
+        # pool processes starting on a loaded machine (imports alone took longer at load 30),
+        # and each one started in its place met the same end.
+        worker_proc_alive_timeout=30.0,
         # Longer than any batch, so Redis does not redeliver a task that is still running.
         broker_transport_options={"visibility_timeout": 3600},
         broker_connection_retry_on_startup=True,
