@@ -15,14 +15,16 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import uuid_utils
 from alembic import command
 from prometheus_client import REGISTRY
-from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy import create_engine, event, insert, select, text
 
 from app import create_app
-from app.db import IdempotencyKey, Job, utcnow
-from app.db.ids import by_id, time_of
+from app.db import IdempotencyKey, Job, ShadowOutput, utcnow
+from app.db.ids import by_id, new_id, time_of
 from app.db.partitions import create_day, day_name, day_of, partitions
+from app.lifecycle import shadows
 from app.migrate import alembic_config, upgrade
 from app.predictions.idempotency import owned_key, request_hash_of
 from scripts.local import scratch_database
@@ -396,6 +398,69 @@ def test_a_finished_job_whose_key_is_still_stored_is_not_deleted_before_its_key(
     with svc.engine.connect() as conn:
         left = conn.execute(select(Job.id).where(Job.id == keyed)).first()
     assert left is not None, "the job waits until its key has gone"
+
+
+def _id_at(moment: Any) -> uuid.UUID:
+    """A UUIDv7 naming ``moment`` (to the millisecond), as a job stored then would have."""
+    return uuid.UUID(int=uuid_utils.uuid7(nanoseconds=int(moment.timestamp() * 1000) * 1_000_000).int)
+
+
+def _shadowed(svc: Any, model: str, jobs: list[tuple[uuid.UUID, Any, int]]) -> None:
+    """Succeeded jobs of ``model`` (id, created_at, the served prediction), each with a shadow
+    output of version 2 that predicted 0, stored in this order."""
+    with svc.engine.begin() as conn:
+        for job_id, created_at, prediction in jobs:
+            conn.execute(insert(Job), {**_job(job_id, created_at, completed_at=created_at), "model_name": model,
+                                       "outputs": [{"prediction": prediction}]})  # fmt: skip
+            conn.execute(insert(ShadowOutput), {"job_id": job_id, "model_name": model, "model_version": 2,
+                                                "outputs": [{"prediction": 0}], "batch_id": uuid.uuid4()})  # fmt: skip
+
+
+def test_the_shadow_comparison_reads_only_the_partitions_of_the_jobs_it_compares(own, artifacts):
+    svc = own.extensions["predq"]
+    svc.registry.register("shadowed", artifacts["iris"])
+    days = [day_of(utcnow()) - timedelta(days=n) for n in (2, 3, 4)]
+    with svc.engine.begin() as conn:
+        for day in days:
+            create_day(conn, "jobs", day)
+    first, second, other = (_id_at(day + timedelta(hours=5)) for day in days)
+    _shadowed(svc, "shadowed", [(first, time_of(first), 0), (second, time_of(second), 1)])
+    with svc.engine.begin() as conn:  # a job of another day, not shadowed: its partition is not read
+        conn.execute(insert(Job), _job(other, time_of(other), completed_at=time_of(other)))
+    statements: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(svc.engine, "before_cursor_execute", record)
+    try:
+        compared = shadows.shadow_comparisons(svc.engine, svc.registry, "shadowed")
+    finally:
+        event.remove(svc.engine, "before_cursor_execute", record)
+    with svc.engine.connect() as conn:
+        plans = ["\n".join(conn.exec_driver_sql(f"EXPLAIN {statement}", parameters).scalars())
+                 for statement, parameters in statements if re.search(r"\bjobs\b", statement)]  # fmt: skip
+
+    assert [pair["job_id"] for pair in compared["jobs"]] == [str(second), str(first)], "newest first"
+    assert compared["rows_compared"] == 2 and compared["prediction_agreement"] == 0.5
+    assert len(plans) == 1, statements
+    scanned = set(re.findall(r"\bon (jobs\w*)", plans[0]))
+    assert (
+        scanned == {_where(svc, first), _where(svc, second)} == {day_name("jobs", day) for day in days[:2]}
+    ), plans[0]
+
+
+def test_a_shadow_output_of_a_job_stored_before_uuidv7_ids_is_still_compared(own, artifacts):
+    svc = own.extensions["predq"]
+    svc.registry.register("shadowed_legacy", artifacts["iris"])
+    legacy, timed = uuid.uuid4(), new_id()[0]
+    two_days_ago = utcnow() - timedelta(days=2)  # a uuid4 names no time: any created_at is its own
+
+    _shadowed(svc, "shadowed_legacy", [(legacy, two_days_ago, 0), (timed, time_of(timed), 0)])
+    compared = shadows.shadow_comparisons(svc.engine, svc.registry, "shadowed_legacy")
+
+    assert [pair["job_id"] for pair in compared["jobs"]] == [str(timed), str(legacy)]
+    assert compared["rows_compared"] == 2 and compared["prediction_agreement"] == 1.0
 
 
 def test_the_migration_converts_a_database_with_rows_in_place(settings, artifacts):

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.engine import Engine
 
 from app.db import Job, ShadowOutput
+from app.db.ids import by_ids
 from app.predictions.view import JobStatus
 from app.registry.registry import Registry
 
@@ -18,25 +19,50 @@ def shadow_comparisons(engine: Engine, registry: Registry, name: str, limit: int
     """The newest shadow outputs of a model beside what served the same jobs, and how often they agree."""
     registry.require(name)
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(ShadowOutput.job_id, ShadowOutput.model_version, ShadowOutput.outputs,
-                   Job.model_version.label("served_version"), Job.outputs.label("served_outputs"))
-            .join(Job, Job.id == ShadowOutput.job_id)
-            .where(ShadowOutput.model_name == name, Job.status == JobStatus.SUCCEEDED)
-            .order_by(ShadowOutput.id.desc())
-            .limit(limit)
-        ).all()  # fmt: skip
+        rows = _newest_compared(conn, name, limit)
     pairs, agreeing, compared = [], 0, 0
-    for row in rows:
-        for served, shadow in zip(row.served_outputs, row.outputs, strict=True):
+    for shadow, served in rows:
+        for served_output, shadow_output in zip(served.outputs, shadow.outputs, strict=True):
             compared += 1
-            agreeing += served["prediction"] == shadow["prediction"]
+            agreeing += served_output["prediction"] == shadow_output["prediction"]
         pairs.append(
             {
-                "job_id": str(row.job_id),
-                "served": {"version": row.served_version, "outputs": row.served_outputs},
-                "shadow": {"version": row.model_version, "outputs": row.outputs},
+                "job_id": str(shadow.job_id),
+                "served": {"version": served.model_version, "outputs": served.outputs},
+                "shadow": {"version": shadow.model_version, "outputs": shadow.outputs},
             }
         )
     agreement = agreeing / compared if compared else None
     return {"model": name, "rows_compared": compared, "prediction_agreement": agreement, "jobs": pairs}
+
+
+def _newest_compared(conn: Connection, name: str, limit: int) -> list[tuple[Any, Any]]:
+    """The newest ``limit`` shadow outputs of ``name`` whose job succeeded, each with that job.
+
+    Two reads, not one join: PostgreSQL cannot prune ``jobs``' day partitions on a join's
+    column, so a join on the job's id probed every day's index for every shadow output. The
+    shadow outputs are read first, a page of ``limit`` at a time (newest first, as far as it
+    takes to find ``limit`` succeeded jobs), then their jobs with the days their ids name
+    (app/db/ids.py): only those days' partitions are read (every one for a job id from
+    before UUIDv7, as for any read by such an id).
+    """
+    page = (
+        select(ShadowOutput.id, ShadowOutput.job_id, ShadowOutput.model_version, ShadowOutput.outputs)
+        .where(ShadowOutput.model_name == name)
+        .order_by(ShadowOutput.id.desc())
+        .limit(limit)
+    )
+    compared: list[tuple[Any, Any]] = []
+    while len(compared) < limit:
+        shadows = conn.execute(page).all()
+        if not shadows:
+            break
+        jobs = select(Job.id, Job.model_version, Job.outputs).where(
+            by_ids(Job, [shadow.job_id for shadow in shadows]), Job.status == JobStatus.SUCCEEDED
+        )
+        served = {job.id: job for job in conn.execute(jobs)}
+        compared += [(shadow, served[shadow.job_id]) for shadow in shadows if shadow.job_id in served]
+        if len(shadows) < limit:
+            break
+        page = page.where(ShadowOutput.id < shadows[-1].id)
+    return compared[:limit]
