@@ -7,7 +7,10 @@ import uuid
 from typing import Any
 
 import pytest
+from sqlalchemy import and_, func, select, text
 
+from app.db import IdempotencyKey, Job
+from app.predictions.idempotency import owned_key
 from tests.helpers import count_jobs, predq_keys
 
 GOOD_ROW = [5.1, 3.5, 1.4, 0.2]
@@ -134,6 +137,35 @@ def test_idempotency_key_returns_the_same_job(client, svc, registered):
     assert first.status_code in (200, 202)
     assert again.json["id"] == first.json["id"]
     assert count_jobs(svc) == jobs_after_first
+
+
+def test_a_replay_whose_key_outlived_its_job_stores_the_job_once_more(
+    client, svc, registered, predict_key_id
+):
+    key = f"order-{uuid.uuid4()}"
+    payload = {"inputs": [[4.9, 3.1, 1.5, 0.13]]}
+    first = client.post(IRIS, json=payload, headers={"Idempotency-Key": key})
+    with svc.engine.begin() as conn:  # gone (retention, a hand) while its key's row stayed
+        conn.execute(text("DELETE FROM jobs WHERE id = :id"), {"id": uuid.UUID(first.json["id"])})
+
+    again = client.post(IRIS, json=payload, headers={"Idempotency-Key": key})
+
+    assert first.status_code == 202 and again.status_code == 202, again.json
+    with svc.engine.connect() as conn:
+        keyed = conn.execute(
+            select(Job.id, Job.inputs, Job.request_hash)
+            .join(
+                IdempotencyKey,
+                and_(Job.id == IdempotencyKey.job_id, Job.created_at == IdempotencyKey.created_at),
+            )
+            .where(IdempotencyKey.key == owned_key(key, predict_key_id))
+        ).one()
+        same_body = conn.execute(select(func.count()).where(Job.request_hash == keyed.request_hash)).scalar()
+    assert (str(keyed.id), keyed.inputs) == (again.json["id"], payload["inputs"]), (
+        "the key names the job stored again"
+    )
+    assert same_body == 1, "one job for the key: the deleted one is not back, no second one was made"
+    assert client.post(IRIS, json=payload, headers={"Idempotency-Key": key}).json["id"] == again.json["id"]
 
 
 def test_idempotency_key_with_another_body_conflicts_and_writes_nothing(client, svc, registered, worker):

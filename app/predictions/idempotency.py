@@ -15,7 +15,7 @@ import hashlib
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, bindparam, insert, literal, select
+from sqlalchemy import Connection, and_, bindparam, delete, exists, insert, literal, select
 
 from app.db import IdempotencyKey, Job
 from app.errors import IdempotencyConflict
@@ -41,6 +41,12 @@ _FIND = (
     .join(IdempotencyKey, and_(Job.id == IdempotencyKey.job_id, Job.created_at == IdempotencyKey.created_at))
     .where(IdempotencyKey.key == bindparam("key"))
 )
+# A key whose job is gone (past retention, deleted by hand) while the key stayed: it names no
+# job, so a replay could neither find its job nor store one (the key taken) until it went.
+_FREE_ORPHANED = delete(IdempotencyKey).where(
+    IdempotencyKey.key == bindparam("key"),
+    ~exists().where(Job.id == IdempotencyKey.job_id, Job.created_at == IdempotencyKey.created_at),
+)
 _INSERT_JOB = insert(Job)
 _INSERT_KEY = insert(IdempotencyKey)
 
@@ -50,6 +56,13 @@ def find_by_key(svc: Services, key: str) -> dict[str, Any] | None:
     with svc.engine.connect() as conn:
         row = conn.execute(_FIND, {"key": key}).mappings().first()
     return dict(row) if row is not None else None
+
+
+def free_orphaned_key(svc: Services, key: str) -> bool:
+    """Delete ``key`` if its job is gone (True); a key whose job exists (stored again by a
+    concurrent replay meanwhile) is left as it is."""
+    with svc.engine.begin() as conn:
+        return conn.execute(_FREE_ORPHANED, {"key": key}).rowcount > 0
 
 
 def store_job(conn: Connection, record: dict[str, Any], key: str | None) -> None:

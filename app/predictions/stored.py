@@ -15,7 +15,7 @@ from app.db.ids import new_id
 from app.errors import PredqError, ServiceUnavailable
 from app.metrics import CACHE_HITS, CACHE_MISSES, JOBS
 from app.predictions import cache
-from app.predictions.idempotency import find_by_key, replay, store_job
+from app.predictions.idempotency import find_by_key, free_orphaned_key, replay, store_job
 from app.predictions.items import encode_item, encode_view
 from app.predictions.jobs import wait_for
 from app.predictions.queue import RowQueue, enqueue
@@ -78,18 +78,21 @@ def _insert_or_find(
     svc: Services, record: dict[str, Any], finished: bool, sub: Submission
 ) -> dict[str, Any] | None:
     """Store the job (None), or the job its Idempotency-Key already names (another request
-    with the key won the race). The key may go between our failed insert and the read (its
-    job was past retention): the insert is tried once more, the key free by then."""
+    with the key won the race). A key taken whose job is gone (the key went between our
+    failed insert and the read, or its job went and the key stayed) names no job: the key
+    goes if it is still there and the insert is tried once more, the key free by then."""
     for _ in range(2):
         try:
             _insert(svc, record, finished, sub.stored_key)
             return None
         except IntegrityError:
-            existing = find_by_key(svc, sub.stored_key) if sub.stored_key else None
             if sub.request_hash is None or sub.stored_key is None:
                 raise
+            existing = find_by_key(svc, sub.stored_key)
             if existing is not None:
                 return existing
+            if free_orphaned_key(svc, sub.stored_key):
+                log.warning("an Idempotency-Key named a job that is gone; its job is stored again")
     raise ServiceUnavailable("the Idempotency-Key's job could not be stored or found; retry", retry_after=1)
 
 
