@@ -42,6 +42,7 @@ from bench.run import (
     Stage,
     alternating,
     celery,
+    count_database,
     measure,
     medians,
     prepare,
@@ -160,6 +161,7 @@ def own_database(url: str, tree: Path, stage: Stage) -> Stage:
     from app.db import make_engine
 
     env = stage.env | {"DATABASE_URL": url, "PYTHONPATH": str(tree)}
+    count_database(url)  # its backends' CPU counts, as this tree's database's does
     run = [sys.executable, "-c", _REGISTER, url, str(stage.artifact), MODEL]
     token = subprocess.run(run, cwd=tree, env=env, check=True, capture_output=True, text=True).stdout
     return dataclasses.replace(

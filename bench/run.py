@@ -171,15 +171,21 @@ def processes_by_kind() -> list[tuple[str, psutil.Process]]:
             "api": proc.pid in ours,
             "workers": proc.pid in ours,
             "redis": redis_port in label,
-            "postgresql": _DATABASE[0] in label if _DATABASE else False,
+            "postgresql": any(name in label for name in _DATABASE),
         }[kind]
         if everything or mine:
             found.append((kind, proc))
     return found
 
 
-#: The benchmark's scratch database (set by prepare): its PostgreSQL backends are named by it.
+#: The benchmark's scratch databases (prepare's, and bench.ab's second with --own-databases):
+#: their PostgreSQL backends are named by them.
 _DATABASE: list[str] = []
+
+
+def count_database(url: str) -> None:
+    """Count the PostgreSQL backends of the database ``url`` as the benchmark's own too."""
+    _DATABASE.append(url.rsplit("/", 1)[-1].split("?")[0])
 
 
 def cpu_by_kind() -> dict[int, tuple[str, float]]:
@@ -266,17 +272,20 @@ def alternating(names: list[str], pairs: int) -> Iterator[str]:
 
 
 def medians(label: str, found: list[Point]) -> str:
-    """One line: the median predictions/s (every run's too), API CPU and p99 of ``found``."""
+    """One line: the median predictions/s (every run's too), p50, p99 and CPU by process of ``found``."""
     rate = statistics.median(p.predictions_per_s for p in found)
     api = statistics.median((p.cpu_ms_by_process or {}).get("api", 0.0) for p in found)
     workers = statistics.median((p.cpu_ms_by_process or {}).get("workers", 0.0) for p in found)
+    postgresql = statistics.median((p.cpu_ms_by_process or {}).get("postgresql", 0.0) for p in found)
+    redis = statistics.median((p.cpu_ms_by_process or {}).get("redis", 0.0) for p in found)
     cpu = statistics.median(p.cpu_ms_per_prediction for p in found)
     p50, p99 = statistics.median(p.p50_ms for p in found), statistics.median(p.p99_ms for p in found)
     runs = ", ".join(f"{p.predictions_per_s:.0f}" for p in found)
     p50s = ", ".join(f"{p.p50_ms:.1f}" for p in found)
     return (
         f"  {label:<22} {rate:8.0f}/s ({runs})  p50 {p50:.1f} ms ({p50s})  p99 {p99:.1f} ms  CPU per prediction:"
-        f" {cpu:.2f} ms in all, API {api:.3f}, workers {workers:.3f}"
+        f" {cpu:.2f} ms in all, API {api:.3f}, workers {workers:.3f}, PostgreSQL {postgresql:.3f},"
+        f" Redis {redis:.3f}"
     )
 
 
@@ -371,7 +380,8 @@ def prepare(database_url: str, work: Path) -> Stage:
     from app.registry.registry import Registry
 
     upgrade(database_url)
-    _DATABASE[:] = [database_url.rsplit("/", 1)[-1].split("?")[0]]
+    _DATABASE.clear()
+    count_database(database_url)
     settings = Settings.from_env(env)
     engine = make_engine(database_url, 2)
     # A reference sample: drift checks, and the rows a compile's parity gate starts from.
