@@ -63,9 +63,13 @@ def on_starting(server):  # noqa: ANN001, ANN201  (gunicorn's hook signature)
 
 
 def post_worker_init(worker):  # noqa: ANN001, ANN201  (gunicorn's hook signature)
-    # The app is built: keep full garbage collections off its objects (see app/gcfreeze.py).
+    # The app is built: warm the batch-job file path, as app/wsgi.py does under granian (a
+    # process's first upload would pay for pyarrow's first use), then keep full garbage
+    # collections off its objects (see app/gcfreeze.py).
+    from app.batch_jobs.warm_up import warm_up
     from app.gcfreeze import freeze_startup_objects
 
+    warm_up()
     freeze_startup_objects()
 
 
