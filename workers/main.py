@@ -51,8 +51,8 @@ def _json_logs(**_: object) -> None:
 
 #: The worker pools (app/registry/pools.py) this worker's -Q serves, set before the pool forks.
 SERVED_POOLS: list[str] = []
-#: Whether this worker scores batch jobs' chunks (its -Q names the bulk queue, or it has no -Q).
-SCORES_FILES: list[bool] = [False]
+#: The queues this worker's -Q names (none: every queue the app lists), set before the pool forks.
+SERVED_QUEUES: list[str] = []
 
 
 def _queue_names(options: dict[str, object] | None) -> list[str]:
@@ -66,7 +66,7 @@ def _remember_pools(options: dict[str, object] | None = None, **_: object) -> No
     names = _queue_names(options)
     found = {pools.pool_of_queue(q) for q in names or [INFERENCE_QUEUE]}
     SERVED_POOLS[:] = sorted(p for p in found if p is not None)
-    SCORES_FILES[0] = not names or BULK_QUEUE in names
+    SERVED_QUEUES[:] = names
 
 
 @celeryd_init.connect
@@ -102,7 +102,8 @@ def _warm_serving_versions(**_: object) -> None:
     # A bulk worker's also reads and writes a tiny file first (workers/bulk_files.py).
     from workers import warming
 
-    warming.start(flask_app.extensions["predq"], SERVED_POOLS, files=SCORES_FILES[0])
+    scores_files = not SERVED_QUEUES or BULK_QUEUE in SERVED_QUEUES
+    warming.start(flask_app.extensions["predq"], SERVED_POOLS, files=scores_files)
 
 
 @worker_process_shutdown.connect

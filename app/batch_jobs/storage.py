@@ -23,6 +23,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
 from app.celery_app import SCORE_CHUNK
+from app.long_polls import wait_on
 from app.services import Services
 
 log = logging.getLogger(__name__)
@@ -90,12 +91,4 @@ def announce_end(svc: Services, job_id: uuid.UUID | str, status: str) -> None:
 
 def wait_for_end(svc: Services, job_id: uuid.UUID | str, seconds: float) -> bool:
     """Hold up to ``seconds`` for the job's end mark; whether it came (False too when Redis fails)."""
-    key = ended_key(job_id)
-    try:
-        # BLMOVE onto itself leaves the mark for every other waiter. Redis takes a
-        # fractional timeout; redis-py annotates it as int.
-        found = svc.redis_wait.blmove(key, key, seconds, "LEFT", "RIGHT")  # type: ignore[arg-type]
-    except RedisError as exc:
-        log.warning("waiting for batch job %s fell back to one read: %s", job_id, exc)
-        return False
-    return found is not None
+    return wait_on(svc, ended_key(job_id), seconds, f"batch job {job_id}") is not None

@@ -20,6 +20,7 @@ from app.access.auth import may_read
 from app.db import Job
 from app.db.ids import by_id
 from app.errors import JobNotFound
+from app.long_polls import wait_on
 from app.predictions.items import decode_view
 from app.predictions.queue import done_key, result_key
 from app.predictions.view import FINISHED, job_view
@@ -68,14 +69,8 @@ def wait_for(svc: Services, job_id: str, seconds: float) -> dict[str, Any] | Non
     The worker pushes the view onto a short-lived list; BLMOVE from that list to itself
     returns it and leaves it there, so every client waiting on the job gets it.
     """
-    key = done_key(job_id)
-    try:
-        # Redis takes a fractional timeout; redis-py annotates it as int.
-        raw = svc.redis_wait.blmove(key, key, seconds, "LEFT", "RIGHT")  # type: ignore[arg-type]
-    except RedisError as exc:
-        log.warning("long-poll for %s fell back to one read: %s", job_id, exc)
-        return None
-    return decode_view(cast(bytes, raw))[1] if raw is not None else None
+    raw = wait_on(svc, done_key(job_id), seconds, job_id)
+    return decode_view(raw)[1] if raw is not None else None
 
 
 def read(svc: Services, job_id: uuid.UUID, reader: Principal | None) -> dict[str, Any]:
